@@ -1,0 +1,177 @@
+"""resgraph: residual networks declared in YAML, validated before training, compiled to torch.
+
+The public API: `load`, `validate`, `compile`, `render` and `summary`, and the `SpecError`
+they raise. Nothing here imports torch until a module is compiled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .diagnostics import Diagnostic, Diagnostics, Severity, SpecError, Span
+from .expand import Program, expand_blocks, load_program
+from .graph import Graph, check_graph
+from .shapes import infer_shapes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__version__ = "0.1.0"
+__all__ = ["Network", "SpecError", "Diagnostic", "Severity", "Span", "load", "validate", "compile", "render",
+           "summary", "__version__"]
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+DEFAULT_MAX_PARAM_BYTES = 16 * 2**30
+PathLike = str | os.PathLike
+
+
+class Network:
+    """A validated spec: its parsed program and the expanded graph with every shape inferred."""
+
+    def __init__(self, program: Program, graph: Graph, warnings: list[Diagnostic], sources: dict[str, str]) -> None:
+        self.program = program
+        self.graph = graph
+        self.warnings = warnings
+        self.sources = sources
+
+    @property
+    def spec(self):
+        return self.program.spec
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def params(self) -> int:
+        """Number of trainable parameters."""
+        return self.graph.total_params
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of convolutions and linear layers for one sample."""
+        return self.graph.total_macs
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: self.graph.nodes[name].shape for name in self.graph.inputs}
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: self.graph.nodes[name].shape for name in self.graph.outputs}
+
+    def summary(self) -> str:
+        from .summary import summary_table
+
+        return summary_table(self.graph)
+
+    def compile(self, **options: Any) -> "torch.nn.Module":
+        return compile(self, **options)
+
+    def render(self, output: PathLike) -> Path:
+        return render(self, output)
+
+    def _repr_svg_(self) -> str:
+        from .render import to_digraph
+
+        return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"
+
+
+def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
+    """Run every static pass; returns the network (None on errors) and all diagnostics."""
+    diagnostics = Diagnostics()
+    program = load_program(path, diagnostics, text)
+    if program is None:
+        return None, diagnostics
+    graph = expand_blocks(program, diagnostics, params)
+    if graph is None:
+        return None, diagnostics
+    if not check_graph(graph, diagnostics) or not infer_shapes(graph, diagnostics) or diagnostics.has_errors:
+        return None, diagnostics
+    warnings = [d for d in diagnostics.items if not d.is_error]
+    return Network(program, graph, warnings, diagnostics.sources), diagnostics
+
+
+def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> list[Diagnostic]:
+    """Every error and warning in the spec at `path`; an empty list means it is valid and clean.
+
+    Never raises for a bad spec. Block libraries (files with blocks but no nodes) are checked
+    for their definitions only.
+    """
+    return _analyse(path, params, text)[1].items
+
+
+def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> Network:
+    """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid."""
+    if isinstance(path, Network):
+        return path
+    network, diagnostics = _analyse(path, params, text)
+    diagnostics.raise_if_errors()
+    if network is None:
+        raise SpecError([Diagnostic("RG010", "the spec defines no network (it has no `nodes`)",
+                                    Span(str(path), 1, 1, 1, 2),
+                                    help="a block library can be validated and included, but not compiled")],
+                        diagnostics.sources)
+    return network
+
+
+def _dtype(dtype: Any) -> "torch.dtype":
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype `{dtype}`; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
+            params: Mapping[str, Any] | None = None, seed: int | None = 0, zero_init_residual: bool = False,
+            max_param_bytes: int | None = DEFAULT_MAX_PARAM_BYTES) -> "torch.nn.Module":
+    """Compile a spec into a `torch.fx.GraphModule` (a plain `nn.Module`) in training mode.
+
+    `device="meta"` builds without allocating memory, for counting huge networks. Weights are
+    initialised as torchvision does, from a private RNG seeded with `seed` (None: the global
+    RNG), identically on every device. Refuses networks whose parameters would need more than
+    `max_param_bytes` (None: no limit).
+    """
+    import torch
+
+    from .lower import lower_to_fx
+
+    network = load(spec, params)
+    torch_dtype = _dtype(dtype)
+    device = torch.device(device)
+    needed = network.params * torch_dtype.itemsize
+    if max_param_bytes is not None and device.type != "meta" and needed > max_param_bytes:
+        raise SpecError([Diagnostic(
+            "RG035", f"`{network.name}` has {network.params:,} parameters, {needed / 2**30:.1f} GiB in "
+            f"{str(torch_dtype).removeprefix('torch.')}, more than the limit of {max_param_bytes / 2**30:.1f} GiB",
+            help="raise the limit (`--max-memory` on the command line, `max_param_bytes=` in Python), or "
+                 "compile on `device=\"meta\"` to inspect it without allocating")], network.sources)
+    if device.type == "meta":
+        with torch.device("meta"):
+            module = lower_to_fx(network.graph, seed=seed, zero_init_residual=zero_init_residual)
+    else:
+        module = lower_to_fx(network.graph, seed=seed, zero_init_residual=zero_init_residual)
+    return module.to(device=device, dtype=torch_dtype)
+
+
+def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None) -> Path:
+    """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot)."""
+    from .render import render_to_file
+
+    network = load(spec, params)
+    return render_to_file(network.graph, Path(output))
+
+
+def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None) -> str:
+    """A table of every node's output shape, parameters and MACs, with totals (no torch needed)."""
+    return load(spec, params).summary()

@@ -1,0 +1,210 @@
+"""The `resgraph` command: argument parsing and printing only; every command calls the public API.
+
+Exit codes: 0 success, 1 the spec is invalid, 2 usage or I/O error, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+import resgraph
+from .diagnostics import Diagnostic, SpecError, render_json, render_text
+from .source import parse_value
+
+EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+BUG_REPORT = "https://github.com/resgraph/resgraph/issues"
+
+
+def _color(stream) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _exit_code(diagnostics: list[Diagnostic]) -> int:
+    errors = [d for d in diagnostics if d.is_error]
+    if errors and all(d.code == "RG004" for d in errors):
+        return EXIT_USAGE  # the file could not be read: an I/O error, not an invalid spec
+    return EXIT_INVALID if errors else 0
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str]) -> None:
+    if diagnostics:
+        click.echo(render_text(diagnostics, sources, color=_color(sys.stderr)), err=True)
+        errors = sum(1 for d in diagnostics if d.is_error)
+        warnings = len(diagnostics) - errors
+        parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
+        parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+        click.echo(", ".join(parts), err=True)
+
+
+def _handle_errors(command: Callable) -> Callable:
+    """Turn every failure into a message and an exit code; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return command(*args, **kwargs)
+        except SpecError as exc:
+            _print_diagnostics(exc.diagnostics, exc.sources)
+            sys.exit(_exit_code(exc.diagnostics))
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            from .render import RenderError
+
+            if isinstance(exc, (RenderError, OSError, ValueError)) and not debug:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_USAGE)
+            if debug:
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc} -- this is a bug in resgraph; please report "
+                       f"it at {BUG_REPORT} (run again with --debug for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"`{item}` is not KEY=VALUE (e.g. `--set num_classes=10`)", param_hint="--set")
+        try:
+            params[key.strip()] = parse_value(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"`{item}`: {exc}", param_hint="--set") from None
+    return params
+
+
+set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                          help="Override a spec parameter (repeatable), e.g. --set num_classes=10.")
+spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(resgraph.__version__, prog_name="resgraph")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors.")
+def main(debug: bool) -> None:
+    """Residual networks declared in YAML: validate, compile to torch, summarise and draw them."""
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@set_option
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one machine-readable list of diagnostics for all files (for editors and CI).")
+@_handle_errors
+def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) -> None:
+    """Check specs without building them (no torch import). Exit 0 when every spec is valid."""
+    params = _parse_sets(sets)
+    everything: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    codes = []
+    for path in specs:
+        network, diagnostics = resgraph._analyse(path, params or None, None)
+        everything += diagnostics.items
+        sources.update(diagnostics.sources)
+        codes.append(_exit_code(diagnostics.items))
+        if output_format == "text":
+            _print_diagnostics(diagnostics.items, diagnostics.sources)
+            if not diagnostics.has_errors:
+                what = (f"{len(network.graph)} nodes, {network.params:,} params" if network is not None
+                        else "block library")
+                click.echo(f"{path}: ok ({what})")
+    if output_format == "json":
+        click.echo(render_json(everything))
+    sys.exit(max(codes, key=lambda c: (c == EXIT_INVALID, c)) if any(codes) else 0)
+
+
+@main.command(name="compile")
+@spec_argument
+@set_option
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, meta, ...")
+@click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
+@click.option("--zero-init-residual", is_flag=True, help="Zero the last norm of each residual branch.")
+@click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_PARAM_BYTES / 2**30, show_default=True,
+              metavar="GIB", help="Refuse networks whose parameters need more memory than this.")
+@click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
+@click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
+@_handle_errors
+def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, seed: int, zero_init_residual: bool,
+                    max_memory: float, batch: int, show_code: bool) -> None:
+    """Build the torch module, run a check forward pass and print a summary."""
+    import torch
+
+    from .lower import check_forward
+
+    network = resgraph.load(spec, _parse_sets(sets) or None)
+    _print_diagnostics(network.warnings, network.sources)
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    start = time.perf_counter()
+    module = resgraph.compile(network, device=device, dtype=dtype, seed=seed, zero_init_residual=zero_init_residual,
+                              max_param_bytes=int(max_memory * 2**30))
+    built = time.perf_counter() - start
+    click.echo(network.summary())
+    if show_code:
+        click.echo(module.code)
+    actual = sum(p.numel() for p in module.parameters())
+    if actual != network.params:
+        raise RuntimeError(f"the module has {actual:,} parameters but the shape rules counted {network.params:,}")
+    message = f"compiled `{network.name}` on {device} in {built:.2f} s"
+    if torch_device.type != "meta":
+        start = time.perf_counter()
+        check_forward(module, network.graph, torch_device, getattr(torch, dtype), batch)
+        message += f"; check forward pass (batch {batch}, {dtype}, eval) ok in {time.perf_counter() - start:.2f} s"
+    click.echo(message)
+
+
+@main.command()
+@spec_argument
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The diagram file; its suffix picks the format: .svg .png .pdf .dot")
+@set_option
+@_handle_errors
+def render(spec: str, output: str, sets: tuple[str, ...]) -> None:
+    """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
+    network = resgraph.load(spec, _parse_sets(sets) or None)
+    _print_diagnostics(network.warnings, network.sources)
+    path = resgraph.render(network, output)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@spec_argument
+@set_option
+@_handle_errors
+def summary(spec: str, sets: tuple[str, ...]) -> None:
+    """Per-node output shape, parameters and MACs, with totals (no torch needed)."""
+    network = resgraph.load(spec, _parse_sets(sets) or None)
+    _print_diagnostics(network.warnings, network.sources)
+    click.echo(network.summary())
+
+
+@main.command()
+@_handle_errors
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for yaml-language-server and other editors)."""
+    from .spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,215 @@
+"""Diagnostics: the error and warning values every pass produces, and their rendering.
+
+A diagnostic is a value (code, severity, span, message, help); passes collect them and the
+API raises `SpecError` only at its edge. Rendering follows rustc: location, caret, help.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable, Sequence
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of a source file; lines and columns start at 1, `end_col` is exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+# Every code resgraph emits, with a one-line title. docs/errors.md lists them with examples.
+CODES: dict[str, str] = {
+    "RG001": "yaml syntax error",
+    "RG002": "duplicate key",
+    "RG003": "unsupported yaml feature",
+    "RG004": "file cannot be read",
+    "RG005": "input too large",
+    "RG010": "missing field",
+    "RG011": "unknown field",
+    "RG012": "invalid value",
+    "RG013": "unknown op",
+    "RG014": "unsupported spec version",
+    "RG020": "invalid expression",
+    "RG021": "unknown name in expression",
+    "RG022": "expression cannot be evaluated",
+    "RG030": "unknown block",
+    "RG031": "include error",
+    "RG032": "recursive block",
+    "RG033": "unknown parameter",
+    "RG034": "missing parameter",
+    "RG035": "limit exceeded",
+    "RG040": "unknown reference",
+    "RG041": "cycle in graph",
+    "RG042": "duplicate name",
+    "RG043": "unused node",
+    "RG044": "wrong number of inputs",
+    "RG045": "invalid name",
+    "RG050": "shortcut shape mismatch",
+    "RG051": "merge shape mismatch",
+    "RG052": "invalid shape for op",
+}
+
+
+@dataclass(frozen=True)
+class Note:
+    """A secondary location, e.g. the site that instantiated the block a fault sits in."""
+
+    message: str
+    span: Span | None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span | None = None
+    help: str | None = None
+    severity: Severity = Severity.ERROR
+    notes: tuple[Note, ...] = field(default_factory=tuple)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_dict(self) -> dict:
+        span = self.span
+        return {
+            "file": span.file if span else None,
+            "line": span.line if span else None,
+            "column": span.col if span else None,
+            "end_line": span.end_line if span else None,
+            "end_column": span.end_col if span else None,
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "help": self.help,
+            "notes": [
+                {"message": n.message, "file": n.span.file if n.span else None,
+                 "line": n.span.line if n.span else None, "column": n.span.col if n.span else None}
+                for n in self.notes
+            ],
+        }
+
+
+class SpecError(Exception):
+    """Raised at the API edge when a spec has errors; carries every diagnostic found."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = list(diagnostics)
+        self.sources = sources or {}
+        super().__init__(render_text(self.diagnostics, self.sources, color=False))
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+class Diagnostics:
+    """An ordered collection that passes append to; the API decides when to raise."""
+
+    MAX_ERRORS = 50
+
+    def __init__(self) -> None:
+        self.items: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+
+    def add(self, diagnostic: Diagnostic) -> None:
+        if diagnostic.is_error and self.error_count >= self.MAX_ERRORS:
+            return
+        if diagnostic not in self.items:
+            self.items.append(diagnostic)
+
+    def error(self, code: str, message: str, span: Span | None = None, help: str | None = None,
+              notes: Iterable[Note] = ()) -> None:
+        self.add(Diagnostic(code, message, span, help, Severity.ERROR, tuple(notes)))
+
+    def warning(self, code: str, message: str, span: Span | None = None, help: str | None = None,
+                notes: Iterable[Note] = ()) -> None:
+        self.add(Diagnostic(code, message, span, help, Severity.WARNING, tuple(notes)))
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for d in self.items if d.is_error)
+
+    @property
+    def has_errors(self) -> bool:
+        return self.error_count > 0
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors:
+            raise SpecError(self.items, self.sources)
+
+
+_RED, _YELLOW, _BLUE, _BOLD, _RESET = "\033[31m", "\033[33m", "\033[34m", "\033[1m", "\033[0m"
+
+
+def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> str:
+    def c(code: str, text: str) -> str:
+        return f"{code}{text}{_RESET}" if color else text
+
+    sev_color = _RED if d.is_error else _YELLOW
+    where = f"{d.span}: " if d.span else ""
+    lines = [f"{c(_BOLD, where)}{c(_BOLD + sev_color, f'{d.severity.value}[{d.code}]')}: {d.message}"]
+    lines += _excerpt(d.span, sources, lambda s: c(_BLUE, s), lambda s: c(sev_color, s))
+    for note in d.notes:
+        at = f" at {note.span}" if note.span else ""
+        lines.append(f"  {c(_BLUE, '= note')}: {note.message}{at}")
+    if d.help:
+        lines.append(f"  {c(_BLUE, '= help')}: {d.help}")
+    return "\n".join(lines)
+
+
+def _excerpt(span: Span | None, sources: dict[str, str], gutter, caret) -> list[str]:
+    if span is None or span.file not in sources:
+        return []
+    text_lines = sources[span.file].splitlines()
+    if not 1 <= span.line <= len(text_lines):
+        return []
+    source_line = text_lines[span.line - 1].replace("\t", " ")
+    if len(source_line) > 200:
+        return []
+    width = len(str(span.line))
+    end = span.end_col if span.end_line == span.line and span.end_col > span.col else span.col + 1
+    end = min(max(end, span.col + 1), len(source_line) + 2)
+    marker = " " * (span.col - 1) + "^" * (end - span.col)
+    pad = " " * width
+    return [
+        gutter(f"{pad} |"),
+        gutter(f"{span.line} |") + f" {source_line}",
+        gutter(f"{pad} |") + " " + caret(marker),
+    ]
+
+
+def render_text(diagnostics: Sequence[Diagnostic], sources: dict[str, str], color: bool = False) -> str:
+    return "\n\n".join(_render_one(d, sources, color) for d in diagnostics)
+
+
+def render_json(diagnostics: Sequence[Diagnostic]) -> str:
+    return json.dumps([d.to_dict() for d in diagnostics], indent=2)
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to a misspelt name, for did-you-mean help."""
+    import difflib
+
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    match = nearest(name, candidates)
+    return f"did you mean `{match}`?" if match else None

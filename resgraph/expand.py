@@ -1,0 +1,458 @@
+"""Pass 3 of the pipeline: a parsed spec (and the files it includes) -> one flat graph IR.
+
+Includes are loaded, block definitions are checked once statically (references, block names,
+params, recursion), then every block call is instantiated with its params evaluated, giving
+dotted names such as `layer2.0.conv1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import networkx as nx
+from pydantic import TypeAdapter, ValidationError
+
+from .diagnostics import Diagnostics, Note, Span, did_you_mean
+from .expr import ExprError, evaluate
+from .graph import Graph, Node
+from .ops.base import Int, Op
+from .source import KeyPath, SourceFile, load_source
+from .spec import BlockCall, BlockDef, SpecFile, parse_spec, report_validation_error
+
+MAX_NODES = 250_000
+MAX_INCLUDE_DEPTH = 32
+RESERVED = frozenset({"index"})
+
+_DIMS = TypeAdapter(list[Int(1)])
+
+
+class _Abort(Exception):
+    """Stops expansion after a limit error; the diagnostic is already recorded."""
+
+
+@dataclass(frozen=True)
+class BlockSource:
+    """A block definition and the file it came from."""
+
+    name: str
+    definition: BlockDef
+    source: SourceFile
+
+    @property
+    def path(self) -> KeyPath:
+        return ("blocks", self.name)
+
+
+@dataclass
+class Program:
+    """A parsed spec file with every block it can use (its own and included ones)."""
+
+    spec: SpecFile
+    source: SourceFile
+    blocks: dict[str, BlockSource] = field(default_factory=dict)
+
+
+def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None) -> Program | None:
+    """Load and parse a spec file and, recursively, the files it includes."""
+    source = load_source(path, diagnostics, text)
+    if source is None:
+        return None
+    spec = parse_spec(source, diagnostics)
+    if spec is None:
+        return None
+    program = Program(spec, source)
+    _collect_blocks(program, spec, source, diagnostics, stack=(_identity(source.path),), loaded={})
+    return program
+
+
+def _identity(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return path
+
+
+def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
+                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None]) -> None:
+    for name, definition in spec.blocks.items():
+        previous = program.blocks.get(name)
+        if previous is not None:
+            if previous.source is not source:
+                diagnostics.error("RG042", f"block `{name}` is defined twice", source.span(("blocks", name), key=True),
+                                  help="rename one of the blocks",
+                                  notes=[Note("first defined here", previous.source.span(previous.path, key=True))])
+            continue
+        program.blocks[name] = BlockSource(name, definition, source)
+    for position, include in enumerate(spec.include):
+        span = source.span(("include", position))
+        target = Path(source.path).parent / include
+        key = _identity(str(target))
+        if key in stack:
+            chain = " -> ".join(f"`{Path(p).name}`" for p in stack[stack.index(key):]) + f" -> `{Path(key).name}`"
+            diagnostics.error("RG031", f"include cycle: {chain}", span,
+                              help="a file cannot include itself, directly or through other files")
+            continue
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            diagnostics.error("RG031", f"includes are nested more than {MAX_INCLUDE_DEPTH} deep", span)
+            continue
+        if key not in loaded:
+            errors_before = diagnostics.error_count
+            included_source = load_source(target, diagnostics)
+            included = parse_spec(included_source, diagnostics) if included_source is not None else None
+            loaded[key] = (included, included_source) if included is not None else None
+            if included is None and diagnostics.error_count == errors_before + 1 and not diagnostics.items[-1].span:
+                # The file could not be read: point at the include line instead.
+                failed = diagnostics.items.pop()
+                diagnostics.error("RG031", f"cannot include `{include}`: {failed.message}", span, help=failed.help)
+            if included is not None:
+                if included.nodes:
+                    diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
+                                        help="an include brings in blocks only; move shared nodes into a block")
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded)
+
+
+# ---- static checks of every definition ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Scope:
+    """One `nodes` mapping: the top level of the spec, or the body of a block definition."""
+
+    source: SourceFile
+    base: KeyPath                      # path of the mapping holding `nodes`
+    nodes: Mapping[str, Any]
+    input_names: tuple[str, ...]
+    output: str | None
+    what: str                          # "the network" or "block `basic`"
+
+
+def _scopes(program: Program) -> list[_Scope]:
+    spec = program.spec
+    scopes = []
+    for block in program.blocks.values():
+        d = block.definition
+        scopes.append(_Scope(block.source, block.path, d.nodes, tuple(d.inputs), d.output, f"block `{block.name}`"))
+    if spec.nodes:
+        inputs = ("input",) if isinstance(spec.input, list) else tuple(spec.input or ())
+        scopes.append(_Scope(program.source, (), spec.nodes, inputs, None, "the network"))
+    return scopes
+
+
+def _references(entry: Any) -> list[str] | None:
+    refs = entry.inputs
+    if refs is None:
+        return None
+    return [refs] if isinstance(refs, str) else list(refs)
+
+
+def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> None:
+    known = set(scope.nodes) | set(scope.input_names)
+    for name in scope.nodes:
+        if name in scope.input_names or name in RESERVED:
+            role = "an input" if name in scope.input_names else "a reserved name"
+            diagnostics.error("RG042", f"node name `{name}` is {role} of {scope.what}",
+                              scope.source.span(scope.base + ("nodes", name), key=True), help="rename the node")
+    for position, (name, entry) in enumerate(scope.nodes.items()):
+        path = scope.base + ("nodes", name)
+        refs = _references(entry)
+        if refs is None and position == 0 and len(scope.input_names) != 1:
+            what = "has no inputs" if not scope.input_names else "has several inputs"
+            diagnostics.error("RG044", f"`{name}` does not name its inputs and {scope.what} {what}",
+                              scope.source.span(path, key=True),
+                              help="name them, e.g. `inputs: [" + ", ".join(scope.input_names[:2]) + "]`"
+                              if scope.input_names else "declare an `input:` shape for the network")
+        for index, ref in enumerate(refs or ()):
+            if ref not in known:
+                span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
+                _unknown_reference(ref, known, scope, span, diagnostics)
+        if isinstance(entry, BlockCall):
+            _check_call(name, entry, path, scope, program, diagnostics)
+    if scope.output is not None and scope.output not in known:
+        _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
+
+
+def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics) -> None:
+    if "." in ref:
+        help_text = ("the nodes inside a block are private to it: refer to the block call by its name (its output), "
+                     "or make the node the block's `output`")
+    else:
+        help_text = did_you_mean(ref, known) or ("known names: " + ", ".join(f"`{k}`" for k in sorted(known))
+                                                 if len(known) <= 12 else None)
+    diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text)
+
+
+def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, program: Program,
+                diagnostics: Diagnostics) -> None:
+    block = program.blocks.get(call.block)
+    if block is None:
+        diagnostics.error("RG030", f"unknown block `{call.block}`", scope.source.span(path + ("block",)),
+                          help=did_you_mean(call.block, program.blocks) or
+                          ("known blocks: " + ", ".join(f"`{b}`" for b in sorted(program.blocks))
+                           if program.blocks else "define it under `blocks:` or include a file that does"))
+        return
+    params = block.definition.params
+    for section in ("with", "first"):
+        values = call.with_ if section == "with" else call.first
+        for key in values:
+            if key not in params:
+                diagnostics.error("RG033", f"block `{call.block}` has no parameter `{key}`",
+                                  scope.source.span(path + (section, key), key=True),
+                                  help=did_you_mean(key, params) or
+                                  ("its parameters: " + ", ".join(f"`{p}`" for p in params) if params
+                                   else "it takes no parameters"),
+                                  notes=[Note(f"block `{call.block}` is defined here",
+                                              block.source.span(block.path, key=True))])
+    missing = [p for p, default in params.items() if default is None and p not in call.with_
+               and not (p in call.first and call.repeat in (None, 1))]
+    if missing:
+        listed = ", ".join(f"`{p}`" for p in missing)
+        diagnostics.error("RG034", f"block `{call.block}` needs {listed}", scope.source.span(path, key=True),
+                          help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " under `with:`",
+                          notes=[Note(f"block `{call.block}` is defined here", block.source.span(block.path, key=True))])
+    if call.repeat not in (None, 1) and len(block.definition.inputs) != 1:
+        diagnostics.error("RG044", f"block `{call.block}` has {len(block.definition.inputs)} inputs and cannot be "
+                          "repeated", scope.source.span(path + ("repeat",)),
+                          help="only single-input blocks chain; write the calls one by one")
+    refs = _references(call)
+    count = 1 if refs is None else len(refs)
+    if count != len(block.definition.inputs):
+        diagnostics.error("RG044", f"block `{call.block}` takes {len(block.definition.inputs)} input(s) "
+                          f"({', '.join(block.definition.inputs)}), got {count}",
+                          scope.source.span(path + ("inputs",)),
+                          notes=[Note(f"block `{call.block}` is defined here", block.source.span(block.path, key=True))])
+
+
+def _check_recursion(program: Program, diagnostics: Diagnostics) -> None:
+    calls = nx.DiGraph()
+    for block in program.blocks.values():
+        calls.add_node(block.name)
+        for name, entry in block.definition.nodes.items():
+            if isinstance(entry, BlockCall) and entry.block in program.blocks:
+                calls.add_edge(block.name, entry.block, path=block.path + ("nodes", name, "block"),
+                               source=block.source)
+    try:
+        cycle = nx.find_cycle(calls)
+    except nx.NetworkXNoCycle:
+        return
+    chain = " -> ".join(f"`{u}`" for u, _ in cycle) + f" -> `{cycle[0][0]}`"
+    first = calls.edges[cycle[0]]
+    diagnostics.error("RG032", f"block `{cycle[0][0]}` instantiates itself: {chain}",
+                      first["source"].span(first["path"]),
+                      help="a block cannot contain itself, directly or through other blocks; use `repeat` for depth",
+                      notes=[Note(f"`{u}` calls `{v}`", calls.edges[u, v]["source"].span(calls.edges[u, v]["path"]))
+                             for u, v in cycle[1:]])
+
+
+# ---- instantiation ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Frame:
+    """One instance of a scope: where its names go and what its expressions see."""
+
+    prefix: str
+    refs: dict[str, str]          # scope input name -> qualified reference
+    values: dict[str, Any]        # the expression scope
+    source: SourceFile
+    base: KeyPath
+    notes: tuple[Note, ...]
+    scopes: tuple[str, ...]
+
+
+def _has_expression(raw: Any) -> bool:
+    if not isinstance(raw, dict):
+        return False
+    for key, value in raw.items():
+        if key in ("op", "inputs"):
+            continue
+        if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
+            return True
+    return False
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for segment in path:
+        data = data[segment]
+    return data
+
+
+def _literal(value: Any) -> Any:
+    """Normalise a literal param value (lists become tuples so that they stay immutable)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+class _Expander:
+    def __init__(self, program: Program, graph: Graph, diagnostics: Diagnostics) -> None:
+        self.program, self.graph, self.diagnostics = program, graph, diagnostics
+        self.aliases: dict[str, str] = {}
+
+    # The expression errors of `with`, `first` and `let` values, located at the value.
+    def _evaluate(self, value: Any, scope: Mapping[str, Any], source: SourceFile, path: KeyPath,
+                  notes: tuple[Note, ...]) -> Any:
+        try:
+            if isinstance(value, str):
+                return evaluate(value, scope)
+            if isinstance(value, list):
+                return tuple(evaluate(v, scope) if isinstance(v, str) else v for v in value)
+            return value
+        except ExprError as exc:
+            code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
+            help_text = exc.help
+            if exc.kind == "name" and isinstance(value, str) and value == exc.name:
+                help_text = (help_text + "; " if help_text else "") + \
+                    f"to pass the text `{value}`, quote it inside the expression: \"'{value}'\""
+            self.diagnostics.error(code, f"invalid value: {exc.message}", source.span(path), help=help_text,
+                                   notes=notes)
+            raise _Abort from None
+
+    def expand_nodes(self, nodes: Mapping[str, Any], frame: _Frame, first_input: str | None) -> str | None:
+        """Instantiate one scope's nodes; returns the qualified reference of its last node."""
+        previous = first_input
+        for name, entry in nodes.items():
+            path = frame.base + ("nodes", name)
+            refs = _references(entry)
+            if refs is None:
+                inputs = [previous] if previous is not None else []
+            else:
+                inputs = [frame.refs.get(ref, frame.prefix + ref) for ref in refs]
+            qualified = frame.prefix + name
+            if isinstance(entry, BlockCall):
+                self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
+            else:
+                self.add_op(qualified, entry, path, frame, inputs)
+            previous = qualified
+        return previous
+
+    def add_op(self, qualified: str, entry: Op, path: KeyPath, frame: _Frame, inputs: list[str]) -> None:
+        if len(self.graph) >= MAX_NODES:
+            self.diagnostics.error("RG035", f"the network expands to more than {MAX_NODES:,} nodes",
+                                   frame.source.span(path, key=True), notes=frame.notes,
+                                   help="check `repeat` counts; resgraph refuses nets this large")
+            raise _Abort
+        op = entry
+        raw = _value_at(frame.source.data, path)
+        failed = False
+        if _has_expression(raw):
+            try:
+                op = type(entry).model_validate(raw, context={"scope": frame.values})
+            except ValidationError as exc:
+                report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
+                                        root_model=type(entry))
+                op, failed = None, True
+        self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
+                            failed=failed))
+
+    def expand_call(self, name: str, call: BlockCall, path: KeyPath, frame: _Frame, inputs: list[str]) -> str:
+        block = self.program.blocks[call.block]
+        definition = block.definition
+        call_span = frame.source.span(path, key=True)
+        repeat = call.repeat
+        if isinstance(repeat, str):
+            try:
+                repeat = BlockCall.model_validate(_value_at(frame.source.data, path),
+                                                  context={"scope": frame.values}).repeat
+            except ValidationError as exc:
+                report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
+                                        root_model=BlockCall)
+                raise _Abort from None
+        count = repeat or 1
+        estimate = len(self.graph) + count * len(definition.nodes)
+        if estimate > MAX_NODES:
+            self.diagnostics.error("RG035", f"`{frame.prefix + name}` expands to at least {estimate:,} nodes, more "
+                                   f"than the limit of {MAX_NODES:,}", frame.source.span(path + ("repeat",)),
+                                   notes=frame.notes, help="check `repeat` counts; resgraph refuses nets this large")
+            raise _Abort
+        with_values = {key: self._evaluate(value, frame.values, frame.source, path + ("with", key), frame.notes)
+                       for key, value in call.with_.items()}
+        first_values = {key: self._evaluate(value, frame.values, frame.source, path + ("first", key), frame.notes)
+                        for key, value in call.first.items()}
+        defaults = {key: _literal(value) for key, value in definition.params.items()}
+        output = None
+        for index in range(count):
+            instance = frame.prefix + name + (f".{index}" if repeat is not None else "")
+            notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{call.block}` made here", call_span),)
+            values = {**defaults, **with_values, **(first_values if index == 0 else {}), "index": index}
+            for key, expression in definition.let.items():
+                values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
+            refs = dict(zip(definition.inputs, inputs))
+            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, frame.scopes + (instance,))
+            last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
+            output = child.prefix + definition.output if definition.output else last
+            inputs = [output]
+        return output
+
+    def resolve(self, ref: str) -> str:
+        seen = 0
+        while ref in self.aliases:
+            ref = self.aliases[ref]
+            seen += 1
+            if seen > MAX_NODES:  # pragma: no cover - aliases always point deeper
+                raise RuntimeError("alias cycle")
+        return ref
+
+
+def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
+    """Check every definition, then instantiate the network into a flat graph.
+
+    Requires a parsed program; ensures every node input names an existing node. Returns None
+    (with diagnostics) when the spec has errors, or when the file is a block library only.
+    """
+    for scope in _scopes(program):
+        _check_scope(scope, program, diagnostics)
+    _check_recursion(program, diagnostics)
+    spec, source = program.spec, program.source
+    values = {key: _literal(value) for key, value in spec.params.items()}
+    for key, value in (params or {}).items():
+        if key not in spec.params:
+            known = ", ".join(f"`{p}`" for p in spec.params) or "none"
+            diagnostics.error("RG033", f"the spec has no parameter `{key}` to set",
+                              source.span(("params",), key=True) if "params" in source.data else None,
+                              help=did_you_mean(key, spec.params) or f"its parameters: {known}")
+        else:
+            values[key] = _literal(value)
+    if spec.nodes and spec.input is None:
+        diagnostics.error("RG010", "the network has nodes but no `input`", source.span(("nodes",), key=True),
+                          help="declare the per-sample input shape, e.g. `input: [3, 224, 224]`")
+    if spec.outputs is not None and not spec.nodes:
+        diagnostics.error("RG010", "`outputs` names nodes but the spec has no `nodes`",
+                          source.span(("outputs",), key=True))
+    if diagnostics.has_errors or not spec.nodes:
+        return None
+
+    graph = Graph(spec.name or Path(source.path).stem)
+    named = isinstance(spec.input, dict)
+    for name, dims in (spec.input.items() if named else [("input", spec.input)]):
+        path = ("input", name) if named else ("input",)
+        try:
+            shape = tuple(_DIMS.validate_python(dims, context={"scope": values}))
+        except ValidationError as exc:
+            report_validation_error(exc, source, path, diagnostics, root_model=SpecFile)
+            continue
+        graph.add(Node(name, None, [], source, path, shape=shape))
+        graph.inputs.append(name)
+    if diagnostics.has_errors:
+        return None
+
+    expander = _Expander(program, graph, diagnostics)
+    frame = _Frame("", {name: name for name in graph.inputs}, values, source, (), (), ())
+    try:
+        last = expander.expand_nodes(spec.nodes, frame, graph.inputs[0] if len(graph.inputs) == 1 else None)
+    except _Abort:
+        return None
+    if diagnostics.has_errors:
+        return None
+
+    for node in graph:
+        node.inputs = [expander.resolve(ref) for ref in node.inputs]
+    outputs = spec.outputs if spec.outputs is not None else last
+    names = [outputs] if isinstance(outputs, str) else list(outputs)
+    known = set(spec.nodes) | set(graph.inputs)
+    for position, name in enumerate(names):
+        span = source.span(("outputs", position) if isinstance(spec.outputs, list) else ("outputs",))
+        if name not in known:
+            diagnostics.error("RG040", f"unknown output `{name}`", span,
+                              help=did_you_mean(name, known) or "outputs name top-level nodes or block calls")
+            continue
+        graph.outputs.append(expander.resolve(name))
+        graph.output_spans.append(span)
+    return None if diagnostics.has_errors else graph

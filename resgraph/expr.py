@@ -1,0 +1,207 @@
+"""Parameter expressions (`planes * 4`, `width // groups`): a small, safe evaluator.
+
+Expressions are parsed with Python's `ast` and walked against a whitelist; nothing is ever
+passed to `eval`. Values are bounded so that no expression can exhaust time or memory.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+MAX_LENGTH = 500
+MAX_INT = 2**62
+MAX_NODES = 200
+
+Value = Any  # int | float | bool | str | None | list of those
+
+
+class ExprError(Exception):
+    """An expression that cannot be parsed or evaluated. `kind` is syntax, name or value."""
+
+    def __init__(self, message: str, kind: str = "value", help: str | None = None, name: str | None = None):
+        super().__init__(message)
+        self.message, self.kind, self.help, self.name = message, kind, help, name
+
+
+def _make_divisible(value: Value, divisor: Value, min_value: Value = None) -> int:
+    # As in timm and torchvision: round to the nearest multiple, never below 90 % of the value.
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
+    "floor": math.floor, "ceil": math.ceil, "make_divisible": _make_divisible,
+}
+
+_BINARY = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_COMPARE = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+}
+_SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
+
+
+@lru_cache(maxsize=4096)
+def parse_expression(text: str) -> ast.expr:
+    """Parse and whitelist-check an expression; raises ExprError(kind='syntax')."""
+    if len(text) > MAX_LENGTH:
+        raise ExprError(f"expression is longer than {MAX_LENGTH} characters", "syntax")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ExprError(f"`{text}` is not a valid expression ({exc.msg})", "syntax",
+                        help="expressions use names of params, numbers and + - * / // % ** ( )") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExprError(f"`{text}` is not a valid expression", "syntax") from None
+    count = 0
+    for node in ast.walk(tree):
+        count += 1
+        if count > MAX_NODES:
+            raise ExprError("expression is too complex", "syntax")
+        _check_node(node, text)
+    return tree
+
+
+_ALLOWED = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
+            ast.List, ast.Tuple, ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)
+
+
+def _check_node(node: ast.AST, text: str) -> None:
+    if not isinstance(node, _ALLOWED) or isinstance(node, (ast.MatMult, ast.BitAnd, ast.BitOr, ast.BitXor,
+                                                          ast.LShift, ast.RShift, ast.Invert, ast.Is, ast.IsNot,
+                                                          ast.In, ast.NotIn)):
+        raise ExprError(f"`{text}` uses syntax that expressions do not allow", "syntax",
+                        help="expressions allow numbers, param names, arithmetic, comparisons, "
+                             "`a if cond else b` and the functions " + ", ".join(sorted(FUNCTIONS)))
+    if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+        raise ExprError(f"`{text}` contains an unsupported literal", "syntax")
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+            name = node.func.id if isinstance(node.func, ast.Name) else "?"
+            raise ExprError(f"`{name}` is not a function expressions can call", "syntax",
+                            help="available functions: " + ", ".join(sorted(FUNCTIONS)))
+
+
+def evaluate(text: str, scope: Mapping[str, Value]) -> Value:
+    """Evaluate `text` with the names in `scope`; raises ExprError."""
+    return _Evaluator(scope).visit(parse_expression(text))
+
+
+def names_in(text: str) -> set[str]:
+    return {n.id for n in ast.walk(parse_expression(text)) if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
+
+
+def _number(value: Value, what: str) -> Value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExprError(f"{what} needs numbers, got {type(value).__name__} `{value!r}`")
+    return value
+
+
+def _bounded(value: Value) -> Value:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ExprError("the value is too large (more than 2**62)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError(f"the value is not finite ({value})")
+    return value
+
+
+class _Evaluator:
+    def __init__(self, scope: Mapping[str, Value]) -> None:
+        self.scope = scope
+
+    def visit(self, node: ast.expr) -> Value:
+        return getattr(self, "visit_" + type(node).__name__)(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Value:
+        return _bounded(node.value)
+
+    def visit_Name(self, node: ast.Name) -> Value:
+        if node.id in self.scope:
+            return self.scope[node.id]
+        if node.id in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[node.id]
+        from .diagnostics import did_you_mean
+
+        known = ", ".join(f"`{k}`" for k in sorted(self.scope)) or "none"
+        raise ExprError(f"unknown name `{node.id}`", "name",
+                        help=did_you_mean(node.id, self.scope) or f"names in scope here: {known}", name=node.id)
+
+    def visit_BinOp(self, node: ast.BinOp) -> Value:
+        symbol = _SYMBOL[type(node.op)]
+        left = _number(self.visit(node.left), f"`{symbol}`")
+        right = _number(self.visit(node.right), f"`{symbol}`")
+        if isinstance(node.op, ast.Pow):
+            if abs(right) > 64 or (abs(left) > 2**16 and right > 4):
+                raise ExprError("the power is too large")
+        if isinstance(node.op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
+            if left and right and abs(left) > MAX_INT // max(1, abs(right)):
+                raise ExprError("the value is too large (more than 2**62)")
+        try:
+            return _bounded(_BINARY[type(node.op)](left, right))
+        except ZeroDivisionError:
+            raise ExprError("division by zero") from None
+        except (OverflowError, ValueError) as exc:
+            raise ExprError(f"arithmetic error: {exc}") from None
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not value
+        value = _number(value, "a sign")
+        return -value if isinstance(node.op, ast.USub) else +value
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Value:
+        if isinstance(node.op, ast.And):
+            result = True
+            for value in node.values:
+                result = self.visit(value)
+                if not result:
+                    return result
+            return result
+        result = False
+        for value in node.values:
+            result = self.visit(value)
+            if result:
+                return result
+        return result
+
+    def visit_Compare(self, node: ast.Compare) -> Value:
+        left = self.visit(node.left)
+        for op, comparator in zip(node.ops, node.comparators):
+            right = self.visit(comparator)
+            try:
+                if not _COMPARE[type(op)](left, right):
+                    return False
+            except TypeError:
+                raise ExprError(f"cannot compare {type(left).__name__} with {type(right).__name__}") from None
+            left = right
+        return True
+
+    def visit_IfExp(self, node: ast.IfExp) -> Value:
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+    def visit_Call(self, node: ast.Call) -> Value:
+        args = [self.visit(arg) for arg in node.args]
+        name = node.func.id  # type: ignore[attr-defined]
+        try:
+            return _bounded(FUNCTIONS[name](*args))
+        except ExprError:
+            raise
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise ExprError(f"`{name}(...)` failed: {exc}") from None
+
+    def visit_List(self, node: ast.List) -> Value:
+        if len(node.elts) > 16:
+            raise ExprError("lists in expressions are limited to 16 items")
+        return [self.visit(e) for e in node.elts]
+
+    visit_Tuple = visit_List

@@ -1,0 +1,190 @@
+"""The graph IR that expansion produces and every later pass reads, and its structural checks.
+
+A `Graph` is an ordered set of `Node`s (inputs first, then ops in declaration order), each
+knowing its dotted path name, op, producers and source location; passes leave results in `meta`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import networkx as nx
+
+from .diagnostics import Diagnostics, Note, Span
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ops.base import Op, Shape
+    from .source import KeyPath, SourceFile
+
+
+@dataclass(eq=False)
+class Node:
+    """One op (or graph input) after expansion.
+
+    `name` is the dotted path (`layer2.0.conv1`), `prefix` the path of the block instance it
+    sits in (`layer2.0.`), `scopes` the chain of block instances for diagram clusters.
+    """
+
+    name: str
+    op: "Op | None"                      # None for a graph input
+    inputs: list[str]
+    source: "SourceFile | None" = None
+    path: "KeyPath" = ()                 # where the node's mapping sits in `source.data`
+    notes: tuple[Note, ...] = ()         # the instantiation chain, innermost last
+    prefix: str = ""
+    scopes: tuple[str, ...] = ()
+    index: int = 0                       # declaration order, for a deterministic topological sort
+    failed: bool = False                 # its attributes were invalid (already reported)
+    shape: "Shape | None" = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_input(self) -> bool:
+        return self.op is None and not self.failed
+
+    @property
+    def local_name(self) -> str:
+        return self.name[len(self.prefix):]
+
+    @property
+    def span(self) -> Span | None:
+        if self.source is None:
+            return None
+        return self.source.span(self.path, key=True)
+
+    def attr_span(self, attr: str | None) -> Span | None:
+        if self.source is None:
+            return None
+        if attr is None:
+            return self.span
+        return self.source.span(self.path + (attr,))
+
+    def input_span(self, position: int) -> Span | None:
+        """The span of the reference to input `position`, or the node's own span."""
+        if self.source is None:
+            return None
+        data = self.source.data
+        try:
+            for segment in self.path:
+                data = data[segment]
+        except (KeyError, IndexError, TypeError):
+            return self.span
+        refs = data.get("inputs") if isinstance(data, dict) else None
+        if isinstance(refs, list) and position < len(refs):
+            return self.source.span(self.path + ("inputs", position))
+        if isinstance(refs, str):
+            return self.source.span(self.path + ("inputs",))
+        return self.span
+
+
+@dataclass
+class Graph:
+    """The expanded network: nodes by name, graph inputs and outputs, in a stable order."""
+
+    name: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    output_spans: list[Span | None] = field(default_factory=list)
+
+    def add(self, node: Node) -> None:
+        node.index = len(self.nodes)
+        self.nodes[node.name] = node
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """Edges run producer -> consumer, labelled with the consumer's input position."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes)
+        for node in self.nodes.values():
+            for position, producer in enumerate(node.inputs):
+                if producer in self.nodes and not g.has_edge(producer, node.name):
+                    g.add_edge(producer, node.name, position=position)
+        return g
+
+    def users(self) -> dict[str, list[str]]:
+        """Each node's consumers, one entry per use (a node read twice by one add appears twice)."""
+        users: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for producer in node.inputs:
+                if producer in users:
+                    users[producer].append(node.name)
+        return users
+
+    def topological_order(self) -> list[Node]:
+        """Producers before consumers; ties broken by declaration order, so output is byte-stable."""
+        g = self.to_networkx()
+        order = nx.lexicographical_topological_sort(g, key=lambda name: self.nodes[name].index)
+        return [self.nodes[name] for name in order]
+
+    @property
+    def total_params(self) -> int:
+        return sum(node.meta.get("params", 0) for node in self)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(node.meta.get("macs", 0) for node in self)
+
+
+def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
+    """Check that the graph is acyclic, that every op has a valid number of inputs, and warn
+    about nodes no output depends on. Requires resolved references; returns True when sound."""
+    sound = True
+    for node in graph:
+        if node.op is None:
+            continue
+        op = type(node.op)
+        count = len(node.inputs)
+        if count < op.min_inputs or (op.max_inputs is not None and count > op.max_inputs):
+            if op.max_inputs == op.min_inputs:
+                wanted = f"exactly {op.min_inputs}"
+            elif op.max_inputs is None:
+                wanted = f"at least {op.min_inputs}"
+            else:
+                wanted = f"{op.min_inputs} to {op.max_inputs}"
+            plural = "s" if op.min_inputs != 1 or op.max_inputs != 1 else ""
+            diagnostics.error("RG044", f"`{node.name}` (`{op.op_name()}`) takes {wanted} input{plural}, got {count}",
+                              node.attr_span("inputs") if count else node.span,
+                              help="list the inputs with `inputs: [branch, shortcut]`" if op.min_inputs > 1 else
+                              "give it one input with `inputs: name`", notes=node.notes)
+            sound = False
+
+    g = graph.to_networkx()
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join(f"`{u}`" for u, _ in cycle) + f" -> `{cycle[0][0]}`"
+        first = graph.nodes[cycle[0][1]]
+        notes = tuple(Note(f"`{v}` reads `{u}`", graph.nodes[v].input_span(g.edges[u, v]["position"]))
+                      for u, v in cycle)
+        diagnostics.error("RG041", f"the graph has a cycle: {path}", first.input_span(g.edges[cycle[0]]["position"]),
+                          help="a node cannot depend on its own output; break the loop by changing one of these "
+                               "`inputs`", notes=notes)
+        return False
+
+    needed: set[str] = set()
+    for output in graph.outputs:
+        if output in graph.nodes:
+            needed.add(output)
+            needed |= nx.ancestors(g, output)
+    reported_spans: set[Span | None] = set()
+    for node in graph:
+        if node.name in needed:
+            continue
+        span = node.span
+        if span in reported_spans:
+            continue  # one warning per definition, not one per block instance
+        reported_spans.add(span)
+        what = "input" if node.is_input else "node"
+        diagnostics.warning("RG043", f"{what} `{node.name}` is not used by any output", span,
+                            help="remove it, use it as an input of another node, or list it in `outputs`",
+                            notes=node.notes)
+    return sound

@@ -1,0 +1,130 @@
+"""Pass 5 of the pipeline: the shaped graph IR -> a torch.fx GraphModule.
+
+Each op lowers itself through a `Builder`, which names submodules by the spec's dotted paths
+(so state_dict keys match hand-written models) and generates straight-line forward code.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .graph import Graph, Node
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+class Builder:
+    """What an op's `lower` may do: add a submodule call or a function call for the current node."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.ir = graph
+        self.fx = fx.Graph()
+        self.modules: dict[str, nn.Module] = {}
+        self.node: Node | None = None
+        self._users = graph.users()
+        self._outputs = set(graph.outputs)
+
+    def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None) -> fx.Node:
+        """Register `module` at the node's path (or at `name` within the node's block) and call it."""
+        assert self.node is not None
+        target = self.node.prefix + name if name else self.node.name
+        if target in self.modules:
+            raise ValueError(f"two modules would be named `{target}`")
+        self.modules[target] = module
+        return self.fx.call_module(target, tuple(args))
+
+    def call_function(self, function: Callable, args: Sequence[Any], kwargs: dict | None = None) -> fx.Node:
+        assert self.node is not None
+        return self.fx.create_node("call_function", function, tuple(args), kwargs or {},
+                                   name=_identifier(self.node.name))
+
+    def can_overwrite(self, position: int) -> bool:
+        """True when input `position` may be modified in place: a fresh tensor that only this node reads.
+
+        This is the rule torchvision's hand-written blocks follow (`out += identity`,
+        `relu(inplace=True)` after a norm); autograd's version counters would catch a mistake.
+        """
+        assert self.node is not None
+        producer = self.ir.nodes[self.node.inputs[position]]
+        return (producer.op is not None and type(producer.op).fresh_output
+                and len(self._users[producer.name]) == 1 and producer.name not in self._outputs)
+
+
+def _identifier(name: str) -> str:
+    text = re.sub(r"\W", "_", name)
+    if not text or text[0].isdigit() or keyword.iskeyword(text):
+        text = "_" + text
+    return text
+
+
+def _class_name(name: str) -> str:
+    words = re.split(r"[^A-Za-z0-9]+", name)
+    text = "".join(w[:1].upper() + w[1:] for w in words if w) or "Network"
+    return text if text[0].isalpha() else "Net" + text
+
+
+def lower_to_fx(graph: Graph, *, seed: int | None = 0, zero_init_residual: bool = False) -> fx.GraphModule:
+    """Build the module on the current default device.
+
+    Requires every node to have a shape. Initialisation is torchvision's (each op's own
+    `lower` applies it) and is drawn from a private RNG seeded with `seed`, so the global RNG
+    is left untouched; `seed=None` uses the global RNG.
+    """
+    if seed is None:
+        return _build(graph, zero_init_residual)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(graph, zero_init_residual)
+
+
+def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
+    b = Builder(graph)
+    values: dict[str, fx.Node] = {}
+    for node in graph.topological_order():
+        b.node = node
+        if node.is_input:
+            values[node.name] = b.fx.placeholder(_identifier(node.name))
+            continue
+        args = [values[name] for name in node.inputs]
+        shapes = [graph.nodes[name].shape for name in node.inputs]
+        values[node.name] = node.op.lower(b, args, shapes, node.shape, node.meta)
+    outputs = [values[name] for name in graph.outputs]
+    b.fx.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    if zero_init_residual:
+        _zero_init_residual(graph, b.modules)
+    return fx.GraphModule(b.modules, b.fx, class_name=_class_name(graph.name))
+
+
+def _zero_init_residual(graph: Graph, modules: dict[str, nn.Module]) -> None:
+    """Zero the scale of the norm that ends each residual branch, so every block starts as identity
+    (Goyal et al. 2017; torchvision's `zero_init_residual`)."""
+    for node in graph:
+        if node.op is None or node.op.op_name() != "add":
+            continue
+        norm = modules.get(node.inputs[0])
+        if isinstance(norm, _NORMS) and getattr(norm, "weight", None) is not None:
+            nn.init.zeros_(norm.weight)
+
+
+def check_forward(module: nn.Module, graph: Graph, device: Any, dtype: Any, batch: int = 2) -> None:
+    """Run one eval-mode forward pass on random input and compare shapes with the inferred ones."""
+    inputs = [torch.randn((batch, *graph.nodes[name].shape), device=device, dtype=dtype) for name in graph.inputs]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            result = module(*inputs)
+    finally:
+        module.train(was_training)
+    results = result if isinstance(result, tuple) else (result,)
+    for name, tensor in zip(graph.outputs, results):
+        expected = (batch, *graph.nodes[name].shape)
+        if tuple(tensor.shape) != expected:
+            raise RuntimeError(f"output `{name}` has shape {tuple(tensor.shape)}, the shape rules predicted {expected}")
+

@@ -1,0 +1,45 @@
+"""The few torch modules resgraph's lowering needs beyond torch.nn (imported only when lowering)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops.conv import init_conv
+from .ops.norm import init_norm
+
+
+class ZeroPadShortcut(nn.Module):
+    """The ResNet paper's option A: subsample by striding, then zero-pad the new channels.
+
+    As in the reference CIFAR implementation, the zero channels are split before and after
+    the existing ones. The module has no parameters and no state_dict entries.
+    """
+
+    def __init__(self, stride: tuple[int, ...], before: int, after: int) -> None:
+        super().__init__()
+        self.stride, self.before, self.after = tuple(stride), before, after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(s != 1 for s in self.stride):
+            x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in self.stride)]
+        if self.before or self.after:
+            x = F.pad(x, (0, 0) * len(self.stride) + (self.before, self.after))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, channels=+{self.before}+{self.after}"
+
+
+def projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...], stride: tuple[int, ...]) -> nn.Module:
+    """Option B/C: a 1x1 convolution with the shortcut's stride, then batch norm (torchvision's downsample)."""
+    c_in, c_out = in_shape[0], out_shape[0]
+    if len(in_shape) == 1:
+        return nn.Linear(c_in, c_out, bias=False)
+    conv_cls, norm_cls = {2: (nn.Conv1d, nn.BatchNorm1d), 3: (nn.Conv2d, nn.BatchNorm2d)}[len(in_shape)]
+    conv = conv_cls(c_in, c_out, kernel_size=1, stride=stride, bias=False)
+    norm = norm_cls(c_out)
+    init_conv(conv)
+    init_norm(norm)
+    return nn.Sequential(conv, norm)

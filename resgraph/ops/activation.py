@@ -1,0 +1,78 @@
+"""Element-wise activations: relu, gelu, silu, sigmoid, tanh. Stateless, so lowered to functions."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from .base import Choice, Op, Shape, register
+
+
+class _Activation(Op):
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def function(self):
+        raise NotImplementedError
+
+    def lower(self, b, args, inputs, output, meta):
+        return b.call_function(self.function(), args)
+
+
+@register
+class ReLU(_Activation):
+    op: Literal["relu"]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        # In place where nothing else reads the input, as torchvision's ReLU(inplace=True).
+        if b.can_overwrite(0):
+            return b.call_function(F.relu, args, {"inplace": True})
+        return b.call_function(F.relu, args)
+
+
+@register
+class GELU(_Activation):
+    op: Literal["gelu"]
+    approximate: Choice("none", "tanh") = "none"
+
+    fresh_output: ClassVar[bool] = True  # backward needs the input, not the output
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        if self.approximate == "none":
+            return b.call_function(F.gelu, args)
+        return b.call_function(F.gelu, args, {"approximate": self.approximate})
+
+
+@register
+class SiLU(_Activation):
+    op: Literal["silu"]
+
+    fresh_output: ClassVar[bool] = True
+
+    def function(self):
+        import torch.nn.functional as F
+
+        return F.silu
+
+
+@register
+class Sigmoid(_Activation):
+    op: Literal["sigmoid"]
+
+    def function(self):
+        import torch
+
+        return torch.sigmoid
+
+
+@register
+class Tanh(_Activation):
+    op: Literal["tanh"]
+
+    def function(self):
+        import torch
+
+        return torch.tanh

@@ -1,0 +1,249 @@
+"""The op protocol: one class per op holds its attributes, shape rule, counts, torch lowering and label.
+
+Attribute types here accept either a literal value or an expression string; expressions are
+checked for syntax when a spec is parsed and evaluated when a block is instantiated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Iterable, Sequence, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from ..expr import ExprError, evaluate, parse_expression
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..lower import Builder
+
+Shape = tuple[int, ...]  # per-sample shape: the batch dimension is implicit
+
+EXPRESSION_SCHEMA = {"type": "string", "description": "an expression over params, e.g. `planes * 4`"}
+MAX_DIM = 2**31 - 1
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; becomes a diagnostic located at `attr` (or the node)."""
+
+    def __init__(self, message: str, help: str | None = None, attr: str | None = None, code: str = "RG052"):
+        super().__init__(message)
+        self.message, self.help, self.attr, self.code = message, help, attr, code
+
+
+def fail(message: str, help: str | None = None, code: str = "RG012") -> PydanticCustomError:
+    return PydanticCustomError("resgraph", "{message}", {"message": message, "help": help, "code": code})
+
+
+def _has_string(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value))
+
+
+def _resolve_expressions(value: Any, info: ValidationInfo) -> tuple[Any, bool]:
+    """Evaluate expression strings in `value`; returns (value, deferred)."""
+    scope = (info.context or {}).get("scope") if info.context else None
+    strings = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+    try:
+        for text in strings:
+            parse_expression(text)
+        if scope is None:
+            return value, True
+        if isinstance(value, str):
+            return evaluate(value, scope), False
+        return [evaluate(v, scope) if isinstance(v, str) else v for v in value], False
+    except ExprError as exc:
+        code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
+        raise fail(exc.message, exc.help, code) from None
+
+
+def attribute(check: Callable[[Any], Any], schema: dict, literals: Iterable[str] = (),
+              not_expressions: Callable[[str], None] | None = None) -> Any:
+    """An attribute type: a literal checked by `check`, or an expression evaluated first.
+
+    `not_expressions` may reject strings that look like values, before they are read as names.
+    """
+    literals = frozenset(literals)
+
+    def validate(value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and value in literals:
+            return value
+        if isinstance(value, str) and not_expressions is not None:
+            not_expressions(value)
+        if _has_string(value):
+            value, deferred = _resolve_expressions(value, info)
+            if deferred:
+                return value
+        return check(value)
+
+    return Annotated[Any, PlainValidator(validate), WithJsonSchema({"anyOf": [schema, EXPRESSION_SCHEMA]})]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"float `{value!r}`"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return f"list `{list(value)}`"
+    return f"{type(value).__name__} `{value}`"
+
+
+def _as_int(value: Any, minimum: int | None, maximum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        hint = None
+        if isinstance(value, float) and value.is_integer():
+            hint = f"write `{int(value)}` without a decimal point or exponent"
+        raise fail(f"expected an integer, got {_describe(value)}", hint)
+    if minimum is not None and value < minimum:
+        raise fail(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise fail(f"must be at most {maximum:,}, got {value:,}")
+    return value
+
+
+def Int(minimum: int | None = None, maximum: int | None = MAX_DIM) -> Any:
+    schema: dict = {"type": "integer"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return attribute(lambda v: _as_int(v, minimum, maximum), schema)
+
+
+def Float(minimum: float | None = None, maximum: float | None = None) -> Any:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail(f"expected a number, got {_describe(value)}")
+        if minimum is not None and value < minimum:
+            raise fail(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise fail(f"must be at most {maximum}, got {value}")
+        return float(value)
+
+    return attribute(check, {"type": "number"})
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        hint = "use `true` or `false`" if isinstance(value, (str, int)) else None
+        raise fail(f"expected `true` or `false`, got {_describe(value)}", hint)
+    return value
+
+
+def _yaml11_boolean(text: str) -> None:
+    if text.lower() in ("yes", "no", "on", "off", "y", "n"):
+        meaning = "true" if text.lower() in ("yes", "on", "y") else "false"
+        raise fail(f"`{text}` is not a boolean in resgraph specs", f"write `{meaning}` (specs follow YAML 1.2, "
+                   "where only true and false are booleans)")
+
+
+Bool = attribute(_as_bool, {"type": "boolean"}, not_expressions=_yaml11_boolean)
+
+
+def Ints(minimum: int = 0, literals: Sequence[str] = ()) -> Any:
+    """An integer, or a list of integers (one per spatial dimension); or one of `literals`."""
+
+    def check(value: Any) -> int | tuple[int, ...]:
+        if isinstance(value, list):
+            if not 1 <= len(value) <= 3:
+                raise fail(f"expected 1 to 3 integers, got {len(value)}")
+            return tuple(_as_int(v, minimum, MAX_DIM) for v in value)
+        if isinstance(value, str):
+            options = " or ".join(f"`{lit}`" for lit in literals)
+            raise fail(f"expected an integer, a list of integers{' or ' + options if options else ''}, "
+                       f"got `{value}`")
+        return _as_int(value, minimum, MAX_DIM)
+
+    int_schema = {"type": "integer", "minimum": minimum}
+    schema: dict = {"anyOf": [int_schema, {"type": "array", "items": int_schema, "minItems": 1, "maxItems": 3}]}
+    if literals:
+        schema["anyOf"].append({"enum": list(literals)})
+    return attribute(check, schema, literals)
+
+
+def Choice(*options: str) -> Any:
+    def check(value: Any) -> str:
+        from ..diagnostics import did_you_mean
+
+        if isinstance(value, str) and value in options:
+            return value  # the value of an expression, e.g. a block param
+
+        listed = ", ".join(f"`{o}`" for o in options)
+        hint = did_you_mean(value, options) if isinstance(value, str) else None
+        raise fail(f"expected one of {listed}, got {_describe(value)}", hint)
+
+    return attribute(check, {"enum": list(options)}, options)
+
+
+def spatial(value: int | tuple[int, ...], ndim: int, attr: str) -> tuple[int, ...]:
+    """Broadcast an int-or-tuple attribute over `ndim` spatial dimensions."""
+    if isinstance(value, int):
+        return (value,) * ndim
+    if len(value) != ndim:
+        raise ShapeError(f"`{attr}` has {len(value)} values but the input has {ndim} spatial "
+                         f"dimension{'s' if ndim != 1 else ''}", attr=attr)
+    return tuple(value)
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def prod(values: Iterable[int]) -> int:
+    return math.prod(values)
+
+
+class Op(BaseModel):
+    """Base of every op. Subclasses declare `op: Literal[...]` and their attributes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    op: str
+    inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")
+
+    # How many inputs the op takes (None: any number from min_inputs).
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+    # True when the output is a fresh tensor that no backward pass needs: a single consumer
+    # may then overwrite it in place (relu_, +=), as torchvision's hand-written blocks do.
+    fresh_output: ClassVar[bool] = False
+    # Shown in diagrams next to the op name.
+    label_attrs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def op_name(cls) -> str:
+        return get_args(cls.model_fields["op"].annotation)[0]
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        raise NotImplementedError
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return 0
+
+    def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return 0
+
+    def lower(self, b: "Builder", args: list, inputs: list[Shape], output: Shape, meta: dict) -> Any:
+        raise NotImplementedError
+
+    def label(self) -> str:
+        parts = []
+        for attr in self.label_attrs:
+            value = getattr(self, attr)
+            if value is None or value is False:
+                continue
+            if isinstance(value, tuple):
+                value = "x".join(str(v) for v in value)
+            parts.append(f"{attr}={value}")
+        return self.op_name() + (" " + " ".join(parts) if parts else "")
+
+
+REGISTRY: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    name = cls.op_name()
+    if name in REGISTRY:
+        raise RuntimeError(f"op `{name}` registered twice")
+    REGISTRY[name] = cls
+    return cls

@@ -1,0 +1,122 @@
+"""Convolutions: conv1d and conv2d, with torch's output-size rule and torchvision's init."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from .base import Bool, Choice, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial
+
+
+def init_conv(module: Any) -> None:
+    """torchvision's ResNet init: Kaiming normal, fan_out, for the ReLU that follows."""
+    import torch.nn as nn
+
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class _ConvNd(Op):
+    out: Int(1)
+    kernel: Ints(1)
+    stride: Ints(1) = 1
+    padding: Ints(0, literals=("same", "valid")) = 0
+    dilation: Ints(1) = 1
+    groups: Int(1) = 1
+    bias: Bool = True
+    padding_mode: Choice("zeros", "reflect", "replicate", "circular") = "zeros"
+
+    spatial_dims: ClassVar[int]
+    fresh_output: ClassVar[bool] = True
+
+    def _geometry(self, inputs: list[Shape]) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        (shape,) = inputs
+        n = self.spatial_dims
+        if len(shape) != n + 1:
+            layout = "[channels, length]" if n == 1 else "[channels, height, width]"
+            raise ShapeError(f"`{self.op_name()}` expects a {layout} input, got {fmt_shape(shape)}",
+                             help="insert a reshape, or use the op that matches the input's rank")
+        kernel, stride = spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride")
+        dilation = spatial(self.dilation, n, "dilation")
+        if self.padding == "same":
+            if any(s != 1 for s in stride):
+                raise ShapeError("`padding: same` only works with stride 1", attr="padding",
+                                 help="give the padding as a number, e.g. `padding: "
+                                      f"{(kernel[0] - 1) // 2 * dilation[0]}`")
+            padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        elif self.padding == "valid":
+            padding = (0,) * n
+        else:
+            padding = spatial(self.padding, n, "padding")
+        return shape[0], kernel, stride, padding, dilation
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        channels, kernel, stride, padding, dilation = self._geometry(inputs)
+        if channels % self.groups:
+            raise ShapeError(f"{channels} input channels are not divisible by `groups: {self.groups}`",
+                             attr="groups", help="choose groups that divide the input channels")
+        if self.out % self.groups:
+            raise ShapeError(f"`out: {self.out}` is not divisible by `groups: {self.groups}`", attr="out")
+        sizes = inputs[0][1:]
+        if self.padding_mode != "zeros":
+            limit = {"reflect": lambda p, s: p < s, "replicate": lambda p, s: True,
+                     "circular": lambda p, s: p <= s}[self.padding_mode]
+            if not all(limit(p, s) for p, s in zip(padding, sizes)):
+                raise ShapeError(f"padding {max(padding)} is too large for `padding_mode: {self.padding_mode}` "
+                                 f"on an input of size {fmt_shape(sizes)}", attr="padding")
+        if self.padding == "same":
+            return (self.out, *sizes)
+        out = tuple(conv_output_size(*a) for a in zip(sizes, kernel, stride, padding, dilation))
+        if any(o < 1 for o in out):
+            effective = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+            raise ShapeError(f"the kernel ({fmt_shape(effective)} with dilation) is larger than the padded "
+                             f"input ({fmt_shape(tuple(s + 2 * p for s, p in zip(sizes, padding)))})",
+                             attr="kernel", help="use a smaller kernel or more padding, or feed a larger input")
+        return (self.out, *out)
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
+        return self.out * (inputs[0][0] // self.groups) * prod(kernel) + (self.out if self.bias else 0)
+
+    def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
+        return prod(output) * (inputs[0][0] // self.groups) * prod(kernel)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        cls = {1: nn.Conv1d, 2: nn.Conv2d}[self.spatial_dims]
+        module = cls(inputs[0][0], self.out, self.kernel, stride=self.stride, padding=self.padding,
+                     dilation=self.dilation, groups=self.groups, bias=self.bias, padding_mode=self.padding_mode)
+        init_conv(module)
+        return b.call_module(module, args)
+
+    def label(self) -> str:
+        kernel = "x".join(str(k) for k in spatial(self.kernel, self.spatial_dims, "kernel"))
+        text = f"{self.op_name()} {kernel}, {self.out}"
+        stride = set(spatial(self.stride, self.spatial_dims, "stride"))
+        if stride != {1}:
+            text += f", /{'x'.join(str(s) for s in spatial(self.stride, self.spatial_dims, 'stride'))}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.dilation != 1:
+            text += f", dilation={self.dilation}"
+        return text
+
+
+@register
+class Conv1d(_ConvNd):
+    """1-d convolution over a [channels, length] input."""
+
+    op: Literal["conv1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+@register
+class Conv2d(_ConvNd):
+    """2-d convolution over a [channels, height, width] input."""
+
+    op: Literal["conv2d"]
+    spatial_dims: ClassVar[int] = 2

@@ -1,0 +1,106 @@
+"""Dense and tensor-plumbing ops: linear, flatten, dropout, identity."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from .base import Bool, Float, Int, Op, Shape, ShapeError, fmt_shape, prod, register
+
+
+@register
+class Linear(Op):
+    """A fully-connected layer over the last dimension."""
+
+    op: Literal["linear"]
+    out: Int(1)
+    bias: Bool = True
+
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        if not shape:
+            raise ShapeError("`linear` needs an input with at least one dimension")
+        return (*shape[:-1], self.out)
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return inputs[0][-1] * self.out + (self.out if self.bias else 0)
+
+    def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return prod(output) * inputs[0][-1]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        return b.call_module(nn.Linear(inputs[0][-1], self.out, bias=self.bias), args)
+
+    def label(self) -> str:
+        return f"linear {self.out}" + ("" if self.bias else ", no bias")
+
+
+def _sample_dim(dim: int, rank: int, attr: str) -> int:
+    """Map a torch dimension (batch included) onto the per-sample shape of `rank` dims."""
+    full = rank + 1
+    if not -full <= dim < full:
+        raise ShapeError(f"`{attr}: {dim}` is out of range for an input with {full} dimensions "
+                         f"(batch included)", attr=attr)
+    dim = dim + full if dim < 0 else dim
+    if dim == 0:
+        raise ShapeError(f"`{attr}` refers to the batch dimension", attr=attr,
+                         help="dimensions count the batch as 0, as in torch: channels are dimension 1")
+    return dim - 1
+
+
+@register
+class Flatten(Op):
+    """torch.flatten(x, start_dim, end_dim); dimensions count the batch as 0, as in torch."""
+
+    op: Literal["flatten"]
+    start_dim: Int(None) = 1
+    end_dim: Int(None) = -1
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        start = _sample_dim(self.start_dim, len(shape), "start_dim")
+        end = _sample_dim(self.end_dim, len(shape), "end_dim")
+        if start > end:
+            raise ShapeError(f"`start_dim` ({self.start_dim}) comes after `end_dim` ({self.end_dim})")
+        return (*shape[:start], prod(shape[start:end + 1]), *shape[end + 1:])
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch
+
+        return b.call_function(torch.flatten, args, {"start_dim": self.start_dim, "end_dim": self.end_dim}
+                               if self.end_dim != -1 else {"start_dim": self.start_dim})
+
+
+@register
+class Dropout(Op):
+    op: Literal["dropout"]
+    p: Float(0.0, 1.0) = 0.5
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("p",)
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        return b.call_module(nn.Dropout(self.p), args)
+
+
+@register
+class Identity(Op):
+    """Passes its input through; useful as a named tap or a block's explicit output."""
+
+    op: Literal["identity"]
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def lower(self, b, args, inputs, output, meta):
+        return args[0]
+
+
+__all__ = ["Linear", "Flatten", "Dropout", "Identity", "fmt_shape"]

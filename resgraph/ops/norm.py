@@ -1,0 +1,128 @@
+"""Normalisation layers: batchnorm1d/2d, layernorm, groupnorm."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from .base import Bool, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
+
+
+def init_norm(module: Any) -> None:
+    """torchvision's init for norm layers: weight 1, bias 0."""
+    import torch.nn as nn
+
+    if getattr(module, "weight", None) is not None:
+        nn.init.ones_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
+class _BatchNorm(Op):
+    eps: Float(0.0) = 1e-5
+    momentum: Float(0.0, 1.0) = 0.1
+    affine: Bool = True
+    track_running_stats: Bool = True
+
+    ranks: ClassVar[tuple[int, ...]]
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        if len(shape) not in self.ranks:
+            layouts = {1: "[features]", 2: "[channels, length]", 3: "[channels, height, width]"}
+            expected = " or ".join(layouts[r] for r in self.ranks)
+            raise ShapeError(f"`{self.op_name()}` expects a {expected} input, got {fmt_shape(shape)}",
+                             help="use batchnorm1d for [features] or [channels, length], batchnorm2d for images")
+        return shape
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return 2 * inputs[0][0] if self.affine else 0
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        cls = nn.BatchNorm2d if 3 in self.ranks else nn.BatchNorm1d
+        module = cls(inputs[0][0], eps=self.eps, momentum=self.momentum, affine=self.affine,
+                     track_running_stats=self.track_running_stats)
+        init_norm(module)
+        return b.call_module(module, args)
+
+
+@register
+class BatchNorm1d(_BatchNorm):
+    op: Literal["batchnorm1d"]
+    ranks: ClassVar[tuple[int, ...]] = (1, 2)
+
+
+@register
+class BatchNorm2d(_BatchNorm):
+    op: Literal["batchnorm2d"]
+    ranks: ClassVar[tuple[int, ...]] = (3,)
+
+
+@register
+class LayerNorm(Op):
+    """Normalises over the trailing `shape` dimensions (default: the last dimension)."""
+
+    op: Literal["layernorm"]
+    shape: Ints(1) | None = None
+    eps: Float(0.0) = 1e-5
+    elementwise_affine: Bool = True
+    bias: Bool = True
+
+    fresh_output: ClassVar[bool] = True
+
+    def normalized_shape(self, input_shape: Shape) -> tuple[int, ...]:
+        if self.shape is None:
+            return input_shape[-1:]
+        return (self.shape,) if isinstance(self.shape, int) else tuple(self.shape)
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        normalized = self.normalized_shape(shape)
+        if len(normalized) > len(shape) or tuple(shape[len(shape) - len(normalized):]) != normalized:
+            raise ShapeError(f"`shape: {fmt_shape(normalized)}` does not match the trailing dimensions of the "
+                             f"input {fmt_shape(shape)}", attr="shape",
+                             help="leave `shape` out to normalise over the last dimension")
+        return shape
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        if not self.elementwise_affine:
+            return 0
+        return prod(self.normalized_shape(inputs[0])) * (2 if self.bias else 1)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        module = nn.LayerNorm(self.normalized_shape(inputs[0]), eps=self.eps,
+                              elementwise_affine=self.elementwise_affine, bias=self.bias)
+        return b.call_module(module, args)
+
+
+@register
+class GroupNorm(Op):
+    """Group normalisation over [channels, ...] inputs."""
+
+    op: Literal["groupnorm"]
+    groups: Int(1)
+    eps: Float(0.0) = 1e-5
+    affine: Bool = True
+
+    fresh_output: ClassVar[bool] = True
+    label_attrs: ClassVar[tuple[str, ...]] = ("groups",)
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        if shape[0] % self.groups:
+            raise ShapeError(f"{shape[0]} channels are not divisible by `groups: {self.groups}`", attr="groups")
+        return shape
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return 2 * inputs[0][0] if self.affine else 0
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        module = nn.GroupNorm(self.groups, inputs[0][0], eps=self.eps, affine=self.affine)
+        init_norm(module)
+        return b.call_module(module, args)

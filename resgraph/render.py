@@ -1,0 +1,140 @@
+"""Pass 6 of the pipeline: the shaped graph IR -> a graphviz diagram (.svg .png .pdf .dot).
+
+Block instances become nested clusters, edges carry the shape they transport, and skip
+edges into an `add` are drawn by shortcut kind: identity, projection or zero-padding.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .graph import Graph, Node
+
+FORMATS = ("svg", "png", "pdf", "dot")
+
+# Skip-edge styles: one look per shortcut kind, also named by the edge's `class` (kept in SVG).
+SKIP_STYLES = {
+    "identity": {"style": "dashed", "color": "#2e7d32", "fontcolor": "#2e7d32"},
+    "project": {"style": "bold", "color": "#1565c0", "fontcolor": "#1565c0"},
+    "pad": {"style": "dotted", "color": "#ef6c00", "fontcolor": "#ef6c00"},
+}
+SKIP_LABELS = {"identity": "identity", "project": "1x1 conv + bn", "pad": "zero-pad"}
+OP_COLORS = {"conv1d": "#e3f2fd", "conv2d": "#e3f2fd", "linear": "#e3f2fd", "add": "#e8f5e9", "concat": "#e8f5e9",
+             "mul": "#e8f5e9", "batchnorm1d": "#fff8e1", "batchnorm2d": "#fff8e1", "layernorm": "#fff8e1",
+             "groupnorm": "#fff8e1"}
+
+
+class RenderError(Exception):
+    """The diagram could not be produced (unknown suffix, graphviz's `dot` missing or failing)."""
+
+
+def _dims(shape: tuple[int, ...] | None) -> str:
+    return "×".join(str(d) for d in shape) if shape else "?"
+
+
+def _node_id(name: str) -> str:
+    return name  # graphviz quotes ids itself; dotted names stay readable in the DOT text
+
+
+def _skip_kinds(node: Node) -> dict[int, str]:
+    """Input position -> shortcut kind, for every skip input of an add."""
+    plans = node.meta.get("shortcuts")
+    if plans is None:
+        return {}
+    return {position: plan.kind.value for position, plan in enumerate(plans, start=1)}
+
+
+def to_digraph(graph: Graph):
+    """Requires inferred shapes. Returns a `graphviz.Digraph`; deterministic for a given graph."""
+    import graphviz
+
+    dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.25",
+                                                    "ranksep": "0.3", "label": graph.name, "labelloc": "t"},
+                           node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
+                                      "fontsize": "10", "fillcolor": "#f5f5f5", "height": "0.3"},
+                           edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#616161"})
+    # Nodes go into nested clusters following their block instances (`layer2` > `layer2.0`).
+    tree: dict[tuple[str, ...], list[Node]] = {}
+    for node in graph:
+        tree.setdefault(node.scopes, []).append(node)
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for scopes in list(tree):
+        for depth in range(len(scopes)):
+            parent, child = scopes[:depth], scopes[: depth + 1]
+            siblings = children.setdefault(parent, [])
+            if child not in siblings:
+                siblings.append(child)
+
+    def emit(container, scopes: tuple[str, ...]) -> None:
+        for node in tree.get(scopes, []):
+            if node.is_input:
+                label = f"{node.name}\n{_dims(node.shape)}"
+                container.node(_node_id(node.name), label, shape="oval", fillcolor="#eeeeee")
+            else:
+                op = node.op.op_name()
+                container.node(_node_id(node.name), f"{node.local_name}\n{node.op.label()}",
+                               fillcolor=OP_COLORS.get(op, "#f5f5f5"), tooltip=node.name)
+        for child in children.get(scopes, []):
+            with container.subgraph(name="cluster_" + child[-1]) as cluster:
+                cluster.attr(label=child[-1], style="rounded", color="#9e9e9e", fontsize="9")
+                emit(cluster, child)
+
+    emit(dot, ())
+    for node in graph:
+        skips = _skip_kinds(node)
+        for position, producer in enumerate(node.inputs):
+            shape = _dims(graph.nodes[producer].shape)
+            kind = skips.get(position)
+            if kind is None:
+                dot.edge(_node_id(producer), _node_id(node.name), label=shape)
+            else:
+                label = shape if kind == "identity" else f"{shape}\n{SKIP_LABELS[kind]}"
+                dot.edge(_node_id(producer), _node_id(node.name), label=label,
+                         **{"class": f"skip {kind}"}, **SKIP_STYLES[kind])
+    for output in graph.outputs:
+        out_id = f"output:{output}"
+        dot.node(out_id, f"output\n{_dims(graph.nodes[output].shape)}", shape="oval", fillcolor="#eeeeee")
+        dot.edge(_node_id(output), out_id)
+    return dot
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def render_to_file(graph: Graph, output: Path) -> Path:
+    """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
+    so a failure leaves no partial file."""
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf or .dot suffix")
+    digraph = to_digraph(graph)
+    if suffix == "dot":
+        data = digraph.source.encode("utf-8")
+    else:
+        import graphviz
+
+        try:
+            data = digraph.pipe(format=suffix)
+        except graphviz.ExecutableNotFound:
+            raise RenderError("graphviz's `dot` program is not installed (Debian/Ubuntu: `apt-get install "
+                              "graphviz`; macOS: `brew install graphviz`); `-o file.dot` works without it") from None
+        except graphviz.CalledProcessError as exc:
+            raise RenderError(f"graphviz's `dot` failed: {exc.stderr.decode(errors='replace').strip()}") from None
+    directory = output.parent if str(output.parent) else Path(".")
+    if not directory.is_dir():
+        raise RenderError(f"the directory `{directory}` does not exist")
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return output

@@ -1,0 +1,39 @@
+"""Pass 4 of the pipeline: the graph IR -> every node's output shape, parameter count and MACs.
+
+Shapes are per sample (the batch dimension is implicit) and come from each op's own shape
+rule; nothing here imports torch. A shortcut whose shapes disagree is reported here.
+"""
+
+from __future__ import annotations
+
+from .diagnostics import Diagnostics
+from .graph import Graph
+from .ops.base import ShapeError
+
+
+def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
+    """Fill `node.shape` and `node.meta['params' | 'macs']` in topological order.
+
+    Requires an acyclic graph with resolved references. A node whose inputs have no shape
+    (because an earlier node failed) is skipped, so each fault is reported once.
+    Returns True when every node got a shape.
+    """
+    complete = True
+    for node in graph.topological_order():
+        if node.is_input:
+            continue
+        shapes = [graph.nodes[name].shape for name in node.inputs]
+        if node.op is None or any(shape is None for shape in shapes):
+            complete = False
+            continue
+        try:
+            shape = node.op.infer_shape(shapes, node.meta)
+        except ShapeError as exc:
+            diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
+                              help=exc.help, notes=node.notes)
+            complete = False
+            continue
+        node.shape = tuple(shape)
+        node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
+        node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
+    return complete

@@ -1,0 +1,269 @@
+"""Pass 1 of the pipeline: YAML text -> a tree of plain values plus their source positions.
+
+The loader uses PyYAML's safe composer only (no object construction from tags), resolves
+scalars with the YAML 1.2 core schema, and rejects duplicate keys, aliases and exotic tags.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .diagnostics import Diagnostics, Span
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 500_000
+
+KeyPath = tuple  # tuple of str | int: the path pydantic puts in an error's `loc`
+
+_STR, _INT, _FLOAT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null"))
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+class _CoreResolver(yaml.resolver.Resolver):
+    """YAML 1.2 core schema: `no`, `on`, `0777` and `1_000` stay strings; `1e3` is a float."""
+
+
+_CoreResolver.yaml_implicit_resolvers = {}
+_CoreResolver.add_implicit_resolver(_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), list("~nN") + [""])
+_CoreResolver.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_CoreResolver.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_CoreResolver.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"),
+)
+
+
+class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
+              _CoreResolver):
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _CoreResolver.__init__(self)
+
+
+@dataclass
+class SourceFile:
+    """One loaded YAML file: its data as plain Python values, and where each value stood."""
+
+    path: str
+    text: str
+    data: Any = None
+    spans: dict[KeyPath, Span] = field(default_factory=dict)
+    key_spans: dict[KeyPath, Span] = field(default_factory=dict)
+
+    def span(self, path: KeyPath, *, key: bool = False) -> Span | None:
+        """The span of the value at `path`, or of the nearest parent that exists."""
+        path = tuple(path)
+        if key and path in self.key_spans:
+            return self.key_spans[path]
+        while True:
+            if path in self.spans:
+                return self.spans[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+
+def _span(path: str, node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    return Span(path, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    value, tag = node.value, node.tag
+    if tag == _STR or (tag == "!" and node.style):
+        return value
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return value.lower() == "true"
+    if tag == _INT:
+        if value.startswith("0o"):
+            return int(value[2:], 8)
+        if value.startswith("0x"):
+            return int(value[2:], 16)
+        return int(value)
+    if tag == _FLOAT:
+        lowered = value.lower()
+        if lowered.endswith(".inf"):
+            return -math.inf if lowered.startswith("-") else math.inf
+        if lowered == ".nan":
+            return math.nan
+        return float(value)
+    raise _Unsupported(f"the yaml tag `{tag}` is not allowed in a spec", node)
+
+
+class _Unsupported(Exception):
+    def __init__(self, message: str, node: yaml.Node, help: str | None = None, code: str = "RG003"):
+        super().__init__(message)
+        self.message, self.node, self.help, self.code = message, node, help, code
+
+
+def _describe_key(key: Any) -> str:
+    return repr(key) if not isinstance(key, str) else key
+
+
+def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = None) -> SourceFile | None:
+    """Read and parse one YAML file; on failure record diagnostics and return None."""
+    display = str(path)
+    if text is None:
+        try:
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            diagnostics.error("RG004", f"file `{display}` does not exist", None,
+                              help="check the path; relative includes are resolved from the including file")
+            return None
+        except IsADirectoryError:
+            diagnostics.error("RG004", f"`{display}` is a directory, not a spec file")
+            return None
+        except OSError as exc:
+            diagnostics.error("RG004", f"cannot read `{display}`: {exc.strerror or exc}")
+            return None
+        if len(raw) > MAX_FILE_BYTES:
+            diagnostics.error("RG005", f"`{display}` is {len(raw):,} bytes; specs are limited to "
+                              f"{MAX_FILE_BYTES:,} bytes", Span(display, 1, 1, 1, 2),
+                              help="a spec this large is almost certainly not a network spec; use blocks and repeat")
+            return None
+        if b"\x00" in raw:
+            diagnostics.error("RG004", f"`{display}` is a binary file, not YAML", Span(display, 1, 1, 1, 2))
+            return None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            diagnostics.error("RG004", f"`{display}` is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                              Span(display, line, col, line, col + 1), help="save the file as UTF-8")
+            return None
+    source = SourceFile(display, text)
+    diagnostics.sources[display] = text
+    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        diagnostics.error("RG010", "the spec file is empty", Span(display, 1, 1, 1, 1),
+                          help="a spec starts with `resgraph: 1`; see docs/spec.md")
+        return None
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        span = Span(display, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2) if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        help_text = "YAML does not allow tabs for indentation; use spaces" if "\\t" in problem or "tab" in problem else None
+        diagnostics.error("RG001", f"invalid YAML: {problem}", span, help=help_text)
+        return None
+    except yaml.YAMLError as exc:
+        diagnostics.error("RG001", f"invalid YAML: {exc}", Span(display, 1, 1, 1, 2))
+        return None
+    except RecursionError:
+        diagnostics.error("RG005", "the YAML is nested too deeply", Span(display, 1, 1, 1, 2))
+        return None
+    if node is None:
+        diagnostics.error("RG010", "the spec file is empty", Span(display, 1, 1, 1, 1),
+                          help="a spec starts with `resgraph: 1`; see docs/spec.md")
+        return None
+    try:
+        source.data = _Builder(source).build(node)
+    except _Unsupported as exc:
+        diagnostics.error(exc.code, exc.message, _span(display, exc.node), help=exc.help)
+        return None
+    return source
+
+
+class _Builder:
+    """Turns a composed node tree into plain values, recording spans by key path."""
+
+    def __init__(self, source: SourceFile) -> None:
+        self.source = source
+        self.seen: set[int] = set()
+        self.count = 0
+
+    def build(self, root: yaml.Node) -> Any:
+        # Iterative, so that deep nesting cannot exhaust the Python stack.
+        result: dict[str, Any] = {}
+        stack: list[tuple[yaml.Node, KeyPath, Any, Any]] = [(root, (), result, "root")]
+        while stack:
+            node, path, parent, slot = stack.pop()
+            self._check(node, path)
+            self.source.spans[path] = _span(self.source.path, node)
+            if isinstance(node, yaml.ScalarNode):
+                parent[slot] = _scalar(node)
+            elif isinstance(node, yaml.SequenceNode):
+                items: list[Any] = [None] * len(node.value)
+                parent[slot] = items
+                for index in reversed(range(len(node.value))):
+                    stack.append((node.value[index], path + (index,), items, index))
+            elif isinstance(node, yaml.MappingNode):
+                mapping: dict[Any, Any] = {}
+                parent[slot] = mapping
+                first_seen: dict[Any, yaml.Node] = {}
+                children = []
+                for key_node, value_node in node.value:
+                    self._check(key_node, path)
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        raise _Unsupported("mapping keys must be plain names", key_node)
+                    if key_node.value == "<<" and key_node.tag != _STR:
+                        raise _Unsupported("yaml merge keys (`<<`) are not supported in specs", key_node,
+                                           help="use blocks and `with:` to reuse definitions")
+                    key = _scalar(key_node)
+                    if not isinstance(key, str):
+                        raise _Unsupported(
+                            f"the key `{key_node.value}` is read as {type(key).__name__}, not a name",
+                            key_node, help=f"quote it: `\"{key_node.value}\":`")
+                    if key in first_seen:
+                        first = first_seen[key]
+                        raise _Unsupported(
+                            f"duplicate key `{_describe_key(key)}` (first defined at line "
+                            f"{first.start_mark.line + 1}, column {first.start_mark.column + 1})", key_node,
+                            help="each name may appear once in a mapping; rename or remove one of them",
+                            code="RG002")
+                    first_seen[key] = key_node
+                    mapping[key] = None
+                    self.source.key_spans[path + (key,)] = _span(self.source.path, key_node)
+                    children.append((value_node, path + (key,), mapping, key))
+                stack.extend(reversed(children))
+            else:  # pragma: no cover - the composer only makes the three kinds
+                raise _Unsupported("unsupported YAML node", node)
+        return result["root"]
+
+    def _check(self, node: yaml.Node, path: KeyPath) -> None:
+        if id(node) in self.seen:
+            raise _Unsupported("this value is reused through a yaml alias; anchors and aliases are not "
+                               "supported in specs", node,
+                               help="use blocks, `repeat` and params to reuse definitions")
+        self.seen.add(id(node))
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Unsupported(f"the spec has more than {MAX_VALUES:,} values", node, code="RG005")
+        if len(path) > MAX_DEPTH:
+            raise _Unsupported(f"the spec is nested more than {MAX_DEPTH} levels deep", node, code="RG005")
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in (_MAP, _SEQ):
+            raise _Unsupported(f"the yaml tag `{node.tag}` is not allowed in a spec", node,
+                               help="specs are plain data: remove the tag")
+
+
+def parse_value(text: str) -> Any:
+    """Read one value as a spec would (YAML 1.2 core schema), e.g. for `--set key=value`.
+
+    Raises ValueError with a readable message when `text` is not a plain value.
+    """
+    diagnostics = Diagnostics()
+    source = load_source("<value>", diagnostics, text=text if text.strip() else "''")
+    if source is None:
+        raise ValueError(diagnostics.items[0].message if diagnostics.items else f"cannot read `{text}`")
+    if isinstance(source.data, dict):
+        raise ValueError(f"`{text}` is a mapping; give a number, a string, `true`/`false` or a list")
+    return source.data

@@ -1,0 +1,236 @@
+"""Pass 2 of the pipeline: positioned tree -> pydantic models of the spec language.
+
+The models check structure and literal values; expressions are checked for syntax here and
+evaluated during expansion. Every pydantic error is translated into a located diagnostic.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
+                      ValidationError)
+
+from .diagnostics import Diagnostics, Note, did_you_mean
+from .ops import REGISTRY
+from .ops.base import Int
+from .source import KeyPath, SourceFile
+
+VERSION = 1
+NODE_NAME = r"^[A-Za-z0-9_]+$"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_REPEAT = 10_000
+
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
+ParamName = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
+Scalar = Union[bool, int, float, str, None]
+ParamValue = Union[Scalar, list[Scalar]]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BlockCall(_Model):
+    """A node that instantiates a block, optionally `repeat` times in sequence."""
+
+    block: str = Field(description="name of the block to instantiate")
+    repeat: Int(1, MAX_REPEAT) | None = Field(None, description="instantiate the block this many times in sequence")
+    with_: dict[ParamName, ParamValue] = Field(default_factory=dict, alias="with",
+                                               description="values of the block's params")
+    first: dict[ParamName, ParamValue] = Field(default_factory=dict,
+                                               description="param values that override `with` for repetition 0")
+    inputs: str | list[str] | None = None
+
+
+def _node_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "block" if "block" in value else value.get("op") if isinstance(value.get("op"), str) else None
+    return "block" if isinstance(value, BlockCall) else getattr(value, "op", None)
+
+
+def _shorthand(value: Any) -> Any:
+    # `relu: relu` is short for `relu: {op: relu}`.
+    return {"op": value} if isinstance(value, str) else value
+
+
+def _node_union() -> Any:
+    members = [Annotated[BlockCall, Tag("block")]]
+    members += [Annotated[cls, Tag(name)] for name, cls in sorted(REGISTRY.items())]
+    return Annotated[Union[tuple(members)], Discriminator(_node_tag), BeforeValidator(_shorthand)]
+
+
+NodeEntry = _node_union()
+
+
+class BlockDef(_Model):
+    """A reusable, parameterised subgraph."""
+
+    doc: str | None = None
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict,
+                                                description="param names with defaults; null marks a required param")
+    let: dict[ParamName, ParamValue] = Field(default_factory=dict,
+                                             description="derived values: expressions over params, in order")
+    inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
+    nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
+    output: NodeName | None = None
+
+
+class SpecFile(_Model):
+    """A spec file: a network (input, nodes, outputs), a library of blocks, or both."""
+
+    resgraph: int = Field(description="the spec language version; 1")
+    name: str | None = None
+    doc: str | None = None
+    include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict)
+    input: list[Int(1)] | dict[ParamName, list[Int(1)]] | None = Field(
+        None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
+    blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
+    nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
+    outputs: NodeName | list[NodeName] | None = None
+
+
+def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
+    """Validate a loaded file against the language; record located diagnostics on failure."""
+    data = source.data
+    if not isinstance(data, dict):
+        diagnostics.error("RG012", "a spec must be a mapping of fields", source.span(()),
+                          help="start the file with `resgraph: 1`; see docs/spec.md")
+        return None
+    version = data.get("resgraph")
+    if "resgraph" in data and version != VERSION:
+        diagnostics.error("RG014", f"unsupported spec version `{version}`", source.span(("resgraph",)),
+                          help=f"this resgraph reads version {VERSION}: write `resgraph: {VERSION}`")
+        return None
+    try:
+        return SpecFile.model_validate(data)
+    except ValidationError as exc:
+        report_validation_error(exc, source, (), diagnostics)
+        return None
+
+
+# ---- translating pydantic errors --------------------------------------------------------------
+
+_MODEL_FOR_SECTION = {"blocks": BlockDef}
+
+
+def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
+    """Map a pydantic `loc` onto a path in the data, dropping union tags; flags a key error."""
+    path: list = []
+    current = data
+    for segment in loc:
+        if segment == "[key]":
+            return tuple(path), True
+        if isinstance(current, dict) and segment in current:
+            current = current[segment]
+            path.append(segment)
+        elif isinstance(current, list) and isinstance(segment, int) and 0 <= segment < len(current):
+            current = current[segment]
+            path.append(segment)
+        elif isinstance(current, str) and segment == "op":
+            continue  # node shorthand `relu: relu`
+        # anything else is a union tag or a model name that is not in the YAML: skip it
+    return tuple(path), False
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for segment in path:
+        data = data[segment]
+    return data
+
+
+def _model_for(data: Any, parent_path: KeyPath, root_model: type[BaseModel]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `parent_path`, for listing its fields."""
+    value = _value_at(data, parent_path) if parent_path is not None else None
+    if isinstance(value, dict):
+        if "block" in value:
+            return BlockCall
+        if isinstance(value.get("op"), str):
+            return REGISTRY.get(value["op"])
+    if not parent_path:
+        return root_model
+    if len(parent_path) == 2 and parent_path[0] == "blocks":
+        return BlockDef
+    return None
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyPath, diagnostics: Diagnostics,
+                            notes: tuple[Note, ...] = (), root_model: type[BaseModel] = SpecFile) -> None:
+    """Translate each pydantic error into a diagnostic located in `source` (under `base`)."""
+    base_value = _value_at(source.data, base)
+    for error in exc.errors():
+        rel, key_error = _data_path(base_value, error["loc"])
+        path = base + rel
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        field = next((s for s in reversed(error["loc"]) if isinstance(s, str) and s != "[key]"), None)
+        span = source.span(path, key=key_error)
+        if kind == "resgraph":
+            name = rel[-1] if rel else field
+            diagnostics.error(ctx.get("code", "RG012"), f"invalid value for `{name}`: {ctx['message']}", span,
+                              help=ctx.get("help"), notes=notes)
+        elif kind == "missing":
+            model = _model_for(source.data, path, root_model)
+            what = f"`{model.op_name()}`" if model is not None and hasattr(model, "op_name") else "this entry"
+            missing = error["loc"][-1]
+            diagnostics.error("RG010", f"missing field `{missing}` for {what}", span,
+                              help=f"add `{missing}: ...`", notes=notes)
+        elif kind == "extra_forbidden":
+            unknown = rel[-1] if rel else field
+            model = _model_for(source.data, path[:-1], root_model)
+            known = _fields(model) if model is not None else []
+            owner = f"op `{model.op_name()}`" if model is not None and hasattr(model, "op_name") else "this entry"
+            listed = ", ".join(f"`{k}`" for k in known if k not in ("op",))
+            diagnostics.error("RG011", f"unknown field `{unknown}` for {owner}", source.span(path, key=True),
+                              help=did_you_mean(str(unknown), known) or (f"known fields: {listed}" if listed else None),
+                              notes=notes)
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            value = _value_at(source.data, path)
+            op = value.get("op") if isinstance(value, dict) else value
+            if isinstance(value, dict) and "op" not in value:
+                diagnostics.error("RG010", "a node needs an `op` (or a `block`)", span,
+                                  help="e.g. `{op: conv2d, out: 64, kernel: 3}`; see docs/spec.md for the ops",
+                                  notes=notes)
+            elif not isinstance(op, str):
+                diagnostics.error("RG012", "`op` must be the name of an op", source.span(path + ("op",)), notes=notes)
+            else:
+                diagnostics.error("RG013", f"unknown op `{op}`", source.span(path + ("op",)),
+                                  help=did_you_mean(op, REGISTRY) or "known ops: " + ", ".join(sorted(REGISTRY)),
+                                  notes=notes)
+        elif kind == "string_pattern_mismatch":
+            value = error["input"]
+            rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
+                "a letter or `_` followed by letters, digits and `_`"
+            diagnostics.error("RG045", f"invalid name `{value}`: names are made of {rule}", span,
+                              help="dots are not allowed in names: nesting makes dotted paths", notes=notes)
+        elif kind in ("too_short", "too_long"):
+            diagnostics.error("RG012", f"invalid `{field}`: {error['msg'][0].lower() + error['msg'][1:]}", span,
+                              notes=notes)
+        else:
+            got = _value_at(source.data, path) if path != base or rel else error.get("input")
+            expected = _expected_type(kind)
+            message = f"invalid value for `{field}`: " + (f"expected {expected}" if expected else
+                                                         error["msg"][0].lower() + error["msg"][1:])
+            if expected and not isinstance(got, (dict, list)):
+                message += f", got `{got}`"
+            diagnostics.error("RG012", message, span, notes=notes)
+
+
+def _expected_type(kind: str) -> str | None:
+    return {"dict_type": "a mapping", "list_type": "a list", "string_type": "a string", "int_type": "an integer",
+            "bool_type": "`true` or `false`", "float_type": "a number", "model_type": "a mapping",
+            "model_attributes_type": "a mapping", "int_parsing": "an integer", "literal_error": None,
+            "union_type": None}.get(kind, None) if kind.endswith("_type") or kind.endswith("_parsing") else None
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a spec file, from the pydantic models."""
+    schema = SpecFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "resgraph spec"
+    return schema

@@ -94,7 +94,7 @@ def to_digraph(graph: Graph):
                 dot.edge(_node_id(producer), _node_id(node.name), label=label,
                          **{"class": f"skip {kind}"}, **SKIP_STYLES[kind])
     for output in graph.outputs:
-        out_id = f"output:{output}"
+        out_id = f"(output) {output}"  # parentheses never occur in node names
         dot.node(out_id, f"output\n{_dims(graph.nodes[output].shape)}", shape="oval", fillcolor="#eeeeee")
         dot.edge(_node_id(output), out_id)
     return dot

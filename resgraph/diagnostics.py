@@ -126,11 +126,15 @@ class Diagnostics:
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
+        self._seen: set[tuple] = set()
 
     def add(self, diagnostic: Diagnostic) -> None:
         if diagnostic.is_error and self.error_count >= self.MAX_ERRORS:
             return
-        if diagnostic not in self.items:
+        # One message per fault: a fault inside a block shows once, not once per instance.
+        key = (diagnostic.code, diagnostic.severity, diagnostic.span or diagnostic.message)
+        if key not in self._seen:
+            self._seen.add(key)
             self.items.append(diagnostic)
 
     def error(self, code: str, message: str, span: Span | None = None, help: str | None = None,

@@ -168,6 +168,10 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
                 _unknown_reference(ref, known, scope, span, diagnostics)
         if isinstance(entry, BlockCall):
             _check_call(name, entry, path, scope, program, diagnostics)
+        elif entry.op_name() == "add" and entry.shortcut != "identity" and entry.shortcut_name in scope.nodes:
+            diagnostics.error("RG042", f"the shortcut module of `{name}` would be named `{entry.shortcut_name}`, "
+                              "like a node of " + scope.what, scope.source.span(path, key=True),
+                              help="set `shortcut_name:` to another name, or rename the node")
     if scope.output is not None and scope.output not in known:
         _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
 
@@ -205,7 +209,8 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
                                               block.source.span(block.path, key=True))])
     missing = [p for p, default in params.items() if default is None and p not in call.with_
                and not (p in call.first and call.repeat in (None, 1))]
-    if missing:
+    misspelt = any(key not in params for key in (*call.with_, *call.first))
+    if missing and not misspelt:  # a misspelt name is one fault, already reported
         listed = ", ".join(f"`{p}`" for p in missing)
         diagnostics.error("RG034", f"block `{call.block}` needs {listed}", scope.source.span(path, key=True),
                           help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " under `with:`",
@@ -285,6 +290,7 @@ class _Expander:
     def __init__(self, program: Program, graph: Graph, diagnostics: Diagnostics) -> None:
         self.program, self.graph, self.diagnostics = program, graph, diagnostics
         self.aliases: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
 
     # The expression errors of `with`, `first` and `let` values, located at the value.
     def _evaluate(self, value: Any, scope: Mapping[str, Any], source: SourceFile, path: KeyPath,
@@ -356,7 +362,7 @@ class _Expander:
                                         root_model=BlockCall)
                 raise _Abort from None
         count = repeat or 1
-        estimate = len(self.graph) + count * len(definition.nodes)
+        estimate = len(self.graph) + count * self.minimum_size(call.block)
         if estimate > MAX_NODES:
             self.diagnostics.error("RG035", f"`{frame.prefix + name}` expands to at least {estimate:,} nodes, more "
                                    f"than the limit of {MAX_NODES:,}", frame.source.span(path + ("repeat",)),
@@ -380,6 +386,20 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             inputs = [output]
         return output
+
+    def minimum_size(self, block: str) -> int:
+        """A lower bound of the nodes one instance of `block` adds (repeats given as expressions count once),
+        so that an absurd `repeat` is refused before anything is built. Blocks are known not to recurse."""
+        if block not in self.sizes:
+            total = 0
+            for entry in self.program.blocks[block].definition.nodes.values():
+                if isinstance(entry, BlockCall):
+                    times = entry.repeat if isinstance(entry.repeat, int) else 1
+                    total += times * self.minimum_size(entry.block)
+                else:
+                    total += 1
+            self.sizes[block] = total
+        return self.sizes[block]
 
     def resolve(self, ref: str) -> str:
         seen = 0

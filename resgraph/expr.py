@@ -85,10 +85,14 @@ def _check_node(node: ast.AST, text: str) -> None:
     if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
         raise ExprError(f"`{text}` contains an unsupported literal", "syntax")
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
-            name = node.func.id if isinstance(node.func, ast.Name) else "?"
-            raise ExprError(f"`{name}` is not a function expressions can call", "syntax",
-                            help="available functions: " + ", ".join(sorted(FUNCTIONS)))
+        available = "available functions: " + ", ".join(sorted(FUNCTIONS))
+        if not isinstance(node.func, ast.Name):
+            raise ExprError(f"`{ast.unparse(node.func)}` cannot be called: expressions call functions by name only",
+                            "syntax", help=available)
+        if node.func.id not in FUNCTIONS:
+            raise ExprError(f"`{node.func.id}` is not a function expressions can call", "syntax", help=available)
+        if node.keywords:
+            raise ExprError(f"`{node.func.id}` takes positional arguments only", "syntax")
 
 
 def evaluate(text: str, scope: Mapping[str, Value]) -> Value:

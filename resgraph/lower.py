@@ -98,7 +98,24 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     b.fx.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     if zero_init_residual:
         _zero_init_residual(graph, b.modules)
-    return fx.GraphModule(b.modules, b.fx, class_name=_class_name(graph.name))
+    return fx.GraphModule(_module_tree(b.modules), b.fx, class_name=_class_name(graph.name))
+
+
+def _module_tree(modules: dict[str, nn.Module]) -> nn.Module:
+    """Nest modules by their dotted paths, in the order they were created (the spec's order), so
+    that `state_dict()` lists keys as a hand-written model would (fx's dict root sorts by depth)."""
+    root = nn.Module()
+    for target, module in modules.items():
+        *parents, leaf = target.split(".")
+        owner = root
+        for part in parents:
+            child = owner._modules.get(part)
+            if child is None:
+                child = nn.Module()
+                owner.add_module(part, child)
+            owner = child
+        owner.add_module(leaf, module)
+    return root
 
 
 def _zero_init_residual(graph: Graph, modules: dict[str, nn.Module]) -> None:

@@ -171,7 +171,7 @@ def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = N
     except RecursionError:
         diagnostics.error("RG005", "the YAML is nested too deeply", Span(display, 1, 1, 1, 2))
         return None
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
         diagnostics.error("RG010", "the spec file is empty", Span(display, 1, 1, 1, 1),
                           help="a spec starts with `resgraph: 1`; see docs/spec.md")
         return None

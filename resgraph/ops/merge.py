@@ -52,6 +52,10 @@ def _strides(source: Shape, target: Shape) -> tuple[int, ...] | None:
 def _mismatch_help(branch: Shape, skip: Shape) -> str:
     if len(branch) != len(skip):
         return "the branch and the shortcut must have the same rank; check the branch's ops"
+    if branch[0] != skip[0] and branch[1:] != skip[1:]:
+        return (f"the channels ({skip[0]} -> {branch[0]}) and the spatial size ({fmt_shape(skip[1:])} -> "
+                f"{fmt_shape(branch[1:])}) both change: set `shortcut: project` (1x1 conv + batch norm with the "
+                "branch's stride, as torchvision's `downsample`) or `shortcut: pad` (option A, no parameters)")
     if branch[1:] == skip[1:]:
         return (f"the channels differ ({skip[0]} -> {branch[0]}): set `shortcut: project` (1x1 conv + batch norm), "
                 f"`shortcut: pad` (zero channels, no parameters), or make the branch end with {skip[0]} channels")

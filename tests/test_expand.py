@@ -1,0 +1,294 @@
+"""Expansion: blocks, repeats, first, let, params, includes, references and names."""
+
+from __future__ import annotations
+
+import pytest
+
+import resgraph
+
+from .conftest import spec_text
+
+MLP = """
+    resgraph: 1
+    name: mlp
+    input: [width]
+    params: {width: 16, depth: 3}
+    blocks:
+      residual:
+        params: {width: null, scale: 1}
+        let: {hidden: width * scale}
+        nodes:
+          fc1: {op: linear, out: hidden}
+          act: relu
+          fc2: {op: linear, out: width}
+          add: {op: add, inputs: [fc2, input]}
+    nodes:
+      body: {block: residual, repeat: depth, with: {width: width}, first: {scale: 4}}
+      head: {op: linear, out: 2}
+"""
+
+
+def test_names_follow_nesting_and_repetition(load_text):
+    graph = load_text(MLP).graph
+    names = [node.name for node in graph]
+    assert names[:5] == ["input", "body.0.fc1", "body.0.act", "body.0.fc2", "body.0.add"]
+    assert names[-1] == "head" and "body.2.add" in names
+    assert graph.nodes["body.1.fc1"].inputs == ["body.0.add"]
+    assert graph.nodes["head"].inputs == ["body.2.add"]
+    assert graph.nodes["body.0.add"].inputs == ["body.0.fc2", "input"]
+
+
+def test_first_and_let_apply_per_repetition(load_text):
+    graph = load_text(MLP).graph
+    assert graph.nodes["body.0.fc1"].shape == (64,)
+    assert graph.nodes["body.1.fc1"].shape == (16,)
+
+
+def test_without_repeat_there_is_no_index(load_text):
+    graph = load_text(MLP.replace("repeat: depth, ", "")).graph
+    assert "body.fc1" in graph.nodes and graph.nodes["head"].inputs == ["body.add"]
+
+
+def test_index_is_visible_inside_blocks(load_text):
+    graph = load_text("""
+        resgraph: 1
+        input: [4]
+        blocks:
+          grow:
+            nodes:
+              fc: {op: linear, out: 4 + index}
+        nodes:
+          body: {block: grow, repeat: 3}
+    """).graph
+    assert [graph.nodes[f"body.{i}.fc"].shape for i in range(3)] == [(4,), (5,), (6,)]
+
+
+def test_params_can_be_overridden(load_text):
+    network = load_text(MLP, params={"depth": 1, "width": 8})
+    assert "body.1.fc1" not in network.graph.nodes
+    assert network.graph.nodes["body.0.fc2"].shape == (8,)
+    assert network.input_shapes == {"input": (8,)}
+
+
+def test_unknown_override_suggests_the_parameter(validate_text):
+    (error,) = validate_text(MLP, params={"dpeth": 2})
+    assert error.code == "RG033" and error.help == "did you mean `depth`?"
+
+
+def test_input_dims_may_be_expressions(load_text):
+    network = load_text("""
+        resgraph: 1
+        params: {size: 32}
+        input: [3, size, size * 2]
+        nodes:
+          conv: {op: conv2d, out: 4, kernel: 1}
+    """, params={"size": 8})
+    assert network.graph.nodes["conv"].shape == (4, 8, 16)
+
+
+def test_forward_references_to_a_block_call(load_text):
+    graph = load_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 8}
+        nodes:
+          a: {op: linear, out: 8}
+          total: {op: add, inputs: [a, later]}
+          later: {block: unit, inputs: input}
+        outputs: total
+    """).graph
+    assert graph.nodes["total"].inputs == ["a", "later.fc"]
+
+
+def test_block_output_and_several_inputs(load_text):
+    graph = load_text("""
+        resgraph: 1
+        input: {x: [8], y: [8]}
+        blocks:
+          gate:
+            inputs: [value, weight]
+            output: product
+            nodes:
+              squash: {op: sigmoid, inputs: weight}
+              product: {op: mul, inputs: [value, squash]}
+              unused_tail: {op: linear, out: 2, inputs: value}
+        nodes:
+          g: {block: gate, inputs: [x, y]}
+          head: {op: linear, out: 2}
+    """).graph
+    assert graph.nodes["g.product"].inputs == ["x", "g.squash"]
+    assert graph.nodes["head"].inputs == ["g.product"]
+
+
+def test_includes_are_relative_and_loaded_once(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "base.yaml").write_text(spec_text("""
+        resgraph: 1
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 8}
+    """))
+    for name in ("a", "b"):
+        (tmp_path / "lib" / f"{name}.yaml").write_text(spec_text(f"""
+            resgraph: 1
+            include: [base.yaml]
+            blocks:
+              {name}_unit:
+                nodes:
+                  inner: {{block: unit}}
+        """))
+    (tmp_path / "net.yaml").write_text(spec_text("""
+        resgraph: 1
+        include: [lib/a.yaml, lib/b.yaml]
+        input: [8]
+        nodes:
+          one: {block: a_unit}
+          two: {block: b_unit}
+    """))
+    network = resgraph.load(tmp_path / "net.yaml")
+    assert [n.name for n in network.graph][1:] == ["one.inner.fc", "two.inner.fc"]
+
+
+def test_include_cycle_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("resgraph: 1\ninclude: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("resgraph: 1\ninclude: [a.yaml]\n")
+    (error,) = resgraph.validate(tmp_path / "a.yaml")
+    assert error.code == "RG031" and "`a.yaml` -> `b.yaml` -> `a.yaml`" in error.message
+    assert error.span.file.endswith("b.yaml") and error.span.line == 2
+
+
+def test_missing_include_points_at_the_include_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("resgraph: 1\ninclude: [nope.yaml]\n")
+    (error,) = resgraph.validate(tmp_path / "a.yaml")
+    assert error.code == "RG031" and error.span.line == 2 and "does not exist" in error.message
+
+
+def test_block_defined_twice(tmp_path):
+    (tmp_path / "lib.yaml").write_text("resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: 2}\n")
+    (tmp_path / "net.yaml").write_text("resgraph: 1\ninclude: [lib.yaml]\nblocks:\n  unit:\n    nodes:\n"
+                                       "      fc: {op: linear, out: 2}\n")
+    (error,) = resgraph.validate(tmp_path / "net.yaml")
+    assert error.code == "RG042" and "`unit` is defined twice" in error.message
+
+
+def test_mutual_recursion_is_found_statically(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        blocks:
+          a:
+            nodes:
+              x: {block: b}
+          b:
+            nodes:
+              y: {block: a}
+    """)
+    assert error.code == "RG032" and "`a` -> `b` -> `a`" in error.message
+
+
+def test_string_param_through_with(load_text, validate_text):
+    text = """
+        resgraph: 1
+        input: [4, 8, 8]
+        params: {option: pad}
+        blocks:
+          down:
+            params: {shortcut: auto}
+            nodes:
+              conv: {op: conv2d, out: 8, kernel: 1, stride: 2}
+              add: {op: add, inputs: [conv, input], shortcut: shortcut}
+        nodes:
+          d: {block: down, with: {shortcut: SHORTCUT}}
+    """
+    network = load_text(text.replace("SHORTCUT", "option"))
+    assert network.params == 4 * 8 + 8  # the pad shortcut has no parameters
+    assert load_text(text.replace("SHORTCUT", "\"'project'\"")).params == 40 + 4 * 8 + 2 * 8
+    (error,) = validate_text(text.replace("SHORTCUT", "project"))
+    assert error.code == "RG021" and "quote it" in error.help
+
+
+def test_missing_required_param(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            params: {width: null}
+            nodes:
+              fc: {op: linear, out: width}
+        nodes:
+          body: {block: unit}
+    """)
+    assert error.code == "RG034" and "`width`" in error.message and error.span.line == 9
+
+
+def test_expression_error_inside_a_block_names_the_instance(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            params: {width: 8}
+            nodes:
+              fc: {op: linear, out: width - 8}
+        nodes:
+          body: {block: unit, repeat: 2}
+    """)
+    assert error.code == "RG012" and error.span.line == 7 and "at least 1" in error.message
+    assert error.notes and error.notes[0].span.line == 9
+
+
+def test_first_node_of_a_multi_input_network_must_name_its_inputs(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: {a: [8], b: [8]}
+        nodes:
+          fc: {op: linear, out: 8}
+    """)
+    assert error.code == "RG044" and "several inputs" in error.message
+
+
+def test_node_named_like_an_input_is_refused(validate_text):
+    (error,) = validate_text("resgraph: 1\ninput: [8]\nnodes:\n  input: {op: linear, out: 8}\n")
+    assert error.code == "RG042"
+
+
+def test_shortcut_module_name_clash(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: [4]
+        nodes:
+          downsample: {op: linear, out: 8}
+          add: {op: add, inputs: [downsample, input], shortcut: project}
+    """)
+    assert error.code == "RG042" and "shortcut_name" in error.help
+
+
+def test_block_library_validates_but_does_not_compile(tmp_path):
+    path = tmp_path / "lib.yaml"
+    path.write_text("resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: 2}\n")
+    assert resgraph.validate(path) == []
+    with pytest.raises(resgraph.SpecError, match="defines no network"):
+        resgraph.load(path)
+
+
+def test_unknown_block_suggestion(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          bottleneck:
+            nodes:
+              fc: {op: linear, out: 8}
+        nodes:
+          body: {block: botleneck}
+    """)
+    assert error.code == "RG030" and error.help == "did you mean `bottleneck`?"
+
+
+def test_wrong_version(validate_text):
+    (error,) = validate_text("resgraph: 2\n")
+    assert error.code == "RG014"

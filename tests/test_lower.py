@@ -1,0 +1,157 @@
+"""Lowering to torch.fx: names, readable code, in-place rules, init, devices and dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import resgraph
+
+from .conftest import SPECS
+
+BASIC = """
+    resgraph: 1
+    name: tiny
+    input: [4, 8, 8]
+    blocks:
+      basic:
+        params: {planes: null, stride: 1}
+        nodes:
+          conv1: {op: conv2d, out: planes, kernel: 3, stride: stride, padding: 1, bias: false}
+          bn1: batchnorm2d
+          relu1: relu
+          conv2: {op: conv2d, out: planes, kernel: 3, padding: 1, bias: false}
+          bn2: batchnorm2d
+          add: {op: add, inputs: [bn2, input], shortcut: auto}
+          relu2: relu
+    nodes:
+      stage: {block: basic, repeat: 2, with: {planes: 8}, first: {stride: 2}}
+      pool: {op: adaptive_avgpool2d, size: 1}
+      flat: flatten
+      fc: {op: linear, out: 3}
+"""
+
+
+def test_generated_code_reads_like_torchvision(load_text):
+    model = resgraph.compile(load_text(BASIC))
+    code = model.code
+    assert "stage_0_bn2 += stage_0_downsample" in code
+    assert "torch.nn.functional.relu(stage_0_bn1, inplace = True)" in code
+    assert type(model).__name__ == "Tiny"
+    assert [name for name, _ in model.named_children()] == ["stage", "fc"]
+    assert isinstance(model.get_submodule("stage.0.downsample.0"), torch.nn.Conv2d)
+
+
+def test_training_step_works_with_in_place_ops(load_text):
+    model = resgraph.compile(load_text(BASIC))
+    x = torch.randn(4, 4, 8, 8, requires_grad=True)
+    model(x).sum().backward()  # autograd's version counters would reject a wrong in-place op
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_a_value_read_twice_is_not_overwritten(load_text):
+    model = resgraph.compile(load_text("""
+        resgraph: 1
+        input: [8]
+        nodes:
+          fc: {op: linear, out: 8}
+          double: {op: add, inputs: [fc, fc]}
+          act: relu
+          out: {op: add, inputs: [act, fc]}
+    """))
+    x = torch.randn(2, 8)
+    fc = model.fc(x)
+    expected = torch.relu(fc + fc) + fc
+    assert torch.allclose(model(x), expected)
+    assert "+=" not in model.code.split("double")[1].split("\n")[0]
+
+
+def test_init_is_seeded_and_leaves_the_global_rng_alone(load_text):
+    network = load_text(BASIC)
+    state = torch.random.get_rng_state()
+    a = resgraph.compile(network, seed=7).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = resgraph.compile(network, seed=7).state_dict()
+    c = resgraph.compile(network, seed=8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["stage.0.conv1.weight"], c["stage.0.conv1.weight"])
+
+
+def test_torchvision_init_scheme(load_text):
+    model = resgraph.compile(load_text(BASIC))
+    bn = model.get_submodule("stage.0.bn1")
+    assert torch.equal(bn.weight, torch.ones(8)) and torch.equal(bn.bias, torch.zeros(8))
+    conv = model.get_submodule("stage.1.conv1").weight
+    # Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (out_channels * k * k)).
+    expected = (2 / (8 * 9)) ** 0.5
+    assert abs(conv.std().item() - expected) / expected < 0.2
+
+
+def test_zero_init_residual(load_text):
+    network = load_text(BASIC)
+    plain = resgraph.compile(network)
+    zeroed = resgraph.compile(network, zero_init_residual=True)
+    for index in (0, 1):
+        assert torch.equal(zeroed.get_submodule(f"stage.{index}.bn2").weight, torch.zeros(8))
+        assert torch.equal(plain.get_submodule(f"stage.{index}.bn2").weight, torch.ones(8))
+    assert torch.equal(zeroed.get_submodule("stage.0.bn1").weight, torch.ones(8))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_dtypes(load_text, dtype):
+    model = resgraph.compile(load_text(BASIC), dtype=dtype).eval()
+    expected = getattr(torch, dtype)
+    assert all(p.dtype == expected for p in model.parameters())
+    if dtype != "float16":  # half convolutions are not implemented on every CPU build
+        with torch.no_grad():
+            assert model(torch.randn(2, 4, 8, 8, dtype=expected)).dtype == expected
+
+
+def test_meta_device_counts_without_allocating():
+    model = resgraph.compile(SPECS / "resnet50.yaml", device="meta")
+    assert all(p.is_meta for p in model.parameters())
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032
+
+
+def test_memory_limit_refuses_with_the_estimate(load_text):
+    network = load_text(BASIC)
+    with pytest.raises(resgraph.SpecError) as info:
+        resgraph.compile(network, max_param_bytes=1000)
+    message = info.value.diagnostics[0].message
+    assert info.value.diagnostics[0].code == "RG035" and f"{network.params:,} parameters" in message
+    assert "max_param_bytes" in info.value.diagnostics[0].help
+
+
+def test_unknown_dtype_is_a_value_error(load_text):
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resgraph.compile(load_text(BASIC), dtype="float8")
+
+
+def test_several_outputs_give_a_tuple(load_text):
+    model = resgraph.compile(load_text("""
+        resgraph: 1
+        input: {image: [3, 8, 8], extra: [5]}
+        nodes:
+          conv: {op: conv2d, out: 4, kernel: 3, inputs: image}
+          pool: {op: adaptive_avgpool2d, size: 1}
+          flat: flatten
+          side: {op: linear, out: 2, inputs: extra}
+        outputs: [flat, side]
+    """))
+    flat, side = model(torch.randn(2, 3, 8, 8), torch.randn(2, 5))
+    assert flat.shape == (2, 4) and side.shape == (2, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda(dtype):
+    model = resgraph.compile(SPECS / "resnet18.yaml", device="cuda", dtype=dtype).eval()
+    cpu = resgraph.compile(SPECS / "resnet18.yaml").eval()
+    assert all(p.is_cuda for p in model.parameters())
+    # Same seed, same weights on every device.
+    assert torch.equal(model.conv1.weight.float().cpu(), cpu.conv1.weight.to(getattr(torch, dtype)).float())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        out = model(x.cuda().to(getattr(torch, dtype))).float().cpu()
+        tolerance = 1e-3 if dtype == "float32" else 0.1
+        assert (out - cpu(x)).abs().max().item() < tolerance * max(1.0, cpu(x).abs().max().item())

@@ -1,0 +1,69 @@
+"""Differential tests against implementations no one here wrote: torchvision's ResNets, and the
+reference CIFAR ResNet's state_dict keys (akamaster/pytorch_resnet_cifar10, option A)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import resgraph
+
+from .conftest import ROOT, SPECS
+
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+
+@pytest.mark.parametrize("name, params, macs", [
+    ("resnet18", 11_689_512, 1_814_073_344),
+    ("resnet50", 25_557_032, 4_089_184_256),
+])
+def test_torchvision_parity(name, params, macs):
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    assert (network.params, network.macs) == (params, macs)
+    model = resgraph.compile(network)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)()
+    # Random BN statistics, so that eval mode exercises every buffer.
+    for module in reference.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    result = model.load_state_dict(reference.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert list(model.state_dict()) == list(reference.state_dict())
+
+    model.eval(), reference.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert got.shape == (2, 1000)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_resnet50_num_classes_override():
+    model = resgraph.compile(SPECS / "resnet50.yaml", device="meta", params={"num_classes": 10})
+    assert model.fc.out_features == 10
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032 - 2048 * 990 - 990
+
+
+@pytest.mark.skipif(not (REFERENCE / "cifar_resnet20_optionA_keys.txt").exists(), reason="shared/reference absent")
+def test_cifar_resnet20_matches_the_reference_implementation():
+    network = resgraph.load(SPECS / "cifar_resnet20.yaml")
+    assert network.params == 269_722
+    model = resgraph.compile(network)
+    rows = [line.split("\t") for line in (REFERENCE / "cifar_resnet20_optionA_keys.txt").read_text().splitlines()
+            if line.strip()]
+    expected = {key: tuple(int(d) for d in shape.strip("()").split(",") if d.strip()) for key, shape in rows}
+    got = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    assert got == expected
+    # Option A: the shortcut of the first block of stages 2 and 3 pads planes//4 zero channels on each side.
+    shortcut = model.get_submodule("layer2.0.downsample")
+    assert (shortcut.before, shortcut.after, shortcut.stride) == (8, 8, (2, 2))
+    x = torch.randn(2, 16, 32, 32)
+    reference = torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    assert torch.equal(shortcut(x), reference)

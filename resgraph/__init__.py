@@ -63,7 +63,7 @@ class Network:
         return {name: self.graph.nodes[name].shape for name in self.graph.outputs}
 
     def summary(self) -> str:
-        from .summary import summary_table
+        from .report import summary_table
 
         return summary_table(self.graph)
 
@@ -74,7 +74,7 @@ class Network:
         return render(self, output)
 
     def _repr_svg_(self) -> str:
-        from .render import to_digraph
+        from .diagram import to_digraph
 
         return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
 
@@ -166,7 +166,7 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
 def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None) -> Path:
     """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot)."""
-    from .render import render_to_file
+    from .diagram import render_to_file
 
     network = load(spec, params)
     return render_to_file(network.graph, Path(output))

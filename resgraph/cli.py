@@ -60,7 +60,7 @@ def _handle_errors(command: Callable) -> Callable:
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            from .render import RenderError
+            from .diagram import RenderError
 
             if isinstance(exc, (RenderError, OSError, ValueError)) and not debug:
                 click.echo(f"error: {exc}", err=True)

@@ -61,10 +61,14 @@ class _ConvNd(Op):
             raise ShapeError(f"`out: {self.out}` is not divisible by `groups: {self.groups}`", attr="out")
         sizes = inputs[0][1:]
         if self.padding_mode != "zeros":
+            widths = padding
+            if self.padding == "same":
+                # torch pads d * (k - 1) in all; with an odd total the extra one goes on the right
+                widths = tuple(d * (k - 1) - d * (k - 1) // 2 for k, d in zip(kernel, dilation))
             limit = {"reflect": lambda p, s: p < s, "replicate": lambda p, s: True,
                      "circular": lambda p, s: p <= s}[self.padding_mode]
-            if not all(limit(p, s) for p, s in zip(padding, sizes)):
-                raise ShapeError(f"padding {max(padding)} is too large for `padding_mode: {self.padding_mode}` "
+            if not all(limit(p, s) for p, s in zip(widths, sizes)):
+                raise ShapeError(f"padding {max(widths)} is too large for `padding_mode: {self.padding_mode}` "
                                  f"on an input of size {fmt_shape(sizes)}", attr="padding")
         if self.padding == "same":
             return (self.out, *sizes)

@@ -202,6 +202,11 @@ class Mul(Op):
     fresh_output: ClassVar[bool] = True
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        if len({len(s) for s in inputs}) > 1:
+            # The batch dimension comes first, so torch would align it with a dimension of the other input.
+            raise ShapeError("mul inputs must have the same number of dimensions: "
+                             + " and ".join(fmt_shape(s) for s in inputs), code="RG051",
+                             help="give the gate the input's rank, with 1 where it broadcasts, e.g. [channels, 1, 1]")
         shape = broadcast(inputs)
         if shape is None:
             raise ShapeError("mul inputs do not broadcast: " + " and ".join(fmt_shape(s) for s in inputs),

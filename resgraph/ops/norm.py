@@ -79,6 +79,8 @@ class LayerNorm(Op):
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
+        if not shape:
+            raise ShapeError("`layernorm` needs an input with at least one dimension to normalise over, got []")
         normalized = self.normalized_shape(shape)
         if len(normalized) > len(shape) or tuple(shape[len(shape) - len(normalized):]) != normalized:
             raise ShapeError(f"`shape: {fmt_shape(normalized)}` does not match the trailing dimensions of the "
@@ -113,6 +115,8 @@ class GroupNorm(Op):
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
+        if not shape:
+            raise ShapeError("`groupnorm` expects a [channels, ...] input, got []")
         if shape[0] % self.groups:
             raise ShapeError(f"{shape[0]} channels are not divisible by `groups: {self.groups}`", attr="groups")
         return shape

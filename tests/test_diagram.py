@@ -1,0 +1,55 @@
+"""Rendering: every node and edge is in the DOT text, skip edges are marked by shortcut kind."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import resgraph
+from resgraph.diagram import RenderError, render_to_file, to_digraph
+
+from .conftest import SPECS
+
+
+def test_dot_has_every_node_and_marks_skip_edges():
+    network = resgraph.load(SPECS / "resnet18.yaml")
+    source = to_digraph(network.graph).source
+    for node in network.graph:
+        assert re.search(rf'^\s*"?{re.escape(node.name)}"? \[', source, re.MULTILINE), node.name
+    skips = [line for line in source.splitlines() if 'class="skip' in line]
+    # resnet18: 8 blocks, 3 of them with a projection shortcut.
+    assert len(skips) == 8
+    assert sum('class="skip project"' in line for line in skips) == 3
+    assert sum('class="skip identity"' in line for line in skips) == 5
+    assert all("style=dashed" in line for line in skips if "identity" in line)
+    assert 'cluster_layer2.0' in source and "64×56×56" in source
+
+
+def test_pad_shortcuts_are_drawn_as_such():
+    source = to_digraph(resgraph.load(SPECS / "cifar_resnet20.yaml").graph).source
+    assert source.count('class="skip pad"') == 2 and "zero-pad" in source
+
+
+def test_dot_is_deterministic():
+    network = resgraph.load(SPECS / "resnet50.yaml")
+    assert to_digraph(network.graph).source == to_digraph(resgraph.load(SPECS / "resnet50.yaml").graph).source
+
+
+def test_failed_render_keeps_the_existing_file(tmp_path, monkeypatch):
+    network = resgraph.load(SPECS / "resnet18.yaml")
+    out = tmp_path / "net.svg"
+    out.write_text("previous")
+    import graphviz
+
+    def broken(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", broken)
+    with pytest.raises(RenderError, match="not installed"):
+        render_to_file(network.graph, out)
+    assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["net.svg"]
+
+
+def test_svg_repr_for_notebooks():
+    assert resgraph.load(SPECS / "cifar_resnet20.yaml")._repr_svg_().lstrip().startswith("<?xml")

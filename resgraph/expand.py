@@ -54,17 +54,64 @@ class Program:
     blocks: dict[str, BlockSource] = field(default_factory=dict)
 
 
-def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None) -> Program | None:
-    """Load and parse a spec file and, recursively, the files it includes."""
+EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
+
+
+def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
+                 _stack: tuple[str, ...] = ()) -> Program | None:
+    """Load and parse a spec file and, recursively, the files it includes or extends."""
     source = load_source(path, diagnostics, text)
     if source is None:
         return None
     spec = parse_spec(source, diagnostics)
     if spec is None:
         return None
+    stack = _stack + (_identity(source.path),)
+    if spec.extends is not None:
+        return _extend(spec, source, diagnostics, stack)
     program = Program(spec, source)
-    _collect_blocks(program, spec, source, diagnostics, stack=(_identity(source.path),), loaded={})
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={})
     return program
+
+
+def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...]) -> Program | None:
+    """A spec that `extends` another is that network with another name and other param values."""
+    extra = [key for key in source.data if key not in EXTENDS_FIELDS]
+    for key in extra:
+        diagnostics.error("RG011", f"a spec that `extends` another cannot set `{key}`", source.span((key,), key=True),
+                          help="it may only set `name`, `doc` and `params`; to change the structure, copy the "
+                               "network or give its base file a param for it")
+    span = source.span(("extends",))
+    target = Path(source.path).parent / spec.extends
+    if _identity(str(target)) in stack:
+        chain = " -> ".join(f"`{Path(p).name}`" for p in stack[stack.index(_identity(str(target))):])
+        diagnostics.error("RG031", f"`extends` cycle: {chain} -> `{target.name}`", span,
+                          help="a spec cannot extend itself, directly or through other files")
+        return None
+    if extra:
+        return None
+    errors_before = diagnostics.error_count
+    base = load_program(target, diagnostics, _stack=stack)
+    if base is None:
+        _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
+        return None
+    for key in spec.params:
+        if key not in base.spec.params:
+            diagnostics.error("RG033", f"`{spec.extends}` has no parameter `{key}`",
+                              source.span(("params", key), key=True),
+                              help=did_you_mean(key, base.spec.params) or
+                              "its parameters: " + ", ".join(f"`{p}`" for p in base.spec.params))
+    merged = base.spec.model_copy(update={
+        "name": spec.name or Path(source.path).stem, "doc": spec.doc or base.spec.doc,
+        "params": {**base.spec.params, **spec.params}, "extends": None})
+    return Program(merged, base.source, base.blocks)
+
+
+def _point_at(diagnostics: Diagnostics, errors_before: int, span: Span | None, what: str) -> None:
+    """When a referenced file could not be read at all, report it at the line that names it."""
+    if diagnostics.error_count == errors_before + 1 and not diagnostics.items[-1].span:
+        failed = diagnostics.items.pop()
+        diagnostics.error("RG031", f"{what}: {failed.message}", span, help=failed.help)
 
 
 def _identity(path: str) -> str:
@@ -102,10 +149,8 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
             included_source = load_source(target, diagnostics)
             included = parse_spec(included_source, diagnostics) if included_source is not None else None
             loaded[key] = (included, included_source) if included is not None else None
-            if included is None and diagnostics.error_count == errors_before + 1 and not diagnostics.items[-1].span:
-                # The file could not be read: point at the include line instead.
-                failed = diagnostics.items.pop()
-                diagnostics.error("RG031", f"cannot include `{include}`: {failed.message}", span, help=failed.help)
+            if included is None:
+                _point_at(diagnostics, errors_before, span, f"cannot include `{include}`")
             if included is not None:
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,

@@ -72,7 +72,7 @@ def parse_expression(text: str) -> ast.expr:
 
 
 _ALLOWED = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
-            ast.List, ast.Tuple, ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)
+            ast.List, ast.Tuple, ast.Subscript, ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)
 
 
 def _check_node(node: ast.AST, text: str) -> None:
@@ -209,3 +209,16 @@ class _Evaluator:
         return [self.visit(e) for e in node.elts]
 
     visit_Tuple = visit_List
+
+    def visit_Subscript(self, node: ast.Subscript) -> Value:
+        # `layers[0]`: one item of a list param; no slices.
+        if isinstance(node.slice, ast.Slice):
+            raise ExprError("slices are not supported; index one item, e.g. `layers[0]`", "syntax")
+        value, index = self.visit(node.value), self.visit(node.slice)
+        if not isinstance(value, (list, tuple)):
+            raise ExprError(f"only lists can be indexed, not {type(value).__name__} `{value!r}`")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ExprError(f"a list index must be an integer, got `{index!r}`")
+        if not -len(value) <= index < len(value):
+            raise ExprError(f"index {index} is out of range for a list of {len(value)} items")
+        return value[index]

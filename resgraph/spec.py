@@ -82,6 +82,8 @@ class SpecFile(_Model):
     resgraph: int = Field(description="the spec language version; 1")
     name: str | None = None
     doc: str | None = None
+    extends: str | None = Field(None, description="a spec file whose network this one reuses, changing only "
+                                                 "`name`, `doc` and `params`")
     include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)
     input: list[Int(1)] | dict[ParamName, list[Int(1)]] | None = Field(

@@ -14,13 +14,28 @@ from .conftest import ROOT, SPECS
 REFERENCE = ROOT.parent / "shared" / "reference"
 
 
-@pytest.mark.parametrize("name, params, macs", [
-    ("resnet18", 11_689_512, 1_814_073_344),
-    ("resnet50", 25_557_032, 4_089_184_256),
-])
-def test_torchvision_parity(name, params, macs):
+# Parameter counts from torchvision; MACs (conv + linear at 224x224) are torchvision's GFLOPS figures
+# where it publishes them to enough digits, checked exactly.
+FAMILY = [
+    ("resnet18", 11_689_512, 1_814_073_344, 224),
+    ("resnet34", 21_797_672, None, 96),
+    ("resnet50", 25_557_032, 4_089_184_256, 224),
+    ("resnet101", 44_549_160, None, 64),
+    ("resnet152", 60_192_808, 11_513_626_624, 64),
+    ("wide_resnet50_2", 68_883_240, None, 64),
+    ("wide_resnet101_2", 126_886_696, None, 64),
+    ("resnext50_32x4d", 25_028_904, 4_230_479_872, 64),
+    ("resnext101_32x8d", 88_791_336, None, 64),
+    ("resnext101_64x4d", 83_455_272, None, 64),
+]
+
+
+@pytest.mark.parametrize("name, params, macs, size", FAMILY, ids=[row[0] for row in FAMILY])
+def test_torchvision_parity(name, params, macs, size):
     network = resgraph.load(SPECS / f"{name}.yaml")
-    assert (network.params, network.macs) == (params, macs)
+    assert network.params == params
+    if macs is not None:
+        assert network.macs == macs
     model = resgraph.compile(network)
     assert sum(p.numel() for p in model.parameters()) == params
 
@@ -38,7 +53,8 @@ def test_torchvision_parity(name, params, macs):
     assert list(model.state_dict()) == list(reference.state_dict())
 
     model.eval(), reference.eval()
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    # The big nets run at a smaller resolution to keep the suite fast; their pooling is adaptive.
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = reference(x), model(x)
     assert got.shape == (2, 1000)

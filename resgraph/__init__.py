@@ -6,6 +6,7 @@ they raise. Nothing here imports torch until a module is compiled.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -84,6 +85,18 @@ class Network:
 
 def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
+    # The passes allocate many small objects that all stay alive until the end; the cyclic
+    # garbage collector's repeated full scans of them would make big nets superlinear.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_passes(path, params, text)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
     diagnostics = Diagnostics()
     program = load_program(path, diagnostics, text)
     if program is None:

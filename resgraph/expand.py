@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import networkx as nx
+import graphlib
 from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Note, Span, did_you_mean
@@ -274,24 +274,27 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
 
 
 def _check_recursion(program: Program, diagnostics: Diagnostics) -> None:
-    calls = nx.DiGraph()
+    # graphlib (the standard library) finds the cycle without the import cost of networkx,
+    # which `resgraph validate` pays only for graphs with forward references.
+    calls: dict[str, list[str]] = {}
+    sites: dict[tuple[str, str], tuple[SourceFile, KeyPath]] = {}
     for block in program.blocks.values():
-        calls.add_node(block.name)
+        callees = calls.setdefault(block.name, [])
         for name, entry in block.definition.nodes.items():
             if isinstance(entry, BlockCall) and entry.block in program.blocks:
-                calls.add_edge(block.name, entry.block, path=block.path + ("nodes", name, "block"),
-                               source=block.source)
+                callees.append(entry.block)
+                sites.setdefault((block.name, entry.block), (block.source, block.path + ("nodes", name, "block")))
     try:
-        cycle = nx.find_cycle(calls)
-    except nx.NetworkXNoCycle:
+        graphlib.TopologicalSorter(calls).prepare()
         return
-    chain = " -> ".join(f"`{u}`" for u, _ in cycle) + f" -> `{cycle[0][0]}`"
-    first = calls.edges[cycle[0]]
-    diagnostics.error("RG032", f"block `{cycle[0][0]}` instantiates itself: {chain}",
-                      first["source"].span(first["path"]),
+    except graphlib.CycleError as exc:
+        cycle = list(reversed(exc.args[1]))  # graphlib lists it callee-first; callers read better
+    edges = list(zip(cycle, cycle[1:]))
+    chain = " -> ".join(f"`{name}`" for name in cycle)
+    source, path = sites[edges[0]]
+    diagnostics.error("RG032", f"block `{cycle[0]}` instantiates itself: {chain}", source.span(path),
                       help="a block cannot contain itself, directly or through other blocks; use `repeat` for depth",
-                      notes=[Note(f"`{u}` calls `{v}`", calls.edges[u, v]["source"].span(calls.edges[u, v]["path"]))
-                             for u, v in cycle[1:]])
+                      notes=[Note(f"`{u}` calls `{v}`", sites[u, v][0].span(sites[u, v][1])) for u, v in edges[1:]])
 
 
 # ---- instantiation ------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-import networkx as nx
-
 from .diagnostics import Diagnostics, Note, Span
 
 if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+
     from .ops.base import Op, Shape
     from .source import KeyPath, SourceFile
 
@@ -88,9 +88,12 @@ class Graph:
     outputs: list[str] = field(default_factory=list)
     output_spans: list[Span | None] = field(default_factory=list)
 
+    _digraph: "nx.DiGraph | None" = field(default=None, repr=False)
+
     def add(self, node: Node) -> None:
         node.index = len(self.nodes)
         self.nodes[node.name] = node
+        self._digraph = None
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
@@ -98,8 +101,17 @@ class Graph:
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def to_networkx(self) -> nx.DiGraph:
-        """Edges run producer -> consumer, labelled with the consumer's input position."""
+    def to_networkx(self) -> "nx.DiGraph":
+        """Edges run producer -> consumer, labelled with the consumer's input position.
+
+        Built once and cached: passes must not mutate it, nor change node inputs after expansion."""
+        if self._digraph is None:
+            self._digraph = self._build_digraph()
+        return self._digraph
+
+    def _build_digraph(self) -> "nx.DiGraph":
+        import networkx as nx  # imported here: it costs a noticeable share of `resgraph validate`
+
         g = nx.DiGraph()
         g.add_nodes_from(self.nodes)
         for node in self.nodes.values():
@@ -117,8 +129,21 @@ class Graph:
                     users[producer].append(node.name)
         return users
 
+    def in_declaration_order(self) -> bool:
+        """True when every node's producers are declared before it (no forward references):
+        declaration order is then a topological order, and the graph cannot have a cycle."""
+        nodes = self.nodes
+        return all(nodes[name].index < node.index for node in nodes.values() for name in node.inputs
+                   if name in nodes)
+
     def topological_order(self) -> list[Node]:
-        """Producers before consumers; ties broken by declaration order, so output is byte-stable."""
+        """Producers before consumers; ties broken by declaration order, so output is byte-stable.
+
+        Requires an acyclic graph."""
+        if self.in_declaration_order():
+            return list(self.nodes.values())  # what the lexicographical sort below would return
+        import networkx as nx
+
         g = self.to_networkx()
         order = nx.lexicographical_topological_sort(g, key=lambda name: self.nodes[name].index)
         return [self.nodes[name] for name in order]
@@ -155,11 +180,13 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
                               "give it one input with `inputs: name`", notes=node.notes)
             sound = False
 
-    g = graph.to_networkx()
-    try:
-        cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    cycle = None
+    if not graph.in_declaration_order():  # otherwise no cycle is possible
+        import networkx as nx
+
+        g = graph.to_networkx()
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
     if cycle:
         path = " -> ".join(f"`{u}`" for u, _ in cycle) + f" -> `{cycle[0][0]}`"
         first = graph.nodes[cycle[0][1]]
@@ -170,11 +197,11 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
                                "`inputs`", notes=notes)
         return False
 
-    needed: set[str] = set()
-    for output in graph.outputs:
-        if output in graph.nodes:
-            needed.add(output)
-            needed |= nx.ancestors(g, output)
+    # Liveness, one backward sweep in topological order: a node is needed if a needed node reads it.
+    needed: set[str] = {output for output in graph.outputs if output in graph.nodes}
+    for node in reversed(graph.topological_order()):
+        if node.name in needed:
+            needed.update(node.inputs)
     reported_spans: set[Span | None] = set()
     for node in graph:
         if node.name in needed:

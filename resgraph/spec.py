@@ -121,9 +121,13 @@ def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
     """Map a pydantic `loc` onto a path in the data, dropping union tags; flags a key error."""
     path: list = []
     current = data
-    for segment in loc:
+    for position, segment in enumerate(loc):
         if segment == "[key]":
             return tuple(path), True
+        more = position + 1 < len(loc) and loc[position + 1] != "[key]"
+        if (isinstance(current, dict) and segment in current and more
+                and not isinstance(current[segment], (dict, list))):
+            continue  # a union tag that is also a key (`block`): a scalar has no children to descend into
         if isinstance(current, dict) and segment in current:
             current = current[segment]
             path.append(segment)

@@ -165,8 +165,8 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
     needed = network.params * torch_dtype.itemsize
     if max_param_bytes is not None and device.type != "meta" and needed > max_param_bytes:
         raise SpecError([Diagnostic(
-            "RG035", f"`{network.name}` has {network.params:,} parameters, {needed / 2**30:.1f} GiB in "
-            f"{str(torch_dtype).removeprefix('torch.')}, more than the limit of {max_param_bytes / 2**30:.1f} GiB",
+            "RG036", f"`{network.name}` has {network.params:,} parameters, {needed / 2**30:.3g} GiB in "
+            f"{str(torch_dtype).removeprefix('torch.')}, more than the limit of {max_param_bytes / 2**30:.3g} GiB",
             help="raise the limit (`--max-memory` on the command line, `max_param_bytes=` in Python), or "
                  "compile on `device=\"meta\"` to inspect it without allocating")], network.sources)
     if device.type == "meta":

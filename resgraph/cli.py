@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from typing import Any, Callable
 
 import click
@@ -28,8 +29,8 @@ def _color(stream) -> bool:
 
 def _exit_code(diagnostics: list[Diagnostic]) -> int:
     errors = [d for d in diagnostics if d.is_error]
-    if errors and all(d.code == "RG004" for d in errors):
-        return EXIT_USAGE  # the file could not be read: an I/O error, not an invalid spec
+    if errors and all(d.code in ("RG004", "RG036") for d in errors):
+        return EXIT_USAGE  # the file could not be read, or a limit the user set: not an invalid spec
     return EXIT_INVALID if errors else 0
 
 
@@ -62,13 +63,14 @@ def _handle_errors(command: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             from .diagram import RenderError
 
-            if isinstance(exc, (RenderError, OSError, ValueError)) and not debug:
+            if debug:
+                traceback.print_exc()
+            if isinstance(exc, (RenderError, OSError, ValueError)):
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(EXIT_USAGE)
-            if debug:
-                raise
             click.echo(f"internal error: {type(exc).__name__}: {exc} -- this is a bug in resgraph; please report "
-                       f"it at {BUG_REPORT} (run again with --debug for the traceback)", err=True)
+                       f"it at {BUG_REPORT}" + ("" if debug else " (run again with --debug for the traceback)"),
+                       err=True)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper

@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     "RG033": "unknown parameter",
     "RG034": "missing parameter",
     "RG035": "limit exceeded",
+    "RG036": "compile memory limit exceeded",
     "RG040": "unknown reference",
     "RG041": "cycle in graph",
     "RG042": "duplicate name",

@@ -172,6 +172,15 @@ class _Scope:
     what: str                          # "the network" or "block `basic`"
 
 
+def _check_block_params(block: BlockSource, diagnostics: Diagnostics) -> None:
+    for section in ("params", "let"):
+        for name in getattr(block.definition, section):
+            if name in RESERVED:
+                diagnostics.error("RG042", f"`{name}` is reserved: inside a block it is the repetition number",
+                                  block.source.span(block.path + (section, name), key=True),
+                                  help=f"rename the {'parameter' if section == 'params' else 'value'}")
+
+
 def _scopes(program: Program) -> list[_Scope]:
     spec = program.spec
     scopes = []
@@ -198,6 +207,7 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             role = "an input" if name in scope.input_names else "a reserved name"
             diagnostics.error("RG042", f"node name `{name}` is {role} of {scope.what}",
                               scope.source.span(scope.base + ("nodes", name), key=True), help="rename the node")
+    shortcut_modules: dict[str, str] = {}  # module name -> the add that owns it
     for position, (name, entry) in enumerate(scope.nodes.items()):
         path = scope.base + ("nodes", name)
         refs = _references(entry)
@@ -213,10 +223,15 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
                 _unknown_reference(ref, known, scope, span, diagnostics)
         if isinstance(entry, BlockCall):
             _check_call(name, entry, path, scope, program, diagnostics)
-        elif entry.op_name() == "add" and entry.shortcut != "identity" and entry.shortcut_name in scope.nodes:
-            diagnostics.error("RG042", f"the shortcut module of `{name}` would be named `{entry.shortcut_name}`, "
-                              "like a node of " + scope.what, scope.source.span(path, key=True),
-                              help="set `shortcut_name:` to another name, or rename the node")
+        elif entry.op_name() == "add" and entry.shortcut != "identity":
+            module = entry.shortcut_name
+            if module in scope.nodes or module in shortcut_modules:
+                clash = f"like a node of {scope.what}" if module in scope.nodes else \
+                    f"like the shortcut of `{shortcut_modules[module]}`"
+                diagnostics.error("RG042", f"the shortcut module of `{name}` would be named `{module}`, {clash}",
+                                  scope.source.span(path, key=True),
+                                  help="give it another name with `shortcut_name:`")
+            shortcut_modules.setdefault(module, name)
     if scope.output is not None and scope.output not in known:
         _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
 
@@ -429,7 +444,8 @@ class _Expander:
             for key, expression in definition.let.items():
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
             refs = dict(zip(definition.inputs, inputs))
-            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, frame.scopes + (instance,))
+            scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
+            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
             output = child.prefix + definition.output if definition.output else last
             inputs = [output]
@@ -465,6 +481,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     Requires a parsed program; ensures every node input names an existing node. Returns None
     (with diagnostics) when the spec has errors, or when the file is a block library only.
     """
+    for block in program.blocks.values():
+        _check_block_params(block, diagnostics)
     for scope in _scopes(program):
         _check_scope(scope, program, diagnostics)
     _check_recursion(program, diagnostics)

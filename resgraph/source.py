@@ -27,7 +27,7 @@ _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
 class _CoreResolver(yaml.resolver.Resolver):
-    """YAML 1.2 core schema: `no`, `on`, `0777` and `1_000` stay strings; `1e3` is a float."""
+    """YAML 1.2 core schema: `no`, `on` and `1_000` stay strings, `0777` is 777 and `1e3` a float."""
 
 
 _CoreResolver.yaml_implicit_resolvers = {}
@@ -121,8 +121,7 @@ def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = N
         try:
             raw = Path(path).read_bytes()
         except FileNotFoundError:
-            diagnostics.error("RG004", f"file `{display}` does not exist", None,
-                              help="check the path; relative includes are resolved from the including file")
+            diagnostics.error("RG004", f"file `{display}` does not exist", None, help="check the path")
             return None
         except IsADirectoryError:
             diagnostics.error("RG004", f"`{display}` is a directory, not a spec file")
@@ -255,11 +254,16 @@ class _Builder:
                                help="specs are plain data: remove the tag")
 
 
+_NULL_VALUE = re.compile(r"^(?:~|null|Null|NULL)$")
+
+
 def parse_value(text: str) -> Any:
     """Read one value as a spec would (YAML 1.2 core schema), e.g. for `--set key=value`.
 
     Raises ValueError with a readable message when `text` is not a plain value.
     """
+    if _NULL_VALUE.match(text.strip()) and text.strip():
+        return None
     diagnostics = Diagnostics()
     source = load_source("<value>", diagnostics, text=text if text.strip() else "''")
     if source is None:

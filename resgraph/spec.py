@@ -234,9 +234,26 @@ def _expected_type(kind: str) -> str | None:
             "union_type": None}.get(kind, None) if kind.endswith("_type") or kind.endswith("_parsing") else None
 
 
+def _node_unions(value: Any):
+    """Every `oneOf` of the schema that lists the node kinds (it includes BlockCall)."""
+    if isinstance(value, dict):
+        options = value.get("oneOf")
+        if isinstance(options, list) and {"$ref": "#/$defs/BlockCall"} in options:
+            yield value
+        for child in value.values():
+            yield from _node_unions(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _node_unions(child)
+
+
 def json_schema() -> dict:
     """The JSON Schema of a spec file, from the pydantic models."""
     schema = SpecFile.model_json_schema()
+    # The `relu: relu` shorthand is a plain op name where a node mapping is expected.
+    shorthand = {"type": "string", "enum": sorted(REGISTRY), "description": "an op with default attributes"}
+    for holder in _node_unions(schema):
+        holder["oneOf"].append(shorthand)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "resgraph spec"
     return schema

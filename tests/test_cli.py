@@ -112,7 +112,7 @@ def test_compile_on_meta_skips_the_forward_pass():
 
 def test_compile_refuses_past_the_memory_limit():
     result = invoke("compile", str(SPECS / "resnet50.yaml"), "--max-memory", "0.01")
-    assert result.exit_code == 1 and "--max-memory" in result.stderr and "25,557,032 parameters" in result.stderr
+    assert result.exit_code == 2 and "--max-memory" in result.stderr and "25,557,032 parameters" in result.stderr
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without CUDA")
@@ -155,3 +155,17 @@ def test_version_and_help():
     assert invoke("--version").stdout.startswith("resgraph, version ")
     result = run("--help")
     assert result.returncode == 0 and "validate" in result.stdout and "render" in result.stdout
+
+
+def test_every_spec_in_the_library_conforms_to_the_published_schema():
+    import jsonschema
+
+    from resgraph.diagnostics import Diagnostics
+    from resgraph.source import load_source
+
+    schema = json.loads(invoke("schema").stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in ALL_SPECS:
+        data = load_source(path, Diagnostics()).data
+        errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(data)]
+        assert not errors, (path.name, errors[:3])

@@ -118,7 +118,7 @@ def test_memory_limit_refuses_with_the_estimate(load_text):
     with pytest.raises(resgraph.SpecError) as info:
         resgraph.compile(network, max_param_bytes=1000)
     message = info.value.diagnostics[0].message
-    assert info.value.diagnostics[0].code == "RG035" and f"{network.params:,} parameters" in message
+    assert info.value.diagnostics[0].code == "RG036" and f"{network.params:,} parameters" in message
     assert "max_param_bytes" in info.value.diagnostics[0].help
 
 

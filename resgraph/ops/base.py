@@ -36,7 +36,7 @@ def fail(message: str, help: str | None = None, code: str = "RG012") -> Pydantic
 
 
 def _has_string(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value))
+    return isinstance(value, str) or (isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value))
 
 
 def _resolve_expressions(value: Any, info: ValidationInfo) -> tuple[Any, bool]:
@@ -144,7 +144,9 @@ def Ints(minimum: int = 0, literals: Sequence[str] = ()) -> Any:
     """An integer, or a list of integers (one per spatial dimension); or one of `literals`."""
 
     def check(value: Any) -> int | tuple[int, ...]:
-        if isinstance(value, list):
+        if isinstance(value, str) and value in literals:
+            return value  # the value of an expression, e.g. a block param holding `same`
+        if isinstance(value, (list, tuple)):
             if not 1 <= len(value) <= 3:
                 raise fail(f"expected 1 to 3 integers, got {len(value)}")
             return tuple(_as_int(v, minimum, MAX_DIM) for v in value)
@@ -155,7 +157,8 @@ def Ints(minimum: int = 0, literals: Sequence[str] = ()) -> Any:
         return _as_int(value, minimum, MAX_DIM)
 
     int_schema = {"type": "integer", "minimum": minimum}
-    schema: dict = {"anyOf": [int_schema, {"type": "array", "items": int_schema, "minItems": 1, "maxItems": 3}]}
+    item_schema = {"anyOf": [int_schema, EXPRESSION_SCHEMA]}
+    schema: dict = {"anyOf": [int_schema, {"type": "array", "items": item_schema, "minItems": 1, "maxItems": 3}]}
     if literals:
         schema["anyOf"].append({"enum": list(literals)})
     return attribute(check, schema, literals)

@@ -74,6 +74,12 @@ class Network:
     def render(self, output: PathLike) -> Path:
         return render(self, output)
 
+    def analyze(self):
+        """Paths from input to output, depth in weight layers, receptive fields (no torch)."""
+        from .analysis import analyse_paths
+
+        return analyse_paths(self.graph)
+
     def _repr_svg_(self) -> str:
         from .diagram import to_digraph
 

@@ -200,6 +200,39 @@ def summary(spec: str, sets: tuple[str, ...]) -> None:
 
 
 @main.command()
+@spec_argument
+@set_option
+@click.option("--grad", is_flag=True, help="Also run one forward and backward pass at initialisation and report "
+                                             "the gradient norm of every weight layer (imports torch).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="Draw gradient norm against depth to FILE (.png, .svg, .pdf; needs matplotlib). Implies --grad.")
+@click.option("--compare", type=click.Path(dir_okay=False, path_type=str), metavar="SPEC",
+              help="A second spec analysed alongside, e.g. a plain net against its residual twin.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, batch and labels.")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@_handle_errors
+def analyze(spec: str, sets: tuple[str, ...], grad: bool, plot: str | None, compare: str | None, seed: int,
+            batch: int) -> None:
+    """Paths, depths and receptive fields of a network; with --grad, its gradients at initialisation."""
+    from .analysis import analyse_paths, gradient_norms, plot_gradients
+
+    params = _parse_sets(sets) or None
+    networks = [resgraph.load(spec, params)] + ([resgraph.load(compare)] if compare else [])
+    reports = []
+    for network in networks:
+        _print_diagnostics(network.warnings, network.sources)
+        click.echo(analyse_paths(network.graph).to_text())
+        if grad or plot:
+            report = gradient_norms(resgraph.compile(network, seed=seed), network.graph, seed=seed, batch=batch)
+            reports.append(report)
+            click.echo("\n" + report.to_text())
+        click.echo()
+    if plot:
+        plot_gradients(reports, plot)
+        click.echo(f"wrote {plot}")
+
+
+@main.command()
 @_handle_errors
 def schema() -> None:
     """Print the JSON Schema of the spec language (for yaml-language-server and other editors)."""

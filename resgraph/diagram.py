@@ -6,10 +6,9 @@ edges into an `add` are drawn by shortcut kind: identity, projection or zero-pad
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from .atomic import write_atomically
 from .graph import Graph, Node
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -100,12 +99,6 @@ def to_digraph(graph: Graph):
     return dot
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def render_to_file(graph: Graph, output: Path) -> Path:
     """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
     so a failure leaves no partial file."""
@@ -125,16 +118,8 @@ def render_to_file(graph: Graph, output: Path) -> Path:
                               "graphviz`; macOS: `brew install graphviz`); `-o file.dot` works without it") from None
         except graphviz.CalledProcessError as exc:
             raise RenderError(f"graphviz's `dot` failed: {exc.stderr.decode(errors='replace').strip()}") from None
-    directory = output.parent if str(output.parent) else Path(".")
-    if not directory.is_dir():
-        raise RenderError(f"the directory `{directory}` does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        write_atomically(output, data)
+    except FileNotFoundError as exc:
+        raise RenderError(str(exc)) from None
     return output

@@ -188,6 +188,20 @@ def spatial(value: int | tuple[int, ...], ndim: int, attr: str) -> tuple[int, ..
     return tuple(value)
 
 
+# A receptive field per spatial dimension: (size in input pixels, jump between neighbouring outputs).
+ReceptiveField = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def window_field(field: "ReceptiveField | None", kernel: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int]) -> "ReceptiveField | None":
+    """A sliding window's output field: r' = r + (k - 1) * d * j, j' = j * s (Araujo et al. 2019)."""
+    if field is None:
+        return None
+    size, jump = field
+    return (tuple(r + (k - 1) * d * j for r, k, d, j in zip(size, kernel, dilation, jump)),
+            tuple(j * s for j, s in zip(jump, stride)))
+
+
 def fmt_shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -212,6 +226,9 @@ class Op(BaseModel):
     fresh_output: ClassVar[bool] = False
     # Shown in diagrams next to the op name.
     label_attrs: ClassVar[tuple[str, ...]] = ()
+    # A "weight layer" in the ResNet paper's sense (convolutions and fully-connected layers):
+    # what depth counts, along the paths `resgraph analyze` enumerates.
+    weight_layer: ClassVar[bool] = False
 
     @classmethod
     def op_name(cls) -> str:
@@ -228,6 +245,19 @@ class Op(BaseModel):
 
     def lower(self, b: "Builder", args: list, inputs: list[Shape], output: Shape, meta: dict) -> Any:
         raise NotImplementedError
+
+    def receptive_field(self, fields: list["ReceptiveField | None"], inputs: list[Shape], output: Shape,
+                        meta: dict) -> "ReceptiveField | None":
+        """The receptive field of the output, from those of the inputs (None: not spatial).
+
+        Element-wise ops and merges keep the widest input field; ops that change the rank end it.
+        Windowed ops (convolution, pooling) override this with `window_field`."""
+        known = [f for f in fields if f is not None]
+        if not known or any(len(s) != len(output) for s in inputs):
+            return None
+        sizes = tuple(max(values) for values in zip(*(f[0] for f in known)))
+        jumps = tuple(max(values) for values in zip(*(f[1] for f in known)))
+        return sizes, jumps
 
     def label(self) -> str:
         parts = []

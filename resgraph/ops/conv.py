@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from .base import Bool, Choice, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial
+from .base import Bool, Choice, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial, window_field
 
 
 def init_conv(module: Any) -> None:
@@ -30,6 +30,7 @@ class _ConvNd(Op):
 
     spatial_dims: ClassVar[int]
     fresh_output: ClassVar[bool] = True
+    weight_layer: ClassVar[bool] = True
 
     def _geometry(self, inputs: list[Shape]) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         (shape,) = inputs
@@ -87,6 +88,11 @@ class _ConvNd(Op):
     def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         kernel = spatial(self.kernel, self.spatial_dims, "kernel")
         return prod(output) * (inputs[0][0] // self.groups) * prod(kernel)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        n = self.spatial_dims
+        return window_field(fields[0], spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride"),
+                            spatial(self.dilation, n, "dilation"))
 
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn

@@ -16,6 +16,7 @@ class Linear(Op):
     bias: Bool = True
 
     fresh_output: ClassVar[bool] = True
+    weight_layer: ClassVar[bool] = True
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial
+from .base import Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -41,6 +41,10 @@ class _Pool2d(Op):
 
     def _stride(self):
         return self.stride if self.stride is not None else self.kernel
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return window_field(fields[0], spatial(self.kernel, 2, "kernel"), spatial(self._stride(), 2, "stride"),
+                            spatial(getattr(self, "dilation", 1), 2, "dilation"))
 
     def label(self) -> str:
         kernel = "x".join(str(k) for k in spatial(self.kernel, 2, "kernel"))
@@ -98,6 +102,13 @@ class AdaptiveAvgPool2d(Op):
         if len(shape) != 3:
             raise ShapeError(f"`adaptive_avgpool2d` expects a [channels, height, width] input, got {fmt_shape(shape)}")
         return (shape[0], *spatial(self.size, 2, "size"))
+
+    def receptive_field(self, fields, inputs, output, meta):
+        # torch's adaptive windows: about ceil(in / out) wide, floor(in / out) apart; size 1 sees everything.
+        sizes = inputs[0][1:]
+        kernel = [-(-s // o) for s, o in zip(sizes, output[1:])]
+        stride = [max(1, s // o) for s, o in zip(sizes, output[1:])]
+        return window_field(fields[0], kernel, stride, (1, 1))
 
     def lower(self, b, args, inputs, output, meta):
         import torch.nn.functional as F

@@ -1,0 +1,87 @@
+"""Residual analysis: exact path counts (Veit et al. 2016), depths, receptive fields, gradient norms."""
+
+from __future__ import annotations
+
+from math import comb
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+import resgraph
+from resgraph.analysis import analyse_paths, gradient_norms
+from resgraph.cli import main
+
+from .conftest import SPECS
+
+
+def test_cifar_resnet20_has_2_to_the_9_paths_with_binomial_lengths():
+    analysis = resgraph.load(SPECS / "cifar_resnet20.yaml").analyze()
+    (paths,) = analysis.paths
+    assert paths.count == 2**9 == 512
+    # Each of the 9 blocks is skipped (0 weight layers, option A) or taken (2); plus conv1 and linear.
+    assert paths.histogram == {2 + 2 * k: comb(9, k) for k in range(10)}
+    assert (paths.longest, paths.shortest, paths.mean) == (20, 2, 11.0)
+    assert analysis.weight_layers == 20
+
+
+def test_projection_shortcuts_count_as_a_weight_layer_on_their_path():
+    (paths,) = resgraph.load(SPECS / "resnet18.yaml").analyze().paths
+    assert paths.count == 2**8 and paths.longest == 18
+    # The 3 projection shortcuts (stages 2-4) add one layer each to the paths that skip there.
+    assert paths.shortest == 2 + 3
+
+
+@pytest.mark.skipif(not (SPECS / "cifar_plain20.yaml").exists(), reason="plain spec not in the library")
+def test_a_plain_net_has_one_path():
+    (paths,) = resgraph.load(SPECS / "cifar_plain20.yaml").analyze().paths
+    assert paths.histogram == {20: 1}
+
+
+def test_receptive_fields_of_resnet18_by_hand():
+    fields = resgraph.load(SPECS / "resnet18.yaml").analyze().receptive_fields
+    # conv1 7x7/2: 7, jump 2; maxpool 3x3/2: 7 + 2*2 = 11, jump 4; then each 3x3 conv adds 2*4 = 8.
+    expected = {"conv1": 7, "maxpool": 11, "layer1.0.conv1": 19, "layer1.0.conv2": 27, "layer1.0.add": 27,
+                "layer1.1.conv2": 43, "layer2.0.conv1": 51, "layer2.0.conv2": 67, "layer2.1.conv2": 99}
+    assert {name: fields[name][0][0] for name in expected} == expected
+    assert fields["layer2.0.conv1"][1] == (8, 8)
+    assert "fc" not in fields and "flatten" not in fields  # not spatial
+
+
+def test_gradient_norms_equal_autograd_computed_directly():
+    network = resgraph.load(SPECS / "cifar_resnet20.yaml")
+    report = gradient_norms(resgraph.compile(network, seed=3), network.graph, seed=5, batch=4)
+
+    model = resgraph.compile(network, seed=3).train()
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn((4, 3, 32, 32), generator=generator)
+    labels = torch.randint(0, 10, (4,), generator=generator)
+    F.cross_entropy(model(x), labels).backward()
+    direct = [(name, module.weight.grad.norm().item()) for name, module in model.named_modules()
+              if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert [name for name, _ in report.norms] == [name for name, _ in direct]
+    assert [n for _, n in report.norms] == pytest.approx([n for _, n in direct], rel=1e-6)
+    assert report.first_to_last == pytest.approx(direct[0][1] / direct[-1][1], rel=1e-6)
+
+
+def test_analyze_command_with_plot(tmp_path):
+    plot = tmp_path / "grad.png"
+    result = CliRunner().invoke(main, ["analyze", str(SPECS / "cifar_resnet20.yaml"), "--plot", str(plot),
+                                       "--compare", str(SPECS / "resnet18.yaml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "512 input->output paths" in result.stdout and "256 input->output paths" in result.stdout
+    assert "first/last ratio" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_static_path_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, resgraph\n"
+            f"a = resgraph.load({str(SPECS / 'resnet50.yaml')!r}).analyze()\n"
+            "assert a.paths[0].count == 2**16, a.paths[0].count\n"
+            "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -110,10 +110,14 @@ def Int(minimum: int | None = None, maximum: int | None = MAX_DIM) -> Any:
     return attribute(lambda v: _as_int(v, minimum, maximum), schema)
 
 
-def Float(minimum: float | None = None, maximum: float | None = None) -> Any:
+def Float(minimum: float | None = None, maximum: float | None = None, positive: bool = False) -> Any:
+    """A finite number in [minimum, maximum]; `positive` also excludes 0."""
+
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise fail(f"expected a number, got {_describe(value)}")
+        if positive and value <= 0:
+            raise fail(f"must be greater than 0, got {value}")
         if minimum is not None and value < minimum:
             raise fail(f"must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:

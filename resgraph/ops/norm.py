@@ -18,7 +18,7 @@ def init_norm(module: Any) -> None:
 
 
 class _BatchNorm(Op):
-    eps: Float(0.0) = 1e-5
+    eps: Float(0.0, positive=True) = 1e-5
     momentum: Float(0.0, 1.0) = 0.1
     affine: Bool = True
     track_running_stats: Bool = True
@@ -66,7 +66,7 @@ class LayerNorm(Op):
 
     op: Literal["layernorm"]
     shape: Ints(1) | None = None
-    eps: Float(0.0) = 1e-5
+    eps: Float(0.0, positive=True) = 1e-5
     elementwise_affine: Bool = True
     bias: Bool = True
 
@@ -107,7 +107,7 @@ class GroupNorm(Op):
 
     op: Literal["groupnorm"]
     groups: Int(1)
-    eps: Float(0.0) = 1e-5
+    eps: Float(0.0, positive=True) = 1e-5
     affine: Bool = True
 
     fresh_output: ClassVar[bool] = True

@@ -1,0 +1,596 @@
+"""Differential tests of every registered op against torch.
+
+One harness, parametrised over `resgraph.ops.REGISTRY`. For many random configurations of
+each op (attributes and per-sample input shapes, drawn by the op's strategy in `STRATEGIES`)
+it builds a one-node spec and checks:
+
+1. when the shape rule accepts the configuration, the module `resgraph.compile` builds from
+   the op's own lowering runs, for every batch size in `BATCHES`, and returns
+   `(batch, *shape)` for the shape the rule inferred;
+2. the parameter count the op reports equals the number of parameters torch creates;
+3. when the shape rule rejects the configuration, the op's lowering (run eagerly on real
+   tensors, as if the rule had let it through) does not run per sample either. A few
+   rejections are deliberate restrictions where torch would run; those are listed in
+   `design_reason` and each one is shown to be real by `test_design_restriction_is_real`.
+
+"Runs per sample" means: it raises no error for any batch size in `BATCHES`, the output's
+leading dimension is the batch, and the rest of the output shape does not depend on the batch.
+Two batch sizes keep torch from "working" by accident when a per-sample dimension happens to
+equal the batch size (torch reads a 3-d tensor as an unbatched image, for example).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import resgraph
+from resgraph.modules import ZeroPadShortcut, projection
+from resgraph.ops import REGISTRY
+from resgraph.ops.base import ShapeError
+
+# torch warns that `padding: same` with an even kernel may copy the input; the copy is fine here.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
+BATCHES = (2, 3)
+SHAPE_CODES = {"RG050", "RG051", "RG052"}
+NODE = "x"
+
+Shape = tuple[int, ...]
+Case = tuple[dict[str, Any], list[list[int]]]
+
+
+# ---- running a configuration through resgraph and through torch ------------------------------
+
+def spec_text(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
+    """A one-node network: inputs i0, i1, ... feed node `x`. JSON is valid YAML."""
+    inputs = {f"i{k}": list(shape) for k, shape in enumerate(shapes)}
+    return json.dumps({"resgraph": 1, "input": inputs,
+                       "nodes": {NODE: {"op": name, **attrs, "inputs": list(inputs)}}})
+
+
+def shape_rule(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> tuple[Any, str | None]:
+    """(network, None) when the pipeline accepts the spec, (None, message) when a shape rule rejects it.
+
+    Also checks that calling the op's `infer_shape` directly agrees with the pipeline.
+    """
+    op = REGISTRY[name].model_validate({"op": name, **attrs})
+    try:
+        direct: Shape | ShapeError = tuple(op.infer_shape([tuple(s) for s in shapes], {}))
+    except ShapeError as exc:
+        direct = exc
+    try:
+        network = resgraph.load("ops.yaml", text=spec_text(name, attrs, shapes))
+    except resgraph.SpecError as exc:
+        found = [(d.code, d.message) for d in exc.diagnostics]
+        assert {d.code for d in exc.diagnostics} <= SHAPE_CODES and len(found) == 1, \
+            f"expected one shape error, got {found}"
+        assert isinstance(direct, ShapeError), f"load rejects ({found}) but infer_shape gives {direct}"
+        return None, exc.diagnostics[0].message
+    assert network.graph.nodes[NODE].shape == direct, "load and infer_shape disagree"
+    return network, None
+
+
+def inputs_for(shapes: list[list[int]], batch: int) -> list[torch.Tensor]:
+    torch.manual_seed(batch)
+    return [torch.randn(batch, *shape) for shape in shapes]
+
+
+class EagerBuilder:
+    """Stands in for `resgraph.lower.Builder`: runs an op's `lower` on real tensors, so the lowering
+    can be tried on configurations the shape rule rejected (and so never compiled)."""
+
+    def call_module(self, module: torch.nn.Module, args: list, name: str | None = None) -> torch.Tensor:
+        return module.eval()(*args)
+
+    def call_function(self, function: Any, args: list, kwargs: dict | None = None) -> torch.Tensor:
+        return function(*args, **(kwargs or {}))
+
+    def can_overwrite(self, position: int) -> bool:
+        return False
+
+
+# What a lowering may raise for a configuration it cannot run (the shape rule's own ShapeError
+# included: adaptive_avgpool2d's lowering broadcasts `size` with the same helper).
+LOWERING_ERRORS = (RuntimeError, ValueError, NotImplementedError, IndexError, KeyError, ShapeError)
+
+
+def per_sample(run) -> Shape | None:
+    """The per-sample output shape of `run(batch)` if it runs per sample (see the module doc), else None."""
+    found = set()
+    for batch in BATCHES:
+        try:
+            with torch.no_grad():
+                out = run(batch)
+        except LOWERING_ERRORS:
+            return None
+        if out.dim() == 0 or out.shape[0] != batch:
+            return None
+        found.add(tuple(out.shape[1:]))
+    return found.pop() if len(found) == 1 else None
+
+
+def eager_lowering(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> Shape | None:
+    """Per-sample output shape of the op's own lowering, run without consulting the shape rule."""
+    op = REGISTRY[name].model_validate({"op": name, **attrs})
+    sample = [tuple(s) for s in shapes]
+    return per_sample(lambda batch: op.lower(EagerBuilder(), inputs_for(shapes, batch), sample, None, {}))
+
+
+def add_kinds(attrs: dict[str, Any], shapes: list[list[int]]) -> list[str]:
+    """The shortcut kind each skip input of an add gets under its policy (before any shape check)."""
+    policy = attrs.get("shortcut", "identity")
+    branch = shapes[0]
+    kinds = []
+    for skip in shapes[1:]:
+        if policy in ("pad", "auto") and skip == branch:
+            kinds.append("identity")
+        else:
+            kinds.append("project" if policy == "auto" else policy)
+    return kinds
+
+
+def shortcut_module(kind: str, skip: list[int], branch: list[int]) -> torch.nn.Module:
+    """resgraph's own shortcut module for `kind`, with the stride per spatial dimension that best
+    maps `skip` onto `branch`, found by trying every stride on the real module."""
+
+    def build(stride: list[int]) -> torch.nn.Module:
+        if kind == "pad":
+            extra = branch[0] - skip[0]
+            return ZeroPadShortcut(tuple(stride), extra // 2, extra - extra // 2)
+        return projection(tuple(skip), tuple(branch), tuple(stride)).eval()
+
+    stride = [1] * (len(skip) - 1)
+    if len(skip) == len(branch):
+        probe = torch.zeros(1, *skip)
+        for i in range(len(stride)):
+            for k in range(1, skip[i + 1] + 1):
+                trial = stride[:i] + [k] + stride[i + 1:]
+                if build(trial)(probe).shape[i + 2] == branch[i + 1]:
+                    stride = trial
+                    break
+    return build(stride)
+
+
+def add_counterfactual(attrs: dict[str, Any], shapes: list[list[int]]) -> tuple[Shape | None, bool]:
+    """What torch would compute for an add the shape rule rejected: each skip goes through the
+    module of its shortcut kind (with the best stride), then everything is summed with torch's
+    `+`. Returns the per-sample shape (None if it does not run) and whether `+` had to broadcast."""
+    branch, skips = shapes[0], shapes[1:]
+    kinds = add_kinds(attrs, shapes)
+    broadcast = False
+
+    def run(batch: int) -> torch.Tensor:
+        nonlocal broadcast
+        tensors = inputs_for(shapes, batch)
+        total = tensors[0]
+        for kind, skip, x in zip(kinds, skips, tensors[1:]):
+            if kind != "identity":
+                x = shortcut_module(kind, skip, branch)(x)
+            broadcast |= x.shape != total.shape
+            total = total + x
+        return total
+
+    return per_sample(run), broadcast
+
+
+# ---- deliberate restrictions: the rule rejects, torch would run -------------------------------
+
+ONE_VALUE_LISTS = {"conv2d": ("stride", "padding", "dilation"),
+                   "maxpool2d": ("kernel", "stride", "padding", "dilation"),
+                   "avgpool2d": ("kernel", "stride", "padding")}
+
+
+def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], broadcast: bool = False) -> str | None:
+    """Why the shape rule deliberately rejects a configuration torch would run, or None."""
+    if name in ONE_VALUE_LISTS and any(isinstance(attrs.get(a), list) and len(attrs[a]) == 1
+                                       for a in ONE_VALUE_LISTS[name]):
+        return ("a one-element list for a 2-d op: torch repeats it, resgraph asks for an integer "
+                "or one value per spatial dimension")
+    if name in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d") and len(shapes[0]) == 2:
+        return ("a 2-d pool of a [channels, length] input: torch would read [batch, channels, length] "
+                "as one unbatched image and pool over channels and length")
+    if name == "adaptive_avgpool2d" and attrs.get("size", 1) in (1, [1, 1]) and len(shapes[0]) > 3:
+        return ("global average pooling of an input with more than [channels, height, width]: torch's fast "
+                "path for size 1 averages the last two dimensions of a tensor of any rank")
+    if name == "flatten":
+        full = len(shapes[0]) + 1
+        if any(attrs.get(a, d) in (0, -full) for a, d in (("start_dim", 1), ("end_dim", -1))):
+            return "flatten over the batch dimension: a per-sample shape cannot describe it"
+    if name == "add":
+        kinds = add_kinds(attrs, shapes)
+        if broadcast:
+            return "add never broadcasts: every shortcut must bring its input to exactly the branch's shape"
+        if sum(k != "identity" for k in kinds) > 1:
+            return "only one shortcut of an add may be projected or padded (each would be named `shortcut_name`)"
+        if any(k == "pad" and s[0] > shapes[0][0] for k, s in zip(kinds, shapes[1:])):
+            return "a `pad` shortcut only adds channels (F.pad with a negative width would crop them)"
+        if any(k == "pad" and len(s) > 3 for k, s in zip(kinds, shapes[1:])):
+            return "shortcuts are defined for [C], [C, L] and [C, H, W] inputs"
+    return None
+
+
+# ---- the check --------------------------------------------------------------------------------
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def check(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
+    """Run one configuration; returns "accepted", "rejected" or "restricted" (a `design_reason`)."""
+    network, message = shape_rule(name, attrs, shapes)
+    if network is None:
+        if name == "add":
+            shape, broadcast = add_counterfactual(attrs, shapes)
+        else:
+            shape, broadcast = eager_lowering(name, attrs, shapes), False
+        if shape is None:
+            return "rejected"
+        reason = design_reason(name, attrs, shapes, broadcast)
+        assert reason is not None, (f"the shape rule rejects a configuration torch runs (per-sample output "
+                                    f"{list(shape)}): {message}")
+        return "restricted"
+
+    node = network.graph.nodes[NODE]
+    module = resgraph.compile(network).eval()
+    for batch in BATCHES:
+        with torch.no_grad():
+            out = module(*inputs_for(shapes, batch))
+        assert tuple(out.shape) == (batch, *node.shape), \
+            f"shape rule says {list(node.shape)}, torch gives {list(out.shape)} at batch {batch}"
+    assert node.meta["params"] == n_params(module) == network.params, \
+        f"count_params gives {node.meta['params']}, torch creates {n_params(module)}"
+    if name == "add":
+        check_shortcuts(attrs, shapes, node, module)
+    return "accepted"
+
+
+def check_shortcuts(attrs: dict[str, Any], shapes: list[list[int]], node: Any, module: torch.nn.Module) -> None:
+    """The output is the branch's shape, the shortcut module maps its skip input to exactly that
+    shape, and a projection's parameters (1x1 conv without bias + batch norm) are counted."""
+    branch = shapes[0]
+    assert list(node.shape) == branch
+    expected_params = 0
+    for plan, skip in zip(node.meta["shortcuts"], shapes[1:]):
+        if plan.kind.value == "identity":
+            assert skip == branch
+            continue
+        shortcut = module.get_submodule(attrs.get("shortcut_name", "downsample"))
+        x = inputs_for([skip], 2)[0]
+        with torch.no_grad():
+            assert tuple(shortcut(x).shape) == (2, *branch)
+        if plan.kind.value == "project":  # a linear layer for [C] inputs, 1x1 conv + BN otherwise
+            c_in, c_out = skip[0], branch[0]
+            expected = c_in * c_out + (2 * c_out if len(skip) > 1 else 0)
+        else:
+            expected = 0
+        assert n_params(shortcut) == expected
+        expected_params += expected
+    assert node.meta["params"] == expected_params
+
+
+# ---- strategies -------------------------------------------------------------------------------
+
+def mostly(usual: Any, *others: Any, times: int = 3) -> st.SearchStrategy:
+    """`usual` about `times` times as often as all of `others` together."""
+    return st.sampled_from([usual] * times * max(1, len(others)) + list(others))
+
+
+def weighted(*pairs: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
+    """Draw from one of the strategies, chosen with the given integer weights."""
+    return st.sampled_from([s for weight, s in pairs for _ in range(weight)]).flatmap(lambda s: s)
+
+
+def ints(low: int, high: int, n: int) -> st.SearchStrategy:
+    """An int-or-list attribute for an op over `n` spatial dimensions: an integer, a list of `n`,
+    or now and then a list of the wrong length."""
+    one = st.integers(low, high)
+    wrong = st.sampled_from([k for k in (1, 2, 3) if k != n]).flatmap(
+        lambda k: st.lists(one, min_size=k, max_size=k))
+    return weighted((4, one), (3, st.lists(one, min_size=n, max_size=n)), (1, wrong))
+
+
+@st.composite
+def with_optional(draw, attrs: dict[str, Any], optional: dict[str, st.SearchStrategy]) -> dict[str, Any]:
+    """`attrs` plus a random subset of `optional`, so defaults get exercised too."""
+    attrs = dict(attrs)
+    for key, strategy in optional.items():
+        if draw(st.booleans()):
+            attrs[key] = draw(strategy)
+    return attrs
+
+
+def any_shape(max_rank: int = 4, max_dim: int = 8, min_rank: int = 0) -> st.SearchStrategy:
+    return st.integers(min_rank, max_rank).flatmap(
+        lambda r: st.lists(st.integers(1, max_dim), min_size=r, max_size=r))
+
+
+@st.composite
+def layout(draw, channels: int, spatial: int, max_size: int = 40) -> list[int]:
+    """[channels, *sizes] with `spatial` sizes; sometimes the wrong number of dimensions.
+    A third of the sizes are tiny, where windows and padding meet the input's edges."""
+    n = draw(mostly(spatial, *sorted({0, 1, 2, 3, 4} - {spatial}), times=4))
+    size = weighted((2, st.integers(1, max_size)), (1, st.integers(1, 4)))
+    return [channels] + [draw(size) for _ in range(n)]
+
+
+@st.composite
+def conv_case(draw, n: int) -> Case:
+    groups = draw(mostly(1, 2, 3, 4, times=1))
+    divisible = st.integers(1, 4).map(lambda k: k * groups)
+    cin = draw(weighted((3, divisible), (1, st.integers(1, 16))))
+    out = draw(weighted((3, divisible), (1, st.integers(1, 16))))
+    padding = weighted((5, ints(0, 4, n)), (2, st.just("same")), (1, st.just("valid")))
+    if draw(st.integers(0, 3)) == 0:
+        # Padding modes other than zeros pad the input before convolving, and each limits the padding
+        # by the input's size (reflect: padding < size, circular: padding <= size). Stride-1
+        # convolutions whose input sizes sit at those limits, padding mostly `same` (which pads one
+        # more on the right than on the left when the kernel's extent is odd).
+        kernel = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+        dilation = draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))
+        if draw(st.integers(0, 2)):
+            padding: Any = "same"
+            left = [d * (k - 1) // 2 for k, d in zip(kernel, dilation)]
+            right = [d * (k - 1) - p for k, d, p in zip(kernel, dilation, left)]
+        else:
+            padding = left = right = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+        sizes = [max(1, draw(st.sampled_from([lo, lo + 1, hi, hi + 1]))) for lo, hi in zip(left, right)]
+        attrs = {"out": out, "kernel": kernel, "padding": padding, "dilation": dilation, "groups": groups,
+                 "padding_mode": draw(st.sampled_from(["reflect", "replicate", "circular"]))}
+        return attrs, [[cin, *sizes]]
+    attrs = draw(with_optional({"out": out, "kernel": draw(ints(1, 7, n))}, {
+        "stride": weighted((1, st.just(1)), (1, ints(1, 4, n))),
+        "padding": padding,
+        "dilation": ints(1, 3, n),
+        "groups": st.just(groups),
+        "bias": st.booleans(),
+        "padding_mode": st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    }))
+    return attrs, [draw(layout(cin, n))]
+
+
+@st.composite
+def batchnorm_case(draw, ranks: tuple[int, ...]) -> Case:
+    attrs = draw(with_optional({}, {
+        # eps 0 is refused by every norm: see test_norm_eps_zero_is_refused
+        "eps": st.floats(1e-6, 1e-2), "momentum": st.floats(0, 1), "affine": st.booleans(),
+        "track_running_stats": st.booleans()}))
+    rank = draw(st.sampled_from(list(ranks) * 4 + [0, 1, 2, 3, 4]))
+    return attrs, [[draw(st.integers(1, 12)) for _ in range(rank)]]
+
+
+@st.composite
+def layernorm_case(draw) -> Case:
+    shape = draw(any_shape(max_rank=3, max_dim=8))
+    suffix = st.integers(1, 3).map(lambda k: shape[-k:] if shape else [k])
+    attrs = draw(with_optional({}, {
+        "shape": st.one_of(st.just(shape[-1] if shape else 1), suffix, suffix, st.integers(1, 8),
+                           st.lists(st.integers(1, 8), min_size=1, max_size=3)),
+        "eps": st.floats(1e-6, 1e-2), "elementwise_affine": st.booleans(), "bias": st.booleans()}))
+    return attrs, [shape]
+
+
+@st.composite
+def groupnorm_case(draw) -> Case:
+    groups = draw(st.integers(1, 6))
+    channels = draw(st.one_of(st.integers(1, 3).map(lambda k: k * groups), st.integers(1, 16)))
+    attrs = draw(with_optional({"groups": groups}, {"eps": st.floats(1e-6, 1e-2), "affine": st.booleans()}))
+    rank = draw(st.integers(0, 3))
+    shape = [channels] + [draw(st.integers(1, 8)) for _ in range(rank - 1)] if rank else []
+    return attrs, [shape]
+
+
+def elementwise_case(optional: dict[str, st.SearchStrategy] | None = None) -> st.SearchStrategy:
+    return st.tuples(with_optional({}, optional or {}), any_shape().map(lambda shape: [shape]))
+
+
+@st.composite
+def pool_case(draw, dilation: bool = False, count_include_pad: bool = False) -> Case:
+    kernel = draw(ints(1, 5, 2))
+    half = min(kernel) // 2 if isinstance(kernel, list) else kernel // 2  # the most padding torch allows
+    optional = {"stride": ints(1, 4, 2), "padding": weighted((2, st.integers(0, half)), (1, ints(0, 3, 2))),
+                "ceil_mode": st.booleans()}
+    if dilation:
+        optional["dilation"] = ints(1, 3, 2)
+    if count_include_pad:
+        optional["count_include_pad"] = st.booleans()
+    attrs = draw(with_optional({"kernel": kernel}, optional))
+    return attrs, [draw(layout(draw(st.integers(1, 8)), 2))]
+
+
+@st.composite
+def adaptive_case(draw) -> Case:
+    attrs = draw(with_optional({}, {"size": ints(1, 8, 2)}))
+    return attrs, [draw(layout(draw(st.integers(1, 8)), 2, max_size=16))]
+
+
+@st.composite
+def flatten_case(draw) -> Case:
+    attrs = draw(with_optional({}, {"start_dim": st.integers(-5, 4), "end_dim": st.integers(-5, 4)}))
+    return attrs, [draw(any_shape(max_dim=6))]
+
+
+@st.composite
+def linear_case(draw) -> Case:
+    attrs = draw(with_optional({"out": draw(st.integers(1, 16))}, {"bias": st.booleans()}))
+    return attrs, [draw(any_shape(max_rank=3, max_dim=12))]
+
+
+@st.composite
+def add_case(draw) -> Case:
+    attrs = draw(with_optional({}, {"shortcut_name": st.sampled_from(["downsample", "proj"])}))
+    policy = draw(st.sampled_from([None, "identity", "pad", "pad", "project", "project", "auto", "auto"]))
+    if policy is not None:
+        attrs["shortcut"] = policy
+    branch = draw(any_shape(max_rank=4, max_dim=12, min_rank=1))
+    channels = weighted((2, st.integers(1, branch[0])), (2, st.integers(1, 16)))  # fewer channels suit `pad`
+
+    @st.composite
+    def skip(draw) -> list[int]:
+        how = draw(st.sampled_from(["same", "channels", "stride", "stride", "random"]))
+        if how == "same":
+            return list(branch)
+        if how == "channels":
+            return [draw(channels)] + branch[1:]
+        if how == "stride":  # a skip input the branch subsampled by a whole stride (output = ceil(input / k))
+            sizes = []
+            for t in branch[1:]:
+                k = draw(st.integers(1, 4))
+                sizes.append(draw(st.integers(max(1, (t - 1) * k + 1), t * k)))
+            return [draw(channels)] + sizes
+        return draw(any_shape(max_rank=4, max_dim=24, min_rank=1))
+
+    others = [draw(skip()) for _ in range(draw(mostly(1, 2, times=2)))]
+    return attrs, [branch, *others]
+
+
+@st.composite
+def concat_case(draw) -> Case:
+    attrs = draw(with_optional({}, {"dim": mostly(1, -4, -3, -2, -1, 0, 2, 3)}))
+    first = draw(any_shape(max_rank=3, max_dim=8))
+    others = []
+    for _ in range(draw(st.integers(1, 2))):
+        other = list(first)
+        dim = attrs.get("dim", 1)
+        if -len(first) - 1 <= dim <= len(first) and dim % (len(first) + 1) != 0:
+            other[dim % (len(first) + 1) - 1] = draw(st.integers(1, 8))
+        if draw(st.integers(0, 5)) == 0:  # now and then, inputs that disagree elsewhere
+            other = draw(any_shape(max_rank=3, max_dim=8))
+        others.append(other)
+    return attrs, [first, *others]
+
+
+@st.composite
+def mul_case(draw) -> Case:
+    base = draw(any_shape(max_rank=3, max_dim=6))
+    shapes = [base]
+    for _ in range(draw(st.integers(1, 2))):
+        other = [d if draw(st.booleans()) else 1 for d in base]  # a gate, e.g. [C, 1, 1]
+        kind = draw(st.integers(0, 7))
+        if kind == 0:
+            other = other[draw(st.integers(0, len(other))):]  # lower rank: numpy would broadcast it
+        elif kind == 1:
+            other = [1] + other
+        elif kind == 2:
+            other = draw(any_shape(max_rank=3, max_dim=6))
+        shapes.insert(draw(st.integers(0, len(shapes))), other)
+    return {}, shapes
+
+
+STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
+    "conv1d": conv_case(1),
+    "conv2d": conv_case(2),
+    "batchnorm1d": batchnorm_case((1, 2)),
+    "batchnorm2d": batchnorm_case((3,)),
+    "layernorm": layernorm_case(),
+    "groupnorm": groupnorm_case(),
+    "relu": elementwise_case(),
+    "gelu": elementwise_case({"approximate": st.sampled_from(["none", "tanh"])}),
+    "silu": elementwise_case(),
+    "sigmoid": elementwise_case(),
+    "tanh": elementwise_case(),
+    "maxpool2d": pool_case(dilation=True),
+    "avgpool2d": pool_case(count_include_pad=True),
+    "adaptive_avgpool2d": adaptive_case(),
+    "flatten": flatten_case(),
+    "linear": linear_case(),
+    "dropout": elementwise_case({"p": st.floats(0, 1)}),
+    "identity": elementwise_case(),
+    "add": add_case(),
+    "concat": concat_case(),
+    "mul": mul_case(),
+}
+
+# Ops whose shape rule never rejects anything.
+TOTAL = {"relu", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity"}
+# More examples where there are more attributes to combine.
+EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
+            "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
+            "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60}
+
+
+def test_every_registered_op_has_a_strategy():
+    assert set(STRATEGIES) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_op_matches_torch(name):
+    outcomes: Counter[str] = Counter()
+
+    @settings(derandomize=True, database=None, max_examples=EXAMPLES.get(name, 30), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(STRATEGIES[name])
+    def run(case: Case) -> None:
+        attrs, shapes = case
+        outcomes[check(name, attrs, shapes)] += 1
+
+    run()
+    assert outcomes["accepted"], "the strategy never produced a configuration the shape rule accepts"
+    if name not in TOTAL:
+        assert outcomes["rejected"], "the strategy never produced a configuration both sides reject"
+
+
+# One configuration per deliberate restriction, to show that each is real: the shape rule
+# rejects it, torch would run it, and `design_reason` names it.
+RESTRICTIONS = [
+    ("conv2d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 9, 9]]),
+    ("maxpool2d", {"kernel": [3]}, [[3, 9, 9]]),
+    ("avgpool2d", {"kernel": 3, "padding": [1]}, [[3, 9, 9]]),
+    ("maxpool2d", {"kernel": 2}, [[5, 8]]),
+    ("adaptive_avgpool2d", {"size": 2}, [[5, 8]]),
+    ("adaptive_avgpool2d", {"size": [1, 1]}, [[2, 3, 4, 5]]),
+    ("flatten", {"start_dim": 0, "end_dim": 0}, [[4, 5]]),
+    ("add", {}, [[4, 6, 6], [4, 1, 1]]),
+    ("add", {"shortcut": "project"}, [[8, 3, 3], [4, 6, 6], [2, 5, 5]]),
+    ("add", {"shortcut": "pad"}, [[4, 6, 6], [8, 6, 6]]),
+    ("add", {"shortcut": "pad"}, [[4, 3, 3, 3], [2, 6, 6, 6]]),
+]
+
+
+def case_ids(cases: list) -> list[str]:
+    return [f"{name}-{i}" for i, (name, _, _) in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name,attrs,shapes", RESTRICTIONS, ids=case_ids(RESTRICTIONS))
+def test_design_restriction_is_real(name, attrs, shapes):
+    network, _ = shape_rule(name, attrs, shapes)
+    assert network is None
+    if name == "add":
+        shape, broadcast = add_counterfactual(attrs, shapes)
+    else:
+        shape, broadcast = eager_lowering(name, attrs, shapes), False
+    assert shape is not None
+    assert design_reason(name, attrs, shapes, broadcast)
+
+
+# Configurations that once got past a shape rule (or crashed it), kept as fixed regressions.
+REGRESSIONS = [
+    # padding: same with an even kernel pads one more on the right, and reflect needs padding < size
+    ("conv2d", {"out": 4, "kernel": 4, "padding": "same", "padding_mode": "reflect"}, [[3, 2, 2]]),
+    ("conv1d", {"out": 4, "kernel": 2, "padding": "same", "dilation": 3, "padding_mode": "circular"}, [[3, 1]]),
+    # a per-sample scalar: no dimension to normalise over / no channels to group
+    ("layernorm", {}, [[]]),
+    ("groupnorm", {"groups": 1}, [[]]),
+    # per-sample ranks differ: with the batch in front, torch aligns the batch with a sample dimension
+    ("mul", {}, [[3, 4, 5], [5]]),
+    ("mul", {}, [[1, 5], [5]]),
+]
+
+
+@pytest.mark.parametrize("name,attrs,shapes", REGRESSIONS, ids=case_ids(REGRESSIONS))
+def test_regression(name, attrs, shapes):
+    assert check(name, attrs, shapes) == "rejected"
+
+
+@pytest.mark.parametrize("op", ["batchnorm1d", "batchnorm2d", "layernorm", "groupnorm"])
+def test_norm_eps_zero_is_refused(op):
+    # torch refuses eps = 0 for batch norm in training mode; no norm has a use for it.
+    attrs = {"eps": 0, **({"groups": 1} if op == "groupnorm" else {})}
+    with pytest.raises(resgraph.SpecError, match="must be greater than 0"):
+        resgraph.load("ops.yaml", text=spec_text(op, attrs, [[4, 5, 5]]))

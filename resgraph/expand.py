@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Note, Span, did_you_mean
 from .expr import ExprError, evaluate
-from .graph import Graph, Node
+from .graph import Graph, Instance, Node
 from .ops.base import Int, Op
 from .source import KeyPath, SourceFile, load_source
 from .spec import BlockCall, BlockDef, SpecFile, parse_spec, report_validation_error
@@ -248,44 +248,59 @@ def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | No
 
 def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, program: Program,
                 diagnostics: Diagnostics) -> None:
-    block = program.blocks.get(call.block)
-    if block is None:
-        diagnostics.error("RG030", f"unknown block `{call.block}`", scope.source.span(path + ("block",)),
-                          help=did_you_mean(call.block, program.blocks) or
-                          ("known blocks: " + ", ".join(f"`{b}`" for b in sorted(program.blocks))
-                           if program.blocks else "define it under `blocks:` or include a file that does"))
+    uses = {"block": call.block} | ({"first_block": call.first_block} if call.first_block else {})
+    blocks: dict[str, BlockSource] = {}
+    for field_name, block_name in uses.items():
+        if block_name in program.blocks:
+            blocks[field_name] = program.blocks[block_name]
+        else:
+            diagnostics.error("RG030", f"unknown block `{block_name}`", scope.source.span(path + (field_name,)),
+                              help=did_you_mean(block_name, program.blocks) or
+                              ("known blocks: " + ", ".join(f"`{b}`" for b in sorted(program.blocks))
+                               if program.blocks else "define it under `blocks:` or include a file that does"))
+    if len(blocks) != len(uses):
         return
-    params = block.definition.params
-    for section in ("with", "first"):
-        values = call.with_ if section == "with" else call.first
+    main, opening = blocks["block"], blocks.get("first_block", blocks["block"])
+
+    def defined_here(block: BlockSource) -> list[Note]:
+        return [Note(f"block `{block.name}` is defined here", block.source.span(block.path, key=True))]
+
+    # `with` applies to every repetition, so to both blocks; `first` to repetition 0 only.
+    misspelt = False
+    for section, values, targets in (("with", call.with_, {id(main): main, id(opening): opening}.values()),
+                                     ("first", call.first, [opening])):
         for key in values:
-            if key not in params:
-                diagnostics.error("RG033", f"block `{call.block}` has no parameter `{key}`",
-                                  scope.source.span(path + (section, key), key=True),
-                                  help=did_you_mean(key, params) or
-                                  ("its parameters: " + ", ".join(f"`{p}`" for p in params) if params
-                                   else "it takes no parameters"),
-                                  notes=[Note(f"block `{call.block}` is defined here",
-                                              block.source.span(block.path, key=True))])
-    missing = [p for p, default in params.items() if default is None and p not in call.with_
-               and not (p in call.first and call.repeat in (None, 1))]
-    misspelt = any(key not in params for key in (*call.with_, *call.first))
-    if missing and not misspelt:  # a misspelt name is one fault, already reported
-        listed = ", ".join(f"`{p}`" for p in missing)
-        diagnostics.error("RG034", f"block `{call.block}` needs {listed}", scope.source.span(path, key=True),
-                          help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " under `with:`",
-                          notes=[Note(f"block `{call.block}` is defined here", block.source.span(block.path, key=True))])
-    if call.repeat not in (None, 1) and len(block.definition.inputs) != 1:
-        diagnostics.error("RG044", f"block `{call.block}` has {len(block.definition.inputs)} inputs and cannot be "
+            for block in targets:
+                params = block.definition.params
+                if key not in params:
+                    misspelt = True
+                    diagnostics.error("RG033", f"block `{block.name}` has no parameter `{key}`",
+                                      scope.source.span(path + (section, key), key=True),
+                                      help=did_you_mean(key, params) or
+                                      ("its parameters: " + ", ".join(f"`{p}`" for p in params) if params
+                                       else "it takes no parameters"), notes=defined_here(block))
+                    break
+    later_repetitions = call.repeat is not None and call.repeat != 1
+    needs = [(opening, {**call.with_, **call.first})] + ([(main, call.with_)] if later_repetitions else [])
+    for block, given in needs:
+        missing = [p for p, default in block.definition.params.items() if default is None and p not in given]
+        if missing and not misspelt:  # a misspelt name is one fault, already reported
+            listed = ", ".join(f"`{p}`" for p in missing)
+            where = "under `with:`" if block is main and later_repetitions else "under `with:` or `first:`"
+            diagnostics.error("RG034", f"block `{block.name}` needs {listed}", scope.source.span(path, key=True),
+                              help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " " + where,
+                              notes=defined_here(block))
+            break
+    if later_repetitions and len(main.definition.inputs) != 1:
+        diagnostics.error("RG044", f"block `{main.name}` has {len(main.definition.inputs)} inputs and cannot be "
                           "repeated", scope.source.span(path + ("repeat",)),
                           help="only single-input blocks chain; write the calls one by one")
     refs = _references(call)
     count = 1 if refs is None else len(refs)
-    if count != len(block.definition.inputs):
-        diagnostics.error("RG044", f"block `{call.block}` takes {len(block.definition.inputs)} input(s) "
-                          f"({', '.join(block.definition.inputs)}), got {count}",
-                          scope.source.span(path + ("inputs",)),
-                          notes=[Note(f"block `{call.block}` is defined here", block.source.span(block.path, key=True))])
+    if count != len(opening.definition.inputs):
+        diagnostics.error("RG044", f"block `{opening.name}` takes {len(opening.definition.inputs)} input(s) "
+                          f"({', '.join(opening.definition.inputs)}), got {count}",
+                          scope.source.span(path + ("inputs",)), notes=defined_here(opening))
 
 
 def _check_recursion(program: Program, diagnostics: Diagnostics) -> None:
@@ -296,9 +311,13 @@ def _check_recursion(program: Program, diagnostics: Diagnostics) -> None:
     for block in program.blocks.values():
         callees = calls.setdefault(block.name, [])
         for name, entry in block.definition.nodes.items():
-            if isinstance(entry, BlockCall) and entry.block in program.blocks:
-                callees.append(entry.block)
-                sites.setdefault((block.name, entry.block), (block.source, block.path + ("nodes", name, "block")))
+            if not isinstance(entry, BlockCall):
+                continue
+            for field_name in ("block", "first_block"):
+                callee = getattr(entry, field_name)
+                if callee in program.blocks:
+                    callees.append(callee)
+                    sites.setdefault((block.name, callee), (block.source, block.path + ("nodes", name, field_name)))
     try:
         graphlib.TopologicalSorter(calls).prepare()
         return
@@ -412,8 +431,8 @@ class _Expander:
                             failed=failed))
 
     def expand_call(self, name: str, call: BlockCall, path: KeyPath, frame: _Frame, inputs: list[str]) -> str:
-        block = self.program.blocks[call.block]
-        definition = block.definition
+        main = self.program.blocks[call.block]
+        opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
         repeat = call.repeat
         if isinstance(repeat, str):
@@ -425,7 +444,8 @@ class _Expander:
                                         root_model=BlockCall)
                 raise _Abort from None
         count = repeat or 1
-        estimate = len(self.graph) + count * self.minimum_size(call.block)
+        estimate = (len(self.graph) + self.minimum_size(opening.name)
+                    + (count - 1) * self.minimum_size(main.name))
         if estimate > MAX_NODES:
             self.diagnostics.error("RG035", f"`{frame.prefix + name}` expands to at least {estimate:,} nodes, more "
                                    f"than the limit of {MAX_NODES:,}", frame.source.span(path + ("repeat",)),
@@ -435,12 +455,14 @@ class _Expander:
                        for key, value in call.with_.items()}
         first_values = {key: self._evaluate(value, frame.values, frame.source, path + ("first", key), frame.notes)
                         for key, value in call.first.items()}
-        defaults = {key: _literal(value) for key, value in definition.params.items()}
         output = None
         for index in range(count):
+            block = opening if index == 0 else main
+            definition = block.definition
             instance = frame.prefix + name + (f".{index}" if repeat is not None else "")
-            notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{call.block}` made here", call_span),)
-            values = {**defaults, **with_values, **(first_values if index == 0 else {}), "index": index}
+            notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
+            values = {key: _literal(value) for key, value in definition.params.items()}
+            values |= with_values | (first_values if index == 0 else {}) | {"index": index}
             for key, expression in definition.let.items():
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
             refs = dict(zip(definition.inputs, inputs))
@@ -448,6 +470,9 @@ class _Expander:
             child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
             output = child.prefix + definition.output if definition.output else last
+            self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
+                                                      index if repeat is not None else None, values, list(inputs),
+                                                      output)
             inputs = [output]
         return output
 
@@ -459,7 +484,8 @@ class _Expander:
             for entry in self.program.blocks[block].definition.nodes.values():
                 if isinstance(entry, BlockCall):
                     times = entry.repeat if isinstance(entry.repeat, int) else 1
-                    total += times * self.minimum_size(entry.block)
+                    total += self.minimum_size(entry.first_block or entry.block)
+                    total += (times - 1) * self.minimum_size(entry.block)
                 else:
                     total += 1
             self.sizes[block] = total
@@ -530,6 +556,9 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
 
     for node in graph:
         node.inputs = [expander.resolve(ref) for ref in node.inputs]
+    for instance in graph.instances.values():
+        instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
+        instance.output = expander.resolve(instance.output)
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     known = set(spec.nodes) | set(graph.inputs)

@@ -79,6 +79,19 @@ class Node:
 
 
 @dataclass
+class Instance:
+    """One instantiation of a block: `layer2.0`, made by the call `layer2`, repetition 0."""
+
+    name: str                        # the dotted path of the instance (its nodes' prefix, without the dot)
+    block: str                       # the block definition's name
+    call: str                        # the dotted path of the call that made it
+    index: int | None                # the repetition, None when the call has no `repeat`
+    values: dict[str, Any]           # its params and `let` values, and `index`
+    inputs: list[str]                # the nodes it reads
+    output: str                      # the node that is its output
+
+
+@dataclass
 class Graph:
     """The expanded network: nodes by name, graph inputs and outputs, in a stable order."""
 
@@ -87,6 +100,7 @@ class Graph:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     output_spans: list[Span | None] = field(default_factory=list)
+    instances: dict[str, Instance] = field(default_factory=dict)   # in the order they were made
 
     _digraph: "nx.DiGraph | None" = field(default=None, repr=False)
 

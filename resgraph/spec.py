@@ -40,6 +40,8 @@ class BlockCall(_Model):
                                                description="values of the block's params")
     first: dict[ParamName, ParamValue] = Field(default_factory=dict,
                                                description="param values that override `with` for repetition 0")
+    first_block: str | None = Field(None, description="another block for repetition 0 (e.g. the unit that "
+                                                       "opens a stage with a projection); default: `block`")
     inputs: str | list[str] | None = None
 
 

@@ -292,3 +292,42 @@ def test_unknown_block_suggestion(validate_text):
 def test_wrong_version(validate_text):
     (error,) = validate_text("resgraph: 2\n")
     assert error.code == "RG014"
+
+
+FIRST_BLOCK = """
+    resgraph: 1
+    input: [8, 8, 8]
+    blocks:
+      unit:
+        params: {planes: null}
+        nodes:
+          conv: {op: conv2d, out: planes, kernel: 3, padding: 1}
+          add: {op: add, inputs: [conv, input]}
+      down:
+        params: {planes: null, stride: 2}
+        nodes:
+          conv: {op: conv2d, out: planes, kernel: 3, stride: stride, padding: 1}
+          add: {op: add, inputs: [conv, input], shortcut: project}
+    nodes:
+      stage: {block: unit, first_block: down, repeat: 3, with: {planes: 16}}
+"""
+
+
+def test_first_block_opens_a_stage_with_another_block(load_text):
+    network = load_text(FIRST_BLOCK)
+    assert [n.name for n in network.graph][1:3] == ["stage.0.conv", "stage.0.add"]
+    assert network.graph.nodes["stage.0.conv"].shape == (16, 4, 4)
+    assert network.graph.nodes["stage.2.add"].shape == (16, 4, 4)
+    assert [(i.name, i.block, i.index) for i in network.graph.instances.values()] == \
+        [("stage.0", "down", 0), ("stage.1", "unit", 1), ("stage.2", "unit", 2)]
+    # One projection (8 -> 16 channels, 1x1 + BN) in the opening block only.
+    assert network.params == (8 * 9 * 16 + 16) + (8 * 16 + 32) + 2 * (16 * 9 * 16 + 16)
+
+
+def test_first_block_params_are_checked_against_each_block(validate_text):
+    (error,) = validate_text(FIRST_BLOCK.replace("with: {planes: 16}", "with: {planes: 16}, first: {strid: 1}"))
+    assert error.code == "RG033" and "`down` has no parameter `strid`" in error.message
+    (error,) = validate_text(FIRST_BLOCK.replace("with: {planes: 16}", "with: {planes: 16, stride: 1}"))
+    assert error.code == "RG033" and "`unit` has no parameter `stride`" in error.message
+    (error,) = validate_text(FIRST_BLOCK.replace("first_block: down", "first_block: dwn"))
+    assert error.code == "RG030" and error.help == "did you mean `down`?"

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from typing import Any, Callable
 
 import click
@@ -38,9 +39,9 @@ def _print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str]) -
     if diagnostics:
         click.echo(render_text(diagnostics, sources, color=_color(sys.stderr)), err=True)
         errors = sum(1 for d in diagnostics if d.is_error)
-        warnings = len(diagnostics) - errors
+        others = len(diagnostics) - errors
         parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
-        parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+        parts += [f"{others} warning{'s' * (others != 1)}"] if others else []
         click.echo(", ".join(parts), err=True)
 
 
@@ -62,10 +63,12 @@ def _handle_errors(command: Callable) -> Callable:
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             from .diagram import RenderError
+            from .eject import EjectError
+            from .export import ExportError
 
             if debug:
                 traceback.print_exc()
-            if isinstance(exc, (RenderError, OSError, ValueError)):
+            if isinstance(exc, (RenderError, ExportError, EjectError, OSError, ValueError)):
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(EXIT_USAGE)
             click.echo(f"internal error: {type(exc).__name__}: {exc} -- this is a bug in resgraph; please report "
@@ -135,7 +138,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, meta, ...")
 @click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
-@click.option("--zero-init-residual", is_flag=True, help="Zero the last norm of each residual branch.")
+@click.option("--zero-init-residual", is_flag=True, help="Zero the norm that ends each residual branch.")
 @click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_PARAM_BYTES / 2**30, show_default=True,
               metavar="GIB", help="Refuse networks whose parameters need more memory than this.")
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
@@ -157,9 +160,13 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
     start = time.perf_counter()
-    module = resgraph.compile(network, device=device, dtype=dtype, seed=seed, zero_init_residual=zero_init_residual,
-                              max_param_bytes=int(max_memory * 2**30))
+    with warnings.catch_warnings(record=True) as caught:  # e.g. zero_init_residual without effect
+        warnings.simplefilter("always")
+        module = resgraph.compile(network, device=device, dtype=dtype, seed=seed,
+                                  zero_init_residual=zero_init_residual, max_param_bytes=int(max_memory * 2**30))
     built = time.perf_counter() - start
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
     click.echo(network.summary())
     if show_code:
         click.echo(module.code)
@@ -197,6 +204,25 @@ def summary(spec: str, sets: tuple[str, ...]) -> None:
     network = resgraph.load(spec, _parse_sets(sets) or None)
     _print_diagnostics(network.warnings, network.sources)
     click.echo(network.summary())
+
+
+@main.command()
+@spec_argument
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The file; its suffix picks the format: .py (standalone PyTorch source), .pt2 (torch.export), "
+                   ".onnx (needs the `export` extra).")
+@set_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights (.pt2 and .onnx).")
+@_handle_errors
+def export(spec: str, output: str, sets: tuple[str, ...], seed: int) -> None:
+    """Write the network out: as a standalone PyTorch file that needs only torch, or as a program."""
+    from pathlib import Path
+
+    from .export import export as export_network
+
+    network = resgraph.load(spec, _parse_sets(sets) or None)
+    _print_diagnostics(network.warnings, network.sources)
+    click.echo(f"wrote {export_network(network, Path(output), seed=seed)}")
 
 
 @main.command()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -38,6 +40,10 @@ class Builder:
             raise ValueError(f"two modules would be named `{target}`")
         self.modules[target] = module
         return self.fx.call_module(target, tuple(args))
+
+    def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Any:
+        """A shortcut path: `module` (a projection or zero-padding) applied to `arg`, or `arg` itself."""
+        return arg if module is None else self.call_module(module, [arg], name=name)
 
     def call_function(self, function: Callable, args: Sequence[Any], kwargs: dict | None = None) -> fx.Node:
         assert self.node is not None
@@ -118,15 +124,59 @@ def _module_tree(modules: dict[str, nn.Module]) -> nn.Module:
     return root
 
 
+# Parameter-free ops through which a zeroed norm still zeroes the branch: the branch's value is
+# linear in the followed input (for `mul`, the gated tensor; the gate is another factor).
+_SCALE_LINEAR = frozenset({"mul", "identity", "dropout"})
+
+
+def _branch_norm(graph: Graph, modules: dict[str, nn.Module], name: str) -> tuple[nn.Module | None, str]:
+    """The norm that ends the residual branch whose last node is `name`, following the branch backwards through
+    `_SCALE_LINEAR` ops (SE blocks end in `mul(bn3, gate)`). Returns the norm, or None where the branch ends in
+    something else (a conv in pre-activation units, a norm without a weight), and the node where it ends."""
+    while True:  # inputs always lead to earlier nodes, so this ends
+        module = modules.get(name)
+        if isinstance(module, _NORMS):
+            return (module if getattr(module, "weight", None) is not None else None), name
+        node = graph.nodes[name]
+        if node.op is None or node.op.op_name() not in _SCALE_LINEAR or not node.inputs:
+            return None, name
+        following = node.inputs[0]
+        if node.op.op_name() == "mul":
+            # The factor with the product's shape is the gated tensor; a broadcast gate ([C, 1, 1]) is not.
+            following = next((i for i in node.inputs if graph.nodes[i].shape == node.shape), following)
+        name = following
+
+
 def _zero_init_residual(graph: Graph, modules: dict[str, nn.Module]) -> None:
     """Zero the scale of the norm that ends each residual branch, so every block starts as identity
-    (Goyal et al. 2017; torchvision's `zero_init_residual`)."""
+    (Goyal et al. 2017; torchvision's `zero_init_residual`). The branch (an add's first input) is followed
+    back through parameter-free ops that keep it linear (`mul`'s gated input, identity, dropout) to its
+    norm; adds whose branch ends otherwise (pre-activation units end in a conv) get one warning."""
+    missed: list[tuple[str, str]] = []
     for node in graph:
         if node.op is None or node.op.op_name() != "add":
             continue
-        norm = modules.get(node.inputs[0])
-        if isinstance(norm, _NORMS) and getattr(norm, "weight", None) is not None:
+        norm, end = _branch_norm(graph, modules, node.inputs[0])
+        if norm is None:
+            missed.append((node.name, end))
+        else:
             nn.init.zeros_(norm.weight)
+    if missed:
+        (first, end), count = missed[0], len(missed)
+        ending = graph.nodes[end]
+        what = f"{ending.op.op_name()} `{end}`" if ending.op is not None else f"the input `{end}`"
+        warnings.warn(f"zero_init_residual has no effect on {count} residual add{'s' * (count != 1)}, the first "
+                      f"`{first}`: its branch ends in {what}, not in a norm with a weight (zero_init_residual "
+                      "follows the branch back through mul, identity and dropout only)", stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of a warning that points at the first frame outside resgraph (the user's call)."""
+    package = __name__.split(".")[0]
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == package:
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def check_forward(module: nn.Module, graph: Graph, device: Any, dtype: Any, batch: int = 2) -> None:

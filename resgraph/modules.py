@@ -17,9 +17,11 @@ class ZeroPadShortcut(nn.Module):
     the existing ones. The module has no parameters and no state_dict entries.
     """
 
-    def __init__(self, stride: tuple[int, ...], before: int, after: int) -> None:
+    def __init__(self, stride: tuple[int, ...], in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.stride, self.before, self.after = tuple(stride), before, after
+        self.stride, self.in_channels, self.out_channels = tuple(stride), in_channels, out_channels
+        extra = out_channels - in_channels
+        self.before, self.after = extra // 2, extra - extra // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(s != 1 for s in self.stride):

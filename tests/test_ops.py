@@ -142,8 +142,7 @@ def shortcut_module(kind: str, skip: list[int], branch: list[int]) -> torch.nn.M
 
     def build(stride: list[int]) -> torch.nn.Module:
         if kind == "pad":
-            extra = branch[0] - skip[0]
-            return ZeroPadShortcut(tuple(stride), extra // 2, extra - extra // 2)
+            return ZeroPadShortcut(tuple(stride), skip[0], branch[0])
         return projection(tuple(skip), tuple(branch), tuple(stride)).eval()
 
     stride = [1] * (len(skip) - 1)

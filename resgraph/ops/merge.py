@@ -28,10 +28,6 @@ class ShortcutPlan:
     out_shape: Shape
     stride: tuple[int, ...] = ()
 
-    @property
-    def pad_channels(self) -> tuple[int, int]:
-        extra = self.out_shape[0] - self.in_shape[0]
-        return extra // 2, extra - extra // 2
 
 
 def _strides(source: Shape, target: Shape) -> tuple[int, ...] | None:
@@ -130,12 +126,12 @@ class Add(Op):
 
         skips = []
         for arg, plan in zip(args[1:], meta["shortcuts"]):
+            module = None
             if plan.kind is Shortcut.PROJECT:
-                arg = b.call_module(projection(plan.in_shape, plan.out_shape, plan.stride), [arg],
-                                    name=self.shortcut_name)
+                module = projection(plan.in_shape, plan.out_shape, plan.stride)
             elif plan.kind is Shortcut.PAD:
-                arg = b.call_module(ZeroPadShortcut(plan.stride, *plan.pad_channels), [arg], name=self.shortcut_name)
-            skips.append(arg)
+                module = ZeroPadShortcut(plan.stride, plan.in_shape[0], plan.out_shape[0])
+            skips.append(b.shortcut(module, arg, self.shortcut_name))
         total = args[0]
         # `out += identity`, as torchvision writes it, where nothing else reads the branch output.
         combine = operator.iadd if b.can_overwrite(0) else operator.add

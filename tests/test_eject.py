@@ -1,0 +1,105 @@
+"""Eject: a spec written out as one standalone PyTorch file, checked in a fresh process in which
+resgraph cannot be imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import resgraph
+from resgraph.eject import eject_network
+
+from .conftest import SPECS
+
+CHECK = textwrap.dedent("""
+    import importlib.util, sys
+    sys.modules["resgraph"] = None  # resgraph is not importable in here
+    import torch
+    spec = importlib.util.spec_from_file_location("ejected", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = getattr(module, sys.argv[2])()
+    model.load_state_dict(torch.load(sys.argv[3], weights_only=True), strict=True)
+    model.eval()
+    data = torch.load(sys.argv[4], weights_only=True)
+    with torch.no_grad():
+        out = model(data["x"])
+    difference = (out - data["expected"]).abs().max().item()
+    assert difference <= 1e-5, difference
+    assert not any(name.startswith("resgraph") for name in sys.modules if sys.modules[name] is not None)
+    print("ok", difference)
+""")
+
+
+def run_ejected(tmp_path, path, class_name, state_dict, x, expected):
+    torch.save(state_dict, tmp_path / "weights.pt")
+    torch.save({"x": x, "expected": expected}, tmp_path / "io.pt")
+    script = tmp_path / "check.py"
+    script.write_text(CHECK)
+    result = subprocess.run([sys.executable, str(script), str(path), class_name, str(tmp_path / "weights.pt"),
+                             str(tmp_path / "io.pt")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize("name, reference, size", [
+    ("resnet18", "torchvision", 64),
+    ("resnet50", "torchvision", 64),
+    ("cifar_resnet20", "spec", 32),
+])
+def test_ejected_file_matches(tmp_path, name, reference, size):
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    source = eject_network(network)
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    if reference == "torchvision":
+        import torchvision
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)().eval()
+    else:
+        model = resgraph.compile(network, seed=1).eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+    class_name = source.split("\nclass ")[-1].split("(")[0]
+    run_ejected(tmp_path, path, class_name, model.state_dict(), x, expected)
+
+
+def test_one_class_per_block_definition():
+    source = eject_network(resgraph.load(SPECS / "resnet50.yaml"))
+    assert source.count("\nclass ") == 2  # Bottleneck and the network
+    assert "class Bottleneck(nn.Module):" in source
+    assert "identity = self.downsample(x) if self.downsample is not None else x" in source
+    assert "out += identity" in source
+    assert "Bottleneck(256, 128, stride=2, downsample=True)" in source
+    assert "import resgraph" not in source and "from resgraph" not in source
+
+
+def test_zero_padding_shortcut_is_written_out():
+    source = eject_network(resgraph.load(SPECS / "cifar_resnet20.yaml"))
+    assert "class ZeroPadShortcut(nn.Module):" in source
+    assert "ZeroPadShortcut(2, in_channels, planes)" in source
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "cifar_resnet20", "se_resnet50", "residual_mlp",
+                                  "preact_resnet164", "wrn28_10"])
+def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):
+    black = pytest.importorskip("black")
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    source = eject_network(network)
+    assert black.format_str(source, mode=black.Mode()) == source
+    namespace: dict = {}
+    exec(compile(source, f"{name}.py", "exec"), namespace)  # our own generated file, in the test
+    class_name = source.split("\nclass ")[-1].split("(")[0]
+    ejected = namespace[class_name]().eval()
+    compiled = resgraph.compile(network, seed=4).eval()
+    ejected.load_state_dict(compiled.state_dict(), strict=True)
+    shape = next(iter(network.input_shapes.values()))
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ejected(x) - compiled(x)).abs().max().item() <= 1e-5

@@ -7,7 +7,7 @@ API raises `SpecError` only at its edge. Rendering follows rustc: location, care
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterable, Sequence
 
@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "RG050": "shortcut shape mismatch",
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",
+    "RG060": "cannot import",
 }
 
 
@@ -145,6 +146,13 @@ class Diagnostics:
     def warning(self, code: str, message: str, span: Span | None = None, help: str | None = None,
                 notes: Iterable[Note] = ()) -> None:
         self.add(Diagnostic(code, message, span, help, Severity.WARNING, tuple(notes)))
+
+    def add_note(self, since: int, note: Note) -> None:
+        """Add `note` to every diagnostic recorded after the first `since` (e.g. the include site of a file)."""
+        for position in range(since, len(self.items)):
+            item = self.items[position]
+            if note not in item.notes:
+                self.items[position] = replace(item, notes=item.notes + (note,))
 
     @property
     def error_count(self) -> int:

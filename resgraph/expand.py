@@ -52,6 +52,7 @@ class Program:
     spec: SpecFile
     source: SourceFile
     blocks: dict[str, BlockSource] = field(default_factory=dict)
+    incomplete: bool = False   # an included file had errors: its blocks are unknown, not missing
 
 
 EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
@@ -145,12 +146,14 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
             diagnostics.error("RG031", f"includes are nested more than {MAX_INCLUDE_DEPTH} deep", span)
             continue
         if key not in loaded:
-            errors_before = diagnostics.error_count
+            errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
             included_source = load_source(target, diagnostics)
             included = parse_spec(included_source, diagnostics) if included_source is not None else None
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
+                program.incomplete = True
                 _point_at(diagnostics, errors_before, span, f"cannot include `{include}`")
+                diagnostics.add_note(items_before, Note("in the file included here", span))
             if included is not None:
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
@@ -211,7 +214,8 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
     for position, (name, entry) in enumerate(scope.nodes.items()):
         path = scope.base + ("nodes", name)
         refs = _references(entry)
-        if refs is None and position == 0 and len(scope.input_names) != 1:
+        if refs is None and position == 0 and len(scope.input_names) != 1 and \
+                not (scope.what == "the network" and not scope.input_names):  # no `input`: reported once, later
             what = "has no inputs" if not scope.input_names else "has several inputs"
             diagnostics.error("RG044", f"`{name}` does not name its inputs and {scope.what} {what}",
                               scope.source.span(path, key=True),
@@ -220,7 +224,7 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
         for index, ref in enumerate(refs or ()):
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
-                _unknown_reference(ref, known, scope, span, diagnostics)
+                _unknown_reference(ref, known, scope, span, diagnostics, program)
         if isinstance(entry, BlockCall):
             _check_call(name, entry, path, scope, program, diagnostics)
         elif entry.op_name() == "add" and entry.shortcut != "identity":
@@ -228,15 +232,25 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             if module in scope.nodes or module in shortcut_modules:
                 clash = f"like a node of {scope.what}" if module in scope.nodes else \
                     f"like the shortcut of `{shortcut_modules[module]}`"
+                other = module if module in scope.nodes else shortcut_modules[module]
                 diagnostics.error("RG042", f"the shortcut module of `{name}` would be named `{module}`, {clash}",
                                   scope.source.span(path, key=True),
-                                  help="give it another name with `shortcut_name:`")
+                                  help="give it another name with `shortcut_name:`",
+                                  notes=[Note(f"`{other}` is here",
+                                              scope.source.span(scope.base + ("nodes", other), key=True))])
             shortcut_modules.setdefault(module, name)
     if scope.output is not None and scope.output not in known:
         _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
 
 
-def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics) -> None:
+def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics,
+                       program: Program | None = None) -> None:
+    owners = [name for name, block in (program.blocks.items() if program else ()) if ref in block.definition.nodes]
+    if owners and "." not in ref and not did_you_mean(ref, known):
+        help_text = (f"`{ref}` is a node of block `{owners[0]}`: the nodes inside a block are private to it; "
+                     "refer to the block call by its name (its output), or make the node the block's `output`")
+        diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text)
+        return
     if "." in ref:
         help_text = ("the nodes inside a block are private to it: refer to the block call by its name (its output), "
                      "or make the node the block's `output`")
@@ -253,7 +267,7 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
     for field_name, block_name in uses.items():
         if block_name in program.blocks:
             blocks[field_name] = program.blocks[block_name]
-        else:
+        elif not program.incomplete:  # else it may be defined in the included file that has errors
             diagnostics.error("RG030", f"unknown block `{block_name}`", scope.source.span(path + (field_name,)),
                               help=did_you_mean(block_name, program.blocks) or
                               ("known blocks: " + ", ".join(f"`{b}`" for b in sorted(program.blocks))
@@ -387,10 +401,11 @@ class _Expander:
             code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
             help_text = exc.help
             if exc.kind == "name" and isinstance(value, str) and value == exc.name:
-                help_text = (help_text + "; " if help_text else "") + \
-                    f"to pass the text `{value}`, quote it inside the expression: \"'{value}'\""
-            self.diagnostics.error(code, f"invalid value: {exc.message}", source.span(path), help=help_text,
-                                   notes=notes)
+                quote = f"to pass the text `{value}`, quote it inside the expression: \"'{value}'\""
+                help_text = quote if not help_text or "names in scope here: none" in help_text else \
+                    f"{help_text}; {quote}"
+            self.diagnostics.error(code, f"invalid value for `{path[-1]}`: {exc.message}", source.span(path),
+                                   help=help_text, notes=notes)
             raise _Abort from None
 
     def expand_nodes(self, nodes: Mapping[str, Any], frame: _Frame, first_input: str | None) -> str | None:

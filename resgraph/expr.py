@@ -152,7 +152,7 @@ class _Evaluator:
         try:
             return _bounded(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError:
-            raise ExprError("division by zero") from None
+            raise ExprError("division by zero", help="check the values of the params this expression uses") from None
         except (OverflowError, ValueError) as exc:
             raise ExprError(f"arithmetic error: {exc}") from None
 
@@ -220,5 +220,6 @@ class _Evaluator:
         if isinstance(index, bool) or not isinstance(index, int):
             raise ExprError(f"a list index must be an integer, got `{index!r}`")
         if not -len(value) <= index < len(value):
-            raise ExprError(f"index {index} is out of range for a list of {len(value)} items")
+            raise ExprError(f"index {index} is out of range for a list of {len(value)} items",
+                            help=f"use an index from 0 to {len(value) - 1}, or from -1 to -{len(value)} from the end")
         return value[index]

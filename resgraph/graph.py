@@ -188,7 +188,8 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
             else:
                 wanted = f"{op.min_inputs} to {op.max_inputs}"
             plural = "s" if op.min_inputs != 1 or op.max_inputs != 1 else ""
-            diagnostics.error("RG044", f"`{node.name}` (`{op.op_name()}`) takes {wanted} input{plural}, got {count}",
+            what = f"`{node.name}`" if node.local_name == op.op_name() else f"`{node.name}` (`{op.op_name()}`)"
+            diagnostics.error("RG044", f"{what} takes {wanted} input{plural}, got {count}",
                               node.attr_span("inputs") if count else node.span,
                               help="list the inputs with `inputs: [branch, shortcut]`" if op.min_inputs > 1 else
                               "give it one input with `inputs: name`", notes=node.notes)

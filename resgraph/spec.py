@@ -6,6 +6,7 @@ evaluated during expansion. Every pydantic error is translated into a located di
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
@@ -103,6 +104,10 @@ def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
                           help="start the file with `resgraph: 1`; see docs/spec.md")
         return None
     version = data.get("resgraph")
+    if isinstance(version, str):
+        diagnostics.error("RG014", f"the spec version must be a number, not the string `{version}`",
+                          source.span(("resgraph",)), help=f"write `resgraph: {VERSION}` without quotes")
+        return None
     if "resgraph" in data and version != VERSION:
         diagnostics.error("RG014", f"unsupported spec version `{version}`", source.span(("resgraph",)),
                           help=f"this resgraph reads version {VERSION}: write `resgraph: {VERSION}`")
@@ -167,34 +172,106 @@ def _fields(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _owner(model: type[BaseModel] | None, path: KeyPath) -> str:
+    """How a diagnostic names the mapping a field belongs to."""
+    if model is None:
+        return "this entry"
+    if hasattr(model, "op_name"):
+        return f"op `{model.op_name()}`"
+    if model is SpecFile:
+        return "the spec file"
+    name = next((p for p in reversed(path) if isinstance(p, str)), None)
+    if model is BlockDef:
+        return f"block `{name}`" if name else "the block"
+    if model is BlockCall:
+        return f"the block call `{name}`" if name else "the block call"
+    return "this entry"
+
+
+def _display(rel: KeyPath, field: str | None) -> str:
+    """`input[1]` for an item of a list, else the key: how a field is named in a message."""
+    indices = []
+    for segment in reversed(rel):
+        if isinstance(segment, int):
+            indices.insert(0, segment)
+        else:
+            return segment + "".join(f"[{i}]" for i in indices)
+    return field or "value"
+
+
+_TYPE_WORDS = {"bool_type": "`true` or `false`", "int_type": "an integer", "int_parsing": "an integer",
+               "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+               "none_required": "null", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
+               "model_attributes_type": "a mapping"}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value is None:
+        return "null"
+    return f"`{value}`"
+
+
 def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyPath, diagnostics: Diagnostics,
                             notes: tuple[Note, ...] = (), root_model: type[BaseModel] = SpecFile) -> None:
-    """Translate each pydantic error into a diagnostic located in `source` (under `base`)."""
+    """Translate each pydantic error into a diagnostic located in `source` (under `base`).
+
+    Errors of the union alternatives that do not apply are dropped: a failure deeper in one
+    alternative (`input[1]` of a list) is the real one; the same value failing every
+    alternative (a mapping where a param value goes) becomes one message listing them."""
     base_value = _value_at(source.data, base)
+    located = []
     for error in exc.errors():
         rel, key_error = _data_path(base_value, error["loc"])
+        located.append((rel, key_error, error))
+    paths = [rel for rel, _, _ in located]
+    type_failures: dict[KeyPath, list[str]] = {}
+    for rel, key_error, error in located:
+        if error["type"] in _TYPE_WORDS and not key_error:
+            if any(len(other) > len(rel) and other[:len(rel)] == rel for other in paths):
+                continue  # another alternative got further: its error is the one to report
+            type_failures.setdefault(rel, []).append(error["type"])
+    reported_types: set[KeyPath] = set()
+    for rel, key_error, error in located:
         path = base + rel
         kind = error["type"]
         ctx = error.get("ctx") or {}
         field = next((s for s in reversed(error["loc"]) if isinstance(s, str) and s != "[key]"), None)
         span = source.span(path, key=key_error)
-        if kind == "resgraph":
-            name = rel[-1] if rel else field
+        name = _display(rel, field)
+        if kind in _TYPE_WORDS and not key_error:
+            if rel not in type_failures or rel in reported_types:
+                continue
+            reported_types.add(rel)
+            words = list(dict.fromkeys(_TYPE_WORDS[k] for k in type_failures[rel]))
+            expected = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+            got = _value_at(source.data, path)
+            diagnostics.error("RG012", f"invalid value for `{name}`: expected {expected}, got {_describe(got)}",
+                              span, notes=notes)
+        elif kind == "resgraph":
             diagnostics.error(ctx.get("code", "RG012"), f"invalid value for `{name}`: {ctx['message']}", span,
                               help=ctx.get("help"), notes=notes)
         elif kind == "missing":
             model = _model_for(source.data, path, root_model)
-            what = f"`{model.op_name()}`" if model is not None and hasattr(model, "op_name") else "this entry"
             missing = error["loc"][-1]
-            diagnostics.error("RG010", f"missing field `{missing}` for {what}", span,
+            if model is SpecFile and missing == "resgraph":
+                diagnostics.error("RG010", "the spec file has no `resgraph` version field", span,
+                                  help=f"start the file with `resgraph: {VERSION}`", notes=notes)
+                continue
+            diagnostics.error("RG010", f"missing field `{missing}` for {_owner(model, path)}", span,
                               help=f"add `{missing}: ...`", notes=notes)
         elif kind == "extra_forbidden":
             unknown = rel[-1] if rel else field
             model = _model_for(source.data, path[:-1], root_model)
             known = _fields(model) if model is not None else []
-            owner = f"op `{model.op_name()}`" if model is not None and hasattr(model, "op_name") else "this entry"
             listed = ", ".join(f"`{k}`" for k in known if k not in ("op",))
-            diagnostics.error("RG011", f"unknown field `{unknown}` for {owner}", source.span(path, key=True),
+            diagnostics.error("RG011", f"unknown field `{unknown}` for {_owner(model, path[:-1])}",
+                              source.span(path, key=True),
                               help=did_you_mean(str(unknown), known) or (f"known fields: {listed}" if listed else None),
                               notes=notes)
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -214,16 +291,27 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
                 "a letter or `_` followed by letters, digits and `_`"
-            diagnostics.error("RG045", f"invalid name `{value}`: names are made of {rule}", span,
-                              help="dots are not allowed in names: nesting makes dotted paths", notes=notes)
-        elif kind in ("too_short", "too_long"):
-            diagnostics.error("RG012", f"invalid `{field}`: {error['msg'][0].lower() + error['msg'][1:]}", span,
+            if "." in value:
+                hint = "dots are not allowed in names: nesting makes dotted paths"
+            else:
+                suggestion = re.sub(r"\W", "_", value)
+                suggestion = suggestion if re.match(IDENTIFIER, suggestion) else "_" + suggestion
+                hint = f"use letters, digits and `_` only, e.g. `{suggestion}`"
+            diagnostics.error("RG045", f"invalid name `{value}`: names are made of {rule}", span, help=hint,
                               notes=notes)
+        elif kind in ("too_short", "too_long"):
+            if kind == "too_short" and ctx.get("actual_length") == 0:
+                diagnostics.error("RG012", f"`{name}` must not be empty", span,
+                                  help="a block needs at least one node" if name == "nodes" else
+                                  "a block needs at least one input" if name == "inputs" else None, notes=notes)
+            else:
+                diagnostics.error("RG012", f"invalid `{name}`: {error['msg'][0].lower() + error['msg'][1:]}", span,
+                                  notes=notes)
         else:
             got = _value_at(source.data, path) if path != base or rel else error.get("input")
             expected = _expected_type(kind)
-            message = f"invalid value for `{field}`: " + (f"expected {expected}" if expected else
-                                                         error["msg"][0].lower() + error["msg"][1:])
+            message = f"invalid value for `{name}`: " + (f"expected {expected}" if expected else
+                                                        error["msg"][0].lower() + error["msg"][1:])
             if expected and not isinstance(got, (dict, list)):
                 message += f", got `{got}`"
             diagnostics.error("RG012", message, span, notes=notes)

@@ -1,21 +1,45 @@
 """Bad specs under tests/cases/bad/ carry their expected diagnostics inline, as mypy's test data does:
-`# E[CODE]: text` on the line the error must point at (text: a substring of the message)."""
+`# E[CODE]: text` on the line the error must point at (text: a substring of the message).
+
+Each case also has a snapshot of its rendered diagnostics in tests/golden/diagnostics/<case>.txt;
+`RESGRAPH_UPDATE_GOLDEN=1 python -m pytest tests/test_diagnostics.py` rewrites them (those tests then
+skip, saying so). Codes that a single file cannot show (an unreadable file, several files, a limit of
+`compile`, warnings) are tested below with files written to tmp_path.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import resgraph
+from resgraph.cli import main
 from resgraph.diagnostics import CODES, Diagnostic, Diagnostics, Span, render_json, render_text
 
-from .conftest import CASES
+from .conftest import CASES, ROOT, spec_text
 
 EXPECT = re.compile(r"#\s*E\[(RG\d{3})\](?::\s*(.*))?$")
 BAD = sorted((CASES / "bad").glob("*.yaml"))
+GOLDEN = ROOT / "tests" / "golden" / "diagnostics"
+UPDATE_GOLDEN = os.environ.get("RESGRAPH_UPDATE_GOLDEN") == "1"
+
+# Cases whose `# E[...]` lines state the behaviour resgraph should have but does not have yet: they
+# fail today (strict xfail), and pass -- failing the suite as XPASS -- once it is fixed; then drop the
+# entry. Their golden files hold what resgraph prints today.
+KNOWN_WRONG: dict[str, str] = {}
+
+# Codes that no single-file case can show, and the tests below that check them instead.
+TESTED_ELSEWHERE = {
+    "RG004": "test_unreadable_file",
+    "RG036": "test_compile_memory_limit",
+    "RG043": "test_warning_for_unused_node_is_not_an_error",
+}
 
 
 def expectations(path: Path) -> list[tuple[int, str, str]]:
@@ -27,13 +51,29 @@ def expectations(path: Path) -> list[tuple[int, str, str]]:
     return found
 
 
+def _case(path: Path):
+    if path.stem in KNOWN_WRONG:
+        return pytest.param(path, id=path.stem, marks=pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[path.stem]))
+    return pytest.param(path, id=path.stem)
+
+
 def test_every_bad_case_declares_what_it_expects():
     assert BAD, "no bad cases found"
     for path in BAD:
         assert expectations(path), f"{path.name} has no `# E[...]` line"
+    assert set(KNOWN_WRONG) <= {p.stem for p in BAD}
 
 
-@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_every_code_has_a_case_or_a_test():
+    covered = {code for path in BAD if path.stem not in KNOWN_WRONG for _, code, _ in expectations(path)}
+    missing = sorted(set(CODES) - covered - set(TESTED_ELSEWHERE))
+    assert not missing, f"codes without a bad case in tests/cases/bad/ or a test here: {missing}"
+    assert set(TESTED_ELSEWHERE) <= set(CODES)
+    for name in TESTED_ELSEWHERE.values():
+        assert callable(globals().get(name)), name
+
+
+@pytest.mark.parametrize("path", [_case(p) for p in BAD])
 def test_bad_case(path: Path):
     diagnostics = resgraph.validate(path)
     errors = [d for d in diagnostics if d.is_error]
@@ -115,3 +155,283 @@ def test_warning_for_unused_node_is_not_an_error(validate_text):
 def test_diagnostic_without_span_renders_without_excerpt():
     text = render_text([Diagnostic("RG004", "file `x.yaml` does not exist")], {})
     assert text == "error[RG004]: file `x.yaml` does not exist"
+
+
+# ---- golden files: the rendered text of every bad case --------------------------------------------
+
+def _rendered(path: Path) -> str:
+    """What `resgraph validate tests/cases/bad/<case>.yaml` prints before its count, run from the repo root."""
+    _, diagnostics = resgraph._analyse(path.relative_to(ROOT).as_posix(), None, None)
+    return render_text(diagnostics.items, diagnostics.sources, color=False) + "\n"
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_golden_rendering(path: Path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    text = _rendered(path)
+    golden = GOLDEN / f"{path.stem}.txt"
+    shown = golden.relative_to(ROOT)
+    if UPDATE_GOLDEN:
+        changed = not golden.exists() or golden.read_text(encoding="utf-8") != text
+        if changed:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text, encoding="utf-8", newline="\n")
+        pytest.skip(f"RESGRAPH_UPDATE_GOLDEN=1: {'rewrote' if changed else 'unchanged:'} {shown} (not compared)")
+    assert golden.exists(), f"{shown} is missing; create it with RESGRAPH_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(encoding="utf-8"), \
+        f"the output differs from {shown}; if the change is intended, rerun with RESGRAPH_UPDATE_GOLDEN=1"
+
+
+def test_every_golden_file_has_a_case():
+    stale = sorted(p for p in GOLDEN.glob("*.txt") if not (CASES / "bad" / f"{p.stem}.yaml").exists())
+    if UPDATE_GOLDEN and stale:
+        for path in stale:
+            path.unlink()
+        pytest.skip(f"RESGRAPH_UPDATE_GOLDEN=1: removed {[p.name for p in stale]}")
+    assert not stale, f"golden files without a case: {[p.name for p in stale]}"
+
+
+def test_the_command_prints_the_golden_text_then_the_count(monkeypatch):
+    if UPDATE_GOLDEN:
+        pytest.skip("RESGRAPH_UPDATE_GOLDEN=1: golden files are being rewritten, not compared")
+    monkeypatch.chdir(ROOT)
+    for path in BAD:
+        result = CliRunner().invoke(main, ["validate", path.relative_to(ROOT).as_posix()], catch_exceptions=False)
+        golden = (GOLDEN / f"{path.stem}.txt").read_text(encoding="utf-8")
+        assert result.exit_code == 1 and result.stdout == "", path.name
+        assert result.stderr.startswith(golden), path.name
+        assert re.fullmatch(r"\d+ errors?(, \d+ warnings?)?\n", result.stderr[len(golden):]), path.name
+
+
+# ---- codes that a single case file cannot show ------------------------------------------------------
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(spec_text(text))
+    return path
+
+
+def _where(diagnostic: Diagnostic) -> tuple:
+    span = diagnostic.span
+    return (Path(span.file).name, span.line, span.col) if span else None
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary", "not utf-8"])
+def test_unreadable_file(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = {"missing": "nope.yaml", "directory": "folder.yaml"}.get(kind, "spec.yaml")
+    if kind == "directory":
+        (tmp_path / name).mkdir()
+    elif kind == "binary":
+        (tmp_path / name).write_bytes(b"resgraph: 1\x00\n")
+    elif kind == "not utf-8":
+        (tmp_path / name).write_bytes(b"resgraph: 1\nname: caf\xe9\n")
+    (error,) = resgraph.validate(name)
+    expected = {
+        "missing": (None, "file `nope.yaml` does not exist", "check the path"),
+        "directory": (None, "`folder.yaml` is a directory, not a spec file", None),
+        "binary": (("spec.yaml", 1, 1), "`spec.yaml` is a binary file, not YAML", None),
+        "not utf-8": (("spec.yaml", 2, 10), "`spec.yaml` is not valid UTF-8 (byte 0xe9)", "save the file as UTF-8"),
+    }[kind]
+    assert (error.code, _where(error), error.message, error.help) == ("RG004", *expected)
+    if kind != "directory":  # click refuses a directory itself, before resgraph reads it (also exit 2)
+        result = CliRunner().invoke(main, ["validate", name])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"{str(error.span) + ': ' if error.span else ''}error[RG004]: {error.message}\n")
+
+
+def test_missing_file_renders_without_a_location(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["validate", "nope.yaml"])
+    assert result.stderr == "error[RG004]: file `nope.yaml` does not exist\n  = help: check the path\n1 error\n"
+
+
+def test_file_over_the_size_limit(tmp_path):
+    from resgraph.source import MAX_FILE_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"resgraph: 1\n" + b"#" * MAX_FILE_BYTES)
+    (error,) = resgraph.validate(path)
+    assert (error.code, _where(error)) == ("RG005", ("big.yaml", 1, 1))
+    assert error.message == f"`{path}` is {MAX_FILE_BYTES + 12:,} bytes; specs are limited to {MAX_FILE_BYTES:,} bytes"
+
+
+def test_too_many_values(tmp_path, monkeypatch):
+    # The real limit is 500,000 values; a file that size takes PyYAML many seconds to compose.
+    monkeypatch.setattr("resgraph.source.MAX_VALUES", 20)
+    path = _write(tmp_path, "spec.yaml", "resgraph: 1\nparams: {big: [" + ", ".join(["0"] * 30) + "]}\n")
+    (error,) = resgraph.validate(path)
+    assert (error.code, _where(error), error.message) == ("RG005", ("spec.yaml", 2, 55),
+                                                          "the spec has more than 20 values")
+
+
+def test_include_cycle_across_two_files(tmp_path):
+    _write(tmp_path, "a.yaml", "resgraph: 1\ninclude: [b.yaml]\n")
+    _write(tmp_path, "b.yaml", "resgraph: 1\ninclude: [a.yaml]\n")
+    (error,) = resgraph.validate(tmp_path / "a.yaml")
+    assert (error.code, _where(error)) == ("RG031", ("b.yaml", 2, 11))
+    assert error.message == "include cycle: `a.yaml` -> `b.yaml` -> `a.yaml`"
+    assert error.help == "a file cannot include itself, directly or through other files"
+
+
+LIBRARY_WITH_A_TAB = "resgraph: 1\nblocks:\n  unit:\n    nodes:\n\t  fc: {op: linear, out: 8}\n"
+USES_THE_LIBRARY = """
+    resgraph: 1
+    include: [lib.yaml]
+    input: [8]
+    nodes:
+      body: {block: unit}
+"""
+
+
+def test_error_in_an_included_file_points_into_that_file(tmp_path):
+    (tmp_path / "lib.yaml").write_text(LIBRARY_WITH_A_TAB)
+    errors = resgraph.validate(_write(tmp_path, "net.yaml", USES_THE_LIBRARY))
+    assert (errors[0].code, _where(errors[0])) == ("RG001", ("lib.yaml", 5, 1))
+    assert "a tab character" in errors[0].message and "tabs" in errors[0].help
+
+
+def test_error_in_an_included_file_is_reported_once_with_the_include_site(tmp_path):
+    (tmp_path / "lib.yaml").write_text(LIBRARY_WITH_A_TAB)
+    errors = resgraph.validate(_write(tmp_path, "net.yaml", USES_THE_LIBRARY))
+    assert [e.code for e in errors] == ["RG001"]
+    assert any(note.span and Path(note.span.file).name == "net.yaml" for note in errors[0].notes)
+
+
+def test_nodes_of_an_included_file_are_ignored_with_a_warning(tmp_path):
+    _write(tmp_path, "lib.yaml", """
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 8}
+        nodes:
+          fc: {op: linear, out: 8}
+    """)
+    (warning,) = resgraph.validate(_write(tmp_path, "net.yaml", USES_THE_LIBRARY))
+    assert (warning.code, warning.severity.value, _where(warning)) == ("RG031", "warning", ("net.yaml", 2, 11))
+    assert warning.message == "the nodes of included file `lib.yaml` are ignored"
+
+
+def test_block_defined_in_two_files(tmp_path):
+    library = "resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: %d}\n"
+    (tmp_path / "a.yaml").write_text(library % 8)
+    (tmp_path / "b.yaml").write_text(library % 4)
+    path = _write(tmp_path, "net.yaml", "resgraph: 1\ninclude: [a.yaml, b.yaml]\ninput: [8]\nnodes:\n"
+                                        "  body: {block: unit}\n")
+    (error,) = resgraph.validate(path)
+    assert (error.code, _where(error), error.message) == ("RG042", ("b.yaml", 3, 3), "block `unit` is defined twice")
+    assert [(n.message, Path(n.span.file).name, n.span.line) for n in error.notes] == [("first defined here", "a.yaml", 3)]
+
+
+BASE = """
+    resgraph: 1
+    params: {width: 8}
+    input: [8]
+    nodes:
+      fc: {op: linear, out: width}
+"""
+
+
+def test_extending_spec_may_not_change_the_structure(tmp_path):
+    _write(tmp_path, "base.yaml", BASE)
+    path = _write(tmp_path, "wide.yaml", "resgraph: 1\nextends: base.yaml\nparams: {width: 16}\ninput: [4]\n")
+    (error,) = resgraph.validate(path)
+    assert (error.code, _where(error)) == ("RG011", ("wide.yaml", 4, 1))
+    assert error.message == "a spec that `extends` another cannot set `input`"
+
+
+def test_extending_spec_sets_an_unknown_param(tmp_path):
+    _write(tmp_path, "base.yaml", BASE)
+    (error,) = resgraph.validate(_write(tmp_path, "wide.yaml", "resgraph: 1\nextends: base.yaml\nparams: {widht: 16}\n"))
+    assert (error.code, _where(error), error.message, error.help) == (
+        "RG033", ("wide.yaml", 3, 10), "`base.yaml` has no parameter `widht`", "did you mean `width`?")
+
+
+def test_set_of_an_unknown_param(tmp_path):
+    (error,) = resgraph.validate(_write(tmp_path, "base.yaml", BASE), params={"widht": 3})
+    assert (error.code, _where(error), error.message, error.help) == (
+        "RG033", ("base.yaml", 2, 1), "the spec has no parameter `widht` to set", "did you mean `width`?")
+
+
+def test_block_library_cannot_be_loaded(tmp_path):
+    path = _write(tmp_path, "lib.yaml", "resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: 8}\n")
+    assert resgraph.validate(path) == []
+    with pytest.raises(resgraph.SpecError) as info:
+        resgraph.load(path)
+    (error,) = info.value.diagnostics
+    assert (error.code, _where(error), error.message) == (
+        "RG010", ("lib.yaml", 1, 1), "the spec defines no network (it has no `nodes`)")
+
+
+HUGE_LINEAR = """
+    resgraph: 1
+    name: huge_linear
+    input: [10000000]
+    nodes:
+      fc: {op: linear, out: 10000000}
+"""
+
+
+def test_compile_memory_limit(tmp_path, monkeypatch):
+    # A 10^7 x 10^7 linear layer is a valid spec: validation counts its 10^14 parameters without
+    # allocating anything; `compile` refuses it before building (RG036, exit 2 on the command line).
+    path = _write(tmp_path, "huge.yaml", HUGE_LINEAR)
+    start = time.perf_counter()
+    assert resgraph.validate(path) == []
+    assert time.perf_counter() - start < 5
+    network = resgraph.load(path)
+    assert network.params == 10**14 + 10**7
+    with pytest.raises(resgraph.SpecError) as info:
+        resgraph.compile(network)
+    (error,) = info.value.diagnostics
+    assert (error.code, error.span) == ("RG036", None)
+    assert error.message == ("`huge_linear` has 100,000,010,000,000 parameters, 3.73e+05 GiB in float32, more than "
+                             "the limit of 16 GiB")
+    assert "--max-memory" in error.help
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["compile", "huge.yaml", "--max-memory", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error[RG036]: `huge_linear` has 100,000,010,000,000 parameters, 3.73e+05 GiB in "
+                                    "float32, more than the limit of 1 GiB\n  = help: raise the limit")
+
+
+def test_exit_codes_of_validate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "good.yaml", BASE)
+    _write(tmp_path, "warned.yaml", "resgraph: 1\ninput: [8]\nnodes:\n  dead: {op: linear, out: 4}\n"
+                                    "  fc: {op: linear, out: 2, inputs: input}\n")
+    (tmp_path / "bad.yaml").write_text((CASES / "bad" / "unknown_op.yaml").read_text())
+
+    def run(*args):
+        return CliRunner().invoke(main, ["validate", *args])
+
+    assert run("good.yaml").exit_code == 0
+    warned = run("warned.yaml")
+    assert warned.exit_code == 0 and warned.stdout == "warned.yaml: ok (3 nodes, 54 params)\n"
+    assert warned.stderr.startswith("warned.yaml:4:3: warning[RG043]: node `dead` is not used by any output\n")
+    assert warned.stderr.endswith("\n1 warning\n")
+    assert run("bad.yaml").exit_code == 1
+    assert run("nope.yaml").exit_code == 2
+    assert run("nope.yaml", "bad.yaml", "good.yaml").exit_code == 1  # an invalid spec outranks an unreadable one
+    assert run("--set", "width", "good.yaml").exit_code == 2
+
+
+def test_json_format_of_a_diagnostic_with_a_note(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["validate", "--format", "json", "tests/cases/bad/let_unknown_name.yaml"])
+    assert result.exit_code == 1 and result.stderr == ""
+    assert json.loads(result.stdout) == [{
+        "file": "tests/cases/bad/let_unknown_name.yaml", "line": 6, "column": 18, "end_line": 6, "end_column": 27,
+        "code": "RG021", "severity": "error", "message": "invalid value for `width`: unknown name `plane`",
+        "help": "did you mean `planes`?",
+        "notes": [{"message": "in `body`, an instance of block `mlp` made here",
+                   "file": "tests/cases/bad/let_unknown_name.yaml", "line": 10, "column": 3}],
+    }]
+
+
+def test_errors_doc_has_a_section_per_code():
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    missing = [code for code, title in CODES.items() if f"\n### {code}: {title}\n" not in text]
+    assert not missing, f"docs/errors.md has no `### CODE: title` section for {missing}"

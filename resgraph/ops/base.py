@@ -39,7 +39,8 @@ def _has_string(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value))
 
 
-def _resolve_expressions(value: Any, info: ValidationInfo) -> tuple[Any, bool]:
+def _resolve_expressions(value: Any, info: ValidationInfo, literals: frozenset[str] = frozenset()
+                         ) -> tuple[Any, bool]:
     """Evaluate expression strings in `value`; returns (value, deferred)."""
     scope = (info.context or {}).get("scope") if info.context else None
     strings = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
@@ -52,6 +53,13 @@ def _resolve_expressions(value: Any, info: ValidationInfo) -> tuple[Any, bool]:
             return evaluate(value, scope), False
         return [evaluate(v, scope) if isinstance(v, str) else v for v in value], False
     except ExprError as exc:
+        if exc.kind == "name" and literals and value == exc.name:
+            # A misspelt word (`shortcut: projection`) rather than a param name.
+            from ..diagnostics import did_you_mean
+
+            listed = ", ".join(f"`{option}`" for option in sorted(literals))
+            raise fail(f"expected one of {listed} (or a param name), got `{value}`",
+                       did_you_mean(value, literals) or exc.help, "RG012") from None
         code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
         raise fail(exc.message, exc.help, code) from None
 
@@ -70,7 +78,7 @@ def attribute(check: Callable[[Any], Any], schema: dict, literals: Iterable[str]
         if isinstance(value, str) and not_expressions is not None:
             not_expressions(value)
         if _has_string(value):
-            value, deferred = _resolve_expressions(value, info)
+            value, deferred = _resolve_expressions(value, info, literals)
             if deferred:
                 return value
         return check(value)
@@ -95,11 +103,15 @@ def _as_int(value: Any, minimum: int | None, maximum: int | None) -> int:
         hint = None
         if isinstance(value, float) and value.is_integer():
             hint = f"write `{int(value)}` without a decimal point or exponent"
+        elif isinstance(value, float):
+            hint = "sizes are whole numbers: in an expression, `//` divides to an integer, `round(...)` rounds"
         raise fail(f"expected an integer, got {_describe(value)}", hint)
     if minimum is not None and value < minimum:
-        raise fail(f"must be at least {minimum}, got {value}")
+        raise fail(f"must be at least {minimum}, got {value}",
+                   "sizes, counts and strides are positive" if minimum >= 1 else "use a value that is not negative")
     if maximum is not None and value > maximum:
-        raise fail(f"must be at most {maximum:,}, got {value:,}")
+        raise fail(f"must be at most {maximum:,}, got {value:,}",
+                   "for depth, nest blocks that repeat" if maximum == 10_000 else None)
     return value
 
 
@@ -152,7 +164,8 @@ def Ints(minimum: int = 0, literals: Sequence[str] = ()) -> Any:
             return value  # the value of an expression, e.g. a block param holding `same`
         if isinstance(value, (list, tuple)):
             if not 1 <= len(value) <= 3:
-                raise fail(f"expected 1 to 3 integers, got {len(value)}")
+                raise fail(f"expected 1 to 3 integers, got {len(value)}",
+                           "give one value per spatial dimension, e.g. `[3, 3]`, or a single number for all")
             return tuple(_as_int(v, minimum, MAX_DIM) for v in value)
         if isinstance(value, str):
             options = " or ".join(f"`{lit}`" for lit in literals)

@@ -59,7 +59,8 @@ class _ConvNd(Op):
             raise ShapeError(f"{channels} input channels are not divisible by `groups: {self.groups}`",
                              attr="groups", help="choose groups that divide the input channels")
         if self.out % self.groups:
-            raise ShapeError(f"`out: {self.out}` is not divisible by `groups: {self.groups}`", attr="out")
+            raise ShapeError(f"`out: {self.out}` is not divisible by `groups: {self.groups}`", attr="out",
+                             help="choose `out` and `groups` so that every group gets the same number of channels")
         sizes = inputs[0][1:]
         if self.padding_mode != "zeros":
             widths = padding

@@ -115,6 +115,13 @@ def test_compile_refuses_past_the_memory_limit():
     assert result.exit_code == 2 and "--max-memory" in result.stderr and "25,557,032 parameters" in result.stderr
 
 
+def test_compile_zero_init_residual_warns_where_it_has_no_effect():
+    result = invoke("compile", str(SPECS / "residual_mlp.yaml"), "--device", "meta", "--zero-init-residual")
+    assert result.exit_code == 0
+    assert "warning: zero_init_residual has no effect on 4 residual adds, the first `layers.0.add`" in result.stderr
+    assert "Traceback" not in result.stderr and "UserWarning" not in result.stderr
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_compile_on_cuda_without_cuda_is_a_usage_error():
     result = invoke("compile", str(SPECS / "resnet18.yaml"), "--device", "cuda")

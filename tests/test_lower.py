@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -95,6 +97,91 @@ def test_zero_init_residual(load_text):
         assert torch.equal(zeroed.get_submodule(f"stage.{index}.bn2").weight, torch.zeros(8))
         assert torch.equal(plain.get_submodule(f"stage.{index}.bn2").weight, torch.ones(8))
     assert torch.equal(zeroed.get_submodule("stage.0.bn1").weight, torch.ones(8))
+
+
+SE_GATED = """
+    resgraph: 1
+    input: [8, 6, 6]
+    blocks:
+      gate:
+        params: {channels: null}
+        nodes:
+          pool: {op: adaptive_avgpool2d, size: 1}
+          fc: {op: conv2d, out: channels, kernel: 1}
+          sigmoid: sigmoid
+          scale: {op: mul, inputs: [ORDER]}
+      unit:
+        nodes:
+          conv1: {op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}
+          bn1: batchnorm2d
+          relu1: relu
+          conv2: {op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}
+          bn2: batchnorm2d
+          drop: {op: dropout, p: 0.1}
+          se: {block: gate, with: {channels: 8}}
+          same: identity
+          add: {op: add, inputs: [same, input]}
+          relu2: relu
+    nodes:
+      stage: {block: unit, repeat: 2}
+"""
+
+
+@pytest.mark.parametrize("order", ["input, sigmoid", "sigmoid, input"])
+def test_zero_init_residual_follows_the_branch_through_an_se_gate(load_text, order):
+    # The branch ends bn2 -> dropout -> mul(., gate) -> identity, as an SE block's `mul(bn3, gate)`; the gate's
+    # factor is told apart by its broadcast shape, whichever input it is.
+    network = load_text(SE_GATED.replace("ORDER", order))
+    plain = resgraph.compile(network)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zeroed = resgraph.compile(network, zero_init_residual=True)
+    for index in (0, 1):
+        assert torch.equal(zeroed.get_submodule(f"stage.{index}.bn2").weight, torch.zeros(8))
+        assert torch.equal(zeroed.get_submodule(f"stage.{index}.bn1").weight, torch.ones(8))
+        assert torch.equal(plain.get_submodule(f"stage.{index}.bn2").weight, torch.ones(8))
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():  # every unit starts as relu(x + 0)
+        assert torch.equal(zeroed.eval()(x), torch.relu(torch.relu(x)))
+
+
+PREACT = """
+    resgraph: 1
+    input: [8, 6, 6]
+    blocks:
+      preact:
+        nodes:
+          bn1: batchnorm2d
+          relu1: relu
+          conv1: {op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}
+          bn2: batchnorm2d
+          relu2: relu
+          conv2: {op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}
+          add: {op: add, inputs: [conv2, input]}
+      post:
+        nodes:
+          conv: {op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}
+          bn: batchnorm2d
+          add: {op: add, inputs: [bn, input]}
+    nodes:
+      units: {block: preact, repeat: 3}
+      last: {block: post}
+"""
+
+
+def test_zero_init_residual_warns_about_branches_without_a_norm(load_text):
+    network = load_text(PREACT)
+    with pytest.warns(UserWarning, match=r"no effect on 3 residual adds, the first `units\.0\.add`: its branch ends "
+                                         r"in conv2d `units\.0\.conv2`") as caught:
+        zeroed = resgraph.compile(network, zero_init_residual=True)
+    assert len(caught) == 1  # one warning for all of them, pointing at the caller
+    assert caught[0].filename == __file__
+    assert torch.equal(zeroed.get_submodule("last.bn").weight, torch.zeros(8))
+    for index in range(3):  # nothing else is touched
+        assert torch.equal(zeroed.get_submodule(f"units.{index}.bn2").weight, torch.ones(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resgraph.compile(network)  # no warning without zero_init_residual
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])

@@ -100,8 +100,8 @@ def test_preact_units_have_nothing_after_the_addition():
         # each sum feeds the next unit's BN and (identity units) its addition, or the final BN; never a ReLU
         assert {network.graph.nodes[user].op.op_name() for user in users[name]} <= {"batchnorm2d", "add"}
     # a projecting unit's shortcut is a bias-free 1x1 conv of the pre-activated input
-    shortcut = network.graph.nodes["layer2.first.shortcut"]
-    assert shortcut.inputs == ["layer2.first.relu1"]
+    shortcut = network.graph.nodes["layer2.0.shortcut"]
+    assert shortcut.inputs == ["layer2.0.relu1"]
     assert (shortcut.op.kernel, shortcut.op.stride, shortcut.op.bias) == (1, 2, False)
 
 
@@ -166,14 +166,14 @@ def test_resnet50d_downsamples_by_average_pooling():
     model = resgraph.compile(SPECS / "resnet50d.yaml").eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        y, unit_in, unit_out = _run_capturing(model, x, "layer2.first.conv1", "layer2.rest.0.conv1")
+        y, unit_in, unit_out = _run_capturing(model, x, "layer2.0.conv1", "layer2.1.conv1")
         assert y.shape == (2, 1000)
         # the deep stem: three 3x3 convolutions, 32 / 32 / 64 channels, the first with stride 2
         convs = [model.get_submodule(f"stem.conv{i}") for i in (1, 2, 3)]
         assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
             (32, (3, 3), (2, 2)), (32, (3, 3), (1, 1)), (64, (3, 3), (1, 1))]
         # layer2's shortcut: 2x2 average pool (ceil mode, padding not counted), then a stride-1 1x1 conv and BN
-        unit = model.get_submodule("layer2.first")
+        unit = model.get_submodule("layer2.0")
         assert (unit.downsample.conv.kernel_size, unit.downsample.conv.stride) == ((1, 1), (1, 1))
         pooled = torch.nn.functional.avg_pool2d(unit_in, 2, 2, ceil_mode=True, count_include_pad=False)
         expected = torch.relu(_bottleneck_branch(unit, unit_in) + unit.downsample.bn(unit.downsample.conv(pooled)))
@@ -192,11 +192,10 @@ def test_residual_mlp_adds_the_block_input_before_the_activation():
 
 
 def _timm_key(key: str) -> str:
-    """Our module path -> timm's: the deep stem is timm's Sequential `conv1` plus `bn1`, a stage's units are
-    `first` and `rest.<i>` here but `<0..n-1>` there, and avg_down's conv and BN are `downsample.1` and `.2`."""
+    """Our module path -> timm's: the deep stem is timm's Sequential `conv1` plus `bn1`, and avg_down's conv and
+    BN are `downsample.1` and `.2` there (the units are `layerN.<i>` in both)."""
     stem = {"conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv1.3", "bn2": "conv1.4", "conv3": "conv1.6", "bn3": "bn1"}
     key = re.sub(r"^stem\.(\w+)\.", lambda m: stem[m.group(1)] + ".", key)
-    key = re.sub(r"\.rest\.(\d+)\.", lambda m: f".{int(m.group(1)) + 1}.", key.replace(".first.", ".0."))
     return key.replace(".downsample.conv.", ".downsample.1.").replace(".downsample.bn.", ".downsample.2.")
 
 

@@ -160,16 +160,20 @@ class Name:
     text: str
 
 
-def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = ()) -> Call:
+def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
+                class_defaults: dict[str, dict[str, Any]] | None = None) -> Call:
+    """`call` with the leaves at `replacements` replaced, and keyword arguments that equal their
+    default left out (torch's, or those of the ejected classes in `class_defaults`)."""
+    defaults = (class_defaults or {}).get(call.func, DEFAULTS)
     args = []
     for position, (key, value) in enumerate(call.args):
         here = path + (position,)
         if isinstance(value, Call):
-            value = _substitute(value, replacements, here)
+            value = _substitute(value, replacements, here, class_defaults)
         elif here in replacements:
             value = replacements[here]
-        if key is not None and not isinstance(value, (Call, Name)) and DEFAULTS.get(key, object()) == value \
-                and type(DEFAULTS[key]) is type(value):
+        if key is not None and not isinstance(value, (Call, Name)) and key in defaults \
+                and _equal(defaults[key], value):
             continue
         args.append((key, value))
     return Call(call.func, args)
@@ -352,6 +356,7 @@ class Ejector:
             depth[instance.block] = max(depth.get(instance.block, 0), instance.name.count("."))
         self.class_of: dict[str, str] = {}
         self.arguments: dict[str, list[tuple[str, Any]]] = {}   # instance -> (parameter, value) in order
+        self.class_defaults: dict[str, dict[str, Any]] = {}     # class -> keyword parameter -> default
         self.parameters: dict[str, list[tuple[str, Any]]] = {}  # class -> (parameter, default or REQUIRED)
         sections = []
         for block in sorted(by_block, key=lambda b: -depth[b]):
@@ -441,6 +446,7 @@ class Ejector:
         candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if definition else \
             [{} for _ in group]
         slots: dict[str, list[Call | None]] = {}
+        shortcuts: dict[str, list[Call | None]] = {}   # kept apart: an identity shortcut has no module
         kwargs: dict[tuple[int, str], list[Any]] = {}
         for scope in scopes:
             for position, statement in enumerate(scope.statements):
@@ -448,11 +454,14 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if isinstance(statement.module, ZeroPadShortcut):
                         self.uses_pad = True
-                    slots.setdefault(statement.slot, []).append(call)
+                    (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
                 elif statement.kind == "call":
                     slots.setdefault(statement.slot, []).append(self._child_call(statement))
                 for key, value in statement.kwargs.items():
                     kwargs.setdefault((position, key), []).append(value)
+        for slot, calls in shortcuts.items():
+            if any(call is not None for call in calls):
+                slots[slot] = calls
 
         used: list[str] = []            # candidate names written in the class
         fallbacks: list[tuple[str, list[Any]]] = []   # new parameters: (name, value per instance)
@@ -471,7 +480,8 @@ class Ejector:
                     return Name(code)
             if all(_equal(v, values[0]) for v in values):
                 return values[0]
-            for candidate in candidates[present[0]]:
+            # Names already written come first, so that `bn1` follows `conv1` (`width`, not `planes`).
+            for candidate in list(dict.fromkeys(used)) + list(candidates[present[0]]):
                 if all(_equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
                     code = _python_expression(candidate)
                     if code is None:
@@ -507,7 +517,7 @@ class Ejector:
                 attr_name = ATTRIBUTE_OF.get(argument) if len(path) == 1 else None
                 written = getattr(entry, attr_name, None) if entry is not None and attr_name else None
                 replacements[path] = express(values, present, f"{slot}_{argument}", written)
-            call = _substitute(calls[present[0]], replacements)
+            call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
                 init += format_call(call, 8, prefix=f"{attribute} = ")
             else:
@@ -567,16 +577,13 @@ class Ejector:
         for parameter, values in flags:
             optional.append((parameter, False, values))
         signature = required + optional
+        # Every argument is kept here, defaults included, so that calls of this class have one
+        # shape across instances; `_substitute` leaves out the defaults when it writes them.
+        self.class_defaults[name] = {p: _normalised(d) for p, d, _ in signature if d is not REQUIRED}
         for index, instance in enumerate(group):
-            arguments = []
-            for parameter, default, values in signature:
-                value = _normalised(values[index])
-                if default is REQUIRED:
-                    arguments.append((None, value))
-                elif not _equal(value, _normalised(default)):
-                    arguments.append((parameter, value))
             self.class_of[instance] = name
-            self.arguments[instance] = arguments
+            self.arguments[instance] = [(None if default is REQUIRED else parameter, _normalised(values[index]))
+                                        for parameter, default, values in signature]
 
         lines = [f"class {name}(nn.Module):"]
         doc = getattr(definition, "doc", None) if definition is not None else self.doc
@@ -591,7 +598,7 @@ class Ejector:
         lines.append("        super().__init__()")
         lines += lets + attributes + init
         lines.append("")
-        lines += self._forward(scopes[0], slots, kwarg_code)
+        lines += self._forward(scopes[0], shortcuts, kwarg_code)
         return "\n".join(lines)
 
     def _child_call(self, statement: Statement) -> Call:
@@ -606,7 +613,8 @@ class Ejector:
 
     # ---- forward
 
-    def _forward(self, scope: Scope, slots: dict[str, list[Call | None]], kwarg_code: dict) -> list[str]:
+    def _forward(self, scope: Scope, shortcuts: dict[str, list[Call | None]], kwarg_code: dict) -> list[str]:
+        """The forward method of a class, from its first instance's statements."""
         statements = scope.statements
         resolve = functools.partial(self._resolve, scope=scope)
 
@@ -618,7 +626,7 @@ class Ejector:
 
         presence = {slot: ("all" if all(c is not None for c in calls) else
                            "none" if all(c is None for c in calls) else "optional")
-                    for slot, calls in slots.items()}
+                    for slot, calls in shortcuts.items()}
         last_use: dict[Any, int] = {}
         for position, statement in enumerate(statements):
             for arg in statement.args:
@@ -640,7 +648,7 @@ class Ejector:
         for position, statement in enumerate(statements):
             args = [keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
             out = key_of(statement.output)
-            if statement.kind == "shortcut" and presence.get(statement.slot) == "none":
+            if statement.kind == "shortcut" and presence.get(statement.slot, "none") == "none":
                 names[out] = var(args[0])
                 continue
             if statement.kind == "iadd":

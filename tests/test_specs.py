@@ -39,6 +39,7 @@ COUNTS = [
     # ImageNet: the three downsample projections, 8,448 + 33,280 + 132,096)
     ("cifar_plain20", {}, 269_722),
     ("cifar_plain56", {}, 853_018),
+    ("cifar_resnet56", {}, 853_018),
     ("plain18", {}, 11_689_512 - 173_824),
     ("plain34", {}, 21_797_672 - 173_824),
     # He et al. 2016, pre-activation, CIFAR-10 (= osmr PreResNet-164(BN) / -1001)

@@ -71,8 +71,8 @@ class Network:
     def compile(self, **options: Any) -> "torch.nn.Module":
         return compile(self, **options)
 
-    def render(self, output: PathLike) -> Path:
-        return render(self, output)
+    def render(self, output: PathLike, depth: int | None = None) -> Path:
+        return render(self, output, depth=depth)
 
     def analyze(self):
         """Paths from input to output, depth in weight layers, receptive fields (no torch)."""
@@ -183,12 +183,15 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
     return module.to(device=device, dtype=torch_dtype)
 
 
-def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None) -> Path:
-    """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot)."""
+def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None,
+           depth: int | None = None) -> Path:
+    """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot).
+
+    `depth` draws that many levels of block nesting and each deeper block instance as one box."""
     from .diagram import render_to_file
 
     network = load(spec, params)
-    return render_to_file(network.graph, Path(output))
+    return render_to_file(network.graph, Path(output), depth)
 
 
 def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None) -> str:

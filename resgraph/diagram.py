@@ -45,9 +45,15 @@ def _skip_kinds(node: Node) -> dict[int, str]:
     return {position: plan.kind.value for position, plan in enumerate(plans, start=1)}
 
 
-def to_digraph(graph: Graph):
-    """Requires inferred shapes. Returns a `graphviz.Digraph`; deterministic for a given graph."""
+def to_digraph(graph: Graph, depth: int | None = None):
+    """Requires inferred shapes. Returns a `graphviz.Digraph`; deterministic for a given graph.
+
+    `depth` limits how many levels of block nesting are drawn: the nodes of a block instance
+    below that level become one box (`depth=0`: every top-level block call is one box)."""
     import graphviz
+
+    if depth is not None:
+        graph = _collapsed(graph, depth)
 
     dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.25",
                                                     "ranksep": "0.3", "label": graph.name, "labelloc": "t"},
@@ -99,13 +105,59 @@ def to_digraph(graph: Graph):
     return dot
 
 
-def render_to_file(graph: Graph, output: Path) -> Path:
+def _collapsed(graph: Graph, depth: int) -> Graph:
+    """A drawing-only copy of `graph` in which each scope at nesting level `depth` is one node."""
+    group_of = {node.name: node.scopes[depth] if len(node.scopes) > depth else node.name for node in graph}
+    order = graph.topological_order()
+    output_of = {group_of[node.name]: node for node in order}  # a group's output: its last node
+    collapsed = Graph(graph.name)
+    for node in graph:
+        group = group_of[node.name]
+        if group in collapsed.nodes:
+            continue
+        if group == node.name:  # drawn as it is; inputs keep their positions (for skip-edge styles)
+            copy = Node(node.name, node.op, [group_of[p] for p in node.inputs], node.source, node.path,
+                        node.notes, node.prefix, node.scopes[:depth], shape=node.shape, meta=node.meta)
+        else:
+            made = [i for i in graph.instances.values() if group in (i.call, i.name)]
+            label = " / ".join(dict.fromkeys(i.block for i in made)) + (f" ×{len(made)}" if len(made) > 1 else "")
+            prefix = group.rpartition(".")[0] + "." if "." in group else ""
+            copy = Node(group, _GroupOp(label), [], prefix=prefix, scopes=node.scopes[:depth],
+                        shape=output_of[group].shape)
+        collapsed.add(copy)
+    for node in order:
+        group = collapsed.nodes[group_of[node.name]]
+        if not isinstance(group.op, _GroupOp):
+            continue
+        for producer in node.inputs:
+            source = group_of[producer]
+            if source != group.name and source not in group.inputs:
+                group.inputs.append(source)
+    collapsed.inputs = list(graph.inputs)
+    collapsed.outputs = [group_of[name] for name in graph.outputs]
+    return collapsed
+
+
+class _GroupOp:
+    """Stands for a collapsed block instance in a drawing."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+
+    def op_name(self) -> str:
+        return "block"
+
+    def label(self) -> str:
+        return self._label
+
+
+def render_to_file(graph: Graph, output: Path, depth: int | None = None) -> Path:
     """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
     so a failure leaves no partial file."""
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf or .dot suffix")
-    digraph = to_digraph(graph)
+    digraph = to_digraph(graph, depth)
     if suffix == "dot":
         data = digraph.source.encode("utf-8")
     else:

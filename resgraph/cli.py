@@ -186,12 +186,15 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="The diagram file; its suffix picks the format: .svg .png .pdf .dot")
 @set_option
+@click.option("--depth", type=click.IntRange(0), default=None,
+              help="Draw this many levels of block nesting; deeper block instances become one box each "
+                   "(0: every top-level block call is one box). Default: everything.")
 @_handle_errors
-def render(spec: str, output: str, sets: tuple[str, ...]) -> None:
+def render(spec: str, output: str, sets: tuple[str, ...], depth: int | None) -> None:
     """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
     network = resgraph.load(spec, _parse_sets(sets) or None)
     _print_diagnostics(network.warnings, network.sources)
-    path = resgraph.render(network, output)
+    path = resgraph.render(network, output, depth=depth)
     click.echo(f"wrote {path}")
 
 
@@ -256,6 +259,67 @@ def analyze(spec: str, sets: tuple[str, ...], grad: bool, plot: str | None, comp
     if plot:
         plot_gradients(reports, plot)
         click.echo(f"wrote {plot}")
+
+
+def _parse_input_shapes(values: tuple[str, ...]) -> Any:
+    """`3,224,224` (the one input) or `NAME=3,64,64` (repeatable, one per input of the forward)."""
+    shapes: dict[str, list[int]] = {}
+    for item in values:
+        name, sep, dims = item.rpartition("=")
+        try:
+            shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            shape = []
+        if not shape or any(d < 1 for d in shape) or (sep and not name.strip()):
+            raise click.BadParameter(f"`{item}` is not a shape like `3,224,224` or `image=3,64,64`",
+                                     param_hint="--input")
+        shapes[name.strip() if sep else ""] = shape
+    if not shapes:
+        return None
+    if "" in shapes:
+        if len(shapes) > 1:
+            raise click.BadParameter("give one unnamed shape, or a NAME=shape per input", param_hint="--input")
+        return shapes[""]
+    return shapes
+
+
+@main.command(name="import")
+@click.argument("target", metavar="MODULE:CALLABLE")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The spec file to write (atomically).")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE",
+              help="A keyword argument for CALLABLE (repeatable), read as a YAML scalar, e.g. --arg num_classes=10.")
+@click.option("--input", "inputs", multiple=True, metavar="SHAPE",
+              help="Per-sample input shape, e.g. 3,224,224 (default: from the first layer); NAME=SHAPE for each "
+                   "input of a forward with several.")
+@_handle_errors
+def import_command(target: str, output: str, args: tuple[str, ...], inputs: tuple[str, ...]) -> None:
+    """Write the spec of a torch module: MODULE:CALLABLE, e.g. torchvision.models:resnet50.
+
+    This RUNS PYTHON CODE: it imports MODULE and calls CALLABLE(**args) to build the module,
+    which it traces with torch.fx. Import only code you trust. (No other command runs code:
+    spec files are data.) The spec is checked to compile to the module's state_dict keys.
+    """
+    from pathlib import Path
+
+    from .atomic import write_atomically
+    from .importer import import_module
+
+    kwargs = {}
+    for item in args:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"`{item}` is not KEY=VALUE (e.g. `--arg num_classes=10`)", param_hint="--arg")
+        try:
+            kwargs[key.strip()] = parse_value(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"`{item}`: {exc}", param_hint="--arg") from None
+    text = import_module(target, _parse_input_shapes(inputs), kwargs)
+    network = resgraph.load(output, text=text)
+    write_atomically(Path(output), text.encode("utf-8"))
+    blocks = len(network.spec.blocks)
+    click.echo(f"wrote {output} ({blocks} block{'s' * (blocks != 1)}, {len(network.graph)} nodes, "
+               f"{network.params:,} params)")
 
 
 @main.command()

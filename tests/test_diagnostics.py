@@ -39,6 +39,7 @@ TESTED_ELSEWHERE = {
     "RG004": "test_unreadable_file",
     "RG036": "test_compile_memory_limit",
     "RG043": "test_warning_for_unused_node_is_not_an_error",
+    "RG060": "test_import_of_an_unsupported_layer",
 }
 
 
@@ -435,3 +436,15 @@ def test_errors_doc_has_a_section_per_code():
     text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     missing = [code for code, title in CODES.items() if f"\n### {code}: {title}\n" not in text]
     assert not missing, f"docs/errors.md has no `### CODE: title` section for {missing}"
+
+
+def test_import_of_an_unsupported_layer():
+    import torch.nn as nn
+
+    from resgraph.importer import import_module
+
+    with pytest.raises(resgraph.SpecError) as info:
+        import_module(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6()), input_shape=(3, 16, 16))
+    (error,) = info.value.diagnostics
+    assert error.code == "RG060" and error.message == "cannot import `1`: `torch.nn.ReLU6` has no resgraph op"
+    assert "replace the layer in the model, or add an op" in error.help

@@ -11,6 +11,8 @@ def init_conv(module: Any) -> None:
     """torchvision's ResNet init: Kaiming normal, fan_out, for the ReLU that follows."""
     import torch.nn as nn
 
+    if module.weight.is_meta:
+        return  # nothing to draw on the meta device, and its sampling kernels are slow
     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 

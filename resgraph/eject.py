@@ -42,9 +42,10 @@ class Temp:
 
 @dataclass(eq=False)
 class Statement:
-    kind: str                        # module | shortcut | function | iadd | binary | call
+    kind: str                        # module | shortcut | function | iadd | binary | subscript | call
     output: Temp
-    args: list[Any]                  # references: IR node names or Temps, or lists of them (torch.cat)
+    args: list[Any]                  # references: IR node names or Temps, or lists of them (torch.cat);
+                                     # or literals (None, numbers, booleans), see `_is_literal`
     slot: str | None = None          # the attribute of the module called, relative to the scope
     module: nn.Module | None = None
     function: Callable | None = None
@@ -77,6 +78,8 @@ class SourceBuilder(Builder):
             return self._emit(Statement("iadd", Temp(hint), list(args)))
         if function in (operator.add, operator.mul):
             return self._emit(Statement("binary", Temp(hint), list(args), function=function))
+        if function is operator.getitem:  # `result[0]`: an item of a module's tuple result
+            return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
 
 
@@ -122,6 +125,18 @@ def constructor(module: nn.Module) -> Call:
                                   ("bias", module.bias is not None)])
     if isinstance(module, nn.Dropout):
         return Call("nn.Dropout", [("p", module.p)])
+    if isinstance(module, nn.ConvTranspose2d):
+        return Call("nn.ConvTranspose2d", [
+            (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
+            ("stride", _same(module.stride)), ("padding", _same(module.padding)),
+            ("output_padding", _same(module.output_padding)), ("groups", module.groups),
+            ("bias", module.bias is not None), ("dilation", _same(module.dilation))])
+    if isinstance(module, nn.MultiheadAttention):
+        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+            raise EjectError("can write out self-attention modules (one embedding size, no extra bias) only")
+        return Call("nn.MultiheadAttention", [
+            (None, module.embed_dim), (None, module.num_heads), ("dropout", module.dropout),
+            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
     if isinstance(module, ZeroPadShortcut):
@@ -135,7 +150,7 @@ def constructor(module: nn.Module) -> Call:
 DEFAULTS = {  # keyword arguments left out when they equal torch's default
     "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
     "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
-    "p": 0.5,
+    "p": 0.5, "output_padding": 0, "dropout": 0.0,
 }
 
 
@@ -397,6 +412,8 @@ class Ejector:
         return tuple(items), outputs
 
     def _ref_key(self, ref: Any, scope: Scope, index: dict) -> Any:
+        if _is_literal(ref):
+            return ("literal", type(ref), ref)
         if isinstance(ref, list):
             return tuple(self._ref_key(r, scope, index) for r in ref)
         resolved = self._resolve(ref, scope)
@@ -630,6 +647,8 @@ class Ejector:
         last_use: dict[Any, int] = {}
         for position, statement in enumerate(statements):
             for arg in statement.args:
+                if _is_literal(arg):
+                    continue
                 for value in keys(arg):
                     last_use[key_of(value)] = position
         for output in scope.outputs:
@@ -645,8 +664,12 @@ class Ejector:
             return names[key_of(value)]
 
         body = []
+        fused: dict[int, str] = {}   # position of a subscript written onto the module call before it -> its text
         for position, statement in enumerate(statements):
-            args = [keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
+            if position in fused:
+                names[key_of(statement.output)] = fused[position]
+                continue
+            args = [a if _is_literal(a) else keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
             out = key_of(statement.output)
             if statement.kind == "shortcut" and presence.get(statement.slot, "none") == "none":
                 names[out] = var(args[0])
@@ -659,8 +682,8 @@ class Ejector:
             name = None
             if statement.kind != "shortcut":
                 for arg in args:
-                    if not isinstance(arg, list) and last_use.get(key_of(arg)) == position and \
-                            sum(1 for a in args if a is arg) == 1:
+                    if not isinstance(arg, list) and not _is_literal(arg) and \
+                            last_use.get(key_of(arg)) == position and sum(1 for a in args if a is arg) == 1:
                         name = var(arg)
                         break
             if name is None:
@@ -672,10 +695,21 @@ class Ejector:
                 else:
                     name = _identifier(statement.output.hint, busy | set(scope.params))
             names[out] = name
-            rendered = [Name(f"[{', '.join(var(v) for v in a)}]") if isinstance(a, list) else Name(var(a))
+            rendered = [Name(_literal(a)) if _is_literal(a) else
+                        Name(f"[{', '.join(var(v) for v in a)}]") if isinstance(a, list) else Name(var(a))
                         for a in args]
-            if statement.kind in ("module", "call") or (statement.kind == "shortcut" and
-                                                         presence.get(statement.slot) == "all"):
+            if statement.kind == "module" and statement.module is not None:
+                arguments = _module_arguments(statement.module, args, rendered)
+                call = _flat(Call(f"{name} = self.{statement.slot}", arguments))
+                following = statements[position + 1] if position + 1 < len(statements) else None
+                if following is not None and following.kind == "subscript" and \
+                        resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
+                    # `out = self.attn(x, x, x, need_weights=False)[0]`, as torch's own layers write it
+                    call += f"[{_literal(following.args[1])}]"
+                    fused[position + 1] = name
+                body.append(call)
+            elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
+                                                           presence.get(statement.slot) == "all"):
                 body.append(_flat(Call(f"{name} = self.{statement.slot}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
@@ -683,6 +717,8 @@ class Ejector:
             elif statement.kind == "binary":
                 symbol = "+" if statement.function is operator.add else "*"
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
+            elif statement.kind == "subscript":
+                body.append(f"{name} = {rendered[0].text}[{rendered[1].text}]")
             else:
                 kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
                 body.append(Call(f"{name} = {_function_text(statement.function)}",
@@ -704,6 +740,29 @@ class Ejector:
 _MISSING = object()
 REQUIRED = object()  # a constructor parameter without a default
 
+
+def _is_literal(value: Any) -> bool:
+    """A constant argument of a statement (references are node names, Temps or lists of them)."""
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) -> list[tuple[str | None, Name]]:
+    """A module call's arguments: the tensors positionally; constants after them (the builder passes every
+    argument positionally) as keywords of the module's `forward`, left out where they are its defaults."""
+    import inspect
+
+    parameters = list(inspect.signature(module.forward).parameters.values())
+    arguments: list[tuple[str | None, Name]] = []
+    for position, (arg, text) in enumerate(zip(args, rendered)):
+        if _is_literal(arg) and all(_is_literal(a) for a in args[position:]) and position < len(parameters):
+            default = parameters[position].default
+            if default is not inspect.Parameter.empty and type(default) is type(arg) and default == arg:
+                continue
+            arguments.append((parameters[position].name, text))
+        else:
+            arguments.append((None, text))
+    return arguments
+
 PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
     """The ResNet paper's option A: subsample by striding, then zero-pad the new channels."""
 
@@ -722,7 +781,7 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
 # the attribute can be written in their place.
 ATTRIBUTE_OF = {"1": "out", "out_channels": "out", "kernel_size": "kernel", "stride": "stride", "padding": "padding",
                 "dilation": "dilation", "groups": "groups", "bias": "bias", "p": "p", "eps": "eps",
-                "momentum": "momentum"}
+                "momentum": "momentum", "output_padding": "output_padding", "dropout": "dropout"}
 
 
 def _spec_value(text: str, scope: dict[str, Any]) -> Any:

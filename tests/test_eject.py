@@ -87,7 +87,7 @@ def test_zero_padding_shortcut_is_written_out():
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "cifar_resnet20", "se_resnet50", "residual_mlp",
-                                  "preact_resnet164", "resnet50d", "wrn28_10"])
+                                  "preact_resnet164", "resnet50d", "wrn28_10", "transformer_encoder", "unet"])
 def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):
     black = pytest.importorskip("black")
     network = resgraph.load(SPECS / f"{name}.yaml")

@@ -34,6 +34,7 @@ import resgraph
 from resgraph.modules import ZeroPadShortcut, projection
 from resgraph.ops import REGISTRY
 from resgraph.ops.base import ShapeError
+from resgraph.ops.named_activation import FUNCTIONS
 
 # torch warns that `padding: same` with an even kernel may copy the input; the copy is fine here.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
@@ -97,8 +98,9 @@ class EagerBuilder:
 
 
 # What a lowering may raise for a configuration it cannot run (the shape rule's own ShapeError
-# included: adaptive_avgpool2d's lowering broadcasts `size` with the same helper).
-LOWERING_ERRORS = (RuntimeError, ValueError, NotImplementedError, IndexError, KeyError, ShapeError)
+# included: adaptive_avgpool2d's lowering broadcasts `size` with the same helper; nn.MultiheadAttention
+# checks its arguments with `assert`).
+LOWERING_ERRORS = (RuntimeError, ValueError, NotImplementedError, IndexError, KeyError, ShapeError, AssertionError)
 
 
 def per_sample(run) -> Shape | None:
@@ -182,12 +184,15 @@ def add_counterfactual(attrs: dict[str, Any], shapes: list[list[int]]) -> tuple[
 # ---- deliberate restrictions: the rule rejects, torch would run -------------------------------
 
 ONE_VALUE_LISTS = {"conv2d": ("stride", "padding", "dilation"),
+                   "conv_transpose2d": ("stride", "padding", "output_padding", "dilation"),
                    "maxpool2d": ("kernel", "stride", "padding", "dilation"),
                    "avgpool2d": ("kernel", "stride", "padding")}
 
 
-def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], broadcast: bool = False) -> str | None:
-    """Why the shape rule deliberately rejects a configuration torch would run, or None."""
+def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], broadcast: bool = False,
+                  shape: Shape | None = None) -> str | None:
+    """Why the shape rule deliberately rejects a configuration torch would run (with per-sample output
+    `shape`), or None."""
     if name in ONE_VALUE_LISTS and any(isinstance(attrs.get(a), list) and len(attrs[a]) == 1
                                        for a in ONE_VALUE_LISTS[name]):
         return ("a one-element list for a 2-d op: torch repeats it, resgraph asks for an integer "
@@ -198,6 +203,12 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name == "adaptive_avgpool2d" and attrs.get("size", 1) in (1, [1, 1]) and len(shapes[0]) > 3:
         return ("global average pooling of an input with more than [channels, height, width]: torch's fast "
                 "path for size 1 averages the last two dimensions of a tensor of any rank")
+    if name == "conv_transpose2d" and 0 in (shape or ()):
+        return ("a transposed convolution whose padding leaves an empty output: torch returns a tensor with a "
+                "dimension of size 0, resgraph's shapes have sizes of at least 1")
+    if name == "multihead_attention" and len(shapes[0]) == 1:
+        return ("attention over an [embed] input: torch would read [batch, embed] as one unbatched sequence and "
+                "attend across the samples of the batch")
     if name == "flatten":
         full = len(shapes[0]) + 1
         if any(attrs.get(a, d) in (0, -full) for a, d in (("start_dim", 1), ("end_dim", -1))):
@@ -231,7 +242,7 @@ def check(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
             shape, broadcast = eager_lowering(name, attrs, shapes), False
         if shape is None:
             return "rejected"
-        reason = design_reason(name, attrs, shapes, broadcast)
+        reason = design_reason(name, attrs, shapes, broadcast, shape)
         assert reason is not None, (f"the shape rule rejects a configuration torch runs (per-sample output "
                                     f"{list(shape)}): {message}")
         return "restricted"
@@ -482,6 +493,49 @@ def mul_case(draw) -> Case:
     return {}, shapes
 
 
+@st.composite
+def attention_case(draw) -> Case:
+    heads = draw(st.integers(1, 4))
+    embed = draw(weighted((4, st.integers(1, 4).map(lambda k: k * heads)), (1, st.integers(1, 12))))
+    length = draw(st.integers(1, 6))
+    shape = draw(weighted((6, st.just([length, embed])), (1, st.just([embed])), (1, st.just([])),
+                          (1, st.just([2, length, embed]))))
+    attrs = draw(with_optional({"heads": heads}, {"dropout": st.floats(0, 1), "bias": st.booleans()}))
+    return attrs, [shape]
+
+
+@st.composite
+def conv_transpose_case(draw) -> Case:
+    groups = draw(mostly(1, 2, 3, 4, times=1))
+    divisible = st.integers(1, 4).map(lambda k: k * groups)
+    cin = draw(weighted((3, divisible), (1, st.integers(1, 16))))
+    out = draw(weighted((3, divisible), (1, st.integers(1, 16))))
+    attrs = draw(with_optional({"out": out, "kernel": draw(ints(1, 5, 2))}, {
+        "stride": weighted((1, st.just(1)), (2, ints(1, 4, 2))),
+        "padding": ints(0, 3, 2),
+        "output_padding": weighted((1, st.just(0)), (2, ints(0, 3, 2))),
+        "dilation": ints(1, 3, 2),
+        "groups": st.just(groups),
+        "bias": st.booleans(),
+    }))
+    return attrs, [draw(layout(cin, 2, max_size=12))]
+
+
+@st.composite
+def upsample_case(draw) -> Case:
+    mode = draw(st.sampled_from(["nearest", "bilinear"]))
+    shape = draw(layout(draw(st.integers(1, 4)), draw(mostly(2, 1, 3)), max_size=10))
+    n = min(3, max(1, len(shape) - 1))
+    scale = weighted((2, st.sampled_from([0.5, 1, 1.5, 2, 3, 0.25])), (1, st.floats(0.1, 4)))
+    how = draw(st.sampled_from(["scale"] * 4 + ["size"] * 4 + ["both", "neither"]))
+    attrs: dict[str, Any] = {"mode": mode} if mode != "nearest" or draw(st.booleans()) else {}
+    if how in ("scale", "both"):
+        attrs["scale"] = draw(scale)
+    if how in ("size", "both"):
+        attrs["size"] = draw(ints(1, 12, n))
+    return draw(with_optional(attrs, {"align_corners": st.booleans()})), [shape]
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "conv1d": conv_case(1),
     "conv2d": conv_case(2),
@@ -504,14 +558,19 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "add": add_case(),
     "concat": concat_case(),
     "mul": mul_case(),
+    "multihead_attention": attention_case(),
+    "conv_transpose2d": conv_transpose_case(),
+    "upsample": upsample_case(),
+    "activation": elementwise_case({"function": st.sampled_from(FUNCTIONS)}),
 }
 
 # Ops whose shape rule never rejects anything.
-TOTAL = {"relu", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity"}
+TOTAL = {"relu", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity", "activation"}
 # More examples where there are more attributes to combine.
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
-            "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60}
+            "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60, "conv_transpose2d": 150,
+            "upsample": 150, "multihead_attention": 60}
 
 
 def test_every_registered_op_has_a_strategy():
@@ -540,6 +599,8 @@ def test_op_matches_torch(name):
 RESTRICTIONS = [
     ("conv2d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 9, 9]]),
     ("maxpool2d", {"kernel": [3]}, [[3, 9, 9]]),
+    ("conv_transpose2d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 5, 5]]),
+    ("conv_transpose2d", {"out": 4, "kernel": 1, "padding": 1}, [[3, 2, 2]]),
     ("avgpool2d", {"kernel": 3, "padding": [1]}, [[3, 9, 9]]),
     ("maxpool2d", {"kernel": 2}, [[5, 8]]),
     ("adaptive_avgpool2d", {"size": 2}, [[5, 8]]),
@@ -549,6 +610,7 @@ RESTRICTIONS = [
     ("add", {"shortcut": "project"}, [[8, 3, 3], [4, 6, 6], [2, 5, 5]]),
     ("add", {"shortcut": "pad"}, [[4, 6, 6], [8, 6, 6]]),
     ("add", {"shortcut": "pad"}, [[4, 3, 3, 3], [2, 6, 6, 6]]),
+    ("multihead_attention", {"heads": 2}, [[8]]),
 ]
 
 
@@ -565,7 +627,7 @@ def test_design_restriction_is_real(name, attrs, shapes):
     else:
         shape, broadcast = eager_lowering(name, attrs, shapes), False
     assert shape is not None
-    assert design_reason(name, attrs, shapes, broadcast)
+    assert design_reason(name, attrs, shapes, broadcast, shape)
 
 
 # Configurations that once got past a shape rule (or crashed it), kept as fixed regressions.

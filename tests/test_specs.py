@@ -218,3 +218,77 @@ def test_timm_parity(name, timm_name):
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         assert torch.allclose(model(x), reference(x), rtol=1e-5, atol=1e-4)
+
+
+# ---- the Transformer encoder: torch.nn's own layers as the reference --------------------------------
+
+BERT_BASE = {"d_model": 768, "heads": 12, "dim_feedforward": 3072, "seq_len": 10, "num_layers": 1}
+
+
+def _perturbed(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights everywhere (torch initialises biases to 0 and norms to 1, which would hide a swap)."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return module.eval()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_layer_is_torchs(activation):
+    # BERT-base sizes: attention 4*768^2 + 4*768, MLP 2*768*3072 + 3072 + 768, two norms 4*768
+    assert resgraph.load(SPECS / "transformer_encoder.yaml", params=BERT_BASE).params == 7_087_872
+    model = resgraph.compile(SPECS / "transformer_encoder.yaml", params=BERT_BASE | {"activation": activation})
+    torch.manual_seed(0)
+    reference = _perturbed(torch.nn.TransformerEncoderLayer(
+        d_model=768, nhead=12, dim_feedforward=3072, activation=activation, norm_first=True, batch_first=True))
+    assert sum(p.numel() for p in model.parameters()) == 7_087_872
+    # The one layer is `layers.0` (the `repeat` of the stack): the keys below it are torch's
+    model.load_state_dict({f"layers.0.{key}": value for key, value in reference.state_dict().items()}, strict=True)
+    model.eval()
+    x = torch.randn(2, 10, 768, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max().item() <= 1e-5
+    # with autograd on, torch takes its unfused path
+    assert (model(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+def test_transformer_encoder_stack_is_torchs():
+    params = {"d_model": 64, "heads": 4, "dim_feedforward": 128, "seq_len": 7, "num_layers": 3}
+    model = resgraph.compile(SPECS / "transformer_encoder.yaml", params=params)
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, norm_first=True, batch_first=True)
+    reference = _perturbed(torch.nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False))
+    assert set(model.state_dict()) == set(reference.state_dict())  # no key mapping at all
+    model.load_state_dict(reference.state_dict(), strict=True)
+    model.eval()
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+# ---- the U-Net: concat skips across resolutions ---------------------------------------------------
+
+def test_unet_restores_the_input_size():
+    assert resgraph.validate(SPECS / "unet.yaml") == []
+    network = resgraph.load(SPECS / "unet.yaml")
+    assert network.params == 7_762_498
+    # the paper's widths with 3 input channels: milesial/Pytorch-UNet's UNet(3, 2, bilinear=False)
+    assert resgraph.load(SPECS / "unet.yaml", params={"width": 64, "in_channels": 3}).params == 31_037_698
+    shapes = {name: network.graph.nodes[name].shape for name in
+              ("enc1.relu2", "enc4.relu2", "bottleneck.relu2", "up4.upconv", "up4.cat", "up1.cat", "head")}
+    assert shapes == {"enc1.relu2": (32, 64, 64), "enc4.relu2": (256, 8, 8), "bottleneck.relu2": (512, 4, 4),
+                      "up4.upconv": (256, 8, 8), "up4.cat": (512, 8, 8), "up1.cat": (64, 64, 64), "head": (2, 64, 64)}
+    model = resgraph.compile(network).eval()
+    assert model.get_submodule("up4.upconv").weight.shape == (512, 256, 2, 2)
+    with torch.no_grad():
+        y = model(torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert y.shape == (2, 2, 64, 64)
+
+
+def test_unet_input_size_must_divide_by_16():
+    # 60 -> 30 -> 15 -> 7 (max pooling floors) -> 3; the decoder doubles 3 to 6 and meets the 7x7 skip
+    diagnostics = resgraph.validate(SPECS / "unet.yaml", params={"size": 60})
+    assert [(d.code, d.message) for d in diagnostics] == [
+        ("RG051", "`up4.cat`: concat inputs must agree in every dimension but `dim: 1`: got [256, 7, 7] "
+                  "and [256, 6, 6]")]

@@ -1,6 +1,7 @@
 """The op registry: every op is one class in one file of this package, registered by name."""
 
-from . import activation, conv, dense, merge, norm, pool  # noqa: F401  (registration side effects)
+# registration side effects: importing a module registers its ops
+from . import activation, attention, conv, dense, merge, named_activation, norm, pool, resample  # noqa: F401
 from .base import REGISTRY, Op, Shape, ShapeError
 
 __all__ = ["REGISTRY", "Op", "Shape", "ShapeError"]

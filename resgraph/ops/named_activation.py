@@ -1,0 +1,35 @@
+"""activation: an element-wise activation chosen by name, so that a param can choose it (`op` itself is literal).
+
+It lowers exactly as the op it names (relu, gelu, silu, sigmoid or tanh), giving the same code and modules."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from .base import REGISTRY, Choice, Op, Shape, register
+
+FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh")
+
+
+@register
+class Activation(Op):
+    """`{op: activation, function: act}` with a param `act: relu` runs `relu`; as torch's Transformer layers
+    take `activation="relu"` or `"gelu"`."""
+
+    op: Literal["activation"]
+    function: Choice(*FUNCTIONS) = "relu"
+
+    # The named op's output may be one its backward needs (sigmoid, tanh): never overwritten in place.
+    fresh_output: ClassVar[bool] = False
+
+    def named(self) -> Op:
+        return REGISTRY[self.function].model_validate({"op": self.function})
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return self.named().infer_shape(inputs, meta)
+
+    def lower(self, b, args, inputs, output, meta):
+        return self.named().lower(b, args, inputs, output, meta)
+
+    def label(self) -> str:
+        return self.function

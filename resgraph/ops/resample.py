@@ -1,0 +1,188 @@
+"""Upsampling: conv_transpose2d (learned, torch's output-size rule) and upsample (fixed interpolation)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import ClassVar, Literal
+
+from .base import (Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod, register,
+                   spatial)
+from .conv import init_conv
+
+
+def transposed_output_size(size: int, kernel: int, stride: int, padding: int, output_padding: int,
+                           dilation: int) -> int:
+    """torch's ConvTranspose rule: (size - 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def _scaled_field(field: ReceptiveField | None, taps: list[int], steps: list[Fraction]) -> ReceptiveField | None:
+    """The field of an upsampling op whose outputs each read `taps[i]` neighbouring inputs along dimension i and
+    step `steps[i]` inputs from one output to the next; None where that step is not a whole number of pixels."""
+    if field is None:
+        return None
+    size, jump = field
+    jumps = [j * step for j, step in zip(jump, steps)]
+    if any(j.denominator != 1 for j in jumps):
+        return None
+    return (tuple(r + (t - 1) * j for r, t, j in zip(size, taps, jump)), tuple(int(j) for j in jumps))
+
+
+@register
+class ConvTranspose2d(Op):
+    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net)."""
+
+    op: Literal["conv_transpose2d"]
+    out: Int(1)
+    kernel: Ints(1)
+    stride: Ints(1) = 1
+    padding: Ints(0) = 0
+    output_padding: Ints(0) = 0
+    dilation: Ints(1) = 1
+    groups: Int(1) = 1
+    bias: Bool = True
+
+    fresh_output: ClassVar[bool] = True
+    weight_layer: ClassVar[bool] = True
+
+    def _geometry(self, shape: Shape):
+        if len(shape) != 3:
+            raise ShapeError(f"`conv_transpose2d` expects a [channels, height, width] input, got {fmt_shape(shape)}",
+                             help="insert a reshape, or use the op that matches the input's rank")
+        return (spatial(self.kernel, 2, "kernel"), spatial(self.stride, 2, "stride"),
+                spatial(self.padding, 2, "padding"), spatial(self.output_padding, 2, "output_padding"),
+                spatial(self.dilation, 2, "dilation"))
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        kernel, stride, padding, output_padding, dilation = self._geometry(shape)
+        if shape[0] % self.groups:
+            raise ShapeError(f"{shape[0]} input channels are not divisible by `groups: {self.groups}`",
+                             attr="groups", help="choose groups that divide the input channels")
+        if self.out % self.groups:
+            raise ShapeError(f"`out: {self.out}` is not divisible by `groups: {self.groups}`", attr="out",
+                             help="choose `out` and `groups` so that every group gets the same number of channels")
+        if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+            raise ShapeError(f"`output_padding: {fmt_shape(output_padding)}` must be smaller than the stride "
+                             f"({fmt_shape(stride)}) or the dilation ({fmt_shape(dilation)})", attr="output_padding",
+                             help="output_padding only picks among the sizes a stride > 1 makes ambiguous: "
+                                  "use 0 to stride - 1")
+        out = tuple(transposed_output_size(*a) for a in zip(shape[1:], kernel, stride, padding, output_padding,
+                                                             dilation))
+        if any(o < 1 for o in out):
+            raise ShapeError(f"`padding: {fmt_shape(padding)}` leaves no output: the result would be "
+                             f"{fmt_shape(out)}", attr="padding",
+                             help="a transposed convolution's padding removes rows and columns of its output: "
+                                  "use less padding or a larger kernel")
+        return (self.out, *out)
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        kernel = spatial(self.kernel, 2, "kernel")
+        return inputs[0][0] * (self.out // self.groups) * prod(kernel) + (self.out if self.bias else 0)
+
+    def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        # Every input element is multiplied into kernel-size outputs of each channel of its group.
+        kernel = spatial(self.kernel, 2, "kernel")
+        return prod(inputs[0]) * (self.out // self.groups) * prod(kernel)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        # Neighbouring outputs are jump / stride apart: the field ends (None) where that is not a whole number
+        # of input pixels, as for a transposed convolution of the network's input itself.
+        kernel, stride, padding, _, dilation = self._geometry(inputs[0])
+        taps = []
+        for k, s, p, d in zip(kernel, stride, padding, dilation):
+            # Output o reads input i through tap t where o + p = i·s + t·d; per output phase, the inputs read
+            # lie (t_max - t_min)·d / s apart. The widest phase bounds the field.
+            span = 1
+            for phase in range(s):
+                used = [t for t in range(k) if (phase + p - t * d) % s == 0]
+                if used:
+                    span = max(span, (max(used) - min(used)) * d // s + 1)
+            taps.append(span)
+        return _scaled_field(fields[0], taps, [Fraction(1, s) for s in stride])
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        module = nn.ConvTranspose2d(inputs[0][0], self.out, self.kernel, stride=self.stride, padding=self.padding,
+                                    output_padding=self.output_padding, groups=self.groups, bias=self.bias,
+                                    dilation=self.dilation)
+        init_conv(module)
+        return b.call_module(module, args)
+
+    def label(self) -> str:
+        kernel = "x".join(str(k) for k in spatial(self.kernel, 2, "kernel"))
+        text = f"conv_transpose2d {kernel}, {self.out}"
+        stride = spatial(self.stride, 2, "stride")
+        if set(stride) != {1}:
+            text += f", x{'x'.join(str(s) for s in stride)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text
+
+
+@register
+class Upsample(Op):
+    """Resizes the spatial dimensions by interpolation: `F.interpolate` with `scale` or `size` (one of them).
+
+    With `scale`, each output size is floor(size · scale), as in torch. `nearest` works on 1 to 3 spatial
+    dimensions, `bilinear` on [channels, height, width]; `align_corners` applies to `bilinear` only."""
+
+    op: Literal["upsample"]
+    scale: Float(0.0, positive=True) | None = None
+    size: Ints(1) | None = None
+    mode: Choice("nearest", "bilinear") = "nearest"
+    align_corners: Bool = False
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("scale", "size", "mode")
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        if (self.scale is None) == (self.size is None):
+            raise ShapeError("`upsample` takes either `scale` or `size`" + (", not both" if self.size else ""),
+                             attr="size" if self.size is not None else None,
+                             help="`scale: 2` doubles every spatial size; `size: [h, w]` sets them")
+        ranks = (3,) if self.mode == "bilinear" else (2, 3, 4)
+        if len(shape) not in ranks:
+            expected = "[channels, height, width]" if self.mode == "bilinear" else \
+                "[channels, length], [channels, height, width] or [channels, depth, height, width]"
+            raise ShapeError(f"`upsample` with `mode: {self.mode}` expects a {expected} input, got {fmt_shape(shape)}",
+                             attr="mode" if self.mode == "bilinear" else None)
+        if self.align_corners and self.mode == "nearest":
+            raise ShapeError("`align_corners` only applies to `mode: bilinear`", attr="align_corners",
+                             help="leave `align_corners` out for `nearest`")
+        if self.size is not None:
+            return (shape[0], *spatial(self.size, len(shape) - 1, "size"))
+        out = tuple(math.floor(s * self.scale) for s in shape[1:])
+        if any(o < 1 for o in out):
+            raise ShapeError(f"`scale: {self.scale}` shrinks {fmt_shape(shape[1:])} to nothing ({fmt_shape(out)})",
+                             attr="scale", help="every output size, floor(size * scale), must be at least 1")
+        return (shape[0], *out)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        # Outputs step by a fraction of an input pixel; the field ends (None) where that step, times the
+        # input's jump, is not a whole number of pixels (upsampling the network's input itself, for one).
+        sizes, outs = inputs[0][1:], output[1:]
+        if self.scale is not None:   # torch steps through the input by 1 / scale
+            steps = [Fraction(1) / Fraction(self.scale) for _ in sizes]
+        elif self.mode == "bilinear" and self.align_corners:
+            steps = [Fraction(s - 1, o - 1) if o > 1 else Fraction(1) for s, o in zip(sizes, outs)]
+        else:
+            steps = [Fraction(s, o) for s, o in zip(sizes, outs)]
+        # nearest reads one input per output, bilinear its two neighbours (one where the size is kept: a copy)
+        taps = [2 if self.mode == "bilinear" and step != 1 and s > 1 else 1 for s, step in zip(sizes, steps)]
+        return _scaled_field(fields[0], taps, steps)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        kwargs: dict = {}
+        if self.size is not None:
+            kwargs["size"] = self.size
+        if self.scale is not None:
+            kwargs["scale_factor"] = self.scale
+        kwargs["mode"] = self.mode
+        if self.mode != "nearest" or self.align_corners:
+            kwargs["align_corners"] = self.align_corners
+        return b.call_function(F.interpolate, args, kwargs)

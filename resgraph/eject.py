@@ -65,9 +65,11 @@ class SourceBuilder(Builder):
         self.statements.setdefault(self.node.prefix[:-1], []).append(statement)
         return statement.output
 
-    def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None) -> Temp:
+    def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
+                    kwargs: dict | None = None) -> Temp:
         slot = name or self.node.local_name
-        return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module))
+        return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module,
+                                    kwargs=dict(kwargs or {})))
 
     def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Temp:
         return self._emit(Statement("shortcut", Temp("identity"), [arg], slot=name, module=module))
@@ -700,6 +702,7 @@ class Ejector:
                         for a in args]
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
+                arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
                 call = _flat(Call(f"{name} = self.{statement.slot}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \

@@ -32,14 +32,15 @@ class Builder:
         self._users = graph.users()
         self._outputs = set(graph.outputs)
 
-    def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None) -> fx.Node:
+    def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
+                    kwargs: dict | None = None) -> fx.Node:
         """Register `module` at the node's path (or at `name` within the node's block) and call it."""
         assert self.node is not None
         target = self.node.prefix + name if name else self.node.name
         if target in self.modules:
             raise ValueError(f"two modules would be named `{target}`")
         self.modules[target] = module
-        return self.fx.call_module(target, tuple(args))
+        return self.fx.call_module(target, tuple(args), kwargs or {})
 
     def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Any:
         """A shortcut path: `module` (a projection or zero-padding) applied to `arg`, or `arg` itself."""

@@ -65,7 +65,6 @@ class MultiheadAttention(Op):
         module = nn.MultiheadAttention(inputs[0][-1], self.heads, dropout=self.dropout, bias=self.bias,
                                        batch_first=True)
         (x,) = args
-        # forward(query, key, value, key_padding_mask, need_weights): the builder passes positional arguments
-        # only; without the weights, torch may take its fused path. The module returns (output, weights).
-        result = b.call_module(module, [x, x, x, None, False])
+        # Without the weights torch may take its fused path. The module returns (output, weights).
+        result = b.call_module(module, [x, x, x], kwargs={"need_weights": False})
         return b.call_function(operator.getitem, [result, 0])

@@ -87,8 +87,9 @@ class EagerBuilder:
     """Stands in for `resgraph.lower.Builder`: runs an op's `lower` on real tensors, so the lowering
     can be tried on configurations the shape rule rejected (and so never compiled)."""
 
-    def call_module(self, module: torch.nn.Module, args: list, name: str | None = None) -> torch.Tensor:
-        return module.eval()(*args)
+    def call_module(self, module: torch.nn.Module, args: list, name: str | None = None,
+                    kwargs: dict | None = None) -> torch.Tensor:
+        return module.eval()(*args, **(kwargs or {}))
 
     def call_function(self, function: Any, args: list, kwargs: dict | None = None) -> torch.Tensor:
         return function(*args, **(kwargs or {}))

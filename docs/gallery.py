@@ -1,0 +1,82 @@
+"""Regenerate docs/gallery.md and its diagrams under docs/img/gallery/ from specs/.
+
+    .venv/bin/python docs/gallery.py
+
+Every figure in the page comes from resgraph itself (load: parameters and MACs; render: the
+diagram); the "checked against" column names the test that proves the spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import resgraph
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "img" / "gallery"
+
+# spec -> (what it is, what it is checked against); the order of the page.
+ENTRIES = {
+    "resnet18": ("ResNet-18 (He et al. 2015)", "torchvision.models.resnet18: state_dict strict, equal outputs"),
+    "resnet34": ("ResNet-34", "torchvision.models.resnet34: state_dict strict, equal outputs"),
+    "resnet50": ("ResNet-50 v1.5", "torchvision.models.resnet50: state_dict strict, equal outputs; MACs = torchvision's 4.09 GFLOPS"),
+    "resnet101": ("ResNet-101 v1.5", "torchvision.models.resnet101: state_dict strict, equal outputs"),
+    "resnet152": ("ResNet-152 v1.5", "torchvision.models.resnet152: state_dict strict, equal outputs; MACs = torchvision's 11.51 GFLOPS"),
+    "wide_resnet50_2": ("Wide ResNet-50-2 (Zagoruyko & Komodakis 2016)", "torchvision.models.wide_resnet50_2: state_dict strict, equal outputs"),
+    "wide_resnet101_2": ("Wide ResNet-101-2", "torchvision.models.wide_resnet101_2: state_dict strict, equal outputs"),
+    "resnext50_32x4d": ("ResNeXt-50 32x4d (Xie et al. 2017)", "torchvision.models.resnext50_32x4d: state_dict strict, equal outputs; MACs = torchvision's 4.23 GFLOPS"),
+    "resnext101_32x8d": ("ResNeXt-101 32x8d", "torchvision.models.resnext101_32x8d: state_dict strict, equal outputs"),
+    "resnext101_64x4d": ("ResNeXt-101 64x4d", "torchvision.models.resnext101_64x4d: state_dict strict, equal outputs"),
+    "resnet50d": ("ResNet-50-D (He T. et al. 2019)", "published count 25,576,264; timm resnet50d outputs (when timm is installed)"),
+    "se_resnet50": ("SE-ResNet-50, reduction 16 (Hu et al. 2018)", "published count 28,088,024; timm seresnet50 outputs (when timm is installed)"),
+    "plain18": ("plain-18: ResNet-18 without shortcuts", "ResNet-18's keys minus the projections"),
+    "plain34": ("plain-34", "ResNet-34's keys minus the projections"),
+    "cifar_resnet20": ("CIFAR ResNet-20, option A (He et al. 2015, sec. 4.2)", "akamaster/pytorch_resnet_cifar10's keys and shapes; published count 269,722"),
+    "cifar_resnet56": ("CIFAR ResNet-56, option A", "published count 853,018"),
+    "cifar_plain20": ("CIFAR plain-20", "CIFAR ResNet-20's keys, no adds"),
+    "cifar_plain56": ("CIFAR plain-56", "CIFAR ResNet-56's keys, no adds"),
+    "preact_resnet164": ("pre-activation ResNet-164 (He et al. 2016)", "published count 1,703,258; osmr preresnet164bn outputs (checked by hand)"),
+    "preact_resnet1001": ("pre-activation ResNet-1001", "published count 10,327,706; validates, compiles and runs"),
+    "wrn28_10": ("WRN-28-10 (Zagoruyko & Komodakis 2016)", "published count 36,479,194; osmr wrn28_10 outputs (checked by hand)"),
+    "residual_mlp": ("residual MLP, a[l+2] = g(z[l+2] + a[l])", "recomputed by hand in plain torch"),
+    "transformer_encoder": ("pre-norm Transformer encoder", "torch.nn.TransformerEncoderLayer(768, 12, 3072, norm_first=True): count and outputs"),
+    "unet": ("U-Net with concat skips (Ronneberger et al. 2015)", "shapes; a skip from the wrong resolution is RG051"),
+}
+# Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.
+DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": None, "unet": None,
+         "resnet18": None, "cifar_plain20": None}
+
+
+def main() -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    rows, sections = [], []
+    for name, (what, checked) in ENTRIES.items():
+        path = ROOT / "specs" / f"{name}.yaml"
+        if not path.exists():
+            continue
+        network = resgraph.load(path)
+        depth = DEPTH.get(name, 0 if len(network.graph) > 400 else 1)
+        image = IMAGES / f"{name}.png"
+        resgraph.render(network, image, depth=depth)
+        shape = " x ".join(str(d) for d in next(iter(network.input_shapes.values())))
+        rows.append(f"| [{name}](#{name.replace('_', '-')}) | {what} | {network.params:,} | {network.macs:,} | "
+                    f"{checked} |")
+        drawn = "every node" if depth is None else ("each stage as one box" if depth == 0 else
+                                                    "each block instance as one box")
+        sections.append(f"### {name}\n\n{what}. `specs/{name}.yaml`, input {shape}, {len(network.graph):,} nodes, "
+                        f"{network.params:,} parameters, {network.macs:,} MACs per sample. Checked against: "
+                        f"{checked}.\n\nDiagram: {drawn} (`resgraph render specs/{name}.yaml -o {name}.png"
+                        + (f" --depth {depth}" if depth is not None else "") + f"`).\n\n"
+                        f"![{name}](img/gallery/{name}.png)\n")
+    page = ["# Gallery", "",
+            "Every network in `specs/`, with its size and what proves it is the network it names.",
+            "MACs are multiply-accumulates of convolutions and linear layers for one sample at the input",
+            "size shown (torchvision's definition of its GFLOPS figures). The page and its diagrams are",
+            "generated by `docs/gallery.py`.", "",
+            "| spec | network | parameters | MACs | checked against |", "|---|---|---|---|---|", *rows, "",
+            *sections]
+    (ROOT / "docs" / "gallery.md").write_text("\n".join(page))
+
+
+if __name__ == "__main__":
+    main()

@@ -79,6 +79,23 @@ def _handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def generated_code(module: Any) -> str:
+    """The forward code of the network and of each block class (one instance of each), torchvision-style."""
+    import torch.fx as fx
+
+    groups: dict[tuple[str, str], list[str]] = {}   # (class, code) -> the modules that run it
+    for name, submodule in module.named_modules():
+        if isinstance(submodule, fx.GraphModule):
+            code = submodule.code.strip("\n")
+            groups.setdefault((type(submodule).__name__, code), []).append(name or "the network")
+    parts = []
+    for (cls, code), names in groups.items():
+        shown = ", ".join(f"`{n}`" if n != "the network" else n for n in names[:3])
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        parts.append(f"# {cls}: {shown}{more}\n{code}")
+    return "\n\n".join(parts)
+
+
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in values:
@@ -169,7 +186,7 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
         click.echo(f"warning: {warning.message}", err=True)
     click.echo(network.summary())
     if show_code:
-        click.echo(module.code)
+        click.echo(generated_code(module))
     actual = sum(p.numel() for p in module.parameters())
     if actual != network.params:
         raise RuntimeError(f"the module has {actual:,} parameters but the shape rules counted {network.params:,}")

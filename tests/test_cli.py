@@ -102,7 +102,10 @@ def test_compile_runs_a_check_forward_pass():
     assert result.returncode == 0, result.stderr
     assert "params:  275,572" in result.stdout  # 269,722 + 64 * 90 + 90
     assert "check forward pass (batch 2, float32, eval) ok" in result.stdout
-    assert "def forward(self, input)" in result.stdout
+    assert "# CifarResnet20: the network\ndef forward(self, x):" in result.stdout
+    assert "# Basic: `layer1.0`, `layer1.1`, `layer1.2` and 4 more" in result.stdout
+    assert "# Basic: `layer2.0`, `layer3.0`\n" in result.stdout  # the two with a zero-padding shortcut
+    assert "layer1 = self.layer1(relu)" in result.stdout and "conv1 = self.conv1(x)" in result.stdout
 
 
 def test_compile_on_meta_skips_the_forward_pass():

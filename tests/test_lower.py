@@ -36,9 +36,13 @@ BASIC = """
 
 def test_generated_code_reads_like_torchvision(load_text):
     model = resgraph.compile(load_text(BASIC))
-    code = model.code
-    assert "stage_0_bn2 += stage_0_downsample" in code
-    assert "torch.nn.functional.relu(stage_0_bn1, inplace = True)" in code
+    assert "stage = self.stage(x)" in model.code
+    block = model.stage[0]
+    assert type(block).__name__ == "Basic" and type(model.stage).__name__ == "Sequential"
+    assert "conv1 = self.conv1(x)" in block.code
+    assert "bn2 += downsample" in block.code
+    assert "torch.nn.functional.relu(bn1, inplace = True)" in block.code
+    assert "+=" in model.stage[1].code and "downsample" not in model.stage[1].code
     assert type(model).__name__ == "Tiny"
     assert [name for name, _ in model.named_children()] == ["stage", "fc"]
     assert isinstance(model.get_submodule("stage.0.downsample.0"), torch.nn.Conv2d)

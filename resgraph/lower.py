@@ -165,7 +165,12 @@ class _ScopeLowering:
         root = nn.Module()
         for attribute, module in b.modules.items():
             root.add_module(attribute, module)
-        return fx.GraphModule(root, b.fx, class_name=class_name)
+        module = fx.GraphModule(root, b.fx, class_name=class_name)
+        # GraphModule routes every call through a wrapper that only rewrites tracebacks of errors in
+        # generated code; it cost ~2.5% of a CIFAR ResNet-110 forward (54 block calls). Each
+        # GraphModule has its own class, so this changes nothing for any other module.
+        type(module).__call__ = nn.Module.__call__
+        return module
 
 
 def _block_input_names(instance: Any, count: int) -> list[str]:

@@ -22,12 +22,16 @@ class ZeroPadShortcut(nn.Module):
         self.stride, self.in_channels, self.out_channels = tuple(stride), in_channels, out_channels
         extra = out_channels - in_channels
         self.before, self.after = extra // 2, extra - extra // 2
+        # Worked out once: the forward runs in every stage-opening block of every step.
+        self._index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in self.stride)
+        self._subsample = any(s != 1 for s in self.stride)
+        self._pad = (0, 0) * len(self.stride) + (self.before, self.after) if extra else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(s != 1 for s in self.stride):
-            x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in self.stride)]
-        if self.before or self.after:
-            x = F.pad(x, (0, 0) * len(self.stride) + (self.before, self.after))
+        if self._subsample:
+            x = x[self._index]
+        if self._pad is not None:
+            x = F.pad(x, self._pad)
         return x
 
     def extra_repr(self) -> str:

@@ -296,12 +296,13 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.AvgPool2d: ("avgpool2d", _avgpool),
     nn.AdaptiveAvgPool2d: ("adaptive_avgpool2d", lambda m, s: {"size": _adaptive_size(m.output_size)}),
     nn.ReLU: ("relu", lambda m, s: {}),
+    nn.ReLU6: ("relu6", lambda m, s: {}),
     nn.GELU: ("gelu", lambda m, s: {"approximate": m.approximate}),
     nn.SiLU: ("silu", lambda m, s: {}),
     nn.Sigmoid: ("sigmoid", lambda m, s: {}),
     nn.Tanh: ("tanh", lambda m, s: {}),
 }
-_INPLACE_MODULES = (nn.ReLU, nn.SiLU, nn.Dropout)
+_INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout)
 _SUPPORTED_HELP = ("resgraph imports " + ", ".join(cls.__name__ for cls in _MODULES) + " (the layers or their "
                    "functions), `+`, `*` and torch.cat; replace the layer in the model, or add an op for it (one "
                    "class in resgraph/ops/)")
@@ -390,6 +391,7 @@ _FUNCTIONS: dict[Any, Callable[[fx.Node], _Mapped]] = {
     torch.cat: _concat, torch.concat: _concat,
     torch.flatten: _flatten,
     F.relu: _unary("relu"), torch.relu: _unary("relu"), torch.relu_: _unary("relu", inplace=True),
+    F.relu6: _unary("relu6"),
     F.gelu: _GELU, F.silu: _unary("silu"),
     torch.sigmoid: _unary("sigmoid"), F.sigmoid: _unary("sigmoid"),
     torch.tanh: _unary("tanh"), F.tanh: _unary("tanh"),

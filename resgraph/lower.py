@@ -96,6 +96,13 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     module = _ScopeLowering(graph, modules).build("")
     if zero_init_residual:
         _zero_init_residual(graph, modules)
+
+    def _repr_html_(self) -> str:  # a notebook shows the compiled model as its summary table
+        from .report import summary_html
+
+        return summary_html(graph)
+
+    type(module)._repr_html_ = _repr_html_  # its own class: GraphModule makes one per instance
     return module
 
 

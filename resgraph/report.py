@@ -42,3 +42,20 @@ def summary_table(graph: Graph) -> str:
         f"MACs:    {macs:,} ({_si(macs)}) per sample, convolutions and linear layers",
     ]
     return "\n".join(lines)
+
+
+def summary_html(graph: Graph) -> str:
+    """The summary as an HTML table, for notebooks (a compiled model's `_repr_html_`)."""
+    from html import escape
+
+    rows = []
+    for node in graph.topological_order():
+        op = "input" if node.is_input else node.op.label()
+        rows.append(f"<tr><td><code>{escape(node.name)}</code></td><td>{escape(op)}</td>"
+                    f"<td>{_shape(node.shape)}</td><td style='text-align:right'>{node.meta.get('params', 0):,}</td>"
+                    f"<td style='text-align:right'>{node.meta.get('macs', 0):,}</td></tr>")
+    params, macs = graph.total_params, graph.total_macs
+    return (f"<p><b>{escape(graph.name)}</b>: {len(graph)} nodes, {params:,} parameters ({_si(params)}), "
+            f"{macs:,} MACs per sample ({_si(macs)})</p>"
+            "<table><thead><tr><th>node</th><th>op</th><th>output</th><th>params</th><th>MACs</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")

@@ -50,3 +50,13 @@ def test_onnx_runs_in_onnxruntime_for_batch_1_and_3(tmp_path):
 def test_unknown_suffix(tmp_path):
     result = CliRunner().invoke(main, ["export", str(SPEC), "-o", str(tmp_path / "net.h5")])
     assert result.exit_code == 2 and ".onnx" in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_onnx_without_the_extra_names_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    out = tmp_path / "net.onnx"
+    result = CliRunner().invoke(main, ["export", str(SPEC), "-o", str(out)])
+    assert result.exit_code == 2 and "pip install 'resgraph[export]'" in result.stderr
+    assert not out.exists()

@@ -246,3 +246,11 @@ def test_cuda(dtype):
         out = model(x.cuda().to(getattr(torch, dtype))).float().cpu()
         tolerance = 1e-3 if dtype == "float32" else 0.1
         assert (out - cpu(x)).abs().max().item() < tolerance * max(1.0, cpu(x).abs().max().item())
+
+
+def test_notebook_representations(load_text):
+    network = load_text(BASIC)
+    html = resgraph.compile(network)._repr_html_()
+    assert html.startswith("<p><b>tiny</b>") and "<td><code>stage.0.conv1</code></td>" in html
+    assert f"{network.params:,} parameters" in html
+    assert not hasattr(torch.nn.Linear(2, 2), "_repr_html_")  # only the compiled model's own class

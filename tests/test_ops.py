@@ -545,6 +545,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "layernorm": layernorm_case(),
     "groupnorm": groupnorm_case(),
     "relu": elementwise_case(),
+    "relu6": elementwise_case(),
     "gelu": elementwise_case({"approximate": st.sampled_from(["none", "tanh"])}),
     "silu": elementwise_case(),
     "sigmoid": elementwise_case(),
@@ -566,7 +567,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
 }
 
 # Ops whose shape rule never rejects anything.
-TOTAL = {"relu", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity", "activation"}
+TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity", "activation"}
 # More examples where there are more attributes to combine.
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,

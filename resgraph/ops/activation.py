@@ -1,4 +1,4 @@
-"""Element-wise activations: relu, gelu, silu, sigmoid, tanh. Stateless, so lowered to functions."""
+"""Element-wise activations: relu, relu6, gelu, silu, sigmoid, tanh. Stateless, so lowered to functions."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ class ReLU(_Activation):
         if b.can_overwrite(0):
             return b.call_function(F.relu, args, {"inplace": True})
         return b.call_function(F.relu, args)
+
+
+@register
+class ReLU6(_Activation):
+    """min(max(x, 0), 6), as in MobileNet v2."""
+
+    op: Literal["relu6"]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        if b.can_overwrite(0):
+            return b.call_function(F.relu6, args, {"inplace": True})
+        return b.call_function(F.relu6, args)
 
 
 @register

@@ -7,6 +7,7 @@ they raise. Nothing here imports torch until a module is compiled.
 from __future__ import annotations
 
 import gc
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -24,7 +25,7 @@ __all__ = ["Network", "SpecError", "Diagnostic", "Severity", "Span", "load", "va
            "summary", "__version__"]
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
-DEFAULT_MAX_PARAM_BYTES = 16 * 2**30
+DEFAULT_MAX_MEMORY_BYTES = 16 * 2**30
 PathLike = str | os.PathLike
 
 
@@ -62,6 +63,12 @@ class Network:
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.graph.nodes[name].shape for name in self.graph.outputs}
+
+    def memory_estimate(self, batch: int = 1, itemsize: int = 4) -> tuple[int, int]:
+        """(bytes of parameters, bytes of every node's output for `batch` samples): an upper bound of
+        what one training step keeps for backward, known before anything is allocated."""
+        activations = sum(math.prod(node.shape) for node in self.graph if node.shape is not None)
+        return self.params * itemsize, activations * batch * itemsize
 
     def summary(self) -> str:
         from .report import summary_table
@@ -151,15 +158,20 @@ def _dtype(dtype: Any) -> "torch.dtype":
     return getattr(torch, dtype)
 
 
+def _size(count: int) -> str:
+    return f"{count / 2**30:.3g} GiB" if count >= 2**30 else f"{count / 2**20:.3g} MiB"
+
+
 def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
             params: Mapping[str, Any] | None = None, seed: int | None = 0, zero_init_residual: bool = False,
-            max_param_bytes: int | None = DEFAULT_MAX_PARAM_BYTES) -> "torch.nn.Module":
+            max_memory_bytes: int | None = DEFAULT_MAX_MEMORY_BYTES, batch: int = 1) -> "torch.nn.Module":
     """Compile a spec into a `torch.fx.GraphModule` (a plain `nn.Module`) in training mode.
 
     `device="meta"` builds without allocating memory, for counting huge networks. Weights are
     initialised as torchvision does, from a private RNG seeded with `seed` (None: the global
-    RNG), identically on every device. Refuses networks whose parameters would need more than
-    `max_param_bytes` (None: no limit).
+    RNG), identically on every device. Before anything is allocated, refuses networks whose
+    parameters and training activations for `batch` samples would need more than
+    `max_memory_bytes` (None: no limit).
     """
     import torch
 
@@ -168,12 +180,14 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
     network = load(spec, params)
     torch_dtype = _dtype(dtype)
     device = torch.device(device)
-    needed = network.params * torch_dtype.itemsize
-    if max_param_bytes is not None and device.type != "meta" and needed > max_param_bytes:
+    weights, activations = network.memory_estimate(batch, torch_dtype.itemsize)
+    if max_memory_bytes is not None and device.type != "meta" and weights + activations > max_memory_bytes:
+        name = str(torch_dtype).removeprefix("torch.")
         raise SpecError([Diagnostic(
-            "RG036", f"`{network.name}` has {network.params:,} parameters, {needed / 2**30:.3g} GiB in "
-            f"{str(torch_dtype).removeprefix('torch.')}, more than the limit of {max_param_bytes / 2**30:.3g} GiB",
-            help="raise the limit (`--max-memory` on the command line, `max_param_bytes=` in Python), or "
+            "RG036", f"`{network.name}` needs about {_size(weights + activations)} in {name}: "
+            f"{network.params:,} parameters ({_size(weights)}) and activations of {_size(activations)} for a "
+            f"batch of {batch}, more than the limit of {_size(max_memory_bytes)}",
+            help="raise the limit (`--max-memory` on the command line, `max_memory_bytes=` in Python), or "
                  "compile on `device=\"meta\"` to inspect it without allocating")], network.sources)
     if device.type == "meta":
         with torch.device("meta"):

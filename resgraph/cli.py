@@ -156,8 +156,9 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
 @click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
 @click.option("--zero-init-residual", is_flag=True, help="Zero the norm that ends each residual branch.")
-@click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_PARAM_BYTES / 2**30, show_default=True,
-              metavar="GIB", help="Refuse networks whose parameters need more memory than this.")
+@click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
+              metavar="GIB", help="Refuse networks whose parameters and activations (for --batch samples) "
+                                  "would need more memory than this.")
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
 @_handle_errors
@@ -180,7 +181,8 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
     with warnings.catch_warnings(record=True) as caught:  # e.g. zero_init_residual without effect
         warnings.simplefilter("always")
         module = resgraph.compile(network, device=device, dtype=dtype, seed=seed,
-                                  zero_init_residual=zero_init_residual, max_param_bytes=int(max_memory * 2**30))
+                                  zero_init_residual=zero_init_residual, max_memory_bytes=int(max_memory * 2**30),
+                                  batch=batch)
     built = time.perf_counter() - start
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)

@@ -388,14 +388,16 @@ def test_compile_memory_limit(tmp_path, monkeypatch):
         resgraph.compile(network)
     (error,) = info.value.diagnostics
     assert (error.code, error.span) == ("RG036", None)
-    assert error.message == ("`huge_linear` has 100,000,010,000,000 parameters, 3.73e+05 GiB in float32, more than "
-                             "the limit of 16 GiB")
+    assert error.message == ("`huge_linear` needs about 3.73e+05 GiB in float32: 100,000,010,000,000 parameters "
+                             "(3.73e+05 GiB) and activations of 76.3 MiB for a batch of 1, more than the limit "
+                             "of 16 GiB")
     assert "--max-memory" in error.help
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["compile", "huge.yaml", "--max-memory", "1"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error[RG036]: `huge_linear` has 100,000,010,000,000 parameters, 3.73e+05 GiB in "
-                                    "float32, more than the limit of 1 GiB\n  = help: raise the limit")
+    assert result.stderr.startswith("error[RG036]: `huge_linear` needs about 3.73e+05 GiB in float32: "
+                                    "100,000,010,000,000 parameters (3.73e+05 GiB) and activations of 153 MiB for a "
+                                    "batch of 2, more than the limit of 1 GiB\n  = help: raise the limit")
 
 
 def test_exit_codes_of_validate(tmp_path, monkeypatch):

@@ -207,10 +207,23 @@ def test_meta_device_counts_without_allocating():
 def test_memory_limit_refuses_with_the_estimate(load_text):
     network = load_text(BASIC)
     with pytest.raises(resgraph.SpecError) as info:
-        resgraph.compile(network, max_param_bytes=1000)
+        resgraph.compile(network, max_memory_bytes=1000)
     message = info.value.diagnostics[0].message
     assert info.value.diagnostics[0].code == "RG036" and f"{network.params:,} parameters" in message
-    assert "max_param_bytes" in info.value.diagnostics[0].help
+    assert "max_memory_bytes" in info.value.diagnostics[0].help
+    weights, activations = network.memory_estimate(batch=1, itemsize=4)
+    assert weights == network.params * 4
+    # Every node's output, one sample: input 4x8x8, two stride-2 units of 8x4x4 (7 nodes each), pool, fc.
+    assert activations == 4 * (4 * 8 * 8 + 14 * 8 * 4 * 4 + 8 + 8 + 3)
+
+
+def test_memory_limit_counts_activations_for_the_batch(load_text):
+    network = load_text(BASIC)
+    weights, activations = network.memory_estimate(batch=1000, itemsize=4)
+    limit = weights + activations // 2  # the weights fit, the activations of 1,000 samples do not
+    resgraph.compile(network, max_memory_bytes=limit, batch=1)
+    with pytest.raises(resgraph.SpecError, match="for a batch of 1000"):
+        resgraph.compile(network, max_memory_bytes=limit, batch=1000)
 
 
 def test_unknown_dtype_is_a_value_error(load_text):

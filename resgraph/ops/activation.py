@@ -18,31 +18,34 @@ class _Activation(Op):
         return b.call_function(self.function(), args)
 
 
-@register
-class ReLU(_Activation):
-    op: Literal["relu"]
-
+class _InPlaceActivation(_Activation):
     def lower(self, b, args, inputs, output, meta):
-        import torch.nn.functional as F
-
         # In place where nothing else reads the input, as torchvision's ReLU(inplace=True).
         if b.can_overwrite(0):
-            return b.call_function(F.relu, args, {"inplace": True})
-        return b.call_function(F.relu, args)
+            return b.call_function(self.function(), args, {"inplace": True})
+        return b.call_function(self.function(), args)
 
 
 @register
-class ReLU6(_Activation):
+class ReLU(_InPlaceActivation):
+    op: Literal["relu"]
+
+    def function(self):
+        import torch.nn.functional as F
+
+        return F.relu
+
+
+@register
+class ReLU6(_InPlaceActivation):
     """min(max(x, 0), 6), as in MobileNet v2."""
 
     op: Literal["relu6"]
 
-    def lower(self, b, args, inputs, output, meta):
+    def function(self):
         import torch.nn.functional as F
 
-        if b.can_overwrite(0):
-            return b.call_function(F.relu6, args, {"inplace": True})
-        return b.call_function(F.relu6, args)
+        return F.relu6
 
 
 @register

@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "RG050": "shortcut shape mismatch",
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",
+    "RG053": "projection of an unchanged shape",
     "RG060": "cannot import",
 }
 

@@ -36,4 +36,18 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         node.shape = tuple(shape)
         node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
         node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
+        _warn_needless_projection(node, diagnostics)
     return complete
+
+
+def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
+    """`shortcut: project` on an add whose shortcut keeps its shape: legitimate (the paper's option C)
+    but often meant as option B, and it adds parameters; a warning, once per definition."""
+    from .ops.merge import Shortcut
+
+    plans = node.meta.get("shortcuts") or []
+    if any(plan.kind is Shortcut.PROJECT and plan.in_shape == plan.out_shape for plan in plans):
+        diagnostics.warning("RG053", f"`{node.name}` projects a shortcut whose shape does not change "
+                            f"({list(plans[0].in_shape)})", node.attr_span("shortcut"),
+                            help="`shortcut: auto` projects only where the shape changes (option B); keep "
+                                 "`project` to project every shortcut (option C)", notes=node.notes)

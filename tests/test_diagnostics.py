@@ -39,6 +39,7 @@ TESTED_ELSEWHERE = {
     "RG004": "test_unreadable_file",
     "RG036": "test_compile_memory_limit",
     "RG043": "test_warning_for_unused_node_is_not_an_error",
+    "RG053": "test_projection_of_an_unchanged_shape_is_a_warning",
     "RG060": "test_import_of_an_unsupported_layer",
 }
 
@@ -450,3 +451,21 @@ def test_import_of_an_unsupported_layer():
     (error,) = info.value.diagnostics
     assert error.code == "RG060" and error.message == "cannot import `1`: `torch.nn.Hardswish` has no resgraph op"
     assert "replace the layer in the model, or add an op" in error.help
+
+
+def test_projection_of_an_unchanged_shape_is_a_warning(tmp_path):
+    path = _write(tmp_path, "option_c.yaml", """
+        resgraph: 1
+        input: [8, 4, 4]
+        blocks:
+          unit:
+            nodes:
+              conv: {op: conv2d, out: 8, kernel: 3, padding: 1}
+              add: {op: add, inputs: [conv, input], shortcut: project}
+        nodes:
+          body: {block: unit, repeat: 3}
+    """)
+    (warning,) = resgraph.validate(path)  # one per definition, not one per instance
+    assert (warning.code, warning.severity.value, _where(warning)) == ("RG053", "warning", ("option_c.yaml", 7, 55))
+    assert warning.message == "`body.0.add` projects a shortcut whose shape does not change ([8, 4, 4])"
+    assert "`shortcut: auto`" in warning.help and resgraph.load(path).params > 0

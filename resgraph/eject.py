@@ -313,17 +313,8 @@ class Ejector:
             shapes = [graph.nodes[name].shape for name in node.inputs]
             self.results[node.name] = node.op.lower(builder, list(node.inputs), shapes, node.shape, node.meta)
         self.own = builder.statements
-        # The calls made directly in each scope, with the position of their first node.
-        self.calls: dict[str, dict[str, list[Instance]]] = {}
-        for instance in graph.instances.values():
-            parent = instance.call.rpartition(".")[0] if "." in instance.call else ""
-            if instance.index is not None:  # `layer2.0` is made by `layer2`, inside the parent of `layer2`
-                parent = instance.call.rpartition(".")[0] if "." in instance.call else ""
-            self.calls.setdefault(parent, {}).setdefault(instance.call, []).append(instance)
-        self.first_position = {}
-        for node in order:
-            for scope in node.scopes:
-                self.first_position.setdefault(scope, position[node.name])
+        self.calls = graph.block_calls()
+        self.first_position = graph.scope_starts(order)
         self.uses_pad = False
         self.uses_math = False
 

@@ -162,6 +162,24 @@ class Graph:
         order = nx.lexicographical_topological_sort(g, key=lambda name: self.nodes[name].index)
         return [self.nodes[name] for name in order]
 
+    def block_calls(self) -> dict[str, dict[str, list[Instance]]]:
+        """Scope ("" for the network, else an instance path) -> the block calls made directly in it ->
+        their instances, in order. `layer2.0` and `layer2.1` are made by the call `layer2`."""
+        calls: dict[str, dict[str, list[Instance]]] = {}
+        for instance in self.instances.values():
+            parent = instance.call.rpartition(".")[0]
+            calls.setdefault(parent, {}).setdefault(instance.call, []).append(instance)
+        return calls
+
+    def scope_starts(self, order: list[Node]) -> dict[str, int]:
+        """Each scope (call or instance) -> the position in `order` of its first node: where a
+        call goes among the statements of its parent."""
+        starts: dict[str, int] = {}
+        for position, node in enumerate(order):
+            for scope in node.scopes:
+                starts.setdefault(scope, position)
+        return starts
+
     @property
     def total_params(self) -> int:
         return sum(node.meta.get("params", 0) for node in self)

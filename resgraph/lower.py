@@ -122,14 +122,8 @@ class _ScopeLowering:
         for node in order:
             if not node.is_input:
                 self.own.setdefault(node.prefix[:-1], []).append(node)
-        self.first: dict[str, int] = {}
-        for node in order:
-            for scope in node.scopes:
-                self.first.setdefault(scope, self.position[node.name])
-        self.calls: dict[str, dict[str, list]] = {}
-        for instance in graph.instances.values():
-            parent = instance.call.rpartition(".")[0]
-            self.calls.setdefault(parent, {}).setdefault(instance.call, []).append(instance)
+        self.first = graph.scope_starts(order)
+        self.calls = graph.block_calls()
 
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph
@@ -138,7 +132,7 @@ class _ScopeLowering:
         if scope:
             instance = graph.instances[scope]
             names = graph_inputs = list(instance.inputs)
-            placeholders = _block_input_names(instance, len(names))
+            placeholders = _block_input_names(len(names))
             outputs = [instance.output]
             class_name = _class_name(instance.block)
         else:
@@ -180,7 +174,8 @@ class _ScopeLowering:
         return module
 
 
-def _block_input_names(instance: Any, count: int) -> list[str]:
+def _block_input_names(count: int) -> list[str]:
+    """A block's forward reads `x`, as hand-written blocks do, or `input_0`, `input_1`, ..."""
     return ["x"] if count == 1 else [f"input_{index}" for index in range(count)]
 
 

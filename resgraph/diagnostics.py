@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "RG034": "missing parameter",
     "RG035": "limit exceeded",
     "RG036": "compile memory limit exceeded",
+    "RG037": "oversized layer",
     "RG040": "unknown reference",
     "RG041": "cycle in graph",
     "RG042": "duplicate name",

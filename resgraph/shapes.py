@@ -37,7 +37,17 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
         node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
         _warn_needless_projection(node, diagnostics)
+        if node.meta["params"] > OVERSIZED:
+            gib = node.meta["params"] * 4 / 2**30
+            diagnostics.warning("RG037", f"`{node.name}` has {node.meta['params']:,} parameters ({gib:,.0f} GiB in "
+                                "float32)", node.span, notes=node.notes,
+                                help="check its sizes; `resgraph compile` refuses networks over `--max-memory`")
     return complete
+
+
+# More parameters than any real layer has (2^31: more than an int32 can index); almost surely a
+# mistake in a size, reported by `validate` before anyone tries to allocate it.
+OVERSIZED = 2**31
 
 
 def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:

@@ -38,6 +38,7 @@ KNOWN_WRONG: dict[str, str] = {}
 TESTED_ELSEWHERE = {
     "RG004": "test_unreadable_file",
     "RG036": "test_compile_memory_limit",
+    "RG037": "test_compile_memory_limit",
     "RG043": "test_warning_for_unused_node_is_not_an_error",
     "RG053": "test_projection_of_an_unchanged_shape_is_a_warning",
     "RG060": "test_import_of_an_unsupported_layer",
@@ -381,8 +382,10 @@ def test_compile_memory_limit(tmp_path, monkeypatch):
     # allocating anything; `compile` refuses it before building (RG036, exit 2 on the command line).
     path = _write(tmp_path, "huge.yaml", HUGE_LINEAR)
     start = time.perf_counter()
-    assert resgraph.validate(path) == []
+    (warning,) = resgraph.validate(path)
     assert time.perf_counter() - start < 5
+    assert (warning.code, warning.severity.value) == ("RG037", "warning")
+    assert warning.message == "`fc` has 100,000,010,000,000 parameters (372,529 GiB in float32)"
     network = resgraph.load(path)
     assert network.params == 10**14 + 10**7
     with pytest.raises(resgraph.SpecError) as info:
@@ -396,9 +399,11 @@ def test_compile_memory_limit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["compile", "huge.yaml", "--max-memory", "1"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error[RG036]: `huge_linear` needs about 3.73e+05 GiB in float32: "
-                                    "100,000,010,000,000 parameters (3.73e+05 GiB) and activations of 153 MiB for a "
-                                    "batch of 2, more than the limit of 1 GiB\n  = help: raise the limit")
+    assert result.stderr.startswith("huge.yaml:5:3: warning[RG037]: `fc` has 100,000,010,000,000 parameters")
+    error_text = result.stderr.split("1 warning\n", 1)[1]
+    assert error_text.startswith("error[RG036]: `huge_linear` needs about 3.73e+05 GiB in float32: "
+                                 "100,000,010,000,000 parameters (3.73e+05 GiB) and activations of 153 MiB for a "
+                                 "batch of 2, more than the limit of 1 GiB\n  = help: raise the limit")
 
 
 def test_exit_codes_of_validate(tmp_path, monkeypatch):

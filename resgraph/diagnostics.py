@@ -153,7 +153,7 @@ class Diagnostics:
         """Add `note` to every diagnostic recorded after the first `since` (e.g. the include site of a file)."""
         for position in range(since, len(self.items)):
             item = self.items[position]
-            if note not in item.notes:
+            if note not in item.notes and item.span != note.span:  # not where the diagnostic already points
                 self.items[position] = replace(item, notes=item.notes + (note,))
 
     @property

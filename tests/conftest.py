@@ -18,23 +18,38 @@ def spec_text(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
-@pytest.fixture
-def load_text(tmp_path):
-    """Load a spec from YAML text written to a file (so that includes and spans work)."""
+def _through_file(tmp_path, api):
+    """`api` (resgraph.load or resgraph.validate) on YAML text written to a file, so that includes and
+    spans work."""
 
-    def load(text: str, name: str = "spec.yaml", **kwargs):
+    def call(text: str, name: str = "spec.yaml", **kwargs):
         path = tmp_path / name
         path.write_text(spec_text(text))
-        return resgraph.load(path, **kwargs)
+        return api(path, **kwargs)
 
-    return load
+    return call
+
+
+@pytest.fixture
+def load_text(tmp_path):
+    return _through_file(tmp_path, resgraph.load)
 
 
 @pytest.fixture
 def validate_text(tmp_path):
-    def validate(text: str, name: str = "spec.yaml", **kwargs):
-        path = tmp_path / name
-        path.write_text(spec_text(text))
-        return resgraph.validate(path, **kwargs)
+    return _through_file(tmp_path, resgraph.validate)
 
-    return validate
+
+def randomize_batch_norm(model):
+    """Seeded random batch-norm statistics and affine parameters, so that an eval-mode comparison
+    exercises every buffer (fresh ones are 0 and 1, which hide a swapped or missing key)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 1.5),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model

@@ -20,25 +20,13 @@ from resgraph.cli import main
 from resgraph.diagnostics import CODES
 from resgraph.importer import import_module
 
-from .conftest import SPECS
+from .conftest import SPECS, randomize_batch_norm
 
 # The big nets are imported on the meta device (keys, shapes and layer settings, no weights);
 # the others also run a forward pass against torchvision.
 COMPUTED = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2"]
 ON_META = ["resnet101", "resnet152", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d"]
 REPEATS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3], "resnet152": [3, 8, 36, 3]}
-
-
-def randomise_norms(model: nn.Module) -> nn.Module:
-    """Random batch-norm statistics and scales, so that eval mode exercises every buffer."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 1.5),
-                                          (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model
 
 
 def round_trip(model: nn.Module, path: Path, input_shape, **kwargs) -> tuple[str, nn.Module]:
@@ -64,7 +52,7 @@ def assert_same_outputs(model: nn.Module, compiled: nn.Module, *shape: int) -> N
 @pytest.mark.parametrize("name", COMPUTED)
 def test_torchvision_resnet_round_trips(name, tmp_path):
     torch.manual_seed(0)
-    model = randomise_norms(getattr(torchvision.models, name)())
+    model = randomize_batch_norm(getattr(torchvision.models, name)())
     text, compiled = round_trip(model, tmp_path / f"{name}.yaml", (3, 224, 224))  # run below at 64x64
     assert_same_outputs(model, compiled, 3, 64, 64)
     # The same network as the hand-written spec of the library.
@@ -250,7 +238,7 @@ def test_several_inputs_and_outputs_round_trip(tmp_path):
 
 
 def test_user_mlp_round_trips_from_a_module(tmp_path):
-    model = randomise_norms(make_mlp())
+    model = randomize_batch_norm(make_mlp())
     text, compiled = round_trip(model, tmp_path / "mlp.yaml", (3, 4, 4))
     assert_same_outputs(model, compiled, 3, 4, 4)
     spec = yaml.safe_load(text)
@@ -272,14 +260,14 @@ def test_user_mlp_round_trips_from_a_target_with_arguments(tmp_path):
 
 def test_functions_methods_and_layer_settings_round_trip(tmp_path):
     torch.manual_seed(0)
-    for model, shape in ((Signal2d(), (3, 16, 16)), (randomise_norms(Conv1dNet()), (4, 32))):
+    for model, shape in ((Signal2d(), (3, 16, 16)), (randomize_batch_norm(Conv1dNet()), (4, 32))):
         _, compiled = round_trip(model, tmp_path / "net.yaml", shape)
         assert_same_outputs(model, compiled, *shape)
 
 
 def test_a_stage_whose_first_block_differs_uses_first_block(tmp_path):
     torch.manual_seed(0)
-    model = randomise_norms(ResNetD())
+    model = randomize_batch_norm(ResNetD())
     text, compiled = round_trip(model, tmp_path / "resnet_d.yaml", (3, 16, 16))
     assert_same_outputs(model, compiled, 3, 16, 16)
     spec = yaml.safe_load(text)

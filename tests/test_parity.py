@@ -9,7 +9,7 @@ import torchvision
 
 import resgraph
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, randomize_batch_norm
 
 # The state_dict keys and shapes of akamaster/pytorch_resnet_cifar10's resnet20 (option A),
 # copied from the team's checked reference facts (shared/reference/).
@@ -43,13 +43,7 @@ def test_torchvision_parity(name, params, macs, size):
 
     torch.manual_seed(0)
     reference = getattr(torchvision.models, name)()
-    # Random BN statistics, so that eval mode exercises every buffer.
-    for module in reference.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    randomize_batch_norm(reference)
     result = model.load_state_dict(reference.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert list(model.state_dict()) == list(reference.state_dict())

@@ -12,7 +12,7 @@ import torch
 
 import resgraph
 
-from .conftest import SPECS
+from .conftest import SPECS, randomize_batch_norm
 
 SPEC_FILES = sorted(SPECS.rglob("*.yaml"))
 
@@ -205,12 +205,7 @@ def test_timm_parity(name, timm_name):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     reference = timm.create_model(timm_name, pretrained=False).eval()
-    for module in reference.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    randomize_batch_norm(reference)
     model = resgraph.compile(SPECS / f"{name}.yaml").eval()
     ours = {_timm_key(key): key for key in model.state_dict()}
     assert set(ours) == set(reference.state_dict())

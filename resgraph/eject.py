@@ -321,7 +321,7 @@ class Ejector:
     def scope(self, name: str) -> Scope:
         if name:
             instance = self.graph.instances[name]
-            definition_inputs = self._block_inputs(instance)
+            definition_inputs = list(self.definitions[instance.block].inputs)
             params = [_identifier("x" if p == "input" and len(definition_inputs) == 1 else p)
                       for p in definition_inputs]
             aliases = {}
@@ -347,15 +347,11 @@ class Ejector:
                 aliases.setdefault(node_name, result)
         return Scope(name, params, statements, outputs, aliases)
 
-    def _block_inputs(self, instance: Instance) -> list[str]:
-        return list(self.block_inputs[instance.block])
-
     # ---- planning classes
 
     def write(self, blocks: dict[str, Any]) -> str:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
-        self.block_inputs = {name: d.inputs for name, d in blocks.items()}
         taken: set[str] = {"ZeroPadShortcut"}
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
@@ -787,11 +783,8 @@ def _spec_value(text: str, scope: dict[str, Any]) -> Any:
 
 
 def _normalised(value: Any) -> Any:
-    if isinstance(value, list):
-        value = tuple(value)
-    if isinstance(value, tuple) and value and all(v == value[0] and type(v) is type(value[0]) for v in value):
-        return value
-    return value
+    """Lists as tuples, so that a list param and a module's tuple argument compare equal."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _equal(a: Any, b: Any) -> bool:

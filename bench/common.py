@@ -8,10 +8,12 @@ import time
 from typing import Callable
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+                self_timed: bool = False) -> dict[str, float]:
     """Median seconds of each callable, run in turn so that drift hits all alike; the order
     rotates every round (A B C, B C A, C A B, ...), because running first or last in a round
-    was seen to cost a few percent by itself (cache and allocator state left by the others)."""
+    was seen to cost a few percent by itself (cache and allocator state left by the others).
+    With `self_timed`, each callable returns its own duration in seconds (CUDA events)."""
     names = list(candidates)
     for _ in range(warmup):
         for run in candidates.values():
@@ -21,8 +23,8 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmu
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            candidates[name]()
-            samples[name].append(time.perf_counter() - start)
+            result = candidates[name]()
+            samples[name].append(result if self_timed else time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -247,8 +247,69 @@ def deep_net(quick: bool) -> None:
         "report; linear passes", "reported")
 
 
+def _cuda_timed(run):
+    """Wrap `run` so that one call is timed by CUDA events: the host clock would stop when the
+    kernels are queued, not when they finish."""
+    import torch
+
+    def timed():
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return timed
+
+
+def gpu_forward(quick: bool) -> None:
+    """The forward comparison on a CUDA device, where one is present (never in CI)."""
+    import torch
+    import torchvision
+
+    import resgraph
+    from cifar_reference import CifarResNet
+
+    if not torch.cuda.is_available():
+        row("forward on a GPU", "no CUDA device here: not run", "report", "not run")
+        return
+    print(f"GPU: {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}", flush=True)
+    cases = [
+        ("resnet50, batch 64, 224x224, bfloat16", "resnet50", torchvision.models.resnet50, (64, 3, 224, 224),
+         torch.bfloat16, False, {}),
+        ("resnet50, batch 64, 224x224, bfloat16, channels_last", "resnet50", torchvision.models.resnet50,
+         (64, 3, 224, 224), torch.bfloat16, True, {}),
+        ("resnet50, batch 64, 224x224, float32", "resnet50", torchvision.models.resnet50, (64, 3, 224, 224),
+         torch.float32, False, {}),
+        ("resnet18, batch 1, 32x32, float32 (launch-bound)", "resnet18", torchvision.models.resnet18,
+         (1, 3, 32, 32), torch.float32, False, {}),
+        ("CIFAR resnet110, batch 1, 32x32, float32 (launch-bound)", "cifar_resnet20", lambda: CifarResNet(18),
+         (1, 3, 32, 32), torch.float32, False, {"n": 18}),
+    ]
+    for label, spec, make_reference, shape, dtype, channels_last, params in cases:
+        torch.manual_seed(0)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        reference = make_reference().eval()
+        model = resgraph.compile(SPECS / f"{spec}.yaml", params=params or None).eval()
+        model.load_state_dict(reference.state_dict(), strict=True)
+        reference = reference.to("cuda", dtype, memory_format=memory_format)
+        model = model.to("cuda", dtype, memory_format=memory_format)
+        x = torch.randn(shape, device="cuda").to(dtype, memory_format=memory_format)
+        with torch.inference_mode():
+            difference = (model(x).float() - reference(x).float()).abs().max().item()
+            times = interleaved({"resgraph": _cuda_timed(lambda: model(x)),
+                                 "reference": _cuda_timed(lambda: reference(x))},
+                                20 if quick else 100, warmup=5, self_timed=True)
+        ratio = times["resgraph"] / times["reference"]
+        row(f"forward on the GPU, {label}, eval, inference_mode",
+            f"{times['resgraph'] * 1e3:.2f} ms vs {times['reference'] * 1e3:.2f} ms: ratio {ratio:.3f}; "
+            f"max abs diff {difference:.1e}", "report", "reported")
+
+
 SECTIONS = {"forward": forward, "compile": torch_compile, "validate": validate_process, "scaling": validate_scaling,
-            "build": compile_time, "memory": compile_memory, "render": render_time, "deep": deep_net}
+            "build": compile_time, "memory": compile_memory, "render": render_time, "deep": deep_net,
+            "gpu": gpu_forward}
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -46,6 +47,40 @@ def test_generated_code_reads_like_torchvision(load_text):
     assert type(model).__name__ == "Tiny"
     assert [name for name, _ in model.named_children()] == ["stage", "fc"]
     assert isinstance(model.get_submodule("stage.0.downsample.0"), torch.nn.Conv2d)
+
+
+def test_blocks_with_the_same_code_share_one_class_as_hand_written_blocks_do(load_text):
+    spec = load_text(BASIC.replace("repeat: 2", "repeat: 3"))
+    model, other = resgraph.compile(spec), resgraph.compile(spec)
+    first, second, third = model.stage
+    assert type(second) is type(third) is type(other.stage[1])
+    assert type(first) is not type(second) and type(first).__name__ == type(second).__name__ == "Basic"
+    # fx's traceback-rewriting wrapper is skipped: a block call is a plain nn.Module call
+    assert type(second).__call__ is torch.nn.Module.__call__
+
+    # Editing one instance's graph leaves its twins' code alone.
+    x = torch.randn(2, 8, 4, 4)
+    model.eval()
+    with torch.no_grad():
+        before = second(x), third(x)
+        output = next(node for node in second.graph.nodes if node.op == "output")
+        with second.graph.inserting_before(output):
+            negated = second.graph.call_function(torch.neg, (output.args[0],))
+        output.args = (negated,)
+        second.recompile()
+        assert type(second) is not type(third) and type(second).__name__ == "Basic"
+        assert "torch.neg" in second.code and "torch.neg" not in third.code
+        assert torch.equal(second(x), -before[0]) and torch.equal(third(x), before[1])
+
+
+def test_a_deep_copy_keeps_class_names_and_shared_classes(load_text):
+    model = resgraph.compile(load_text(BASIC.replace("repeat: 2", "repeat: 3"))).eval()
+    twin = copy.deepcopy(model)
+    assert [type(m).__name__ for m in twin.modules()] == [type(m).__name__ for m in model.modules()]
+    assert type(twin.stage[1]) is type(model.stage[1]) is type(twin.stage[2])
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
 
 
 def test_training_step_works_with_in_place_ops(load_text):

@@ -84,6 +84,10 @@ class SourceBuilder(Builder):
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
 
+    def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> Temp:
+        return self._emit(Statement("method", Temp(self.node.local_name), list(args), function=method,
+                                    kwargs=dict(kwargs or {})))
+
 
 # ---- module constructors as expression trees ------------------------------------------------------
 
@@ -709,6 +713,10 @@ class Ejector:
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
             elif statement.kind == "subscript":
                 body.append(f"{name} = {rendered[0].text}[{rendered[1].text}]")
+            elif statement.kind == "method":
+                kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
+                body.append(Call(f"{name} = {rendered[0].text}.{statement.function}",
+                                 [(None, r) for r in rendered[1:]] + kwargs))
             else:
                 kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
                 body.append(Call(f"{name} = {_function_text(statement.function)}",

@@ -42,7 +42,7 @@ def test_generated_code_reads_like_torchvision(load_text):
     assert type(block).__name__ == "Basic" and type(model.stage).__name__ == "Sequential"
     assert "conv1 = self.conv1(x)" in block.code
     assert "bn2 += downsample" in block.code
-    assert "torch.nn.functional.relu(bn1, inplace = True)" in block.code
+    assert "relu1 = bn1.relu_()" in block.code
     assert "+=" in model.stage[1].code and "downsample" not in model.stage[1].code
     assert type(model).__name__ == "Tiny"
     assert [name for name, _ in model.named_children()] == ["stage", "fc"]

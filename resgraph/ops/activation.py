@@ -30,10 +30,9 @@ class _InPlaceActivation(_Activation):
 class ReLU(_InPlaceActivation):
     op: Literal["relu"]
 
-    def function(self):
-        import torch.nn.functional as F
-
-        return F.relu
+    def lower(self, b, args, inputs, output, meta):
+        # `x.relu_()`, not `F.relu(x, inplace=True)`: the same kernel without a Python wrapper around it.
+        return b.call_method("relu_" if b.can_overwrite(0) else "relu", args)
 
 
 @register

@@ -87,10 +87,16 @@ class Network:
 
         return analyse_paths(self.graph)
 
-    def _repr_svg_(self) -> str:
+    def _repr_svg_(self) -> str | None:
+        """The diagram in a notebook; None (Jupyter then shows the text repr) where graphviz's `dot` is missing."""
+        import graphviz
+
         from .diagram import to_digraph
 
-        return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
+        try:
+            return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
+        except graphviz.ExecutableNotFound:
+            return None
 
     def __repr__(self) -> str:
         return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"

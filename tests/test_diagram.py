@@ -51,8 +51,12 @@ def test_failed_render_keeps_the_existing_file(tmp_path, monkeypatch):
     assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["net.svg"]
 
 
-def test_svg_repr_for_notebooks():
-    assert resgraph.load(SPECS / "cifar_resnet20.yaml")._repr_svg_().lstrip().startswith("<?xml")
+def test_svg_repr_for_notebooks(monkeypatch):
+    network = resgraph.load(SPECS / "cifar_resnet20.yaml")
+    assert network._repr_svg_().lstrip().startswith("<?xml")
+    # Without graphviz's `dot`, Jupyter falls back to the text repr instead of printing a traceback.
+    monkeypatch.setenv("PATH", "")
+    assert network._repr_svg_() is None
 
 
 def test_depth_collapses_block_instances():

@@ -46,6 +46,7 @@ CODES: dict[str, str] = {
     "RG020": "invalid expression",
     "RG021": "unknown name in expression",
     "RG022": "expression cannot be evaluated",
+    "RG023": "requirement not met",
     "RG030": "unknown block",
     "RG031": "include error",
     "RG032": "recursive block",

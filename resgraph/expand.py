@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import graphlib
 from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Note, Span, did_you_mean
-from .expr import ExprError, evaluate
+from .expr import ExprError, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op
 from .source import KeyPath, SourceFile, load_source
-from .spec import BlockCall, BlockDef, SpecFile, parse_spec, report_validation_error
+from .spec import BlockCall, BlockDef, Requirement, SpecFile, parse_spec, report_validation_error
 
 MAX_NODES = 250_000
 MAX_INCLUDE_DEPTH = 32
@@ -377,6 +377,15 @@ def _value_at(data: Any, path: KeyPath) -> Any:
     return data
 
 
+def _shown(value: Any) -> str:
+    """A value as the spec would write it: `30`, `true`, `'pad'`, `[1, 2]`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return "null" if value is None else repr(value)
+
+
 def _literal(value: Any) -> Any:
     """Normalise a literal param value (lists become tuples so that they stay immutable)."""
     return tuple(value) if isinstance(value, list) else value
@@ -387,10 +396,11 @@ class _Expander:
         self.program, self.graph, self.diagnostics = program, graph, diagnostics
         self.aliases: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
+        self.failed_requirements: set[tuple[str, KeyPath]] = set()
 
     # The expression errors of `with`, `first` and `let` values, located at the value.
     def _evaluate(self, value: Any, scope: Mapping[str, Any], source: SourceFile, path: KeyPath,
-                  notes: tuple[Note, ...]) -> Any:
+                  notes: tuple[Note, ...], what: str | None = None) -> Any:
         try:
             if isinstance(value, str):
                 return evaluate(value, scope)
@@ -404,9 +414,37 @@ class _Expander:
                 quote = f"to pass the text `{value}`, quote it inside the expression: \"'{value}'\""
                 help_text = quote if not help_text or "names in scope here: none" in help_text else \
                     f"{help_text}; {quote}"
-            self.diagnostics.error(code, f"invalid value for `{path[-1]}`: {exc.message}", source.span(path),
+            self.diagnostics.error(code, f"invalid {what or f'value for `{path[-1]}`'}: {exc.message}", source.span(path),
                                    help=help_text, notes=notes)
             raise _Abort from None
+
+    def check_requirements(self, requirements: Sequence[str | Requirement], values: Mapping[str, Any],
+                           source: SourceFile, base: KeyPath, notes: tuple[Note, ...]) -> None:
+        """Each `require` entry must evaluate to True in the scope; a failure is reported once per entry (not
+        once per instance of a repeated block), with the values of the names it reads."""
+        for position, requirement in enumerate(requirements):
+            path = base + ("require", position)
+            if isinstance(requirement, Requirement):
+                text, help_text, path = requirement.check, requirement.help, path + ("check",)
+            else:
+                text, help_text = requirement, None
+            key = (source.path, path)
+            if key in self.failed_requirements:
+                continue
+            result = self._evaluate(text, values, source, path, notes, what="requirement")
+            if result is True:
+                continue
+            self.failed_requirements.add(key)
+            if result is False:
+                read = ", ".join(f"`{name}` = {_shown(values[name])}" for name in sorted(names_in(text))
+                                 if name in values)
+                self.diagnostics.error("RG023", f"requirement `{text}` is false" + (f" ({read})" if read else ""),
+                                       source.span(path), notes=notes,
+                                       help=help_text or "change the param values so that it holds")
+            else:
+                self.diagnostics.error("RG022", f"a requirement must be true or false; `{text}` is {_shown(result)}",
+                                       source.span(path), notes=notes,
+                                       help="write a comparison, e.g. `depth % 6 == 4`")
 
     def expand_nodes(self, nodes: Mapping[str, Any], frame: _Frame, first_input: str | None) -> str | None:
         """Instantiate one scope's nodes; returns the qualified reference of its last node."""
@@ -480,6 +518,7 @@ class _Expander:
             values |= with_values | (first_values if index == 0 else {}) | {"index": index}
             for key, expression in definition.let.items():
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
+            self.check_requirements(definition.require, values, block.source, block.path, notes)
             refs = dict(zip(definition.inputs, inputs))
             scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
             child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
@@ -537,6 +576,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
                               help=did_you_mean(key, spec.params) or f"its parameters: {known}")
         else:
             values[key] = _literal(value)
+    graph = Graph(spec.name or Path(source.path).stem)
+    expander = _Expander(program, graph, diagnostics)
+    if not diagnostics.has_errors:
+        try:
+            expander.check_requirements(spec.require, values, source, (), ())
+        except _Abort:
+            return None
     if spec.nodes and spec.input is None:
         diagnostics.error("RG010", "the network has nodes but no `input`", source.span(("nodes",), key=True),
                           help="declare the per-sample input shape, e.g. `input: [3, 224, 224]`")
@@ -546,7 +592,6 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors or not spec.nodes:
         return None
 
-    graph = Graph(spec.name or Path(source.path).stem)
     named = isinstance(spec.input, dict)
     for name, dims in (spec.input.items() if named else [("input", spec.input)]):
         path = ("input", name) if named else ("input",)
@@ -560,7 +605,6 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors:
         return None
 
-    expander = _Expander(program, graph, diagnostics)
     frame = _Frame("", {name: name for name in graph.inputs}, values, source, (), (), ())
     try:
         last = expander.expand_nodes(spec.nodes, frame, graph.inputs[0] if len(graph.inputs) == 1 else None)

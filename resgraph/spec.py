@@ -66,6 +66,18 @@ def _node_union() -> Any:
 NodeEntry = _node_union()
 
 
+class Requirement(_Model):
+    """A condition on the params, with what to do when it fails."""
+
+    check: str = Field(description="an expression over the params that must be true, e.g. `(depth - 4) % 6 == 0`")
+    help: str | None = Field(None, description="shown with the error when the check fails")
+
+
+Requirements = list[Union[str, Requirement]]
+_REQUIRE = "conditions on the params, checked before anything is built: expressions that must be true, " \
+           "or {check: expression, help: text}"
+
+
 class BlockDef(_Model):
     """A reusable, parameterised subgraph."""
 
@@ -74,6 +86,7 @@ class BlockDef(_Model):
                                                 description="param names with defaults; null marks a required param")
     let: dict[ParamName, ParamValue] = Field(default_factory=dict,
                                              description="derived values: expressions over params, in order")
+    require: Requirements = Field(default_factory=list, description=_REQUIRE)
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
     nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
     output: NodeName | None = None
@@ -89,6 +102,7 @@ class SpecFile(_Model):
                                                  "`name`, `doc` and `params`")
     include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)
+    require: Requirements = Field(default_factory=list, description=_REQUIRE)
     input: list[Int(1)] | dict[ParamName, list[Int(1)]] | None = Field(
         None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)

@@ -6,7 +6,7 @@ import pytest
 
 import resgraph
 
-from .conftest import spec_text
+from .conftest import SPECS, spec_text
 
 MLP = """
     resgraph: 1
@@ -331,3 +331,44 @@ def test_first_block_params_are_checked_against_each_block(validate_text):
     assert error.code == "RG033" and "`unit` has no parameter `stride`" in error.message
     (error,) = validate_text(FIRST_BLOCK.replace("first_block: down", "first_block: dwn"))
     assert error.code == "RG030" and error.help == "did you mean `down`?"
+
+
+def test_a_block_requirement_is_checked_per_instance_and_reported_once(validate_text):
+    (error,) = validate_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            params: {width: 8}
+            let: {wide: width * 2}
+            require: [index < 2 or wide > 100]
+            nodes:
+              fc: {op: linear, out: wide}
+        nodes:
+          body: {block: unit, repeat: 4}
+    """)
+    assert error.code == "RG023" and error.span.line == 7
+    assert error.message == "requirement `index < 2 or wide > 100` is false (`index` = 2, `wide` = 16)"
+    assert "`body.2`" in error.notes[0].message  # the first failing instance, not every one
+
+
+def test_network_requirements_see_overrides_and_survive_extends(tmp_path):
+    wrn = SPECS / "wrn28_10.yaml"
+    assert resgraph.validate(wrn, params={"depth": 16}) == []
+    (error,) = resgraph.validate(wrn, params={"depth": 30})
+    assert error.code == "RG023" and "(`depth` = 30)" in error.message and "6n + 4" in error.help
+    # preact_resnet1001.yaml extends preact_resnet164.yaml, whose checks it keeps
+    (error,) = resgraph.validate(SPECS / "preact_resnet1001.yaml", params={"depth": 1000})
+    assert error.code == "RG023" and error.span.file.endswith("preact_resnet164.yaml")
+
+
+def test_requirements_pass_quietly(load_text):
+    network = load_text("""
+        resgraph: 1
+        params: {width: 16}
+        require: [width % 8 == 0, {check: width <= 64, help: too wide}]
+        input: [width]
+        nodes:
+          fc: {op: linear, out: width}
+    """)
+    assert network.warnings == [] and network.params == 16 * 16 + 16

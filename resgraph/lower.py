@@ -104,14 +104,13 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     module = _ScopeLowering(graph, modules).build("")
     if zero_init_residual:
         _zero_init_residual(graph, modules)
-
-    def _repr_html_(self) -> str:  # a notebook shows the compiled model as its summary table
-        from .report import summary_html
-
-        return summary_html(graph)
-
-    type(module)._repr_html_ = _repr_html_  # its own class: GraphModule makes one per instance
+    _NETWORKS[module] = graph
     return module
+
+
+# The IR each compiled network came from, for its notebook summary; held beside the module rather than
+# in it, so that copying or pickling a model does not copy the IR. A copy shows its text repr.
+_NETWORKS: weakref.WeakKeyDictionary[nn.Module, Graph] = weakref.WeakKeyDictionary()
 
 
 class _ScopeLowering:
@@ -206,6 +205,15 @@ class CompiledModule(fx.GraphModule):
         else:
             cls._share_key = key
         return python_code
+
+    def _repr_html_(self) -> str | None:
+        """A notebook shows a compiled network as its summary table (None: the text repr)."""
+        graph = _NETWORKS.get(self)
+        if graph is None:
+            return None
+        from .report import summary_html
+
+        return summary_html(graph)
 
     def _deepcopy_init(self):
         # fx's deepcopy re-runs __init__ without the class name (every copy would be `GraphModule`).

@@ -302,3 +302,9 @@ def test_notebook_representations(load_text):
     assert html.startswith("<p><b>tiny</b>") and "<td><code>stage.0.conv1</code></td>" in html
     assert f"{network.params:,} parameters" in html
     assert not hasattr(torch.nn.Linear(2, 2), "_repr_html_")  # only the compiled model's own class
+    # Same code, other widths: the two models share their classes, not their summaries.
+    wider = load_text(BASIC.replace("planes: 8", "planes: 16"))
+    first, second = resgraph.compile(network), resgraph.compile(wider)
+    assert type(first) is type(second)
+    assert f"{network.params:,} parameters" in first._repr_html_()
+    assert f"{wider.params:,} parameters" in second._repr_html_()

@@ -42,7 +42,7 @@ class Builder:
         if target in self.modules:
             raise ValueError(f"two modules would be named `{self.node.prefix + target}`")
         self.modules[target] = module
-        return self.fx.call_module(target, tuple(args), kwargs or {})
+        return self._traced(self.fx.call_module(target, tuple(args), kwargs or {}))
 
     def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Any:
         """A shortcut path: `module` (a projection or zero-padding) applied to `arg`, or `arg` itself."""
@@ -50,15 +50,21 @@ class Builder:
 
     def call_function(self, function: Callable, args: Sequence[Any], kwargs: dict | None = None) -> fx.Node:
         assert self.node is not None
-        return self.fx.create_node("call_function", function, tuple(args), kwargs or {},
-                                   name=_identifier(self.node.local_name))
+        return self._traced(self.fx.create_node("call_function", function, tuple(args), kwargs or {},
+                                                name=_identifier(self.node.local_name)))
 
     def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> fx.Node:
         """`args[0].method(*args[1:])`: for the ops whose tensor method is the fast path (`F.relu` is a
         Python wrapper around `Tensor.relu`; calling it cost 2% of a batch-1 ResNet-110 forward)."""
         assert self.node is not None
-        return self.fx.create_node("call_method", method, tuple(args), kwargs or {},
-                                   name=_identifier(self.node.local_name))
+        return self._traced(self.fx.create_node("call_method", method, tuple(args), kwargs or {},
+                                                name=_identifier(self.node.local_name)))
+
+    def _traced(self, node: fx.Node) -> fx.Node:
+        """Remember which spec node the call belongs to, for errors raised while it runs."""
+        span = self.node.span
+        node.meta[SPEC_NODE] = (self.node.name, self.node.op.op_name(), str(span) if span else None)
+        return node
 
     def can_overwrite(self, position: int) -> bool:
         """True when input `position` may be modified in place: a fresh tensor that only this node reads.
@@ -173,7 +179,53 @@ class _ScopeLowering:
         root = nn.Module()
         for attribute, module in b.modules.items():
             root.add_module(attribute, module)
-        return CompiledModule(root, b.fx, class_name=class_name)
+        return (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
+
+
+SPEC_NODE = "resgraph_node"   # fx node meta: (spec node name, op, "file:line:col")
+
+
+def _call_network(self, *args, **kwargs):
+    """A compiled network's `__call__`: an error raised inside it gets a note naming the spec node (and its
+    file, line and column) that was running, and the declared input shapes where the inputs differ."""
+    try:
+        return nn.Module.__call__(self, *args, **kwargs)
+    except Exception as error:
+        if hasattr(error, "add_note"):  # Python 3.11+
+            for note in _error_notes(self, error, args):
+                error.add_note(note)
+        raise
+
+
+def _error_notes(network: nn.Module, error: BaseException, args: tuple) -> list[str]:
+    notes = []
+    running = None   # the innermost generated forward in the traceback, and its line
+    trace = error.__traceback__
+    while trace is not None:
+        module = trace.tb_frame.f_locals.get("self")
+        if isinstance(module, CompiledModule) and trace.tb_frame.f_code is type(module).forward.__code__:
+            running = module, trace.tb_lineno - trace.tb_frame.f_code.co_firstlineno
+        trace = trace.tb_next
+    if running is not None:
+        module, line = running
+        index = getattr(module, "_lineno_map", None) or {}
+        index = index.get(line)
+        nodes = list(module.graph.nodes)
+        meta = nodes[index].meta.get(SPEC_NODE) if index is not None and index < len(nodes) else None
+        if meta is not None:
+            name, op, location = meta
+            notes.append(f"resgraph: raised in node `{name}` ({op})" + (f", defined at {location}" if location else ""))
+    graph = _NETWORKS.get(network)
+    if graph is not None:
+        declared = [graph.nodes[name].shape for name in graph.inputs]
+        given = [tuple(arg.shape[1:]) if isinstance(arg, torch.Tensor) else None for arg in args]
+        if len(given) != len(declared) or any(g != d for g, d in zip(given, declared)):
+            shown = ", ".join(f"`{name}` as [{', '.join(map(str, shape))}]" for name, shape in zip(graph.inputs, declared))
+            got = ", ".join("[" + ", ".join(map(str, arg.shape)) + "]" if isinstance(arg, torch.Tensor)
+                            else type(arg).__name__ for arg in args)
+            notes.append(f"resgraph: the spec declares {shown} per sample, after a batch dimension; "
+                         f"this call got {got or 'no input'}")
+    return notes
 
 
 class CompiledModule(fx.GraphModule):
@@ -189,6 +241,7 @@ class CompiledModule(fx.GraphModule):
     """
 
     _shared: weakref.WeakValueDictionary[tuple, type] = weakref.WeakValueDictionary()
+    _CALL = nn.Module.__call__
 
     def recompile(self):
         cls = type(self)
@@ -197,8 +250,8 @@ class CompiledModule(fx.GraphModule):
             self.__class__ = private
             cls = private
         python_code = super().recompile()
-        cls.__call__ = nn.Module.__call__
-        key = (cls.__name__, python_code.src, tuple(sorted((name, id(value)) for name, value in python_code.globals.items())))
+        cls.__call__ = cls._CALL   # through the class: a plain function, not one bound to this instance
+        key = (cls.__bases__, cls.__name__, python_code.src, tuple(sorted((name, id(value)) for name, value in python_code.globals.items())))
         twin = self._shared.setdefault(key, cls)
         if twin is not cls:
             self.__class__ = twin
@@ -219,6 +272,12 @@ class CompiledModule(fx.GraphModule):
         # fx's deepcopy re-runs __init__ without the class name (every copy would be `GraphModule`).
         name = type(self).__name__
         return lambda copy, root, graph: fx.GraphModule.__init__(copy, root, graph, class_name=name)
+
+
+class CompiledNetwork(CompiledModule):
+    """The network's own module: as a block's, and errors raised in its forward name the spec node."""
+
+    _CALL = _call_network
 
 
 def _block_input_names(count: int) -> list[str]:

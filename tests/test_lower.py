@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 
 import pytest
@@ -308,3 +309,29 @@ def test_notebook_representations(load_text):
     assert type(first) is type(second)
     assert f"{network.params:,} parameters" in first._repr_html_()
     assert f"{wider.params:,} parameters" in second._repr_html_()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
+def test_a_runtime_error_names_the_spec_node_and_the_declared_input():
+    model = resgraph.compile(SPECS / "resnet18.yaml").eval()
+    with pytest.raises(RuntimeError, match="expected input") as caught:
+        model(torch.randn(1, 4, 32, 32))
+    running, inputs = caught.value.__notes__
+    assert running == f"resgraph: raised in node `conv1` (conv2d), defined at {SPECS / 'resnet18.yaml'}:13:3"
+    assert inputs == ("resgraph: the spec declares `input` as [3, 224, 224] per sample, after a batch dimension; "
+                      "this call got [1, 4, 32, 32]")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
+def test_a_runtime_error_inside_a_block_names_the_node_in_the_block():
+    # 100 is not a multiple of 8: the decoder's upsampled 24x24 meets the encoder's 25x25 skip.
+    model = resgraph.compile(SPECS / "unet.yaml").eval()
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match") as caught:
+        model(torch.randn(1, 1, 100, 100))
+    assert caught.value.__notes__[0] == \
+        f"resgraph: raised in node `up3.cat` (concat), defined at {SPECS / 'unet.yaml'}:44:7"
+    # The right shape runs, and a block called on its own is a plain module call.
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+    with pytest.raises(RuntimeError) as caught:
+        model.enc1(torch.randn(1, 3, 8, 8))
+    assert not getattr(caught.value, "__notes__", None)

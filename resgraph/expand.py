@@ -225,6 +225,9 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
                 _unknown_reference(ref, known, scope, span, diagnostics, program)
+        if entry.otherwise is not None and entry.otherwise not in known:
+            _unknown_reference(entry.otherwise, known, scope, scope.source.span(path + ("otherwise",)), diagnostics,
+                               program)
         if isinstance(entry, BlockCall):
             _check_call(name, entry, path, scope, program, diagnostics)
         elif entry.op_name() == "add" and entry.shortcut != "identity":
@@ -364,7 +367,7 @@ def _has_expression(raw: Any) -> bool:
     if not isinstance(raw, dict):
         return False
     for key, value in raw.items():
-        if key in ("op", "inputs"):
+        if key in ("op", "inputs", "when", "otherwise"):
             continue
         if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
             return True
@@ -446,6 +449,17 @@ class _Expander:
                                        source.span(path), notes=notes,
                                        help="write a comparison, e.g. `depth % 6 == 4`")
 
+    def enabled(self, entry: Any, path: KeyPath, frame: _Frame) -> bool:
+        """The node's `when`, evaluated in its scope; it must be a boolean (RG022)."""
+        value = self._evaluate(entry.when, frame.values, frame.source, path + ("when",), frame.notes,
+                               what="condition `when`")
+        if not isinstance(value, bool):
+            self.diagnostics.error("RG022", f"`when` must be true or false; `{entry.when}` is {_shown(value)}",
+                                   frame.source.span(path + ("when",)), notes=frame.notes,
+                                   help="write a comparison or a boolean param, e.g. `when: stride != 1`")
+            raise _Abort
+        return value
+
     def expand_nodes(self, nodes: Mapping[str, Any], frame: _Frame, first_input: str | None) -> str | None:
         """Instantiate one scope's nodes; returns the qualified reference of its last node."""
         previous = first_input
@@ -457,6 +471,19 @@ class _Expander:
             else:
                 inputs = [frame.refs.get(ref, frame.prefix + ref) for ref in refs]
             qualified = frame.prefix + name
+            if entry.when is not None and not self.enabled(entry, path, frame):
+                # Left out: whoever reads it reads what stands for it.
+                if entry.otherwise is not None:
+                    self.aliases[qualified] = frame.refs.get(entry.otherwise, frame.prefix + entry.otherwise)
+                elif inputs:
+                    self.aliases[qualified] = inputs[0]
+                else:
+                    self.diagnostics.error("RG044", f"`{qualified}` is left out (`when` is false) but reads no input "
+                                           "that could stand for it", frame.source.span(path + ("when",)),
+                                           notes=frame.notes, help="name the node that stands for it: `otherwise: ...`")
+                    raise _Abort
+                previous = qualified
+                continue
             if isinstance(entry, BlockCall):
                 self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
             else:
@@ -536,6 +563,8 @@ class _Expander:
         if block not in self.sizes:
             total = 0
             for entry in self.program.blocks[block].definition.nodes.values():
+                if entry.when not in (None, True):
+                    continue  # may be left out
                 if isinstance(entry, BlockCall):
                     times = entry.repeat if isinstance(entry.repeat, int) else 1
                     total += self.minimum_size(entry.first_block or entry.block)

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostics, Note, did_you_mean
 from .ops import REGISTRY
-from .ops.base import Int
+from .ops.base import OTHERWISE, WHEN, Int
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -44,6 +44,8 @@ class BlockCall(_Model):
     first_block: str | None = Field(None, description="another block for repetition 0 (e.g. the unit that "
                                                        "opens a stage with a projection); default: `block`")
     inputs: str | list[str] | None = None
+    when: bool | str | None = Field(None, description=WHEN)
+    otherwise: str | None = Field(None, description=OTHERWISE)
 
 
 def _node_tag(value: Any) -> str | None:

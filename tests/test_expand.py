@@ -372,3 +372,60 @@ def test_requirements_pass_quietly(load_text):
           fc: {op: linear, out: width}
     """)
     assert network.warnings == [] and network.params == 16 * 16 + 16
+
+
+WHEN = """
+    resgraph: 1
+    input: [8]
+    params: {project: false, dropout: 0.0}
+    blocks:
+      unit:
+        params: {project: false}
+        nodes:
+          fc: {op: linear, out: 8}
+          proj: {op: linear, out: 8, inputs: input, when: project or index == 1, otherwise: input}
+          add: {op: add, inputs: [fc, proj]}
+          drop: {op: dropout, p: 0.5, when: false}
+    nodes:
+      body: {block: unit, repeat: 3, with: {project: project}}
+      extra: {block: unit, when: project}
+      drop: {op: dropout, p: dropout, when: dropout > 0}
+      head: {op: linear, out: 2}
+"""
+
+
+def test_when_leaves_nodes_out_and_readers_read_the_stand_in(load_text):
+    graph = load_text(WHEN).graph
+    names = {node.name for node in graph}
+    assert "body.0.proj" not in names and "body.1.proj" in names and "body.2.proj" not in names
+    assert graph.nodes["body.0.add"].inputs == ["body.0.fc", "input"]             # otherwise: input
+    assert graph.nodes["body.1.add"].inputs == ["body.1.fc", "body.1.proj"]
+    assert not any(name.startswith("extra.") or name.endswith("drop") for name in names)
+    # a left-out last node stands for its input, so the block's output is `add`; `drop` reads `body`
+    assert graph.nodes["head"].inputs == ["body.2.add"]
+
+
+def test_when_follows_params(load_text):
+    graph = load_text(WHEN, params={"project": True, "dropout": 0.1}).graph
+    assert all(f"body.{i}.proj" in graph.nodes for i in range(3))
+    assert graph.nodes["extra.fc"].inputs == ["body.2.add"]
+    assert graph.nodes["drop"].inputs == ["extra.add"] and graph.nodes["head"].inputs == ["drop"]
+
+
+def test_a_left_out_call_is_not_counted_against_the_size_limit(load_text):
+    network = load_text("""
+        resgraph: 1
+        input: [8]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 8}
+          big:
+            nodes:
+              units: {block: unit, repeat: 10000, when: false}
+              again: {block: unit, repeat: 10000, when: false}
+              out: {op: linear, out: 8}
+        nodes:
+          body: {block: big, repeat: 100}
+    """)
+    assert len(network.graph) == 101

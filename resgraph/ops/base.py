@@ -227,6 +227,10 @@ def prod(values: Iterable[int]) -> int:
     return math.prod(values)
 
 
+WHEN = "a condition (an expression over the params): where false, the node is left out"
+OTHERWISE = "where `when` is false, the node that stands for this one; default: its first input"
+
+
 class Op(BaseModel):
     """Base of every op. Subclasses declare `op: Literal[...]` and their attributes."""
 
@@ -234,6 +238,8 @@ class Op(BaseModel):
 
     op: str
     inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")
+    when: bool | str | None = Field(default=None, description=WHEN)
+    otherwise: str | None = Field(default=None, description=OTHERWISE)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1

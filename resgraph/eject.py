@@ -22,7 +22,7 @@ import torch.nn as nn
 from .expr import ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
-from .modules import ZeroPadShortcut
+from .modules import DropPath, ZeroPadShortcut
 
 LINE_LENGTH = 88  # black's default
 
@@ -131,6 +131,8 @@ def constructor(module: nn.Module) -> Call:
                                   ("bias", module.bias is not None)])
     if isinstance(module, nn.Dropout):
         return Call("nn.Dropout", [("p", module.p)])
+    if isinstance(module, DropPath):
+        return Call("DropPath", [(None, module.p)])
     if isinstance(module, nn.ConvTranspose2d):
         return Call("nn.ConvTranspose2d", [
             (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
@@ -319,7 +321,7 @@ class Ejector:
         self.own = builder.statements
         self.calls = graph.block_calls()
         self.first_position = graph.scope_starts(order)
-        self.uses_pad = False
+        self.helpers: set[str] = set()   # resgraph's own modules the file defines (HELPER_SOURCES)
         self.uses_math = False
 
     def scope(self, name: str) -> Scope:
@@ -356,7 +358,7 @@ class Ejector:
     def write(self, blocks: dict[str, Any]) -> str:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
-        taken: set[str] = {"ZeroPadShortcut"}
+        taken: set[str] = set(HELPER_SOURCES)
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
         for instance in self.graph.instances.values():
@@ -380,8 +382,7 @@ class Ejector:
         imports = (["import math", ""] if self.uses_math else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
         parts = ["\n".join(header + imports)]
-        if self.uses_pad:
-            parts.append(PAD_SOURCE)
+        parts += [HELPER_SOURCES[helper] for helper in sorted(self.helpers)]
         parts += sections
         return "\n\n\n".join(parts) + "\n"
 
@@ -462,8 +463,8 @@ class Ejector:
             for position, statement in enumerate(scope.statements):
                 if statement.kind in ("module", "shortcut"):
                     call = constructor(statement.module) if statement.module is not None else None
-                    if isinstance(statement.module, ZeroPadShortcut):
-                        self.uses_pad = True
+                    if type(statement.module).__name__ in HELPER_SOURCES:
+                        self.helpers.add(type(statement.module).__name__)
                     (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
                 elif statement.kind == "call":
                     slots.setdefault(statement.slot, []).append(self._child_call(statement))
@@ -773,6 +774,26 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
+
+DROP_PATH_SOURCE = '''class DropPath(nn.Module):
+    """Stochastic depth: in training, zero each sample with probability p and scale the rest by 1 / (1 - p)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise'''
+
+# resgraph's own modules, written into an ejected file that uses them (it imports only torch).
+HELPER_SOURCES = {"DropPath": DROP_PATH_SOURCE, "ZeroPadShortcut": PAD_SOURCE}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

@@ -417,7 +417,8 @@ class _Expander:
                 quote = f"to pass the text `{value}`, quote it inside the expression: \"'{value}'\""
                 help_text = quote if not help_text or "names in scope here: none" in help_text else \
                     f"{help_text}; {quote}"
-            self.diagnostics.error(code, f"invalid {what or f'value for `{path[-1]}`'}: {exc.message}", source.span(path),
+            what = what or f"value for `{path[-1]}`"
+            self.diagnostics.error(code, f"invalid {what}: {exc.message}", source.span(path),
                                    help=help_text, notes=notes)
             raise _Abort from None
 

@@ -384,6 +384,21 @@ def _dropout(node: fx.Node) -> _Mapped:
     return _Mapped("dropout", {"p": float(args["p"])}, [args["input"]])
 
 
+def _stochastic_depth(node: fx.Node) -> _Mapped:
+    """torchvision.ops.stochastic_depth (EfficientNet, ConvNeXt): per-sample ("row") is resgraph's drop_path."""
+    args = _bind(node, ("input", "p", "mode", "training"), {"training": True})
+    if args["mode"] != "row":
+        raise _Unsupported(f"`torchvision.ops.stochastic_depth` with mode={args['mode']!r} (drop_path drops per "
+                           "sample, mode 'row')")
+    return _Mapped("drop_path", {"p": float(args["p"])}, [args["input"]])
+
+
+def _torchvision_functions() -> dict[Any, Callable[[fx.Node], _Mapped]]:
+    """Functions torchvision registers with fx (they stay calls in a trace); only where it is installed."""
+    module = sys.modules.get("torchvision.ops.stochastic_depth")
+    return {module.stochastic_depth: _stochastic_depth} if module is not None else {}
+
+
 _GELU = _unary("gelu", lambda a: {"approximate": a["approximate"]})
 _FUNCTIONS: dict[Any, Callable[[fx.Node], _Mapped]] = {
     operator.add: _binary("add"), operator.iadd: _binary("add"), torch.add: _binary("add"),
@@ -490,7 +505,7 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
             raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features]")
         return mapped
     if node.op == "call_function":
-        mapping = _FUNCTIONS.get(node.target)
+        mapping = _FUNCTIONS.get(node.target) or _torchvision_functions().get(node.target)
     elif node.op == "call_method":
         mapping = _METHODS.get(node.target)
     else:

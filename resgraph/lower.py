@@ -220,7 +220,8 @@ def _error_notes(network: nn.Module, error: BaseException, args: tuple) -> list[
         declared = [graph.nodes[name].shape for name in graph.inputs]
         given = [tuple(arg.shape[1:]) if isinstance(arg, torch.Tensor) else None for arg in args]
         if len(given) != len(declared) or any(g != d for g, d in zip(given, declared)):
-            shown = ", ".join(f"`{name}` as [{', '.join(map(str, shape))}]" for name, shape in zip(graph.inputs, declared))
+            shown = ", ".join(f"`{name}` as [{', '.join(map(str, shape))}]"
+                              for name, shape in zip(graph.inputs, declared))
             got = ", ".join("[" + ", ".join(map(str, arg.shape)) + "]" if isinstance(arg, torch.Tensor)
                             else type(arg).__name__ for arg in args)
             notes.append(f"resgraph: the spec declares {shown} per sample, after a batch dimension; "
@@ -251,7 +252,8 @@ class CompiledModule(fx.GraphModule):
             cls = private
         python_code = super().recompile()
         cls.__call__ = cls._CALL   # through the class: a plain function, not one bound to this instance
-        key = (cls.__bases__, cls.__name__, python_code.src, tuple(sorted((name, id(value)) for name, value in python_code.globals.items())))
+        names = tuple(sorted((name, id(value)) for name, value in python_code.globals.items()))
+        key = (cls.__bases__, cls.__name__, python_code.src, names)
         twin = self._shared.setdefault(key, cls)
         if twin is not cls:
             self.__class__ = twin
@@ -287,7 +289,7 @@ def _block_input_names(count: int) -> list[str]:
 
 # Parameter-free ops through which a zeroed norm still zeroes the branch: the branch's value is
 # linear in the followed input (for `mul`, the gated tensor; the gate is another factor).
-_SCALE_LINEAR = frozenset({"mul", "identity", "dropout"})
+_SCALE_LINEAR = frozenset({"mul", "identity", "dropout", "drop_path"})
 
 
 def _branch_norm(graph: Graph, modules: dict[str, nn.Module], name: str) -> tuple[nn.Module | None, str]:
@@ -311,7 +313,7 @@ def _branch_norm(graph: Graph, modules: dict[str, nn.Module], name: str) -> tupl
 def _zero_init_residual(graph: Graph, modules: dict[str, nn.Module]) -> None:
     """Zero the scale of the norm that ends each residual branch, so every block starts as identity
     (Goyal et al. 2017; torchvision's `zero_init_residual`). The branch (an add's first input) is followed
-    back through parameter-free ops that keep it linear (`mul`'s gated input, identity, dropout) to its
+    back through parameter-free ops that keep it linear (`mul`'s gated input, identity, dropout, drop_path) to its
     norm; adds whose branch ends otherwise (pre-activation units end in a conv) get one warning."""
     missed: list[tuple[str, str]] = []
     for node in graph:
@@ -328,7 +330,8 @@ def _zero_init_residual(graph: Graph, modules: dict[str, nn.Module]) -> None:
         what = f"{ending.op.op_name()} `{end}`" if ending.op is not None else f"the input `{end}`"
         warnings.warn(f"zero_init_residual has no effect on {count} residual add{'s' * (count != 1)}, the first "
                       f"`{first}`: its branch ends in {what}, not in a norm with a weight (zero_init_residual "
-                      "follows the branch back through mul, identity and dropout only)", stacklevel=_caller_level())
+                      "follows the branch back through mul, identity, dropout and drop_path only)",
+                      stacklevel=_caller_level())
 
 
 def _caller_level() -> int:

@@ -38,6 +38,29 @@ class ZeroPadShortcut(nn.Module):
         return f"stride={self.stride}, channels=+{self.before}+{self.after}"
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, each sample's input is zeroed with probability `p`
+    and the survivors scaled by 1 / (1 - p); in eval, the identity. Put on a residual branch before the
+    addition, it drops the whole branch for that sample. The same draws as torchvision's
+    `stochastic_depth(x, p, "row")` (and timm's DropPath); no parameters, no state_dict entries."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...], stride: tuple[int, ...]) -> nn.Module:
     """Option B/C: a 1x1 convolution with the shortcut's stride, then batch norm (torchvision's downsample)."""
     c_in, c_out = in_shape[0], out_shape[0]

@@ -86,6 +86,28 @@ def test_zero_padding_shortcut_is_written_out():
     assert "ZeroPadShortcut(2, in_channels, planes)" in source
 
 
+def test_drop_path_is_written_out_and_draws_the_same_masks():
+    network = resgraph.load(SPECS / "transformer_encoder.yaml",
+                            {"drop_path": 0.3, "dropout": 0.0, "num_layers": 2, "d_model": 16, "heads": 2,
+                             "seq_len": 5})
+    source = eject_network(network)
+    assert "class DropPath(nn.Module):" in source and "class ZeroPadShortcut" not in source
+    namespace: dict = {}
+    exec(compile(source, "net.py", "exec"), namespace)  # our own generated file, in the test
+    compiled = resgraph.compile(network, seed=1)
+    ejected = namespace["TransformerEncoder"]()
+    ejected.load_state_dict(compiled.state_dict(), strict=True)
+    x = torch.randn(32, 5, 16, generator=torch.Generator().manual_seed(0))
+    ejected.train(), compiled.train()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        expected = compiled(x)
+        torch.manual_seed(5)
+        assert (ejected(x) - expected).abs().max().item() <= 1e-5
+        compiled.eval()
+        assert (compiled(x) - expected).abs().max().item() > 1e-3   # no dropout: only drop_path differs
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "cifar_resnet20", "se_resnet50", "residual_mlp",
                                   "preact_resnet164", "resnet50d", "wrn28_10", "transformer_encoder", "unet"])
 def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):

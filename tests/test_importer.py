@@ -309,6 +309,28 @@ def test_mobilenet_v2_round_trips(tmp_path):
         assert (compiled(x) - model(x)).abs().max().item() <= 1e-5
 
 
+def test_efficientnet_round_trips_with_stochastic_depth_as_drop_path(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.efficientnet_b0()
+    path = tmp_path / "efficientnet_b0.yaml"
+    text = import_module(model, (3, 64, 64))
+    path.write_text(text)
+    assert "op: drop_path" in text
+    compiled = resgraph.compile(path)
+    compiled.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(4, 3, 64, 64)
+    model.eval(), compiled.eval()
+    with torch.no_grad():
+        assert (compiled(x) - model(x)).abs().max().item() <= 1e-5
+    # In training, the same seed draws the same per-sample masks as torchvision's stochastic_depth.
+    model.train(), compiled.train()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        expected = model(x)
+        torch.manual_seed(7)
+        assert (compiled(x) - expected).abs().max().item() <= 1e-5
+
+
 class Branchy(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -556,6 +556,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "flatten": flatten_case(),
     "linear": linear_case(),
     "dropout": elementwise_case({"p": st.floats(0, 1)}),
+    "drop_path": elementwise_case({"p": st.floats(0, 1)}),
     "identity": elementwise_case(),
     "add": add_case(),
     "concat": concat_case(),
@@ -567,7 +568,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
 }
 
 # Ops whose shape rule never rejects anything.
-TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "identity", "activation"}
+TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "drop_path", "identity", "activation"}
 # More examples where there are more attributes to combine.
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
@@ -657,3 +658,21 @@ def test_norm_eps_zero_is_refused(op):
     attrs = {"eps": 0, **({"groups": 1} if op == "groupnorm" else {})}
     with pytest.raises(resgraph.SpecError, match="must be greater than 0"):
         resgraph.load("ops.yaml", text=spec_text(op, attrs, [[4, 5, 5]]))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.9, 1.0])
+def test_drop_path_draws_as_torchvision_stochastic_depth(p):
+    from torchvision.ops import stochastic_depth
+
+    from resgraph.modules import DropPath
+
+    module = DropPath(p)
+    x = torch.randn(64, 3, 4, 4)
+    torch.manual_seed(3)
+    got = module(x)
+    torch.manual_seed(3)
+    assert torch.equal(got, stochastic_depth(x, p, "row", training=True))
+    if 0.0 < p < 1.0:   # whole samples dropped, the rest scaled
+        kept = (got != 0).flatten(1).all(1)
+        assert 0 < kept.sum() < 64 and torch.allclose(got[kept], x[kept] / (1 - p))
+    assert torch.equal(module.eval()(x), x)

@@ -1,4 +1,4 @@
-"""Dense and tensor-plumbing ops: linear, flatten, dropout, identity."""
+"""Dense and tensor-plumbing ops: linear, flatten, dropout, drop_path, identity."""
 
 from __future__ import annotations
 
@@ -92,6 +92,25 @@ class Dropout(Op):
 
 
 @register
+class DropPath(Op):
+    """Stochastic depth on a residual branch: in training, drop the branch for each sample with probability
+    `p` (scaling survivors by 1 / (1 - p)); in eval, the identity. Put it before the `add`."""
+
+    op: Literal["drop_path"]
+    p: Float(0.0, 1.0) = 0.0
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("p",)
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def lower(self, b, args, inputs, output, meta):
+        from ..modules import DropPath as DropPathModule
+
+        return b.call_module(DropPathModule(self.p), args)
+
+
+@register
 class Identity(Op):
     """Passes its input through; useful as a named tap or a block's explicit output."""
 
@@ -104,4 +123,4 @@ class Identity(Op):
         return args[0]
 
 
-__all__ = ["Linear", "Flatten", "Dropout", "Identity", "fmt_shape"]
+__all__ = ["Linear", "Flatten", "Dropout", "DropPath", "Identity", "fmt_shape"]

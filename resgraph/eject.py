@@ -370,8 +370,9 @@ class Ejector:
         self.parameters: dict[str, list[tuple[str, Any]]] = {}  # class -> (parameter, default or REQUIRED)
         sections = []
         for block in sorted(by_block, key=lambda b: -depth[b]):
-            for group in self._structural_groups(by_block[block]):
-                name = class_name(block, taken)
+            groups = self._structural_groups(by_block[block])
+            for group in groups:
+                name = class_name(block + (self._variant(block, group[0]) if len(groups) > 1 else ""), taken)
                 taken.add(name)
                 sections.append(self._block_class(name, block, group))
         network_class = class_name(self.graph.name, taken)
@@ -421,6 +422,16 @@ class Ejector:
             if seen > 10_000:  # pragma: no cover
                 raise EjectError("alias loop")
         return ref
+
+    def _variant(self, block: str, instance: str) -> str:
+        """`_with_shortcut` for the instances of `block` that have its conditional node `shortcut` (`when:`),
+        so that the variants of one block read apart (`PreactBasic`, `PreactBasicWithShortcut`)."""
+        def exists(path: str) -> bool:   # an op node, or a block call that made nodes
+            return any(key == path or key.startswith(path + ".") for key in self.graph.nodes)
+
+        present = [name for name, entry in self.definitions[block].nodes.items()
+                   if entry.when is not None and exists(f"{instance}.{name}")]
+        return "_with_" + "_".join(present) if present else ""
 
     def _structural_groups(self, instances: list[str]) -> list[list[str]]:
         groups: dict[tuple, list[str]] = {}

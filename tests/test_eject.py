@@ -86,6 +86,12 @@ def test_zero_padding_shortcut_is_written_out():
     assert "ZeroPadShortcut(2, in_channels, planes)" in source
 
 
+def test_variants_of_a_block_are_named_after_their_conditional_nodes():
+    source = eject_network(resgraph.load(SPECS / "wrn28_10.yaml"))
+    assert "class PreactBasicWithShortcut(nn.Module):" in source and "class PreactBasic(nn.Module):" in source
+    assert "PreactBasicWithShortcut(160, 320, stride=2)," in source and "PreactBasic(320, 320)," in source
+
+
 def test_drop_path_is_written_out_and_draws_the_same_masks():
     network = resgraph.load(SPECS / "transformer_encoder.yaml",
                             {"drop_path": 0.3, "dropout": 0.0, "num_layers": 2, "d_model": 16, "heads": 2,

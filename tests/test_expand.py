@@ -429,3 +429,27 @@ def test_a_left_out_call_is_not_counted_against_the_size_limit(load_text):
           body: {block: big, repeat: 100}
     """)
     assert len(network.graph) == 101
+
+
+def test_a_block_chosen_by_a_param(load_text):
+    spec = """
+        resgraph: 1
+        input: [8]
+        params: {unit: wide}
+        blocks:
+          wide:
+            nodes:
+              fc: {op: linear, out: 32}
+              out: {op: linear, out: 8}
+          narrow:
+            nodes:
+              fc: {op: linear, out: 8}
+        nodes:
+          body_wide: {block: wide, when: "unit == 'wide'"}
+          body_narrow: {block: narrow, when: "unit == 'narrow'"}
+          head: {op: linear, out: 2}
+    """
+    wide = load_text(spec).graph
+    assert wide.nodes["head"].inputs == ["body_wide.out"] and "body_narrow.fc" not in wide.nodes
+    narrow = load_text(spec, params={"unit": "narrow"}).graph
+    assert narrow.nodes["body_narrow.fc"].inputs == ["input"] and narrow.nodes["head"].inputs == ["body_narrow.fc"]

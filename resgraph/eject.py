@@ -491,11 +491,24 @@ class Ejector:
         flags: list[tuple[str, list[bool]]] = []
         taken = {"self"} | set(candidates[0])
 
+        def writable(text: str, seen: frozenset = frozenset()) -> str | None:
+            """`text` in Python, where it and the `let` values it reads have a Python spelling in a constructor
+            (`shape(input)[0]` has none: there is no tensor yet); else None."""
+            if definition is not None and re.fullmatch(rf"\s*shape\(\s*{definition.inputs[0]}\s*\)\s*\[\s*0\s*\]\s*",
+                                                        text):
+                return "in_channels"   # the constructor's own parameter
+            code = _python_expression(text)
+            lets = definition.let if definition is not None else {}
+            for name in _names(text) if code is not None else ():
+                if name in lets and name not in seen and writable(lets[name], seen | {name}) is None:
+                    return None
+            return code
+
         def express(values: list[Any], present: list[int], fallback: str, written: Any = None) -> Any:
             """How to write a constructor argument: as the spec wrote it (`written`), as a literal
             when every instance agrees, or as the param whose value it follows."""
             if isinstance(written, str):
-                code = _python_expression(written)
+                code = writable(written)
                 if code is not None and all(_equal(_spec_value(written, candidates[i]), v)
                                             for i, v in zip(present, values)):
                     used.append(written)
@@ -505,7 +518,7 @@ class Ejector:
             # Names already written come first, so that `bn1` follows `conv1` (`width`, not `planes`).
             for candidate in list(dict.fromkeys(used)) + list(candidates[present[0]]):
                 if all(_equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
-                    code = _python_expression(candidate)
+                    code = writable(candidate)
                     if code is None:
                         continue
                     used.append(candidate)
@@ -572,9 +585,10 @@ class Ejector:
                         changed = True
             for key, text in definition.let.items():
                 if key in needed:
-                    code = _python_expression(text)
+                    code = writable(text)
                     if code is None:
                         raise EjectError(f"the `let` expression `{text}` of block `{block}` cannot be written in Python")
+                    needed |= _names(code)   # `in_channels`, for a let of the input's channels
                     lets.append(f"        {key} = {code}")
                     if "math." in code:
                         self.uses_math = True
@@ -869,8 +883,8 @@ def _python_expression(text: str) -> str | None:
             self.generic_visit(node)
             if isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil"):
                 node.func = ast.Attribute(ast.Name("math", ast.Load()), node.func.id, ast.Load())
-            elif isinstance(node.func, ast.Name) and node.func.id == "make_divisible":
-                raise EjectError("make_divisible")
+            elif isinstance(node.func, ast.Name) and node.func.id in ("make_divisible", "shape"):
+                raise EjectError(node.func.id)   # no Python spelling in a constructor: written as a value
             return node
 
     try:

@@ -15,9 +15,9 @@ import graphlib
 from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Note, Span, did_you_mean
-from .expr import ExprError, evaluate, names_in
+from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
-from .ops.base import Int, Op
+from .ops.base import Int, Op, ShapeError
 from .source import KeyPath, SourceFile, load_source
 from .spec import BlockCall, BlockDef, Requirement, SpecFile, parse_spec, report_validation_error
 
@@ -400,6 +400,69 @@ class _Expander:
         self.aliases: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
         self.failed_requirements: set[tuple[str, KeyPath]] = set()
+        self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
+        self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
+
+    def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
+              ) -> Names:
+        """An expression scope whose `shape(name)` reads the nodes and inputs of the scope at `prefix`."""
+        names = Names(values)
+
+        def shape_of(name: str) -> tuple[int, ...]:
+            if name not in refs and name not in nodes:
+                known = list(refs) + list(nodes)
+                raise ExprError(f"`shape({name})`: no node or input `{name}` here", "name", name=name,
+                                help=did_you_mean(name, known) or "names here: " + ", ".join(f"`{k}`" for k in known))
+            ref = self.resolve(refs.get(name, prefix + name))
+            shape = self.shape_so_far(ref)
+            if shape is not None:
+                return shape
+            if self.diagnostics.has_errors:
+                raise _Abort  # an error already reported is the cause; one message per fault
+            cause = self.shape_causes.get(ref)
+            if cause is not None:
+                raise ExprError(f"the shape of `{name}` cannot be worked out: `{cause[0]}`: {cause[1]}")
+            raise ExprError(f"the shape of `{name}` is not known here", help="`shape(name)` reads a node or "
+                            "input of this scope whose inputs are declared before the expression")
+
+        names.shapes = shape_of
+        return names
+
+    def shape_so_far(self, ref: str) -> tuple[int, ...] | None:
+        """The shape of `ref` from the nodes expanded so far, by the ops' own shape rules, computed on demand
+        (nothing is spent where no expression asks) without recursion; None where it cannot be known yet:
+        a node not yet expanded, a failed node or a shape rule that rejects its inputs (reported later)."""
+        pending, busy = [ref], set()
+        while pending:
+            name = pending[-1]
+            if name in self.shapes:
+                pending.pop()
+                continue
+            node = self.graph.nodes.get(name)
+            if node is None or node.is_input or node.op is None:
+                self.shapes[name] = node.shape if node is not None and node.is_input else None
+                pending.pop()
+                continue
+            inputs = [self.resolve(i) for i in node.inputs]
+            missing = [i for i in inputs if i not in self.shapes and i not in busy]
+            if missing and name not in busy:
+                busy.add(name)
+                pending.extend(missing)
+                continue
+            shapes = [self.shapes.get(i) for i in inputs]
+            failed = [i for i, shape in zip(inputs, shapes) if shape is None]
+            if failed:
+                self.shapes[name] = None
+                if failed[0] in self.shape_causes:
+                    self.shape_causes[name] = self.shape_causes[failed[0]]
+            else:
+                try:
+                    self.shapes[name] = tuple(node.op.infer_shape(shapes, {}))
+                except ShapeError as exc:
+                    self.shapes[name] = None
+                    self.shape_causes[name] = (name, exc.message)
+            pending.pop()
+        return self.shapes[ref]
 
     # The expression errors of `with`, `first` and `let` values, located at the value.
     def _evaluate(self, value: Any, scope: Mapping[str, Any], source: SourceFile, path: KeyPath,
@@ -542,12 +605,13 @@ class _Expander:
             definition = block.definition
             instance = frame.prefix + name + (f".{index}" if repeat is not None else "")
             notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
-            values = {key: _literal(value) for key, value in definition.params.items()}
+            refs = dict(zip(definition.inputs, inputs))
+            values = self.names({key: _literal(value) for key, value in definition.params.items()}, instance + ".",
+                                refs, definition.nodes)
             values |= with_values | (first_values if index == 0 else {}) | {"index": index}
             for key, expression in definition.let.items():
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
             self.check_requirements(definition.require, values, block.source, block.path, notes)
-            refs = dict(zip(definition.inputs, inputs))
             scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
             child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
@@ -608,11 +672,6 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             values[key] = _literal(value)
     graph = Graph(spec.name or Path(source.path).stem)
     expander = _Expander(program, graph, diagnostics)
-    if not diagnostics.has_errors:
-        try:
-            expander.check_requirements(spec.require, values, source, (), ())
-        except _Abort:
-            return None
     if spec.nodes and spec.input is None:
         diagnostics.error("RG010", "the network has nodes but no `input`", source.span(("nodes",), key=True),
                           help="declare the per-sample input shape, e.g. `input: [3, 224, 224]`")
@@ -635,8 +694,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors:
         return None
 
-    frame = _Frame("", {name: name for name in graph.inputs}, values, source, (), (), ())
+    refs = {name: name for name in graph.inputs}
+    values = expander.names(values, "", refs, spec.nodes)
+    frame = _Frame("", refs, values, source, (), (), ())
     try:
+        expander.check_requirements(spec.require, values, source, (), ())
+        if diagnostics.has_errors:
+            return None
         last = expander.expand_nodes(spec.nodes, frame, graph.inputs[0] if len(graph.inputs) == 1 else None)
     except _Abort:
         return None

@@ -34,10 +34,22 @@ def _make_divisible(value: Value, divisor: Value, min_value: Value = None) -> in
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
+def _shape_unavailable(*args: Value) -> Value:
+    raise ExprError("`shape(...)` is not available here", help="`shape(name)` reads the shape of a node or input "
+                    "in node attributes, block calls, `let`, `require` and `when`, not in `input` dimensions")
+
+
 FUNCTIONS: dict[str, Callable[..., Value]] = {
     "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
-    "floor": math.floor, "ceil": math.ceil, "make_divisible": _make_divisible,
+    "floor": math.floor, "ceil": math.ceil, "make_divisible": _make_divisible, "shape": _shape_unavailable,
 }
+
+
+class Names(dict):
+    """The names an expression may read, with `shapes`: how `shape(name)` finds the per-sample shape of a node
+    or input of the scope (it raises ExprError where the shape is not known)."""
+
+    shapes: Callable[[str], tuple[int, ...]] | None = None
 
 _BINARY = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -194,14 +206,25 @@ class _Evaluator:
         return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
     def visit_Call(self, node: ast.Call) -> Value:
-        args = [self.visit(arg) for arg in node.args]
         name = node.func.id  # type: ignore[attr-defined]
+        if name == "shape":
+            return self.shape(node)
+        args = [self.visit(arg) for arg in node.args]
         try:
             return _bounded(FUNCTIONS[name](*args))
         except ExprError:
             raise
         except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
             raise ExprError(f"`{name}(...)` failed: {exc}") from None
+
+    def shape(self, node: ast.Call) -> Value:
+        """`shape(input)`: a node's per-sample shape as a list (`shape(input)[0]` is its channels)."""
+        if len(node.args) != 1 or not isinstance(node.args[0], ast.Name):
+            raise ExprError("`shape(...)` takes one node or input name, e.g. `shape(input)[0]`", "syntax")
+        shapes = getattr(self.scope, "shapes", None)
+        if shapes is None:
+            _shape_unavailable()
+        return list(shapes(node.args[0].id))
 
     def visit_List(self, node: ast.List) -> Value:
         if len(node.elts) > 16:

@@ -453,3 +453,45 @@ def test_a_block_chosen_by_a_param(load_text):
     assert wide.nodes["head"].inputs == ["body_wide.out"] and "body_narrow.fc" not in wide.nodes
     narrow = load_text(spec, params={"unit": "narrow"}).graph
     assert narrow.nodes["body_narrow.fc"].inputs == ["input"] and narrow.nodes["head"].inputs == ["body_narrow.fc"]
+
+
+def test_shape_reads_the_shapes_of_earlier_nodes_and_inputs(load_text):
+    graph = load_text("""
+        resgraph: 1
+        input: [3, 32, 32]
+        blocks:
+          squeeze:
+            params: {reduction: 4}
+            let: {channels: "shape(input)[0]"}
+            require: [channels % reduction == 0]
+            nodes:
+              pool: {op: adaptive_avgpool2d, size: 1}
+              fc1: {op: conv2d, out: channels // reduction, kernel: 1}
+              fc2: {op: conv2d, out: "shape(pool)[0]", kernel: 1}
+        nodes:
+          stem: {op: conv2d, out: 16, kernel: 3, padding: 1, stride: 2}
+          se: {block: squeeze, with: {reduction: "shape(stem)[-1] // 4"}}
+          flat: flatten
+          fc: {op: linear, out: "shape(flat)[0] * 2"}
+    """).graph
+    assert graph.nodes["se.fc1"].shape == (4, 1, 1)       # 16 channels, reduction 16 // 4 = 4
+    assert graph.instances["se"].values["reduction"] == 4 and graph.instances["se"].values["channels"] == 16
+    assert graph.nodes["se.fc2"].shape == (16, 1, 1) and graph.nodes["fc"].shape == (32,)
+
+
+@pytest.mark.parametrize("expression, code, message", [
+    ("shape(later)[0]", "RG022", "the shape of `later` is not known here"),
+    ("shape(inptu)[0]", "RG021", "`shape(inptu)`: no node or input `inptu` here"),
+    ("shape(input, 1)", "RG020", "`shape(...)` takes one node or input name"),
+    ("shape(input)[1]", "RG022", "index 1 is out of range for a list of 1 items"),
+])
+def test_shape_errors(validate_text, expression, code, message):
+    (error,) = validate_text(f"""
+        resgraph: 1
+        input: [8]
+        nodes:
+          fc: {{op: linear, out: "{expression}"}}
+          later: {{op: linear, out: 8, inputs: input}}
+          sum: {{op: add, inputs: [fc, later]}}
+    """)
+    assert error.code == code and message in error.message and error.span.line == 4

@@ -394,6 +394,33 @@ def _literal(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+class _ShapeLookup:
+    """`shape(name)` in one scope instance (one per block instance, so it keeps no __dict__)."""
+
+    __slots__ = ("expander", "prefix", "refs", "nodes")
+
+    def __init__(self, expander: "_Expander", prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]):
+        self.expander, self.prefix, self.refs, self.nodes = expander, prefix, refs, nodes
+
+    def __call__(self, name: str) -> tuple[int, ...]:
+        expander, refs = self.expander, self.refs
+        if name not in refs and name not in self.nodes:
+            known = list(refs) + list(self.nodes)
+            raise ExprError(f"`shape({name})`: no node or input `{name}` here", "name", name=name,
+                            help=did_you_mean(name, known) or "names here: " + ", ".join(f"`{k}`" for k in known))
+        ref = expander.resolve(refs.get(name, self.prefix + name))
+        shape = expander.shape_so_far(ref)
+        if shape is not None:
+            return shape
+        if expander.diagnostics.has_errors:
+            raise _Abort  # an error already reported is the cause; one message per fault
+        cause = expander.shape_causes.get(ref)
+        if cause is not None:
+            raise ExprError(f"the shape of `{name}` cannot be worked out: `{cause[0]}`: {cause[1]}")
+        raise ExprError(f"the shape of `{name}` is not known here", help="`shape(name)` reads a node or "
+                        "input of this scope whose inputs are declared before the expression")
+
+
 class _Expander:
     def __init__(self, program: Program, graph: Graph, diagnostics: Diagnostics) -> None:
         self.program, self.graph, self.diagnostics = program, graph, diagnostics
@@ -406,27 +433,7 @@ class _Expander:
     def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
               ) -> Names:
         """An expression scope whose `shape(name)` reads the nodes and inputs of the scope at `prefix`."""
-        names = Names(values)
-
-        def shape_of(name: str) -> tuple[int, ...]:
-            if name not in refs and name not in nodes:
-                known = list(refs) + list(nodes)
-                raise ExprError(f"`shape({name})`: no node or input `{name}` here", "name", name=name,
-                                help=did_you_mean(name, known) or "names here: " + ", ".join(f"`{k}`" for k in known))
-            ref = self.resolve(refs.get(name, prefix + name))
-            shape = self.shape_so_far(ref)
-            if shape is not None:
-                return shape
-            if self.diagnostics.has_errors:
-                raise _Abort  # an error already reported is the cause; one message per fault
-            cause = self.shape_causes.get(ref)
-            if cause is not None:
-                raise ExprError(f"the shape of `{name}` cannot be worked out: `{cause[0]}`: {cause[1]}")
-            raise ExprError(f"the shape of `{name}` is not known here", help="`shape(name)` reads a node or "
-                            "input of this scope whose inputs are declared before the expression")
-
-        names.shapes = shape_of
-        return names
+        return Names(values, _ShapeLookup(self, prefix, refs, nodes))
 
     def shape_so_far(self, ref: str) -> tuple[int, ...] | None:
         """The shape of `ref` from the nodes expanded so far, by the ops' own shape rules, computed on demand

@@ -49,7 +49,11 @@ class Names(dict):
     """The names an expression may read, with `shapes`: how `shape(name)` finds the per-sample shape of a node
     or input of the scope (it raises ExprError where the shape is not known)."""
 
-    shapes: Callable[[str], tuple[int, ...]] | None = None
+    __slots__ = ("shapes",)   # one per block instance: no __dict__
+
+    def __init__(self, values: Mapping[str, Value] = (), shapes: Callable[[str], tuple[int, ...]] | None = None):
+        super().__init__(values)
+        self.shapes = shapes
 
 _BINARY = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,

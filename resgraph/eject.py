@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import keyword
 import operator
 import re
@@ -800,25 +801,8 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
 
-DROP_PATH_SOURCE = '''class DropPath(nn.Module):
-    """Stochastic depth: in training, zero each sample with probability p and scale the rest by 1 / (1 - p)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
-        if keep > 0.0:
-            noise.div_(keep)
-        return x * noise'''
-
 # resgraph's own modules, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": DROP_PATH_SOURCE, "ZeroPadShortcut": PAD_SOURCE}
+HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

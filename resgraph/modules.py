@@ -39,10 +39,11 @@ class ZeroPadShortcut(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): in training, each sample's input is zeroed with probability `p`
-    and the survivors scaled by 1 / (1 - p); in eval, the identity. Put on a residual branch before the
-    addition, it drops the whole branch for that sample. The same draws as torchvision's
-    `stochastic_depth(x, p, "row")` (and timm's DropPath); no parameters, no state_dict entries."""
+    """Stochastic depth (Huang et al. 2016): in training, zero each sample with probability p
+    and scale the rest by 1 / (1 - p); in eval, the identity. On a residual branch before the
+    addition, it drops the branch for that sample. The same draws as torchvision's
+    stochastic_depth(x, p, "row") and timm's DropPath; no parameters, no state_dict entries.
+    (resgraph export copies this class's source into the files it writes.)"""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -52,7 +53,8 @@ class DropPath(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        noise = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
         if keep > 0.0:
             noise.div_(keep)
         return x * noise

@@ -98,6 +98,8 @@ def test_drop_path_is_written_out_and_draws_the_same_masks():
                              "seq_len": 5})
     source = eject_network(network)
     assert "class DropPath(nn.Module):" in source and "class ZeroPadShortcut" not in source
+    black = pytest.importorskip("black")
+    assert black.format_str(source, mode=black.Mode()) == source
     namespace: dict = {}
     exec(compile(source, "net.py", "exec"), namespace)  # our own generated file, in the test
     compiled = resgraph.compile(network, seed=1)

@@ -428,6 +428,7 @@ class _Expander:
         self.sizes: dict[str, int] = {}
         self.failed_requirements: set[tuple[str, KeyPath]] = set()
         self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
+        self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
     def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
@@ -544,6 +545,7 @@ class _Expander:
             qualified = frame.prefix + name
             if entry.when is not None and not self.enabled(entry, path, frame):
                 # Left out: whoever reads it reads what stands for it.
+                self.left_out[qualified] = (frame.source, path + ("when",), frame.notes)
                 if entry.otherwise is not None:
                     self.aliases[qualified] = frame.refs.get(entry.otherwise, frame.prefix + entry.otherwise)
                 elif inputs:
@@ -647,13 +649,25 @@ class _Expander:
         return self.sizes[block]
 
     def resolve(self, ref: str) -> str:
-        seen = 0
+        """What a reference finally names: through block calls (to their output) and left-out nodes (to what
+        stands for them). Only left-out nodes can close a cycle (`otherwise` naming each other): RG041."""
+        chain: list[str] | None = None
         while ref in self.aliases:
+            if ref in self.left_out:
+                chain = chain if chain is not None else []
+                if ref in chain:
+                    self._stand_in_cycle(chain[chain.index(ref):])
+                chain.append(ref)
             ref = self.aliases[ref]
-            seen += 1
-            if seen > MAX_NODES:  # pragma: no cover - aliases always point deeper
-                raise RuntimeError("alias cycle")
         return ref
+
+    def _stand_in_cycle(self, cycle: list[str]) -> None:
+        source, path, notes = self.left_out[cycle[0]]
+        shown = " -> ".join(f"`{name}`" for name in cycle + cycle[:1])
+        self.diagnostics.error("RG041", f"left-out nodes stand for each other in a cycle: {shown}",
+                               source.span(path), notes=notes,
+                               help="let one of them stand for a node outside the cycle (`otherwise: ...`)")
+        raise _Abort
 
 
 def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
@@ -714,11 +728,14 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors:
         return None
 
-    for node in graph:
-        node.inputs = [expander.resolve(ref) for ref in node.inputs]
-    for instance in graph.instances.values():
-        instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
-        instance.output = expander.resolve(instance.output)
+    try:
+        for node in graph:
+            node.inputs = [expander.resolve(ref) for ref in node.inputs]
+        for instance in graph.instances.values():
+            instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
+            instance.output = expander.resolve(instance.output)
+    except _Abort:
+        return None
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     known = set(spec.nodes) | set(graph.inputs)
@@ -728,6 +745,9 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             diagnostics.error("RG040", f"unknown output `{name}`", span,
                               help=did_you_mean(name, known) or "outputs name top-level nodes or block calls")
             continue
-        graph.outputs.append(expander.resolve(name))
+        try:
+            graph.outputs.append(expander.resolve(name))
+        except _Abort:
+            return None
         graph.output_spans.append(span)
     return None if diagnostics.has_errors else graph

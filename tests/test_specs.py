@@ -281,6 +281,20 @@ def test_unet_restores_the_input_size():
     assert y.shape == (2, 2, 64, 64)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_unet_depth_is_a_param(depth):
+    network = resgraph.load(SPECS / "unet.yaml", params={"depth": depth})
+    nodes = network.graph.nodes
+    assert [f"enc{k}.relu2" in nodes for k in range(1, 6)] == [k <= depth for k in range(1, 6)]
+    assert [f"up{k}.cat" in nodes for k in range(1, 6)] == [k <= depth for k in range(1, 6)]
+    assert nodes["bottleneck.relu2"].shape == (32 * 2**depth, 64 // 2**depth, 64 // 2**depth)
+    assert nodes["bottleneck.conv1"].inputs == [f"pool{depth}"]
+    assert nodes[f"up{depth}.upconv"].inputs == ["bottleneck.relu2"]
+    model = resgraph.compile(network).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+
+
 def test_unet_input_size_must_divide_by_16():
     # 60 -> 30 -> 15 -> 7 (max pooling floors) -> 3; the decoder doubles 3 to 6 and meets the 7x7 skip
     diagnostics = resgraph.validate(SPECS / "unet.yaml", params={"size": 60})

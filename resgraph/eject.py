@@ -427,8 +427,9 @@ class Ejector:
     def _variant(self, block: str, instance: str) -> str:
         """`_with_shortcut` for the instances of `block` that have its conditional node `shortcut` (`when:`),
         so that the variants of one block read apart (`PreactBasic`, `PreactBasicWithShortcut`)."""
-        def exists(path: str) -> bool:   # an op node, or a block call that made nodes
-            return any(key == path or key.startswith(path + ".") for key in self.graph.nodes)
+        def exists(path: str) -> bool:   # an op node, or a block call (repeated or not) that was made
+            instances = self.graph.instances
+            return path in self.graph.nodes or path in instances or f"{path}.0" in instances
 
         present = [name for name, entry in self.definitions[block].nodes.items()
                    if entry.when is not None and exists(f"{instance}.{name}")]
@@ -494,11 +495,8 @@ class Ejector:
 
         def writable(text: str, seen: frozenset = frozenset()) -> str | None:
             """`text` in Python, where it and the `let` values it reads have a Python spelling in a constructor
-            (`shape(input)[0]` has none: there is no tensor yet); else None."""
-            if definition is not None and re.fullmatch(rf"\s*shape\(\s*{definition.inputs[0]}\s*\)\s*\[\s*0\s*\]\s*",
-                                                        text):
-                return "in_channels"   # the constructor's own parameter
-            code = _python_expression(text)
+            (see `_python_expression`); else None."""
+            code = _python_expression(text, definition.inputs[0] if definition is not None else None)
             lets = definition.let if definition is not None else {}
             for name in _names(text) if code is not None else ():
                 if name in lets and name not in seen and writable(lets[name], seen | {name}) is None:
@@ -853,8 +851,10 @@ def _names(text: str) -> set[str]:
         return set()
 
 
-def _python_expression(text: str) -> str | None:
-    """The Python source of a spec expression (already whitelisted), or None if it has no equivalent."""
+def _python_expression(text: str, first_input: str | None = None) -> str | None:
+    """The Python source of a spec expression (already whitelisted), or None if it has no equivalent.
+    In a block whose first input is `first_input`, `shape(first_input)[0]` is the constructor's
+    `in_channels`; any other `shape(...)` has no spelling in a constructor (there is no tensor yet)."""
     import ast
 
     try:
@@ -863,6 +863,16 @@ def _python_expression(text: str) -> str | None:
         return None
 
     class Rewrite(ast.NodeTransformer):
+        def visit_Subscript(self, node: ast.Subscript) -> Any:
+            value, index = node.value, node.slice
+            if (first_input is not None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                    and value.func.id == "shape" and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
+                    and value.args[0].id == first_input and isinstance(index, ast.Constant)
+                    and type(index.value) is int and index.value == 0):
+                return ast.Name("in_channels", ast.Load())
+            self.generic_visit(node)
+            return node
+
         def visit_Call(self, node: ast.Call) -> Any:
             self.generic_visit(node)
             if isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil"):

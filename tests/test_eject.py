@@ -86,6 +86,34 @@ def test_zero_padding_shortcut_is_written_out():
     assert "ZeroPadShortcut(2, in_channels, planes)" in source
 
 
+def test_the_input_channels_read_with_shape_are_the_constructors_in_channels(load_text):
+    network = load_text("""
+        resgraph: 1
+        input: [16, 8, 8]
+        blocks:
+          squeeze:
+            let: {quarter: "shape(input)[0] // 4"}
+            nodes:
+              fc1: {op: conv2d, out: quarter, kernel: 1}
+              fc2: {op: conv2d, out: "shape(input)[0]", kernel: 1}
+        nodes:
+          a: {block: squeeze}
+          b: {op: conv2d, out: 32, kernel: 1}
+          c: {block: squeeze}
+    """)
+    source = eject_network(network)
+    assert "quarter = in_channels // 4" in source
+    assert "Squeeze(16)" in source and "Squeeze(32)" in source
+    namespace: dict = {}
+    exec(compile(source, "net.py", "exec"), namespace)  # our own generated file, in the test
+    compiled = resgraph.compile(network).eval()
+    ejected = namespace[source.split("\nclass ")[-1].split("(")[0]]().eval()
+    ejected.load_state_dict(compiled.state_dict(), strict=True)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(ejected(x), compiled(x), atol=1e-6)
+
+
 def test_variants_of_a_block_are_named_after_their_conditional_nodes():
     source = eject_network(resgraph.load(SPECS / "wrn28_10.yaml"))
     assert "class PreactBasicWithShortcut(nn.Module):" in source and "class PreactBasic(nn.Module):" in source

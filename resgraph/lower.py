@@ -208,8 +208,7 @@ def _error_notes(network: nn.Module, error: BaseException, args: tuple) -> list[
         trace = trace.tb_next
     if running is not None:
         module, line = running
-        index = getattr(module, "_lineno_map", None) or {}
-        index = index.get(line)
+        index = (getattr(module, "_lineno_map", None) or {}).get(line)   # fx's generated line -> node index
         nodes = list(module.graph.nodes)
         meta = nodes[index].meta.get(SPEC_NODE) if index is not None and index < len(nodes) else None
         if meta is not None:

@@ -28,6 +28,13 @@ class _InPlaceActivation(_Activation):
 
 @register
 class ReLU(_InPlaceActivation):
+    """max(x, 0).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `x.relu()` (`x.relu_()`, in place, where safe)
+    """
+
     op: Literal["relu"]
 
     def lower(self, b, args, inputs, output, meta):
@@ -37,7 +44,12 @@ class ReLU(_InPlaceActivation):
 
 @register
 class ReLU6(_InPlaceActivation):
-    """min(max(x, 0), 6), as in MobileNet v2."""
+    """min(max(x, 0), 6), as in MobileNet v2.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.relu6` (in place where safe)
+    """
 
     op: Literal["relu6"]
 
@@ -49,6 +61,13 @@ class ReLU6(_InPlaceActivation):
 
 @register
 class GELU(_Activation):
+    """Gaussian error linear unit, x·Φ(x) (or its tanh approximation).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.gelu`
+    """
+
     op: Literal["gelu"]
     approximate: Choice("none", "tanh") = "none"
 
@@ -64,6 +83,13 @@ class GELU(_Activation):
 
 @register
 class SiLU(_Activation):
+    """x·sigmoid(x) (swish).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.silu`
+    """
+
     op: Literal["silu"]
 
     fresh_output: ClassVar[bool] = True
@@ -76,6 +102,13 @@ class SiLU(_Activation):
 
 @register
 class Sigmoid(_Activation):
+    """1 / (1 + exp(−x)).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `torch.sigmoid`
+    """
+
     op: Literal["sigmoid"]
 
     def function(self):
@@ -86,6 +119,13 @@ class Sigmoid(_Activation):
 
 @register
 class Tanh(_Activation):
+    """Hyperbolic tangent.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `torch.tanh`
+    """
+
     op: Literal["tanh"]
 
     def function(self):

@@ -14,7 +14,14 @@ class MultiheadAttention(Op):
 
     MACs count the four projections (queries, keys, values and output: 4·L·E² multiply-accumulates)
     and the two attention products (Q·Kᵀ and the weights times V: 2·L²·E); the softmax, the scaling
-    and the bias additions are not counted, as norms and activations are not counted elsewhere."""
+    and the bias additions are not counted, as norms and activations are not counted elsewhere.
+
+    Inputs: 1: `[L, E]` (a sequence)
+    Output: unchanged; self-attention (query = key = value = the input); 4E² + 4E params with bias, 4E² without;
+        MACs 4·L·E² (projections) + 2·L²·E (the two attention products)
+    Lowered to: `nn.MultiheadAttention(E, heads, dropout, bias, batch_first=True)`, called with
+        `need_weights=False`, element 0 of its result
+    """
 
     op: Literal["multihead_attention"]
     heads: Int(1)

@@ -136,7 +136,14 @@ def Float(minimum: float | None = None, maximum: float | None = None, positive: 
             raise fail(f"must be at most {maximum}, got {value}")
         return float(value)
 
-    return attribute(check, {"type": "number"})
+    schema: dict = {"type": "number"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if positive:
+        schema["exclusiveMinimum"] = 0
+    return attribute(check, schema)
 
 
 def _as_bool(value: Any) -> bool:

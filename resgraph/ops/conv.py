@@ -121,7 +121,13 @@ class _ConvNd(Op):
 
 @register
 class Conv1d(_ConvNd):
-    """1-d convolution over a [channels, length] input."""
+    """1-d convolution over a [channels, length] input.
+
+    Inputs: 1: `[C, L]`
+    Output: `[out, L']`, L' = ⌊(L + 2p − d(k−1) − 1)/s⌋ + 1. `same` keeps L and needs stride 1. C and `out`
+        divisible by `groups`.
+    Lowered to: `nn.Conv1d`, Kaiming-normal (fan_out) weights
+    """
 
     op: Literal["conv1d"]
     spatial_dims: ClassVar[int] = 1
@@ -129,7 +135,12 @@ class Conv1d(_ConvNd):
 
 @register
 class Conv2d(_ConvNd):
-    """2-d convolution over a [channels, height, width] input."""
+    """2-d convolution over a [channels, height, width] input.
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[out, H', W']`, same rule per spatial dim
+    Lowered to: `nn.Conv2d`, Kaiming-normal (fan_out) weights
+    """
 
     op: Literal["conv2d"]
     spatial_dims: ClassVar[int] = 2

@@ -9,7 +9,12 @@ from .base import Bool, Float, Int, Op, Shape, ShapeError, fmt_shape, prod, regi
 
 @register
 class Linear(Op):
-    """A fully-connected layer over the last dimension."""
+    """A fully-connected layer over the last dimension.
+
+    Inputs: 1: `[…, F]`
+    Output: `[…, out]` (last dimension)
+    Lowered to: `nn.Linear`
+    """
 
     op: Literal["linear"]
     out: Int(1)
@@ -54,7 +59,12 @@ def _sample_dim(dim: int, rank: int, attr: str) -> int:
 
 @register
 class Flatten(Op):
-    """torch.flatten(x, start_dim, end_dim); dimensions count the batch as 0, as in torch."""
+    """torch.flatten(x, start_dim, end_dim); dimensions count the batch as 0, as in torch.
+
+    Inputs: 1
+    Output: dims `start_dim..end_dim` multiplied into one
+    Lowered to: `torch.flatten`
+    """
 
     op: Literal["flatten"]
     start_dim: Int(None) = 1
@@ -77,6 +87,13 @@ class Flatten(Op):
 
 @register
 class Dropout(Op):
+    """Zeroes each element with probability `p` in training (scaling the rest by 1/(1−p)); the identity in eval.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `nn.Dropout`
+    """
+
     op: Literal["dropout"]
     p: Float(0.0, 1.0) = 0.5
 
@@ -94,7 +111,15 @@ class Dropout(Op):
 @register
 class DropPath(Op):
     """Stochastic depth on a residual branch: in training, drop the branch for each sample with probability
-    `p` (scaling survivors by 1 / (1 - p)); in eval, the identity. Put it before the `add`."""
+    `p` (scaling survivors by 1 / (1 - p)); in eval, the identity. Put it before the `add`.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: stochastic depth (Huang et al. 2016): in training, each sample is zeroed with probability `p`
+        and the rest scaled by 1/(1−p); the identity in eval. On a residual branch before the `add`, it drops
+        the branch per sample. `resgraph.modules.DropPath`, the same draws as torchvision's `stochastic_depth(x,
+        p, "row")`; no parameters
+    """
 
     op: Literal["drop_path"]
     p: Float(0.0, 1.0) = 0.0
@@ -112,7 +137,12 @@ class DropPath(Op):
 
 @register
 class Identity(Op):
-    """Passes its input through; useful as a named tap or a block's explicit output."""
+    """Passes its input through; useful as a named tap or a block's explicit output.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: nothing (passes the tensor on)
+    """
 
     op: Literal["identity"]
 

@@ -63,7 +63,12 @@ def _mismatch_help(branch: Shape, skip: Shape) -> str:
 
 @register
 class Add(Op):
-    """The residual sum y = F(x) + x. The first input is the branch F(x); the others are shortcuts."""
+    """The residual sum y = F(x) + x. The first input is the branch F(x); the others are shortcuts.
+
+    Inputs: ≥2: branch, shortcut(s)
+    Output: the branch's shape; see [add](#add)
+    Lowered to: `+=` / `+`, shortcut modules
+    """
 
     op: Literal["add"]
     shortcut: Choice(*(s.value for s in Shortcut)) = Shortcut.IDENTITY.value
@@ -146,7 +151,12 @@ class Add(Op):
 
 @register
 class Concat(Op):
-    """Concatenation along `dim` (torch numbering: 0 is the batch, 1 the channels)."""
+    """Concatenation along `dim` (torch numbering: 0 is the batch, 1 the channels).
+
+    Inputs: ≥2
+    Output: sum along `dim`; see [concat](#concat)
+    Lowered to: `torch.cat`
+    """
 
     op: Literal["concat"]
     dim: Int(None) = 1
@@ -189,7 +199,12 @@ def broadcast(shapes: list[Shape]) -> Shape | None:
 
 @register
 class Mul(Op):
-    """Element-wise product with broadcasting: gating, as in squeeze-and-excitation."""
+    """Element-wise product with broadcasting: gating, as in squeeze-and-excitation.
+
+    Inputs: ≥2
+    Output: broadcast shape; same rank; see [mul](#mul)
+    Lowered to: `*`
+    """
 
     op: Literal["mul"]
 

@@ -14,7 +14,12 @@ FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh")
 @register
 class Activation(Op):
     """`{op: activation, function: act}` with a param `act: relu` runs `relu`; as torch's Transformer layers
-    take `activation="relu"` or `"gelu"`."""
+    take `activation="relu"` or `"gelu"`.
+
+    Inputs: 1
+    Output: unchanged; the op `function` names, so that a param can choose it (`function: act`)
+    Lowered to: as the named op
+    """
 
     op: Literal["activation"]
     function: Choice(*FUNCTIONS) = "relu"

@@ -50,19 +50,38 @@ class _BatchNorm(Op):
 
 @register
 class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over the features of `[F]` or the channels of `[C, L]`.
+
+    Inputs: 1: `[F]` or `[C, L]`
+    Output: unchanged; 2·C params if affine
+    Lowered to: `nn.BatchNorm1d`, weight 1, bias 0
+    """
+
     op: Literal["batchnorm1d"]
     ranks: ClassVar[tuple[int, ...]] = (1, 2)
 
 
 @register
 class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over the channels of a `[C, H, W]` map.
+
+    Inputs: 1: `[C, H, W]`
+    Output: unchanged
+    Lowered to: `nn.BatchNorm2d`, weight 1, bias 0
+    """
+
     op: Literal["batchnorm2d"]
     ranks: ClassVar[tuple[int, ...]] = (3,)
 
 
 @register
 class LayerNorm(Op):
-    """Normalises over the trailing `shape` dimensions (default: the last dimension)."""
+    """Normalises over the trailing `shape` dimensions (default: the last dimension).
+
+    Inputs: 1: `[…]`
+    Output: unchanged; `shape` must equal the trailing dims
+    Lowered to: `nn.LayerNorm`
+    """
 
     op: Literal["layernorm"]
     shape: Ints(1) | None = None
@@ -103,7 +122,12 @@ class LayerNorm(Op):
 
 @register
 class GroupNorm(Op):
-    """Group normalisation over [channels, ...] inputs."""
+    """Group normalisation over [channels, ...] inputs.
+
+    Inputs: 1: `[C, …]`
+    Output: unchanged; C divisible by `groups`
+    Lowered to: `nn.GroupNorm`, weight 1, bias 0
+    """
 
     op: Literal["groupnorm"]
     groups: Int(1)

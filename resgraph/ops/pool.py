@@ -54,6 +54,13 @@ class _Pool2d(Op):
 
 @register
 class MaxPool2d(_Pool2d):
+    """2-d max pooling.
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, H', W']`, torch's pooling rule
+    Lowered to: `F.max_pool2d`
+    """
+
     op: Literal["maxpool2d"]
     dilation: Ints(1) = 1
 
@@ -73,6 +80,13 @@ class MaxPool2d(_Pool2d):
 
 @register
 class AvgPool2d(_Pool2d):
+    """2-d average pooling.
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, H', W']`, torch's pooling rule
+    Lowered to: `F.avg_pool2d`
+    """
+
     op: Literal["avgpool2d"]
     count_include_pad: Bool = True
 
@@ -92,7 +106,12 @@ class AvgPool2d(_Pool2d):
 
 @register
 class AdaptiveAvgPool2d(Op):
-    """Average-pools to a fixed output size (`size: 1` for global average pooling)."""
+    """Average-pools to a fixed output size (`size: 1` for global average pooling).
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, h, w]`
+    Lowered to: `F.adaptive_avg_pool2d`
+    """
 
     op: Literal["adaptive_avgpool2d"]
     size: Ints(1) = 1

@@ -31,7 +31,13 @@ def _scaled_field(field: ReceptiveField | None, taps: list[int], steps: list[Fra
 
 @register
 class ConvTranspose2d(Op):
-    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net)."""
+    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net).
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[out, H', W']`, H' = (H − 1)s − 2p + d(k−1) + output_padding + 1 (≥ 1); `output_padding` smaller
+        than `stride` or `dilation`. C and `out` divisible by `groups`.
+    Lowered to: `nn.ConvTranspose2d`, Kaiming-normal (fan_out) weights
+    """
 
     op: Literal["conv_transpose2d"]
     out: Int(1)
@@ -127,7 +133,12 @@ class Upsample(Op):
     """Resizes the spatial dimensions by interpolation: `F.interpolate` with `scale` or `size` (one of them).
 
     With `scale`, each output size is floor(size · scale), as in torch. `nearest` works on 1 to 3 spatial
-    dimensions, `bilinear` on [channels, height, width]; `align_corners` applies to `bilinear` only."""
+    dimensions, `bilinear` on [channels, height, width]; `align_corners` applies to `bilinear` only.
+
+    Inputs: 1: `[C, …]`, 1–3 spatial dims (`bilinear`: `[C, H, W]`)
+    Output: `[C, …']`: `size`, or ⌊each spatial size · `scale`⌋ (≥ 1)
+    Lowered to: `F.interpolate`
+    """
 
     op: Literal["upsample"]
     scale: Float(0.0, positive=True) | None = None

@@ -39,6 +39,12 @@ class Network:
         self.sources = sources
 
     @property
+    def input_files(self) -> list[str]:
+        """The files this network was read from (the spec and every file it includes or extends), which
+        no output of the same run may replace."""
+        return [path for path in self.sources if os.path.isfile(path)]
+
+    @property
     def spec(self):
         return self.program.spec
 
@@ -219,7 +225,7 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
     from .diagram import render_to_file
 
     network = load(spec, params, include_path=include_path)
-    return render_to_file(network.graph, Path(output), depth)
+    return render_to_file(network.graph, Path(output), depth, network.input_files)
 
 
 def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None, *,

@@ -274,14 +274,21 @@ def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, batch and labels.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @_handle_errors
-def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], grad: bool, plot: str | None, compare: str | None, seed: int,
+def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], grad: bool, plot: str | None,
+            compare: str | None, seed: int,
             batch: int) -> None:
     """Paths, depths and receptive fields of a network; with --grad, its gradients at initialisation."""
+    from pathlib import Path
+
     from .analysis import analyse_paths, gradient_norms, plot_gradients
+    from .atomic import check_output
 
     params = _parse_sets(sets) or None
     networks = [resgraph.load(spec, params, include_path=include_path)]
     networks += [resgraph.load(compare, include_path=include_path)] if compare else []
+    inputs = [file for network in networks for file in network.input_files]
+    if plot:
+        check_output(Path(plot), inputs)   # before the work: a plot never replaces a spec
     reports = []
     for network in networks:
         _print_diagnostics(network.warnings, network.sources)
@@ -292,7 +299,7 @@ def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], gra
             click.echo("\n" + report.to_text())
         click.echo()
     if plot:
-        plot_gradients(reports, plot)
+        plot_gradients(reports, plot, inputs)
         click.echo(f"wrote {plot}")
 
 

@@ -7,8 +7,9 @@ edges into an `add` are drawn by shortcut kind: identity, projection or zero-pad
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
-from .atomic import write_atomically
+from .atomic import check_output, write_atomically
 from .graph import Graph, Node
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -27,6 +28,14 @@ OP_COLORS = {"conv1d": "#e3f2fd", "conv2d": "#e3f2fd", "linear": "#e3f2fd", "add
 
 class RenderError(Exception):
     """The diagram could not be produced (unknown suffix, graphviz's `dot` missing or failing)."""
+
+
+def check_output_or_fail(output: Path, inputs: Iterable[str]) -> None:
+    """Refuse a bad output path before graphviz runs (RG075, RG076; a missing directory as RenderError)."""
+    try:
+        check_output(output, inputs)
+    except FileNotFoundError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def _dims(shape: tuple[int, ...] | None) -> str:
@@ -151,12 +160,13 @@ class _GroupOp:
         return self._label
 
 
-def render_to_file(graph: Graph, output: Path, depth: int | None = None) -> Path:
+def render_to_file(graph: Graph, output: Path, depth: int | None = None, inputs: Iterable[str] = ()) -> Path:
     """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
-    so a failure leaves no partial file."""
+    so a failure leaves no partial file. `inputs`, the files the run read, are never replaced."""
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf or .dot suffix")
+    check_output_or_fail(output, inputs)
     digraph = to_digraph(graph, depth)
     if suffix == "dot":
         data = digraph.source.encode("utf-8")
@@ -171,7 +181,7 @@ def render_to_file(graph: Graph, output: Path, depth: int | None = None) -> Path
         except graphviz.CalledProcessError as exc:
             raise RenderError(f"graphviz's `dot` failed: {exc.stderr.decode(errors='replace').strip()}") from None
     try:
-        write_atomically(output, data)
+        write_atomically(output, data, inputs=inputs)
     except FileNotFoundError as exc:
         raise RenderError(str(exc)) from None
     return output

@@ -154,6 +154,7 @@ def write_atomically(path: Path, data: bytes, *, inputs: Iterable[str | os.PathL
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
                 os.fchmod(file.fileno(), mode)
+            _pause_for_tests()
             os.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)

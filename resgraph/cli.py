@@ -1,6 +1,8 @@
 """The `resgraph` command: argument parsing and printing only; every command calls the public API.
 
-Exit codes: 0 success, 1 the spec is invalid, 2 usage or I/O error, 3 internal error.
+Exit codes: 0 success, 1 the spec is invalid, 2 usage or I/O error, 3 internal error; 141 (128 + SIGPIPE)
+when the reader of the output went away (`resgraph validate specs/*.yaml | head -1`), quietly, as a Unix
+tool killed by SIGPIPE; 143 (128 + SIGTERM) when terminated while writing an output.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .diagnostics import Diagnostic, SpecError, render_json, render_text
 from .source import parse_value
 
 EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+EXIT_BROKEN_PIPE = 128 + 13   # what a shell reports for a tool killed by SIGPIPE (`yes | head -1`)
 # Errors about the files and the run rather than the spec: the file could not be read or is not a regular
 # file, a limit the user set, an output that would replace an input or is not a regular file.
 USAGE_CODES = frozenset({"RG004", "RG007", "RG036", "RG075", "RG076"})
@@ -61,6 +64,8 @@ def _handle_errors(command: Callable) -> Callable:
             sys.exit(_exit_code(exc.diagnostics))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:
+            _output_closed()
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -80,6 +85,19 @@ def _handle_errors(command: Callable) -> Callable:
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def _output_closed() -> None:
+    """The reader of stdout is gone: stop at once and quietly with status 141, as a Unix tool does on SIGPIPE.
+
+    Python ignores SIGPIPE, so the write raised BrokenPipeError instead; stdout is pointed at /dev/null so
+    that flushing it at exit cannot raise again (Python's documented recipe for this case)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def generated_code(module: Any) -> str:

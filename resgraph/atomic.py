@@ -153,7 +153,7 @@ def write_atomically(path: Path, data: bytes, *, inputs: Iterable[str | os.PathL
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
-                os.fchmod(file.fileno(), mode)
+            os.chmod(temporary, mode)
             _pause_for_tests()
             os.replace(temporary, path)
         except BaseException:

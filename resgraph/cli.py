@@ -191,8 +191,8 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
 @_handle_errors
-def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str, seed: int, zero_init_residual: bool,
-                    max_memory: float, batch: int, show_code: bool) -> None:
+def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str, seed: int,
+                    zero_init_residual: bool, max_memory: float, batch: int, show_code: bool) -> None:
     """Build the torch module, run a check forward pass and print a summary."""
     import torch
 
@@ -293,8 +293,7 @@ def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @_handle_errors
 def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], grad: bool, plot: str | None,
-            compare: str | None, seed: int,
-            batch: int) -> None:
+            compare: str | None, seed: int, batch: int) -> None:
     """Paths, depths and receptive fields of a network; with --grad, its gradients at initialisation."""
     from pathlib import Path
 

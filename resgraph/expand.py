@@ -121,9 +121,8 @@ def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = 
         return None
     if _named_at is None and not _looks_like_spec(source.data):
         diagnostics.sources.pop(source.path, None)   # no excerpt: the content of a file that is not a spec stays out
-        diagnostics.error("RG008", f"`{source.path}` is not a resgraph spec: "
-                          + ("it has none of a spec's fields" if isinstance(source.data, dict) else "it is not a mapping"),
-                          Span(source.path, 1, 1, 1, 1),
+        why = "it has none of a spec's fields" if isinstance(source.data, dict) else "it is not a mapping"
+        diagnostics.error("RG008", f"`{source.path}` is not a resgraph spec: {why}", Span(source.path, 1, 1, 1, 1),
                           help="a spec is a YAML mapping that starts with `resgraph: 1`; see docs/spec.md")
         return None
     spec = parse_spec(source, diagnostics)

@@ -148,18 +148,14 @@ def test_a_device_is_refused_without_reading_it(tmp_path, device):
     only(fast(lambda: errors(spec_including(tmp_path, "zero.yaml"))), "RG006")
 
 
-def test_dev_stdin_is_refused_when_it_is_not_a_regular_file(tmp_path):
-    code = ("import resgraph, sys; d = resgraph.validate('/dev/stdin'); "
-            "print([x.code for x in d])")
-    with open(os.devnull, "rb") as stdin:   # a character device on stdin; a pipe would be a FIFO
-        result = subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, text=True,
-                                timeout=60)
-    assert result.stdout.strip() == "['RG007']", result
+def test_dev_stdin_is_refused_when_it_is_a_pipe(tmp_path):
+    """`/dev/stdin` on a pipe whose writer never writes: reading it would hang; it is refused at once."""
+    code = "import resgraph; print([d.code for d in resgraph.validate('/dev/stdin')])"
     read, write_end = os.pipe()
     try:
         result = subprocess.run([sys.executable, "-c", code], stdin=read, capture_output=True, text=True, timeout=60)
     finally:
-        os.close(read), os.close(write_end)   # the writer never writes: reading would hang
+        os.close(read), os.close(write_end)
     assert result.stdout.strip() == "['RG007']", result
 
 

@@ -209,6 +209,7 @@ def test_a_spec_with_hostile_name_and_doc_renders_safely_to_every_format(tmp_pat
                     "nodes:\n  fc: {op: linear, out: 2}\n", encoding="utf-8")
     network = resgraph.load(spec)
     assert network.name == name and network.spec.doc == name   # the payload reached the diagram intact
+    assert type(resgraph.compile(network, device="meta")).__name__.isidentifier()
     outputs = {suffix: resgraph.render(network, tmp_path / f"net.{suffix}") for suffix in ("dot", "svg", "png", "pdf")}
     drawn = drawn_by_dot(outputs["dot"].read_text(encoding="utf-8"))
     assert texts(drawn) == shown_lines(name)

@@ -149,7 +149,8 @@ def _resolve(roots: ProjectRoots, name: str, source: SourceFile, span: Span | No
     try:
         return roots.resolve(name, source.path)
     except FileProblem as problem:
-        shown = name.replace("\0", "\\0")
+        shown = "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in name)
+        shown = shown.replace("\\x00", "\\0")   # control characters never reach the terminal raw
         code = problem.code if problem.code != "RG004" else "RG031"   # RG004 names the top-level file only
         message = problem.about_it(Path(source.path).parent / name)
         diagnostics.error(code, f"cannot {what} `{shown}`: {message}", span, help=problem.help)

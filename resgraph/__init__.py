@@ -10,7 +10,7 @@ import gc
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .diagnostics import Diagnostic, Diagnostics, Severity, SpecError, Span
 from .expand import Program, expand_blocks, load_program
@@ -37,6 +37,12 @@ class Network:
         self.graph = graph
         self.warnings = warnings
         self.sources = sources
+
+    @property
+    def input_files(self) -> list[str]:
+        """The files this network was read from (the spec and every file it includes or extends), which
+        no output of the same run may replace."""
+        return [path for path in self.sources if os.path.isfile(path)]
 
     @property
     def spec(self):
@@ -102,22 +108,24 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"
 
 
-def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
+def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
+             include_path: Sequence[PathLike] = ()) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
     # The passes allocate many small objects that all stay alive until the end; the cyclic
     # garbage collector's repeated full scans of them would make big nets superlinear.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_passes(path, params, text)
+        return _run_passes(path, params, text, include_path)
     finally:
         if enabled:
             gc.enable()
 
 
-def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
+def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
+                include_path: Sequence[PathLike] = ()) -> tuple[Network | None, Diagnostics]:
     diagnostics = Diagnostics()
-    program = load_program(path, diagnostics, text)
+    program = load_program(path, diagnostics, text, include_path=include_path)
     if program is None:
         return None, diagnostics
     graph = expand_blocks(program, diagnostics, params)
@@ -129,20 +137,25 @@ def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | No
     return Network(program, graph, warnings, diagnostics.sources), diagnostics
 
 
-def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> list[Diagnostic]:
+def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None,
+             include_path: Sequence[PathLike] = ()) -> list[Diagnostic]:
     """Every error and warning in the spec at `path`; an empty list means it is valid and clean.
 
     Never raises for a bad spec. Block libraries (files with blocks but no nodes) are checked
-    for their definitions only.
+    for their definitions only. `include` and `extends` read files under the spec's directory and
+    the directories of `include_path` (and $RESGRAPH_PATH) only.
     """
-    return _analyse(path, params, text)[1].items
+    return _analyse(path, params, text, include_path)[1].items
 
 
-def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> Network:
-    """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid."""
+def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None,
+         include_path: Sequence[PathLike] = ()) -> Network:
+    """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid.
+
+    `include_path`: directories besides the spec's own tree that `include` and `extends` may read."""
     if isinstance(path, Network):
         return path
-    network, diagnostics = _analyse(path, params, text)
+    network, diagnostics = _analyse(path, params, text, include_path)
     diagnostics.raise_if_errors()
     if network is None:
         raise SpecError([Diagnostic("RG010", "the spec defines no network (it has no `nodes`)",
@@ -170,7 +183,8 @@ def _size(count: int) -> str:
 
 def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
             params: Mapping[str, Any] | None = None, seed: int | None = 0, zero_init_residual: bool = False,
-            max_memory_bytes: int | None = DEFAULT_MAX_MEMORY_BYTES, batch: int = 1) -> "torch.nn.Module":
+            max_memory_bytes: int | None = DEFAULT_MAX_MEMORY_BYTES, batch: int = 1,
+            include_path: Sequence[PathLike] = ()) -> "torch.nn.Module":
     """Compile a spec into a `torch.fx.GraphModule` (a plain `nn.Module`) in training mode.
 
     `device="meta"` builds without allocating memory, for counting huge networks. Weights are
@@ -183,7 +197,7 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
     from .lower import lower_to_fx
 
-    network = load(spec, params)
+    network = load(spec, params, include_path=include_path)
     torch_dtype = _dtype(dtype)
     device = torch.device(device)
     weights, activations = network.memory_estimate(batch, torch_dtype.itemsize)
@@ -204,16 +218,17 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
 
 def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None,
-           depth: int | None = None) -> Path:
+           depth: int | None = None, *, include_path: Sequence[PathLike] = ()) -> Path:
     """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot).
 
     `depth` draws that many levels of block nesting and each deeper block instance as one box."""
     from .diagram import render_to_file
 
-    network = load(spec, params)
-    return render_to_file(network.graph, Path(output), depth)
+    network = load(spec, params, include_path=include_path)
+    return render_to_file(network.graph, Path(output), depth, network.input_files)
 
 
-def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None) -> str:
+def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None, *,
+            include_path: Sequence[PathLike] = ()) -> str:
     """A table of every node's output shape, parameters and MACs, with totals (no torch needed)."""
-    return load(spec, params).summary()
+    return load(spec, params, include_path=include_path).summary()

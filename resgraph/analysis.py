@@ -169,7 +169,7 @@ def gradient_norms(model: "torch.nn.Module", graph: Graph, seed: int = 0, batch:
     return GradientReport(graph.name, norms)
 
 
-def plot_gradients(reports: list[GradientReport], path: str) -> None:
+def plot_gradients(reports: list[GradientReport], path: str, inputs: list[str] = ()) -> None:
     """Gradient norm against depth, one line per network, on a log scale."""
     try:
         import matplotlib
@@ -191,4 +191,4 @@ def plot_gradients(reports: list[GradientReport], path: str) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
     plt.close(figure)
-    write_atomically(Path(path), buffer.getvalue())
+    write_atomically(Path(path), buffer.getvalue(), inputs=inputs)

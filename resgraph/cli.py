@@ -1,6 +1,8 @@
 """The `resgraph` command: argument parsing and printing only; every command calls the public API.
 
-Exit codes: 0 success, 1 the spec is invalid, 2 usage or I/O error, 3 internal error.
+Exit codes: 0 success, 1 the spec is invalid, 2 usage or I/O error, 3 internal error; 141 (128 + SIGPIPE)
+when the reader of the output went away (`resgraph validate specs/*.yaml | head -1`), quietly, as a Unix
+tool killed by SIGPIPE; 143 (128 + SIGTERM) when terminated while writing an output.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from .diagnostics import Diagnostic, SpecError, render_json, render_text
 from .source import parse_value
 
 EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+EXIT_BROKEN_PIPE = 128 + 13   # what a shell reports for a tool killed by SIGPIPE (`yes | head -1`)
+# Errors about the files and the run rather than the spec: the file could not be read or is not a regular
+# file, a limit the user set, an output that would replace an input or is not a regular file.
+USAGE_CODES = frozenset({"RG004", "RG007", "RG036", "RG075", "RG076"})
 BUG_REPORT = "https://github.com/resgraph/resgraph/issues"
 
 
@@ -30,7 +36,7 @@ def _color(stream) -> bool:
 
 def _exit_code(diagnostics: list[Diagnostic]) -> int:
     errors = [d for d in diagnostics if d.is_error]
-    if errors and all(d.code in ("RG004", "RG036") for d in errors):
+    if errors and all(d.code in USAGE_CODES for d in errors):
         return EXIT_USAGE  # the file could not be read, or a limit the user set: not an invalid spec
     return EXIT_INVALID if errors else 0
 
@@ -58,6 +64,8 @@ def _handle_errors(command: Callable) -> Callable:
             sys.exit(_exit_code(exc.diagnostics))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:
+            _output_closed()
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -77,6 +85,19 @@ def _handle_errors(command: Callable) -> Callable:
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def _output_closed() -> None:
+    """The reader of stdout is gone: stop at once and quietly with status 141, as a Unix tool does on SIGPIPE.
+
+    Python ignores SIGPIPE, so the write raised BrokenPipeError instead; stdout is pointed at /dev/null so
+    that flushing it at exit cannot raise again (Python's documented recipe for this case)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def generated_code(module: Any) -> str:
@@ -109,6 +130,11 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+include_path_option = click.option(
+    "-I", "--include-path", "include_path", multiple=True, metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    help="A directory that `include` and `extends` may also read (repeatable; also $RESGRAPH_PATH). "
+         "Without it, specs read files under their own directory only.")
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                           help="Override a spec parameter (repeatable), e.g. --set num_classes=10.")
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
@@ -124,17 +150,19 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @set_option
+@include_path_option
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one machine-readable list of diagnostics for all files (for editors and CI).")
 @_handle_errors
-def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) -> None:
+def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[str, ...],
+             output_format: str) -> None:
     """Check specs without building them (no torch import). Exit 0 when every spec is valid."""
     params = _parse_sets(sets)
     everything: list[Diagnostic] = []
     sources: dict[str, str] = {}
     codes = []
     for path in specs:
-        network, diagnostics = resgraph._analyse(path, params or None, None)
+        network, diagnostics = resgraph._analyse(path, params or None, None, include_path)
         everything += diagnostics.items
         sources.update(diagnostics.sources)
         codes.append(_exit_code(diagnostics.items))
@@ -152,6 +180,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
 @main.command(name="compile")
 @spec_argument
 @set_option
+@include_path_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, meta, ...")
 @click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
@@ -162,14 +191,14 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
 @_handle_errors
-def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, seed: int, zero_init_residual: bool,
-                    max_memory: float, batch: int, show_code: bool) -> None:
+def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str, seed: int,
+                    zero_init_residual: bool, max_memory: float, batch: int, show_code: bool) -> None:
     """Build the torch module, run a check forward pass and print a summary."""
     import torch
 
     from .lower import check_forward
 
-    network = resgraph.load(spec, _parse_sets(sets) or None)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
     _print_diagnostics(network.warnings, network.sources)
     try:
         torch_device = torch.device(device)
@@ -205,13 +234,14 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="The diagram file; its suffix picks the format: .svg .png .pdf .dot")
 @set_option
+@include_path_option
 @click.option("--depth", type=click.IntRange(0), default=None,
               help="Draw this many levels of block nesting; deeper block instances become one box each "
                    "(0: every top-level block call is one box). Default: everything.")
 @_handle_errors
-def render(spec: str, output: str, sets: tuple[str, ...], depth: int | None) -> None:
+def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | None) -> None:
     """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
-    network = resgraph.load(spec, _parse_sets(sets) or None)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
     _print_diagnostics(network.warnings, network.sources)
     path = resgraph.render(network, output, depth=depth)
     click.echo(f"wrote {path}")
@@ -220,10 +250,11 @@ def render(spec: str, output: str, sets: tuple[str, ...], depth: int | None) -> 
 @main.command()
 @spec_argument
 @set_option
+@include_path_option
 @_handle_errors
-def summary(spec: str, sets: tuple[str, ...]) -> None:
+def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...]) -> None:
     """Per-node output shape, parameters and MACs, with totals (no torch needed)."""
-    network = resgraph.load(spec, _parse_sets(sets) or None)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
     _print_diagnostics(network.warnings, network.sources)
     click.echo(network.summary())
 
@@ -234,15 +265,16 @@ def summary(spec: str, sets: tuple[str, ...]) -> None:
               help="The file; its suffix picks the format: .py (standalone PyTorch source), .pt2 (torch.export), "
                    ".onnx (needs the `export` extra).")
 @set_option
+@include_path_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights (.pt2 and .onnx).")
 @_handle_errors
-def export(spec: str, output: str, sets: tuple[str, ...], seed: int) -> None:
+def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], seed: int) -> None:
     """Write the network out: as a standalone PyTorch file that needs only torch, or as a program."""
     from pathlib import Path
 
     from .export import export as export_network
 
-    network = resgraph.load(spec, _parse_sets(sets) or None)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
     _print_diagnostics(network.warnings, network.sources)
     click.echo(f"wrote {export_network(network, Path(output), seed=seed)}")
 
@@ -250,6 +282,7 @@ def export(spec: str, output: str, sets: tuple[str, ...], seed: int) -> None:
 @main.command()
 @spec_argument
 @set_option
+@include_path_option
 @click.option("--grad", is_flag=True, help="Also run one forward and backward pass at initialisation and report "
                                              "the gradient norm of every weight layer (imports torch).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
@@ -259,13 +292,20 @@ def export(spec: str, output: str, sets: tuple[str, ...], seed: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, batch and labels.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @_handle_errors
-def analyze(spec: str, sets: tuple[str, ...], grad: bool, plot: str | None, compare: str | None, seed: int,
-            batch: int) -> None:
+def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], grad: bool, plot: str | None,
+            compare: str | None, seed: int, batch: int) -> None:
     """Paths, depths and receptive fields of a network; with --grad, its gradients at initialisation."""
+    from pathlib import Path
+
     from .analysis import analyse_paths, gradient_norms, plot_gradients
+    from .atomic import check_output
 
     params = _parse_sets(sets) or None
-    networks = [resgraph.load(spec, params)] + ([resgraph.load(compare)] if compare else [])
+    networks = [resgraph.load(spec, params, include_path=include_path)]
+    networks += [resgraph.load(compare, include_path=include_path)] if compare else []
+    inputs = [file for network in networks for file in network.input_files]
+    if plot:
+        check_output(Path(plot), inputs)   # before the work: a plot never replaces a spec
     reports = []
     for network in networks:
         _print_diagnostics(network.warnings, network.sources)
@@ -276,7 +316,7 @@ def analyze(spec: str, sets: tuple[str, ...], grad: bool, plot: str | None, comp
             click.echo("\n" + report.to_text())
         click.echo()
     if plot:
-        plot_gradients(reports, plot)
+        plot_gradients(reports, plot, inputs)
         click.echo(f"wrote {plot}")
 
 

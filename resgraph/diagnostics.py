@@ -38,6 +38,9 @@ CODES: dict[str, str] = {
     "RG003": "unsupported yaml feature",
     "RG004": "file cannot be read",
     "RG005": "input too large",
+    "RG006": "file outside the project",
+    "RG007": "not a regular file",
+    "RG008": "not a resgraph spec",
     "RG010": "missing field",
     "RG011": "unknown field",
     "RG012": "invalid value",
@@ -66,6 +69,8 @@ CODES: dict[str, str] = {
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
     "RG060": "cannot import",
+    "RG075": "output would replace an input",
+    "RG076": "output is not a regular file",
 }
 
 

@@ -6,9 +6,11 @@ edges into an `add` are drawn by shortcut kind: identity, projection or zero-pad
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Iterable
 
-from .atomic import write_atomically
+from .atomic import check_output, write_atomically
 from .graph import Graph, Node
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -29,12 +31,60 @@ class RenderError(Exception):
     """The diagram could not be produced (unknown suffix, graphviz's `dot` missing or failing)."""
 
 
+def check_output_or_fail(output: Path, inputs: Iterable[str]) -> None:
+    """Refuse a bad output path before graphviz runs (RG075, RG076; a missing directory as RenderError)."""
+    try:
+        check_output(output, inputs)
+    except FileNotFoundError as exc:
+        raise RenderError(str(exc)) from None
+
+
 def _dims(shape: tuple[int, ...] | None) -> str:
     return "×".join(str(d) for d in shape) if shape else "?"
 
 
-def _node_id(name: str) -> str:
-    return name  # graphviz quotes ids itself; dotted names stay readable in the DOT text
+# Characters a DOT string cannot carry or that would not show as text: C0/C1 controls (NUL included) become
+# their visible "control picture" or U+FFFD, line and paragraph separators become line breaks.
+_LINE_BREAKS = {"\r\n": "\n", "\r": "\n", "\u2028": "\n", "\u2029": "\n", "\x85": "\n", "\x0b": "\n", "\x0c": "\n"}
+_VISIBLE = {code: chr(0x2400 + code) for code in range(0x20) if chr(code) not in "\n\t\x0b\x0c\r"}
+_VISIBLE.update({0x09: " ", 0x7F: "\u2421"})
+_VISIBLE.update({code: "\ufffd" for code in range(0x80, 0xA0) if code != 0x85})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def dot_text(*lines: str):
+    """The one escaping function for DOT: strings from a spec (names, labels, docs) as a DOT string that
+    graphviz shows literally, one line per argument.
+
+    Backslashes are doubled (so `\\N`, `\\G`, `\\l` are text, not escapes), double quotes escaped and `&`
+    written `&amp;` (dot reads character entities such as `&lt;` in every label); the
+    result is marked as not an HTML-like label (so `<b>...</b>` is text); control characters, which DOT
+    and XML cannot carry, become visible symbols (NUL is `␀`), and unpaired surrogates U+FFFD. graphviz
+    writes it inside double quotes, and escapes it again for SVG text (`<`, `&`, `--` in comments)."""
+    import graphviz
+
+    parts = []
+    for line in lines:
+        text = str(line)
+        for old, new in _LINE_BREAKS.items():
+            text = text.replace(old, new)
+        text = _SURROGATE.sub("\ufffd", text.translate(_VISIBLE))
+        text = text.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+        parts.extend(text.split("\n"))
+    # Lines are joined with DOT's `\n` escape: a literal line break before a `\"` makes dot join the lines.
+    return graphviz.nohtml("\\n".join(parts))
+
+
+def _node_ids(graph: Graph) -> dict[str, str]:
+    """Each node's DOT id: its name where it is a plain dotted name (every name a valid spec can have), so the
+    DOT text stays readable; else `(node N)`. graphviz's edge statements split ids at `:` (ports) and write
+    the part after a second `:` unquoted, so no other string may become an id; parentheses never occur in
+    node names, so the two kinds cannot collide."""
+    return {node.name: node.name if _PLAIN_NAME.fullmatch(node.name) else f"(node {index})"
+            for index, node in enumerate(graph)}
 
 
 def _skip_kinds(node: Node) -> dict[int, str]:
@@ -55,8 +105,9 @@ def to_digraph(graph: Graph, depth: int | None = None):
     if depth is not None:
         graph = _collapsed(graph, depth)
 
-    dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.25",
-                                                    "ranksep": "0.3", "label": graph.name, "labelloc": "t"},
+    dot = graphviz.Digraph(dot_text(graph.name),
+                           graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.25",
+                                       "ranksep": "0.3", "label": dot_text(graph.name), "labelloc": "t"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
                                       "fontsize": "10", "fillcolor": "#f5f5f5", "height": "0.3"},
                            edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#616161"})
@@ -72,18 +123,23 @@ def to_digraph(graph: Graph, depth: int | None = None):
             if child not in siblings:
                 siblings.append(child)
 
+    ids = _node_ids(graph)
+
+    def _node_id(name: str):
+        return dot_text(ids[name])
+
     def emit(container, scopes: tuple[str, ...]) -> None:
         for node in tree.get(scopes, []):
             if node.is_input:
-                label = f"{node.name}\n{_dims(node.shape)}"
+                label = dot_text(node.name, _dims(node.shape))
                 container.node(_node_id(node.name), label, shape="oval", fillcolor="#eeeeee")
             else:
                 op = node.op.op_name()
-                container.node(_node_id(node.name), f"{node.local_name}\n{node.op.label()}",
-                               fillcolor=OP_COLORS.get(op, "#f5f5f5"), tooltip=node.name)
+                container.node(_node_id(node.name), dot_text(node.local_name, node.op.label()),
+                               fillcolor=OP_COLORS.get(op, "#f5f5f5"), tooltip=dot_text(node.name))
         for child in children.get(scopes, []):
-            with container.subgraph(name="cluster_" + child[-1]) as cluster:
-                cluster.attr(label=child[-1], style="rounded", color="#9e9e9e", fontsize="9")
+            with container.subgraph(name=dot_text("cluster_" + child[-1])) as cluster:
+                cluster.attr(label=dot_text(child[-1]), style="rounded", color="#9e9e9e", fontsize="9")
                 emit(cluster, child)
 
     emit(dot, ())
@@ -93,14 +149,14 @@ def to_digraph(graph: Graph, depth: int | None = None):
             shape = _dims(graph.nodes[producer].shape)
             kind = skips.get(position)
             if kind is None:
-                dot.edge(_node_id(producer), _node_id(node.name), label=shape)
+                dot.edge(_node_id(producer), _node_id(node.name), label=dot_text(shape))
             else:
-                label = shape if kind == "identity" else f"{shape}\n{SKIP_LABELS[kind]}"
+                label = dot_text(shape) if kind == "identity" else dot_text(shape, SKIP_LABELS[kind])
                 dot.edge(_node_id(producer), _node_id(node.name), label=label,
                          **{"class": f"skip {kind}"}, **SKIP_STYLES[kind])
     for output in graph.outputs:
-        out_id = f"(output) {output}"  # parentheses never occur in node names
-        dot.node(out_id, f"output\n{_dims(graph.nodes[output].shape)}", shape="oval", fillcolor="#eeeeee")
+        out_id = dot_text(f"(output) {ids[output]}")  # parentheses never occur in node names
+        dot.node(out_id, dot_text("output", _dims(graph.nodes[output].shape)), shape="oval", fillcolor="#eeeeee")
         dot.edge(_node_id(output), out_id)
     return dot
 
@@ -151,12 +207,13 @@ class _GroupOp:
         return self._label
 
 
-def render_to_file(graph: Graph, output: Path, depth: int | None = None) -> Path:
+def render_to_file(graph: Graph, output: Path, depth: int | None = None, inputs: Iterable[str] = ()) -> Path:
     """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
-    so a failure leaves no partial file."""
+    so a failure leaves no partial file. `inputs`, the files the run read, are never replaced."""
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf or .dot suffix")
+    check_output_or_fail(output, inputs)
     digraph = to_digraph(graph, depth)
     if suffix == "dot":
         data = digraph.source.encode("utf-8")
@@ -171,7 +228,7 @@ def render_to_file(graph: Graph, output: Path, depth: int | None = None) -> Path
         except graphviz.CalledProcessError as exc:
             raise RenderError(f"graphviz's `dot` failed: {exc.stderr.decode(errors='replace').strip()}") from None
     try:
-        write_atomically(output, data)
+        write_atomically(output, data, inputs=inputs)
     except FileNotFoundError as exc:
         raise RenderError(str(exc)) from None
     return output

@@ -7,6 +7,7 @@ dotted names such as `layer2.0.conv1`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,7 +19,7 @@ from .diagnostics import Diagnostics, Note, Span, did_you_mean
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
-from .source import KeyPath, SourceFile, load_source
+from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source
 from .spec import BlockCall, BlockDef, Requirement, SpecFile, parse_spec, report_validation_error
 
 MAX_NODES = 250_000
@@ -56,26 +57,108 @@ class Program:
 
 
 EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
+INCLUDE_PATH_VARIABLE = "RESGRAPH_PATH"
+
+
+@dataclass(frozen=True)
+class ProjectRoots:
+    """Where `include` and `extends` may read: the directory tree of the top-level spec, and the
+    directories the user names (`--include-path`, `include_path=`, $RESGRAPH_PATH), all with links resolved.
+
+    A relative name is looked up beside the including file, then in each named directory in order; whatever
+    it resolves to (through symbolic links) must lie inside one of these trees."""
+
+    trees: tuple[str, ...]
+    search: tuple[str, ...]
+
+    @classmethod
+    def of(cls, spec: str | Path, include_path: Sequence[str | os.PathLike] = ()) -> "ProjectRoots":
+        named = [str(p) for p in include_path]
+        named += [p for p in os.environ.get(INCLUDE_PATH_VARIABLE, "").split(os.pathsep) if p]
+        search = tuple(dict.fromkeys(os.path.realpath(p) for p in named if "\0" not in p))
+        spec = str(spec)
+        own = [os.path.realpath(os.path.dirname(spec) or ".")]
+        if "\0" not in spec:
+            own.append(os.path.dirname(os.path.realpath(spec)))
+        return cls(tuple(dict.fromkeys(own + list(search))), search)
+
+    def contains(self, path: str) -> bool:
+        return any(path == tree or path.startswith(tree.rstrip(os.sep) + os.sep) for tree in self.trees)
+
+    def resolve(self, name: str, including_file: str) -> Path:
+        """The file that `name`, written in `including_file`, names. Raises FileProblem (RG004, RG006, RG007)."""
+        if "\0" in name:
+            raise FileProblem("RG004", "the path contains a NUL character", "remove the NUL (`\\0`) from the path")
+        beside = Path(including_file).parent / name
+        target = beside
+        if not Path(name).is_absolute() and not os.path.lexists(beside):
+            target = next((Path(d) / name for d in self.search if os.path.lexists(Path(d) / name)), beside)
+        real = os.path.realpath(target)
+        if not self.contains(real):
+            trees = ", ".join(f"`{_as_written(tree)}`" for tree in self.trees)
+            raise FileProblem("RG006", f"`{target}` is outside the project: specs read files under {trees} only",
+                              "copy the file into the spec's directory tree, or name its directory with "
+                              f"`--include-path DIR` (Python: `include_path=[DIR]`; or ${INCLUDE_PATH_VARIABLE})")
+        check_regular_file(target)
+        return target
+
+
+def _as_written(directory: str) -> str:
+    """A directory as a user would write it: relative to the working directory when it is below it."""
+    relative = os.path.relpath(directory)
+    return directory if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
 def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
-                 _stack: tuple[str, ...] = ()) -> Program | None:
-    """Load and parse a spec file and, recursively, the files it includes or extends."""
-    source = load_source(path, diagnostics, text)
+                 _stack: tuple[str, ...] = (), *, include_path: Sequence[str | os.PathLike] = (),
+                 _roots: ProjectRoots | None = None, _named_at: Span | None = None) -> Program | None:
+    """Load and parse a spec file and, recursively, the files it includes or extends.
+
+    Included and extended files must lie under the project roots (see `ProjectRoots`)."""
+    roots = _roots or ProjectRoots.of(path, include_path)
+    source = load_source(path, diagnostics, text, included_at=_named_at)
     if source is None:
+        return None
+    if _named_at is None and not _looks_like_spec(source.data):
+        diagnostics.sources.pop(source.path, None)   # no excerpt: the content of a file that is not a spec stays out
+        why = "it has none of a spec's fields" if isinstance(source.data, dict) else "it is not a mapping"
+        diagnostics.error("RG008", f"`{source.path}` is not a resgraph spec: {why}", Span(source.path, 1, 1, 1, 1),
+                          help="a spec is a YAML mapping that starts with `resgraph: 1`; see docs/spec.md")
         return None
     spec = parse_spec(source, diagnostics)
     if spec is None:
         return None
     stack = _stack + (_identity(source.path),)
     if spec.extends is not None:
-        return _extend(spec, source, diagnostics, stack)
+        return _extend(spec, source, diagnostics, stack, roots)
     program = Program(spec, source)
-    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={})
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, roots=roots)
     return program
 
 
-def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...]) -> Program | None:
+def _looks_like_spec(data: Any) -> bool:
+    """A mapping with at least one of a spec's fields (a spec with mistakes), or a list (reported as RG012)."""
+    if isinstance(data, list):
+        return True
+    return isinstance(data, dict) and any(key in SpecFile.model_fields for key in data)
+
+
+def _resolve(roots: ProjectRoots, name: str, source: SourceFile, span: Span | None,
+             diagnostics: Diagnostics, what: str) -> Path | None:
+    """The file named by `include` or `extends`, or None with a diagnostic at the line that names it."""
+    try:
+        return roots.resolve(name, source.path)
+    except FileProblem as problem:
+        shown = "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in name)
+        shown = shown.replace("\\x00", "\\0")   # control characters never reach the terminal raw
+        code = problem.code if problem.code != "RG004" else "RG031"   # RG004 names the top-level file only
+        message = problem.about_it(Path(source.path).parent / name)
+        diagnostics.error(code, f"cannot {what} `{shown}`: {message}", span, help=problem.help)
+        return None
+
+
+def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
+            roots: ProjectRoots) -> Program | None:
     """A spec that `extends` another is that network with another name and other param values."""
     extra = [key for key in source.data if key not in EXTENDS_FIELDS]
     for key in extra:
@@ -91,8 +174,11 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
         return None
     if extra:
         return None
+    target = _resolve(roots, spec.extends, source, span, diagnostics, "extend")
+    if target is None:
+        return None
     errors_before = diagnostics.error_count
-    base = load_program(target, diagnostics, _stack=stack)
+    base = load_program(target, diagnostics, _stack=stack, _roots=roots, _named_at=span)
     if base is None:
         _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
         return None
@@ -117,13 +203,14 @@ def _point_at(diagnostics: Diagnostics, errors_before: int, span: Span | None, w
 
 def _identity(path: str) -> str:
     try:
-        return str(Path(path).resolve())
-    except OSError:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
         return path
 
 
 def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
-                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None]) -> None:
+                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None],
+                    roots: ProjectRoots) -> None:
     for name, definition in spec.blocks.items():
         previous = program.blocks.get(name)
         if previous is not None:
@@ -135,19 +222,22 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
         program.blocks[name] = BlockSource(name, definition, source)
     for position, include in enumerate(spec.include):
         span = source.span(("include", position))
-        target = Path(source.path).parent / include
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            diagnostics.error("RG031", f"includes are nested more than {MAX_INCLUDE_DEPTH} deep", span)
+            continue
+        target = _resolve(roots, include, source, span, diagnostics, "include")
+        if target is None:
+            program.incomplete = True
+            continue
         key = _identity(str(target))
         if key in stack:
             chain = " -> ".join(f"`{Path(p).name}`" for p in stack[stack.index(key):]) + f" -> `{Path(key).name}`"
             diagnostics.error("RG031", f"include cycle: {chain}", span,
                               help="a file cannot include itself, directly or through other files")
             continue
-        if len(stack) >= MAX_INCLUDE_DEPTH:
-            diagnostics.error("RG031", f"includes are nested more than {MAX_INCLUDE_DEPTH} deep", span)
-            continue
         if key not in loaded:
             errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
-            included_source = load_source(target, diagnostics)
+            included_source = load_source(target, diagnostics, included_at=span)
             included = parse_spec(included_source, diagnostics) if included_source is not None else None
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
@@ -158,7 +248,7 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
                                         help="an include brings in blocks only; move shared nodes into a block")
-                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded)
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, roots)
 
 
 # ---- static checks of every definition ---------------------------------------------------------

@@ -3,11 +3,10 @@ ONNX (.onnx), chosen by the output file's suffix. Every file is written atomical
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomically
+from .atomic import check_output, write_atomically, write_through_directory
 
 FORMATS = ("py", "pt2", "onnx")
 
@@ -21,10 +20,12 @@ def export(network: Any, output: Path, *, seed: int | None = 0) -> Path:
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise ExportError(f"cannot tell the format of `{output}`: use a .py, .pt2 or .onnx suffix")
+    inputs = network.input_files
+    check_output(output, inputs)   # before the work: an output that would replace the spec is refused at once
     if suffix == "py":
         from .eject import eject_network
 
-        return write_atomically(output, eject_network(network).encode("utf-8"))
+        return write_atomically(output, eject_network(network).encode("utf-8"), inputs=inputs)
     import torch
 
     import resgraph
@@ -35,7 +36,7 @@ def export(network: Any, output: Path, *, seed: int | None = 0) -> Path:
     dynamic = tuple({0: batch} for _ in example)
     if suffix == "pt2":
         program = torch.export.export(model, example, dynamic_shapes=dynamic)
-        return _write_through_file(output, lambda path: torch.export.save(program, path))
+        return _write_through_file(output, lambda path: torch.export.save(program, path), inputs)
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -49,15 +50,15 @@ def export(network: Any, output: Path, *, seed: int | None = 0) -> Path:
         torch.onnx.export(model, example, path, input_names=names, output_names=outputs,
                           dynamic_shapes=dynamic, dynamo=True, external_data=False, verbose=False)
 
-    return _write_through_file(output, save)
+    return _write_through_file(output, save, inputs)
 
 
-def _write_through_file(output: Path, save) -> Path:
-    """Exporters write to a path: let them write a temporary file, then move its bytes in atomically."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = str(Path(directory) / ("model" + output.suffix))
+def _write_through_file(output: Path, save, inputs: list[str]) -> Path:
+    """Exporters write to a path: they write into a temporary directory beside the target (see atomic.py)."""
+    def guarded(path: str) -> None:
         try:
             save(path)
         except Exception as exc:  # the exporters raise many types; report them as one
             raise ExportError(f"the {output.suffix} exporter failed: {type(exc).__name__}: {exc}") from exc
-        return write_atomically(output, Path(path).read_bytes())
+
+    return write_through_directory(output, guarded, inputs=inputs)

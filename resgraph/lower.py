@@ -111,6 +111,8 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     if zero_init_residual:
         _zero_init_residual(graph, modules)
     _NETWORKS[module] = graph
+    # What the error notes need of the IR, kept in the module itself so that copies and pickles keep it.
+    module._resgraph_inputs = tuple((name, graph.nodes[name].shape) for name in graph.inputs)
     return module
 
 
@@ -214,13 +216,12 @@ def _error_notes(network: nn.Module, error: BaseException, args: tuple) -> list[
         if meta is not None:
             name, op, location = meta
             notes.append(f"resgraph: raised in node `{name}` ({op})" + (f", defined at {location}" if location else ""))
-    graph = _NETWORKS.get(network)
-    if graph is not None:
-        declared = [graph.nodes[name].shape for name in graph.inputs]
+    inputs = getattr(network, "_resgraph_inputs", None)
+    if inputs is not None:
+        declared = [tuple(shape) for _, shape in inputs]
         given = [tuple(arg.shape[1:]) if isinstance(arg, torch.Tensor) else None for arg in args]
         if len(given) != len(declared) or any(g != d for g, d in zip(given, declared)):
-            shown = ", ".join(f"`{name}` as [{', '.join(map(str, shape))}]"
-                              for name, shape in zip(graph.inputs, declared))
+            shown = ", ".join(f"`{name}` as [{', '.join(map(str, shape))}]" for name, shape in inputs)
             got = ", ".join("[" + ", ".join(map(str, arg.shape)) + "]" if isinstance(arg, torch.Tensor)
                             else type(arg).__name__ for arg in args)
             notes.append(f"resgraph: the spec declares {shown} per sample, after a batch dimension; "
@@ -270,15 +271,117 @@ class CompiledModule(fx.GraphModule):
         return summary_html(graph)
 
     def _deepcopy_init(self):
-        # fx's deepcopy re-runs __init__ without the class name (every copy would be `GraphModule`).
+        # fx's deepcopy re-runs __init__ without the class name (every copy would be `GraphModule`), and
+        # drops the attributes __init__ does not set (the declared inputs of the error notes).
         name = type(self).__name__
-        return lambda copy, root, graph: fx.GraphModule.__init__(copy, root, graph, class_name=name)
+
+        def init(copy, root, graph):
+            fx.GraphModule.__init__(copy, root, graph, class_name=name)
+            _restore(copy, root.__dict__)
+
+        return init
+
+    def __reduce__(self):
+        """Pickle as (class, class name, the module's state, the graph with its nodes' spec locations).
+
+        fx pickles a GraphModule as its generated code and re-traces it on loading: the copy is a plain
+        `GraphModule` whose nodes have lost which spec node they came from. This keeps both."""
+        state = {key: value for key, value in self.__dict__.items() if key != "_graph"}
+        kind = "network" if isinstance(self, CompiledNetwork) else "module"
+        return _unpickle_compiled, (kind, type(self).__name__, state, _graph_state(self.graph))
 
 
 class CompiledNetwork(CompiledModule):
     """The network's own module: as a block's, and errors raised in its forward name the spec node."""
 
     _CALL = _call_network
+
+
+# Attributes that fx's GraphModule.__init__ resets or does not know, restored on copies and unpickled modules.
+_KEPT = ("training", "_resgraph_inputs", "meta")
+
+
+def _restore(module: nn.Module, state: dict) -> None:
+    for key, value in state.items():
+        if key in _KEPT or key.endswith("_hooks") or key.endswith("_hooks_with_kwargs"):
+            module.__dict__[key] = value
+
+
+class _Ref:
+    """A reference to an earlier node by name, in a pickled graph's arguments."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self):
+        return _Ref, (self.name,)
+
+
+class _Function:
+    """A call_function target by its qualified name (some of torch's functions, such as `F.max_pool2d`, are
+    closures that pickle cannot name)."""
+
+    __slots__ = ("qualified_name",)
+
+    def __init__(self, qualified_name: str) -> None:
+        self.qualified_name = qualified_name
+
+    def __reduce__(self):
+        return _Function, (self.qualified_name,)
+
+    def resolve(self) -> Callable:
+        import importlib
+
+        parts = self.qualified_name.split(".")
+        for split in range(len(parts) - 1, 0, -1):
+            try:
+                value = importlib.import_module(".".join(parts[:split]))
+            except ImportError:
+                continue
+            for part in parts[split:]:
+                value = getattr(value, part)
+            return value
+        raise ImportError(f"cannot find `{self.qualified_name}`")
+
+
+def _target(node: fx.Node) -> Any:
+    if node.op == "call_function":
+        try:
+            name = fx.node._get_qualified_name(node.target)
+            if _Function(name).resolve() is node.target:
+                return _Function(name)
+        except Exception:  # noqa: BLE001 - not nameable: pickled as itself
+            pass
+    return node.target
+
+
+def _graph_state(graph: fx.Graph) -> list[tuple]:
+    """The graph as plain data: per node (op, name, target, args, kwargs, spec node), earlier nodes by name."""
+    return [(node.op, node.name, _target(node), fx.node.map_arg(node.args, lambda arg: _Ref(arg.name)),
+             fx.node.map_arg(node.kwargs, lambda arg: _Ref(arg.name)), node.meta.get(SPEC_NODE))
+            for node in graph.nodes]
+
+
+def _unpickle_compiled(kind: str, class_name: str, state: dict, nodes: list[tuple]) -> fx.GraphModule:
+    graph = fx.Graph()
+    made: dict[str, fx.Node] = {}
+
+    def resolve(value):
+        return fx.node.map_aggregate(value, lambda item: made[item.name] if isinstance(item, _Ref) else item)
+
+    for op, name, target, args, kwargs, spec_node in nodes:
+        target = target.resolve() if isinstance(target, _Function) else target
+        node = graph.create_node(op, target, resolve(args), resolve(kwargs), name=name)
+        if spec_node is not None:
+            node.meta[SPEC_NODE] = spec_node
+        made[name] = node
+    root = nn.Module()
+    root.__dict__.update(state)
+    module = (CompiledNetwork if kind == "network" else CompiledModule)(root, graph, class_name=class_name)
+    _restore(module, state)
+    return module
 
 
 def _block_input_names(count: int) -> list[str]:

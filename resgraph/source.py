@@ -6,8 +6,11 @@ scalars with the YAML 1.2 core schema, and rejects duplicate keys, aliases and e
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,25 +155,109 @@ def _describe_key(key: Any) -> str:
     return repr(key) if not isinstance(key, str) else key
 
 
-def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = None) -> SourceFile | None:
-    """Read and parse one YAML file; on failure record diagnostics and return None."""
+class FileProblem(Exception):
+    """A file named by the user or by a spec cannot be used as a spec: a diagnostic code, its message, a help."""
+
+    def __init__(self, code: str, message: str, help: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.help = code, message, help
+
+    def about_it(self, path: str | Path) -> str:
+        """The message with the file called `it`, for a caller that has just named it."""
+        prefix = f"`{path}` "
+        return "it " + self.message[len(prefix):] if self.message.startswith(prefix) else self.message
+
+
+_KINDS = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+
+
+def check_regular_file(path: str | Path) -> os.stat_result:
+    """`stat` the path (following links) and refuse what is not a regular file of at most MAX_FILE_BYTES.
+
+    Nothing is opened, so a FIFO, a device or a huge sparse file costs one system call. Raises FileProblem."""
+    display = str(path)
+    if "\0" in display:
+        raise FileProblem("RG004", "the path contains a NUL character", "remove the NUL (`\\0`) from the path")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileProblem("RG004", f"file `{display}` does not exist", "check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileProblem("RG004", f"`{display}` is a loop of symbolic links",
+                              "point the link at a real file") from None
+        raise FileProblem("RG004", f"cannot read `{display}`: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a path too long for the platform
+        raise FileProblem("RG004", f"cannot read `{display}`: {exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileProblem("RG004", f"`{display}` is a directory, not a spec file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
+        raise FileProblem("RG007", f"`{display}` is {kind}, not a regular file",
+                          "a spec is read from a regular file; save the spec to a file first")
+    if info.st_size > MAX_FILE_BYTES:
+        raise _too_large(display, info.st_size)
+    return info
+
+
+def _too_large(display: str, size: int | None) -> FileProblem:
+    amount = f"is {size:,} bytes" if size is not None else "grew while it was read"
+    return FileProblem("RG005", f"`{display}` {amount}; specs are limited to {MAX_FILE_BYTES:,} bytes",
+                       "a spec this large is almost certainly not a network spec; use blocks and repeat")
+
+
+def read_spec_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES, read with a bounded read. Raises FileProblem."""
+    display = str(path)
+    check_regular_file(path)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the `stat`, opening it must not wait for a writer.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FileProblem("RG004", f"cannot read `{display}`: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise FileProblem("RG007", f"`{display}` is not a regular file",
+                              "a spec is read from a regular file; save the spec to a file first")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:   # bounded: a file that grows after the `stat` is cut off here
+            chunk = os.read(descriptor, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise _too_large(display, None)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FileProblem("RG004", f"cannot read `{display}`: {exc.strerror or exc}") from None
+    finally:
+        os.close(descriptor)
+
+
+_DECLARES_SPEC = re.compile(r"""^[\s{]*["']?resgraph["']?\s*:""", re.MULTILINE)
+
+
+def declares_spec(text: str) -> bool:
+    """Whether a text has a `resgraph:` line, as every spec file (and block library) has."""
+    return _DECLARES_SPEC.search(text) is not None
+
+
+def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = None, *,
+                included_at: Span | None = None) -> SourceFile | None:
+    """Read and parse one YAML file; on failure record diagnostics and return None.
+
+    `included_at`: the file is named by `include` or `extends` there. It must then declare itself a spec
+    (a `resgraph:` line) before it is parsed, so that a file that is not one -- a password file, a log --
+    is refused at that line in one message and its content never appears in a diagnostic (RG008)."""
     display = str(path)
     if text is None:
         try:
-            raw = Path(path).read_bytes()
-        except FileNotFoundError:
-            diagnostics.error("RG004", f"file `{display}` does not exist", None, help="check the path")
-            return None
-        except IsADirectoryError:
-            diagnostics.error("RG004", f"`{display}` is a directory, not a spec file")
-            return None
-        except OSError as exc:
-            diagnostics.error("RG004", f"cannot read `{display}`: {exc.strerror or exc}")
-            return None
-        if len(raw) > MAX_FILE_BYTES:
-            diagnostics.error("RG005", f"`{display}` is {len(raw):,} bytes; specs are limited to "
-                              f"{MAX_FILE_BYTES:,} bytes", Span(display, 1, 1, 1, 2),
-                              help="a spec this large is almost certainly not a network spec; use blocks and repeat")
+            raw = read_spec_bytes(path)
+        except FileProblem as problem:
+            span = Span(display, 1, 1, 1, 2) if problem.code == "RG005" else None
+            diagnostics.error(problem.code, problem.message, span, help=problem.help)
             return None
         if b"\x00" in raw:
             diagnostics.error("RG004", f"`{display}` is a binary file, not YAML", Span(display, 1, 1, 1, 2))
@@ -183,6 +270,11 @@ def load_source(path: str | Path, diagnostics: Diagnostics, text: str | None = N
             diagnostics.error("RG004", f"`{display}` is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
                               Span(display, line, col, line, col + 1), help="save the file as UTF-8")
             return None
+    if included_at is not None and not declares_spec(text):
+        diagnostics.error("RG008", f"`{display}` is not a resgraph spec: it has no `resgraph:` line", included_at,
+                          help="include and extend only resgraph spec files (they start with `resgraph: 1`); "
+                               "the file's content is not shown")
+        return None
     source = SourceFile(display, text)
     diagnostics.sources[display] = text
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):

@@ -37,11 +37,14 @@ KNOWN_WRONG: dict[str, str] = {}
 # Codes that no single-file case can show, and the tests below that check them instead.
 TESTED_ELSEWHERE = {
     "RG004": "test_unreadable_file",
+    "RG007": "test_a_spec_that_is_not_a_regular_file",
     "RG036": "test_compile_memory_limit",
     "RG037": "test_compile_memory_limit",
     "RG043": "test_warning_for_unused_node_is_not_an_error",
     "RG053": "test_projection_of_an_unchanged_shape_is_a_warning",
     "RG060": "test_import_of_an_unsupported_layer",
+    "RG075": "test_an_output_that_is_an_input",
+    "RG076": "test_an_output_that_is_not_a_regular_file",
 }
 
 
@@ -474,3 +477,33 @@ def test_projection_of_an_unchanged_shape_is_a_warning(tmp_path):
     assert (warning.code, warning.severity.value, _where(warning)) == ("RG053", "warning", ("option_c.yaml", 7, 55))
     assert warning.message == "`body.0.add` projects a shortcut whose shape does not change ([8, 4, 4])"
     assert "`shortcut: auto`" in warning.help and resgraph.load(path).params > 0
+
+
+# ---- the files a run reads and writes (more in tests/test_files.py) ----------------------------------
+
+def test_a_spec_that_is_not_a_regular_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("pipe.yaml")
+    (error,) = resgraph.validate("pipe.yaml")   # returns at once: a FIFO is never opened
+    assert (error.code, error.span, error.message) == ("RG007", None, "`pipe.yaml` is a named pipe (FIFO), not a "
+                                                                     "regular file")
+    result = CliRunner().invoke(main, ["validate", "pipe.yaml"])
+    assert result.exit_code == 2 and "error[RG007]" in result.output
+
+
+def test_an_output_that_is_an_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("spec.dot").write_text("resgraph: 1\ninput: [4]\nnodes:\n  fc: {op: linear, out: 2}\n")
+    result = CliRunner().invoke(main, ["render", "spec.dot", "-o", "spec.dot"])
+    assert result.exit_code == 2 and result.output.startswith(
+        "error[RG075]: cannot write `spec.dot`: it is an input of this run")
+    assert Path("spec.dot").read_text().startswith("resgraph: 1")
+
+
+def test_an_output_that_is_not_a_regular_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("spec.yaml").write_text("resgraph: 1\ninput: [4]\nnodes:\n  fc: {op: linear, out: 2}\n")
+    os.mkfifo("net.dot")
+    result = CliRunner().invoke(main, ["render", "spec.yaml", "-o", "net.dot"])
+    assert result.exit_code == 2 and result.output.startswith(
+        "error[RG076]: cannot write `net.dot`: it is not a regular file")

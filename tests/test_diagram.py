@@ -62,10 +62,10 @@ def test_svg_repr_for_notebooks(monkeypatch):
 def test_depth_collapses_block_instances():
     network = resgraph.load(SPECS / "resnet50.yaml")
     stages = to_digraph(network.graph, depth=0).source
-    assert 'layer2 [label="layer2\nbottleneck ×4"' in stages
+    assert 'layer2 [label="layer2\\nbottleneck ×4"' in stages
     assert "layer2.0" not in stages and 'class="skip' not in stages
     assert 'layer2 -> layer3 [label="512×28×28"]' in stages
     units = to_digraph(network.graph, depth=1).source
-    assert '"layer2.0" [label="0\nbottleneck"' in units and "cluster_layer2" in units
+    assert '"layer2.0" [label="0\\nbottleneck"' in units and "cluster_layer2" in units
     assert '"layer1.2" -> "layer2.0" [label="256×56×56"]' in units
     assert "layer2.0.conv1" not in units

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .expr import ExprError, evaluate, names_in, parse_expression
+from .expr import YAML_CONSTANTS, ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
 from .modules import DropPath, ZeroPadShortcut
@@ -863,6 +863,10 @@ def _python_expression(text: str, first_input: str | None = None) -> str | None:
         return None
 
     class Rewrite(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> Any:
+            # YAML's `true`, `false` and `null`, which expressions accept, are Python's constants
+            return ast.Constant(YAML_CONSTANTS[node.id]) if node.id in YAML_CONSTANTS else node
+
         def visit_Subscript(self, node: ast.Subscript) -> Any:
             value, index = node.value, node.slice
             if (first_input is not None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)

@@ -7,6 +7,7 @@ checked for syntax when a spec is parsed and evaluated when a block is instantia
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Iterable, Sequence, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema
@@ -78,12 +79,35 @@ def attribute(check: Callable[[Any], Any], schema: dict, literals: Iterable[str]
         if isinstance(value, str) and not_expressions is not None:
             not_expressions(value)
         if _has_string(value):
+            written = value
             value, deferred = _resolve_expressions(value, info, literals)
             if deferred:
                 return value
+            try:
+                return check(value)
+            except PydanticCustomError as exc:
+                raise _true_division(exc, written, value) from None
         return check(value)
 
     return Annotated[Any, PlainValidator(validate), WithJsonSchema({"anyOf": [schema, EXPRESSION_SCHEMA]})]
+
+
+_SLASH = re.compile(r"(?<!/)/(?!/)")
+
+
+def _true_division(exc: PydanticCustomError, written: Any, value: Any) -> PydanticCustomError:
+    """An integer attribute given `planes / 2`: say that `/` made the float, and offer `//`."""
+    texts = [written] if isinstance(written, str) else [v for v in written if isinstance(v, str)]
+    values = value if isinstance(value, (list, tuple)) else [value]
+    slashed = [text for text in texts if _SLASH.search(text)]
+    if exc.type != "resgraph" or not slashed or not any(isinstance(v, float) for v in values):
+        return exc
+    text = slashed[0]
+    fixed = _SLASH.sub("//", text)
+    ctx = dict(exc.context or {})
+    ctx["help"] = f"`/` always gives a float (`{text}` is {value!r}); `//` divides to an integer: `{fixed}`"
+    ctx["fix"] = (text, fixed)
+    return PydanticCustomError("resgraph", "{message}", ctx)
 
 
 def _describe(value: Any) -> str:

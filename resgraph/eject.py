@@ -919,5 +919,9 @@ def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str 
 
 def eject_network(network: Any) -> str:
     """`eject` for a loaded `resgraph.Network`."""
+    inner = [name for name in network.graph.outputs if network.graph.nodes[name].prefix]
+    if inner:
+        raise EjectError(f"cannot write Python source for an output inside a block (`{inner[0]}`): its class "
+                         "returns only the block's output; export to .pt2 or .onnx, or compile the spec")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
     return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import graphlib
 from pydantic import TypeAdapter, ValidationError
 
-from .diagnostics import Diagnostics, Note, Span, did_you_mean
+from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, text_at
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
@@ -670,6 +670,53 @@ class _Expander:
         raise _Abort
 
 
+def _replace(source: SourceFile, span: Span | None, old: str, new: str | None) -> tuple[Edit, ...]:
+    """The edit that writes `new` for `old` in the value at `span` (none where the text is not found)."""
+    if span is None or new is None:
+        return ()
+    written = text_at(source.text, span)
+    return (Edit(span, written.replace(old, new, 1)),) if old in written else ()
+
+
+def _inner_output(path: str, graph: Graph, expander: _Expander) -> str | None:
+    """The node a dotted output path names: a node (`layer1.0.relu2`), a block instance (`layer1.0`, its output)
+    or a nested call; None where there is none."""
+    try:
+        if path in graph.nodes and not graph.nodes[path].is_input:
+            return path
+        if path in expander.aliases:
+            return expander.resolve(path)
+    except _Abort:
+        return None
+    if path in graph.instances:
+        return graph.instances[path].output
+    return None
+
+
+def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[str, str | None]:
+    """Where a dotted path stops matching, what there is at that level; and the likely path, if any."""
+    parts = path.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        scope = ".".join(parts[:depth])
+        if scope not in graph.instances and not any(i.call == scope for i in graph.instances.values()):
+            if scope in graph.nodes:
+                return f"`{scope}` is a node, not a block call: there is nothing inside it", None
+            continue
+        prefix = scope + "."
+        children = list(dict.fromkeys(name[len(prefix):].split(".")[0]
+                                      for name in list(graph.instances) + list(graph.nodes) if name.startswith(prefix)))
+        what = f"block instance `{scope}` (block `{graph.instances[scope].block}`)" if scope in graph.instances \
+            else f"`{scope}` (a repeated call: its instances are numbered)"
+        guess = nearest(parts[depth], children)
+        listed = ", ".join(f"`{c}`" for c in children[:12]) + (", ..." if len(children) > 12 else "")
+        fixed = ".".join(parts[:depth] + [guess] + parts[depth + 1:]) if guess else None
+        return (f"did you mean `{fixed}`? " if fixed else "") + f"{what} has {listed}", fixed
+    guess = nearest(parts[0], top_level)
+    fixed = ".".join([guess] + parts[1:]) if guess else None
+    return (f"did you mean `{fixed}`? " if fixed else "") + \
+        f"a dotted path starts at a top-level block call; `{parts[0]}` is not one", fixed
+
+
 def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
     """Check every definition, then instantiate the network into a flat graph.
 
@@ -741,9 +788,21 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     known = set(spec.nodes) | set(graph.inputs)
     for position, name in enumerate(names):
         span = source.span(("outputs", position) if isinstance(spec.outputs, list) else ("outputs",))
+        if name not in known and "." in name:
+            inner = _inner_output(name, graph, expander)
+            if inner is None:
+                help_text, fixed = _inner_output_help(name, graph, known)
+                diagnostics.error("RG040", f"unknown output `{name}`: the network has no node at that path", span,
+                                  help=help_text, fixes=_replace(source, span, name, fixed))
+            else:
+                graph.outputs.append(inner)
+                graph.output_spans.append(span)
+            continue
         if name not in known:
             diagnostics.error("RG040", f"unknown output `{name}`", span,
-                              help=did_you_mean(name, known) or "outputs name top-level nodes or block calls")
+                              help=did_you_mean(name, known) or "outputs name top-level nodes or block calls, or "
+                              "nodes inside them by their dotted path (`layer1.0.relu2`)",
+                              fixes=_replace(source, span, name, nearest(name, known)))
             continue
         try:
             graph.outputs.append(expander.resolve(name))

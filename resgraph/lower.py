@@ -8,6 +8,7 @@ keys are the spec's dotted names, as in a hand-written model, and each forward i
 from __future__ import annotations
 
 import keyword
+import operator
 import re
 import sys
 import warnings
@@ -138,6 +139,12 @@ class _ScopeLowering:
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
 
+    def exposed(self, scope: str) -> list[str]:
+        """The network outputs that lie inside block instance `scope` (`outputs: [layer1.0.relu2]`): its module
+        returns them after its own output."""
+        prefix = scope + "."
+        return list(dict.fromkeys(name for name in self.graph.outputs if self.graph.nodes[name].prefix.startswith(prefix)))
+
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph
         b = Builder(graph, self.users)
@@ -146,7 +153,7 @@ class _ScopeLowering:
             instance = graph.instances[scope]
             names = graph_inputs = list(instance.inputs)
             placeholders = _block_input_names(len(names))
-            outputs = [instance.output]
+            outputs = [instance.output] + self.exposed(scope)
             class_name = _class_name(instance.block)
         else:
             graph_inputs = list(graph.inputs)
@@ -173,7 +180,21 @@ class _ScopeLowering:
             local = item.rpartition(".")[2]
             b.node = None
             b.modules[local] = child
-            values[instances[-1].output] = b.fx.call_module(local, tuple(values[name] for name in instances[0].inputs))
+            args = tuple(values[name] for name in instances[0].inputs)
+            if not any(self.exposed(i.name) for i in instances):
+                values[instances[-1].output] = b.fx.call_module(local, args)
+                continue
+            # A network output inside these instances: each returns (output, *those nodes), called one by one.
+            for position, instance in enumerate(instances):
+                result = b.fx.call_module(local if instance.index is None else f"{local}.{position}", args)
+                inner = self.exposed(instance.name)
+                if inner:
+                    for index, name in enumerate(inner, start=1):
+                        values[name] = b.fx.create_node("call_function", operator.getitem, (result, index),
+                                                        name=_identifier(name))
+                    result = b.fx.call_function(operator.getitem, (result, 0))
+                args = (result,)
+            values[instances[-1].output] = args[0]
         results = [values[name] for name in outputs]
         b.fx.output(results[0] if len(results) == 1 else tuple(results))
         root = nn.Module()

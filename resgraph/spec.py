@@ -22,7 +22,11 @@ NODE_NAME = r"^[A-Za-z0-9_]+$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_REPEAT = 10_000
 
+OUTPUT_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
+# `layer1.0.relu2`: a node inside a block instance, by its dotted path (intermediate features)
+OutputPath = Annotated[str, StringConstraints(pattern=OUTPUT_PATH)]
 ParamName = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
 Scalar = Union[bool, int, float, str, None]
 ParamValue = Union[Scalar, list[Scalar]]
@@ -109,7 +113,9 @@ class SpecFile(_Model):
         None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
-    outputs: NodeName | list[NodeName] | None = None
+    outputs: OutputPath | list[OutputPath] | None = Field(
+        None, description="the nodes the network returns (default: its last node); a node inside a block by its "
+                          "dotted path, e.g. `layer1.0.relu2`")
 
 
 def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
@@ -326,8 +332,9 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
+                "names of letters, digits and `_` joined by dots" if ctx.get("pattern") == OUTPUT_PATH else \
                 "a letter or `_` followed by letters, digits and `_`"
-            if "." in value:
+            if "." in value and ctx.get("pattern") != OUTPUT_PATH:
                 hint = "dots are not allowed in names: nesting makes dotted paths"
             else:
                 suggestion = re.sub(r"\W", "_", value)

@@ -243,6 +243,14 @@ def text_at(text: str, span: Span) -> str:
     return text[_offset(lines, span.line, span.col):_offset(lines, span.end_line, span.end_col)]
 
 
+def replacing(text: str, span: Span | None, old: str, new: str | None) -> tuple[Edit, ...]:
+    """The edit that writes `new` for the first `old` in the text at `span` (none where there is nothing to do)."""
+    if span is None or new is None:
+        return ()
+    written = text_at(text, span)
+    return (Edit(span, written.replace(old, new, 1)),) if old in written else ()
+
+
 def apply_fixes(text: str, fixes: Iterable[Edit]) -> str:
     """`text` with every edit applied (edits must not overlap; they are applied from the end)."""
     lines = text.splitlines(keepends=True)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import graphlib
 from pydantic import TypeAdapter, ValidationError
 
-from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, text_at
+from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
@@ -224,7 +224,7 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
         for index, ref in enumerate(refs or ()):
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
-                _unknown_reference(ref, known, scope, span, diagnostics, program)
+                _unknown_reference(ref, known, scope, span, diagnostics, program, is_inputs=isinstance(entry.inputs, str))
         if entry.otherwise is not None and entry.otherwise not in known:
             _unknown_reference(entry.otherwise, known, scope, scope.source.span(path + ("otherwise",)), diagnostics,
                                program)
@@ -247,7 +247,14 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
 
 
 def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics,
-                       program: Program | None = None) -> None:
+                       program: Program | None = None, is_inputs: bool = False) -> None:
+    names = [part.strip() for part in ref.split(",")]
+    if is_inputs and len(names) > 1 and all(names):
+        shown = "[" + ", ".join(names) + "]"
+        diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}: several inputs are a list, not one "
+                          "text with commas", span, help=f"write the inputs as a list: `inputs: {shown}`",
+                          fixes=(Edit(span, shown),) if span is not None else ())
+        return
     owners = [name for name, block in (program.blocks.items() if program else ()) if ref in block.definition.nodes]
     if owners and "." not in ref and not did_you_mean(ref, known):
         help_text = (f"`{ref}` is a node of block `{owners[0]}`: the nodes inside a block are private to it; "
@@ -260,7 +267,8 @@ def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | No
     else:
         help_text = did_you_mean(ref, known) or ("known names: " + ", ".join(f"`{k}`" for k in sorted(known))
                                                  if len(known) <= 12 else None)
-    diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text)
+    fixes = replacing(scope.source.text, span, ref, nearest(ref, known)) if "." not in ref else ()
+    diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text, fixes=fixes)
 
 
 def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, program: Program,
@@ -670,14 +678,6 @@ class _Expander:
         raise _Abort
 
 
-def _replace(source: SourceFile, span: Span | None, old: str, new: str | None) -> tuple[Edit, ...]:
-    """The edit that writes `new` for `old` in the value at `span` (none where the text is not found)."""
-    if span is None or new is None:
-        return ()
-    written = text_at(source.text, span)
-    return (Edit(span, written.replace(old, new, 1)),) if old in written else ()
-
-
 def _inner_output(path: str, graph: Graph, expander: _Expander) -> str | None:
     """The node a dotted output path names: a node (`layer1.0.relu2`), a block instance (`layer1.0`, its output)
     or a nested call; None where there is none."""
@@ -793,7 +793,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             if inner is None:
                 help_text, fixed = _inner_output_help(name, graph, known)
                 diagnostics.error("RG040", f"unknown output `{name}`: the network has no node at that path", span,
-                                  help=help_text, fixes=_replace(source, span, name, fixed))
+                                  help=help_text, fixes=replacing(source.text, span, name, fixed))
             else:
                 graph.outputs.append(inner)
                 graph.output_spans.append(span)
@@ -802,7 +802,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             diagnostics.error("RG040", f"unknown output `{name}`", span,
                               help=did_you_mean(name, known) or "outputs name top-level nodes or block calls, or "
                               "nodes inside them by their dotted path (`layer1.0.relu2`)",
-                              fixes=_replace(source, span, name, nearest(name, known)))
+                              fixes=replacing(source.text, span, name, nearest(name, known)))
             continue
         try:
             graph.outputs.append(expander.resolve(name))

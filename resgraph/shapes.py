@@ -6,9 +6,9 @@ rule; nothing here imports torch. A shortcut whose shapes disagree is reported h
 
 from __future__ import annotations
 
-from .diagnostics import Diagnostics
+from .diagnostics import Diagnostics, Edit
 from .graph import Graph
-from .ops.base import ShapeError
+from .ops.base import ShapeError, fmt_shape
 
 
 def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
@@ -29,8 +29,9 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         try:
             shape = node.op.infer_shape(shapes, node.meta)
         except ShapeError as exc:
-            diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
-                              help=exc.help, notes=node.notes)
+            if not _reversed_add(node, graph, shapes, diagnostics):
+                diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
+                                  help=exc.help, notes=node.notes)
             complete = False
             continue
         node.shape = tuple(shape)
@@ -61,3 +62,48 @@ def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
                             f"({list(plans[0].in_shape)})", node.attr_span("shortcut"),
                             help="`shortcut: auto` projects only where the shape changes (option B); keep "
                                  "`project` to project every shortcut (option C)", notes=node.notes)
+
+
+def _reads(graph: Graph, consumer: str, producer: str) -> bool:
+    """True when `consumer` is computed from `producer` (through any path)."""
+    pending, seen = [consumer], set()
+    while pending:
+        name = pending.pop()
+        if name == producer:
+            return True
+        if name not in seen and name in graph.nodes:
+            seen.add(name)
+            pending.extend(graph.nodes[name].inputs)
+    return False
+
+
+def _reversed_add(node, graph: Graph, shapes: list, diagnostics: Diagnostics) -> bool:
+    """An add whose shortcut is listed first: the second input is computed from the first (so it is the
+    branch), and the shapes work the other way round. Reports it (with the swap as a fix) and returns True."""
+    from .ops.merge import Add
+
+    if not isinstance(node.op, Add) or len(node.inputs) != 2:
+        return False
+    first, second = node.inputs
+    try:
+        node.op.infer_shape([shapes[1], shapes[0]], {})
+    except ShapeError:
+        return False
+    if not _reads(graph, second, first):
+        return False
+    span = node.attr_span("inputs")
+    written = node.source.data if node.source is not None else None
+    for segment in node.path + ("inputs",):
+        written = written[segment] if isinstance(written, (dict, list)) else None
+    fixes = ()
+    if isinstance(written, list) and len(written) == 2 and all(isinstance(w, str) for w in written):
+        first, second = written
+        fixes = (Edit(span, f"[{second}, {first}]"),) if span is not None else ()
+        order = f"`inputs: [{second}, {first}]`"
+    else:
+        order = "the branch first"
+    diagnostics.error("RG050", f"`{node.name}`: the inputs are reversed: the first input of an add is the branch "
+                      f"and the shortcut comes after it, but `{first}` ({fmt_shape(shapes[0])}) is what the branch "
+                      f"`{second}` ({fmt_shape(shapes[1])}) is computed from", span or node.span,
+                      help=f"list the branch first, then the shortcut: {order}", notes=node.notes, fixes=fixes)
+    return True

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
                       ValidationError)
 
-from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, text_at
+from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
 from .ops.base import OTHERWISE, WHEN, Int
 from .source import KeyPath, SourceFile
@@ -326,9 +326,10 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             elif not isinstance(op, str):
                 diagnostics.error("RG012", "`op` must be the name of an op", source.span(path + ("op",)), notes=notes)
             else:
-                diagnostics.error("RG013", f"unknown op `{op}`", source.span(path + ("op",)),
+                op_span = source.span(path + ("op",))
+                diagnostics.error("RG013", f"unknown op `{op}`", op_span,
                                   help=did_you_mean(op, REGISTRY) or "known ops: " + ", ".join(sorted(REGISTRY)),
-                                  notes=notes)
+                                  notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, REGISTRY)))
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \

@@ -114,6 +114,7 @@ def test_json_rendering_has_every_field():
     assert data == [{
         "file": str(path), "line": 5, "column": 13, "end_line": 5, "end_column": 17, "code": "RG013",
         "severity": "error", "message": "unknown op `rleu`", "help": "did you mean `relu`?", "notes": [],
+        "fixes": [{"file": str(path), "line": 5, "column": 13, "end_line": 5, "end_column": 17, "replacement": "relu"}],
     }]
 
 
@@ -437,6 +438,7 @@ def test_json_format_of_a_diagnostic_with_a_note(monkeypatch):
         "help": "did you mean `planes`?",
         "notes": [{"message": "in `body`, an instance of block `mlp` made here",
                    "file": "tests/cases/bad/let_unknown_name.yaml", "line": 10, "column": 3}],
+        "fixes": [],
     }]
 
 

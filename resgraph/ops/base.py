@@ -105,7 +105,9 @@ def _true_division(exc: PydanticCustomError, written: Any, value: Any) -> Pydant
     text = slashed[0]
     fixed = _SLASH.sub("//", text)
     ctx = dict(exc.context or {})
-    ctx["help"] = f"`/` always gives a float (`{text}` is {value!r}); `//` divides to an integer: `{fixed}`"
+    whole = all(v.is_integer() for v in values if isinstance(v, float))
+    ctx["help"] = f"`/` always gives a float (`{text}` is {value!r}); `//` divides to an integer: `{fixed}`" + \
+        ("" if whole else f" (rounding down; `round({text})` rounds to the nearest)")
     ctx["fix"] = (text, fixed)
     return PydanticCustomError("resgraph", "{message}", ctx)
 

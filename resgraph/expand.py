@@ -490,6 +490,11 @@ class _Expander:
                 return tuple(evaluate(v, scope) if isinstance(v, str) else v for v in value)
             return value
         except ExprError as exc:
+            if what is None and exc.kind == "name" and isinstance(value, str) and value.strip() == exc.name \
+                    and nearest(exc.name, scope) is None:
+                # A bare word (`with: {shortcut: pad}`) that is no name here, nor close to one, is that text,
+                # as a YAML value is; where it is used, the attribute checks it (`shortcut` lists its choices)
+                return exc.name
             code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
             help_text = exc.help
             if exc.kind == "name" and isinstance(value, str) and value == exc.name:
@@ -678,6 +683,26 @@ class _Expander:
         raise _Abort
 
 
+def _given(key: str, value: Any, default: Any, source: SourceFile, diagnostics: Diagnostics) -> Any:
+    """A param value set from outside the spec (`--set`, `params=`): for a list param, `2,2,2` is the list
+    `[2, 2, 2]`, as `[2,2,2]` is; any other value that is not a list is refused here, not where it is indexed."""
+    if not isinstance(default, list) or isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, str) and "," in value:
+        from .source import parse_value
+
+        try:
+            return [parse_value(item) for item in value.split(",")]
+        except ValueError:
+            pass
+    shown = "[" + ", ".join(_shown(v) for v in default) + "]"
+    diagnostics.error("RG012", f"`{key}` is set to {_shown(value)} from outside the spec (`--set` or `params=`), but "
+                      f"it is a list (its default is `{shown}`)", source.span(("params", key)),
+                      help=f"give a list: `--set {key}=[{','.join(_shown(v) for v in default)}]` on the command line, "
+                           f"`params={{'{key}': [...]}}` in Python")
+    return value
+
+
 def _inner_output(path: str, graph: Graph, expander: _Expander) -> str | None:
     """The node a dotted output path names: a node (`layer1.0.relu2`), a block instance (`layer1.0`, its output)
     or a nested call; None where there is none."""
@@ -737,7 +762,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
                               source.span(("params",), key=True) if "params" in source.data else None,
                               help=did_you_mean(key, spec.params) or f"its parameters: {known}")
         else:
-            values[key] = _literal(value)
+            values[key] = _literal(_given(key, value, spec.params[key], source, diagnostics))
     graph = Graph(spec.name or Path(source.path).stem)
     expander = _Expander(program, graph, diagnostics)
     if spec.nodes and spec.input is None:

@@ -65,8 +65,15 @@ CODES: dict[str, str] = {
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
+    "RG054": "linear layer over a spatial map",
     "RG060": "cannot import",
 }
+
+
+# The warnings about one node that the node may silence with `allow: [CODE]` (docs/spec.md).
+ALLOWABLE: dict[str, str] = {"RG037": "an oversized layer", "RG043": "a node no output uses (an auxiliary head, "
+                             "a probe)", "RG053": "a projection of an unchanged shape (option C)",
+                             "RG054": "a linear layer over the last dimension of a spatial map"}
 
 
 @dataclass(frozen=True)

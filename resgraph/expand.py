@@ -369,6 +369,7 @@ class _Frame:
     base: KeyPath
     notes: tuple[Note, ...]
     scopes: tuple[str, ...]
+    allow: frozenset[str] = frozenset()   # the `allow` of the block calls around it
 
 
 def _has_expression(raw: Any) -> bool:
@@ -594,7 +595,7 @@ class _Expander:
                                         root_model=type(entry))
                 op, failed = None, True
         self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
-                            failed=failed))
+                            failed=failed, allow=frame.allow | frozenset(entry.allow)))
 
     def expand_call(self, name: str, call: BlockCall, path: KeyPath, frame: _Frame, inputs: list[str]) -> str:
         main = self.program.blocks[call.block]
@@ -635,7 +636,8 @@ class _Expander:
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
             self.check_requirements(definition.require, values, block.source, block.path, notes)
             scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
-            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
+            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes,
+                           frame.allow | frozenset(call.allow))
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,

@@ -36,6 +36,7 @@ class Node:
     scopes: tuple[str, ...] = ()
     index: int = 0                       # declaration order, for a deterministic topological sort
     failed: bool = False                 # its attributes were invalid (already reported)
+    allow: frozenset[str] = frozenset()  # warning codes it may raise unreported (its own and its calls' `allow`)
     shape: "Shape | None" = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -237,7 +238,7 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
             needed.update(node.inputs)
     reported_spans: set[Span | None] = set()
     for node in graph:
-        if node.name in needed:
+        if node.name in needed or "RG043" in node.allow:
             continue
         span = node.span
         if span in reported_spans:
@@ -245,6 +246,7 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
         reported_spans.add(span)
         what = "input" if node.is_input else "node"
         diagnostics.warning("RG043", f"{what} `{node.name}` is not used by any output", span,
-                            help="remove it, use it as an input of another node, or list it in `outputs`",
+                            help="remove it, use it as an input of another node, or list it in `outputs`; if it "
+                                 "is meant to be unused (an auxiliary head, a probe), say so with `allow: [RG043]`",
                             notes=node.notes)
     return sound

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import OTHERWISE, WHEN, Int
+from .ops.base import ALLOW, OTHERWISE, WHEN, Allow, Int
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -50,6 +50,7 @@ class BlockCall(_Model):
     inputs: str | list[str] | None = None
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
+    allow: Allow = Field(default_factory=list, description=ALLOW)
 
 
 def _node_tag(value: Any) -> str | None:

@@ -253,6 +253,23 @@ def prod(values: Iterable[int]) -> int:
     return math.prod(values)
 
 
+def _allowable(code: Any) -> str:
+    from ..diagnostics import ALLOWABLE, CODES
+
+    if not isinstance(code, str) or code not in CODES:
+        raise fail(f"`{code}` is not a resgraph diagnostic code", "give warning codes, e.g. `allow: [RG043]`; "
+                   "docs/errors.md lists them")
+    if code not in ALLOWABLE:
+        listed = ", ".join(f"`{c}`" for c in ALLOWABLE)
+        raise fail(f"`{code}` cannot be allowed: only these warnings about a node can: {listed}",
+                   "an error must be fixed, not silenced")
+    return code
+
+
+ALLOW = "warnings this node (or every node of this block call) may raise unreported, e.g. `[RG043]` for an " \
+        "auxiliary head that no output uses; see docs/spec.md"
+Allow = list[Annotated[str, PlainValidator(_allowable), WithJsonSchema({"type": "string", "pattern": "^RG[0-9]{3}$"})]]
+
 WHEN = "a condition (an expression over the params): where false, the node is left out"
 OTHERWISE = "where `when` is false, the node that stands for this one; default: its first input"
 
@@ -266,6 +283,7 @@ class Op(BaseModel):
     inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")
     when: bool | str | None = Field(default=None, description=WHEN)
     otherwise: str | None = Field(default=None, description=OTHERWISE)
+    allow: Allow = Field(default_factory=list, description=ALLOW)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1
@@ -273,6 +291,9 @@ class Op(BaseModel):
     # True when the output is a fresh tensor that no backward pass needs: a single consumer
     # may then overwrite it in place (relu_, +=), as torchvision's hand-written blocks do.
     fresh_output: ClassVar[bool] = False
+    # True when the output is a map over spatial dimensions (convolution, pooling, resampling): a `linear`
+    # reading it before a `flatten` or a pooling to a vector is warned about (RG054).
+    makes_map: ClassVar[bool] = False
     # Shown in diagrams next to the op name.
     label_attrs: ClassVar[tuple[str, ...]] = ()
     # A "weight layer" in the ResNet paper's sense (convolutions and fully-connected layers):

@@ -690,7 +690,7 @@ def _given(key: str, value: Any, default: Any, source: SourceFile, diagnostics: 
     `[2, 2, 2]`, as `[2,2,2]` is; any other value that is not a list is refused here, not where it is indexed."""
     if not isinstance(default, list) or isinstance(value, (list, tuple)):
         return value
-    if isinstance(value, str) and "," in value:
+    if isinstance(value, str) and "," in value and all(item.strip() for item in value.split(",")):
         from .source import parse_value
 
         try:

@@ -163,6 +163,7 @@ class _ScopeLowering:
         for name, placeholder in zip(graph_inputs, placeholders):
             if name not in values:
                 values[name] = b.fx.placeholder(placeholder)
+        called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
         for _, item in sorted(items, key=lambda pair: pair[0]):
@@ -184,7 +185,9 @@ class _ScopeLowering:
             if not any(self.exposed(i.name) for i in instances):
                 values[instances[-1].output] = b.fx.call_module(local, args)
                 continue
-            # A network output inside these instances: each returns (output, *those nodes), called one by one.
+            # A network output inside these instances: each returns (output, *those nodes), called one by one
+            # (`self.layer1[0]`: the GraphModule made below copies only the modules called, so `layer1` is set again).
+            called_by_index.append((local, child))
             for position, instance in enumerate(instances):
                 result = b.fx.call_module(local if instance.index is None else f"{local}.{position}", args)
                 inner = self.exposed(instance.name)
@@ -200,7 +203,10 @@ class _ScopeLowering:
         root = nn.Module()
         for attribute, module in b.modules.items():
             root.add_module(attribute, module)
-        return (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
+        built = (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
+        for attribute, module in called_by_index:
+            setattr(built, attribute, module)
+        return built
 
 
 SPEC_NODE = "resgraph_node"   # fx node meta: (spec node name, op, "file:line:col")

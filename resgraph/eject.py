@@ -919,7 +919,8 @@ def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str 
 
 def eject_network(network: Any) -> str:
     """`eject` for a loaded `resgraph.Network`."""
-    inner = [name for name in network.graph.outputs if network.graph.nodes[name].prefix]
+    graph = network.graph
+    inner = [name for instance in graph.instances for name in graph.exposed_outputs(instance)]
     if inner:
         raise EjectError(f"cannot write Python source for an output inside a block (`{inner[0]}`): its class "
                          "returns only the block's output; export to .pt2 or .onnx, or compile the spec")

@@ -172,6 +172,15 @@ class Graph:
             calls.setdefault(parent, {}).setdefault(instance.call, []).append(instance)
         return calls
 
+    def exposed_outputs(self, instance: str) -> list[str]:
+        """The network outputs inside block instance `instance` that its caller cannot take as the call's result
+        (`outputs: [layer1.0.relu2]`, or `layer1.0` where `layer1` repeats): its module returns them after its own
+        output. The result of a call is the output of its last instance, so that one is not among them."""
+        prefix, own = instance + ".", self.instances[instance]
+        last = own.index is None or f"{own.call}.{own.index + 1}" not in self.instances
+        return [name for name in dict.fromkeys(self.outputs) if self.nodes[name].prefix.startswith(prefix)
+                and not (name == own.output and last)]
+
     def scope_starts(self, order: list[Node]) -> dict[str, int]:
         """Each scope (call or instance) -> the position in `order` of its first node: where a
         call goes among the statements of its parent."""

@@ -138,12 +138,13 @@ class _ScopeLowering:
                 self.own.setdefault(node.prefix[:-1], []).append(node)
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
+        self.exposed_cache: dict[str, list[str]] = {}
 
     def exposed(self, scope: str) -> list[str]:
-        """The network outputs that lie inside block instance `scope` (`outputs: [layer1.0.relu2]`): its module
-        returns them after its own output."""
-        prefix = scope + "."
-        return list(dict.fromkeys(name for name in self.graph.outputs if self.graph.nodes[name].prefix.startswith(prefix)))
+        """The network outputs inside block instance `scope` that its module returns after its own output."""
+        if scope not in self.exposed_cache:
+            self.exposed_cache[scope] = self.graph.exposed_outputs(scope)
+        return self.exposed_cache[scope]
 
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph

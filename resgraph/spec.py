@@ -350,7 +350,9 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                                   help="a block needs at least one node" if name == "nodes" else
                                   "a block needs at least one input" if name == "inputs" else None, notes=notes)
             else:
-                diagnostics.error("RG012", f"invalid `{name}`: {error['msg'][0].lower() + error['msg'][1:]}", span,
+                bound = f"at least {ctx.get('min_length')}" if kind == "too_short" else \
+                    f"at most {ctx.get('max_length')}"
+                diagnostics.error("RG012", f"`{name}` takes {bound} items, got {ctx.get('actual_length')}", span,
                                   notes=notes)
         else:
             got = _value_at(source.data, path) if path != base or rel else error.get("input")

@@ -224,7 +224,8 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
         for index, ref in enumerate(refs or ()):
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
-                _unknown_reference(ref, known, scope, span, diagnostics, program, is_inputs=isinstance(entry.inputs, str))
+                _unknown_reference(ref, known, scope, span, diagnostics, program,
+                                   is_inputs=isinstance(entry.inputs, str))
         if entry.otherwise is not None and entry.otherwise not in known:
             _unknown_reference(entry.otherwise, known, scope, scope.source.span(path + ("otherwise",)), diagnostics,
                                program)

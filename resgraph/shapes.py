@@ -58,7 +58,9 @@ def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
     from .ops.merge import Shortcut
 
     plans = node.meta.get("shortcuts") or []
-    if "RG053" not in node.allow and any(plan.kind is Shortcut.PROJECT and plan.in_shape == plan.out_shape for plan in plans):
+    if "RG053" in node.allow:
+        return
+    if any(plan.kind is Shortcut.PROJECT and plan.in_shape == plan.out_shape for plan in plans):
         diagnostics.warning("RG053", f"`{node.name}` projects a shortcut whose shape does not change "
                             f"({list(plans[0].in_shape)})", node.attr_span("shortcut"),
                             help="`shortcut: auto` projects only where the shape changes (option B); keep "

@@ -225,9 +225,10 @@ def _display(rel: KeyPath, field: str | None) -> str:
 _TYPE_WORDS = {"bool_type": "`true` or `false`", "int_type": "an integer", "int_parsing": "an integer",
                "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
                "none_required": "null", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
-               "model_attributes_type": "a mapping", "bool_parsing": "`true` or `false`", "int_from_float": "an integer",
-               "string_sub_type": "a string", "string_unicode": "a string", "dataclass_type": "a mapping",
-               "tuple_type": "a list", "set_type": "a list", "iterable_type": "a list", "float_finite_number": "a number"}
+               "model_attributes_type": "a mapping", "bool_parsing": "`true` or `false`",
+               "int_from_float": "an integer", "string_sub_type": "a string", "string_unicode": "a string",
+               "dataclass_type": "a mapping", "tuple_type": "a list", "set_type": "a list", "iterable_type": "a list",
+               "float_finite_number": "a number"}
 
 
 def _describe(value: Any) -> str:

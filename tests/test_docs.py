@@ -71,7 +71,8 @@ def _given_params(line: str) -> tuple:
     pairs = [(key, parse_value(value)) for key, value in SET.findall(line)]
     python = re.search(r"specs/\w+\.yaml\",\s*(?:params=)?\{([^}]*)\}", line)
     if python:
-        pairs += [(key, parse_value(value)) for key, value in re.findall(r"[\"'](\w+)[\"']:\s*([^,]+)", python.group(1))]
+        items = re.findall(r"[\"'](\w+)[\"']:\s*([^,]+)", python.group(1))
+        pairs += [(key, parse_value(value)) for key, value in items]
     return tuple(sorted(pairs))
 
 

@@ -335,9 +335,14 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
-                "names of letters, digits and `_` joined by dots" if ctx.get("pattern") == OUTPUT_PATH else \
                 "a letter or `_` followed by letters, digits and `_`"
-            if "." in value and ctx.get("pattern") != OUTPUT_PATH:
+            if ctx.get("pattern") == OUTPUT_PATH:
+                parts = [re.sub(r"\W", "_", part) for part in value.split(".") if part]
+                diagnostics.error("RG045", f"invalid output `{value}`: an output is a node name, or names joined by "
+                                  "dots for a node inside a block (`layer1.0.relu2`); each name is letters, digits "
+                                  "and `_`", span, help=f"e.g. `{'.'.join(parts) or 'fc'}`", notes=notes)
+                continue
+            if "." in value:
                 hint = "dots are not allowed in names: nesting makes dotted paths"
             else:
                 suggestion = re.sub(r"\W", "_", value)

@@ -39,7 +39,7 @@ ENTRIES = {
     "preact_resnet1001": ("pre-activation ResNet-1001", "published count 10,327,706; validates, compiles and runs"),
     "wrn28_10": ("WRN-28-10 (Zagoruyko & Komodakis 2016)", "published count 36,479,194; osmr wrn28_10 outputs (checked by hand)"),
     "residual_mlp": ("residual MLP, a[l+2] = g(z[l+2] + a[l])", "recomputed by hand in plain torch"),
-    "transformer_encoder": ("pre-norm Transformer encoder", "torch.nn.TransformerEncoderLayer(768, 12, 3072, norm_first=True): count and outputs"),
+    "transformer_encoder": ("pre-norm Transformer encoder", "torch.nn.TransformerEncoderLayer(norm_first=True): count and outputs of one layer at BERT-base sizes (d_model 768, 12 heads, feed-forward 3072) and of a 3-layer torch.nn.TransformerEncoder at d_model 64; the figures here are at the spec's defaults (d_model 512, 6 layers)"),
     "unet": ("U-Net with concat skips (Ronneberger et al. 2015)", "shapes; a skip from the wrong resolution is RG051"),
 }
 # Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.

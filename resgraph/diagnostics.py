@@ -68,10 +68,17 @@ CODES: dict[str, str] = {
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
+    "RG054": "linear layer over a spatial map",
     "RG060": "cannot import",
     "RG075": "output would replace an input",
     "RG076": "output is not a regular file",
 }
+
+
+# The warnings about one node that the node may silence with `allow: [CODE]` (docs/spec.md).
+ALLOWABLE: dict[str, str] = {"RG037": "an oversized layer", "RG043": "a node no output uses (an auxiliary head, "
+                             "a probe)", "RG053": "a projection of an unchanged shape (option C)",
+                             "RG054": "a linear layer over the last dimension of a spatial map"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,19 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """A machine-applicable fix: replace the text of `span` with `replacement` (an editor's code action)."""
+
+    span: Span
+    replacement: str
+
+    def to_dict(self) -> dict:
+        span = self.span
+        return {"file": span.file, "line": span.line, "column": span.col, "end_line": span.end_line,
+                "end_column": span.end_col, "replacement": self.replacement}
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     code: str
     message: str
@@ -90,6 +110,7 @@ class Diagnostic:
     help: str | None = None
     severity: Severity = Severity.ERROR
     notes: tuple[Note, ...] = field(default_factory=tuple)
+    fixes: tuple[Edit, ...] = field(default_factory=tuple)   # what `help` says, as edits (applied together)
 
     @property
     def is_error(self) -> bool:
@@ -112,6 +133,7 @@ class Diagnostic:
                  "line": n.span.line if n.span else None, "column": n.span.col if n.span else None}
                 for n in self.notes
             ],
+            "fixes": [edit.to_dict() for edit in self.fixes],
         }
 
 
@@ -148,12 +170,12 @@ class Diagnostics:
             self.items.append(diagnostic)
 
     def error(self, code: str, message: str, span: Span | None = None, help: str | None = None,
-              notes: Iterable[Note] = ()) -> None:
-        self.add(Diagnostic(code, message, span, help, Severity.ERROR, tuple(notes)))
+              notes: Iterable[Note] = (), fixes: Iterable[Edit] = ()) -> None:
+        self.add(Diagnostic(code, message, span, help, Severity.ERROR, tuple(notes), tuple(fixes)))
 
     def warning(self, code: str, message: str, span: Span | None = None, help: str | None = None,
-                notes: Iterable[Note] = ()) -> None:
-        self.add(Diagnostic(code, message, span, help, Severity.WARNING, tuple(notes)))
+                notes: Iterable[Note] = (), fixes: Iterable[Edit] = ()) -> None:
+        self.add(Diagnostic(code, message, span, help, Severity.WARNING, tuple(notes), tuple(fixes)))
 
     def add_note(self, since: int, note: Note) -> None:
         """Add `note` to every diagnostic recorded after the first `since` (e.g. the include site of a file)."""
@@ -221,6 +243,35 @@ def render_text(diagnostics: Sequence[Diagnostic], sources: dict[str, str], colo
 
 def render_json(diagnostics: Sequence[Diagnostic]) -> str:
     return json.dumps([d.to_dict() for d in diagnostics], indent=2)
+
+
+def _offset(lines: list[str], line: int, col: int) -> int:
+    return sum(len(text) for text in lines[:line - 1]) + col - 1
+
+
+def text_at(text: str, span: Span) -> str:
+    """The source text a span covers."""
+    lines = text.splitlines(keepends=True)
+    return text[_offset(lines, span.line, span.col):_offset(lines, span.end_line, span.end_col)]
+
+
+def replacing(text: str, span: Span | None, old: str, new: str | None) -> tuple[Edit, ...]:
+    """The edit that writes `new` for the first `old` in the text at `span` (none where there is nothing to do)."""
+    if span is None or new is None:
+        return ()
+    written = text_at(text, span)
+    return (Edit(span, written.replace(old, new, 1)),) if old in written else ()
+
+
+def apply_fixes(text: str, fixes: Iterable[Edit]) -> str:
+    """`text` with every edit applied (edits must not overlap; they are applied from the end)."""
+    lines = text.splitlines(keepends=True)
+    for edit in sorted(fixes, key=lambda e: (e.span.line, e.span.col), reverse=True):
+        start = _offset(lines, edit.span.line, edit.span.col)
+        end = _offset(lines, edit.span.end_line, edit.span.end_col)
+        text = text[:start] + edit.replacement + text[end:]
+        lines = text.splitlines(keepends=True)
+    return text
 
 
 def nearest(name: str, candidates: Iterable[str]) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .expr import ExprError, evaluate, names_in, parse_expression
+from .expr import YAML_CONSTANTS, ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
 from .modules import DropPath, ZeroPadShortcut
@@ -863,6 +863,10 @@ def _python_expression(text: str, first_input: str | None = None) -> str | None:
         return None
 
     class Rewrite(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> Any:
+            # YAML's `true`, `false` and `null`, which expressions accept, are Python's constants
+            return ast.Constant(YAML_CONSTANTS[node.id]) if node.id in YAML_CONSTANTS else node
+
         def visit_Subscript(self, node: ast.Subscript) -> Any:
             value, index = node.value, node.slice
             if (first_input is not None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
@@ -915,5 +919,10 @@ def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str 
 
 def eject_network(network: Any) -> str:
     """`eject` for a loaded `resgraph.Network`."""
+    graph = network.graph
+    inner = [name for instance in graph.instances for name in graph.exposed_outputs(instance)]
+    if inner:
+        raise EjectError(f"cannot write Python source for an output inside a block (`{inner[0]}`): its class "
+                         "returns only the block's output; export to .pt2 or .onnx, or compile the spec")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
     return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import graphlib
 from pydantic import TypeAdapter, ValidationError
 
-from .diagnostics import Diagnostics, Note, Span, did_you_mean
+from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
@@ -314,7 +314,8 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
         for index, ref in enumerate(refs or ()):
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
-                _unknown_reference(ref, known, scope, span, diagnostics, program)
+                _unknown_reference(ref, known, scope, span, diagnostics, program,
+                                   is_inputs=isinstance(entry.inputs, str))
         if entry.otherwise is not None and entry.otherwise not in known:
             _unknown_reference(entry.otherwise, known, scope, scope.source.span(path + ("otherwise",)), diagnostics,
                                program)
@@ -337,7 +338,14 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
 
 
 def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics,
-                       program: Program | None = None) -> None:
+                       program: Program | None = None, is_inputs: bool = False) -> None:
+    names = [part.strip() for part in ref.split(",")]
+    if is_inputs and len(names) > 1 and all(names):
+        shown = "[" + ", ".join(names) + "]"
+        diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}: several inputs are a list, not one "
+                          "text with commas", span, help=f"write the inputs as a list: `inputs: {shown}`",
+                          fixes=(Edit(span, shown),) if span is not None else ())
+        return
     owners = [name for name, block in (program.blocks.items() if program else ()) if ref in block.definition.nodes]
     if owners and "." not in ref and not did_you_mean(ref, known):
         help_text = (f"`{ref}` is a node of block `{owners[0]}`: the nodes inside a block are private to it; "
@@ -350,7 +358,8 @@ def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | No
     else:
         help_text = did_you_mean(ref, known) or ("known names: " + ", ".join(f"`{k}`" for k in sorted(known))
                                                  if len(known) <= 12 else None)
-    diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text)
+    fixes = replacing(scope.source.text, span, ref, nearest(ref, known)) if "." not in ref else ()
+    diagnostics.error("RG040", f"unknown reference `{ref}` in {scope.what}", span, help=help_text, fixes=fixes)
 
 
 def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, program: Program,
@@ -451,6 +460,7 @@ class _Frame:
     base: KeyPath
     notes: tuple[Note, ...]
     scopes: tuple[str, ...]
+    allow: frozenset[str] = frozenset()   # the `allow` of the block calls around it
 
 
 def _has_expression(raw: Any) -> bool:
@@ -572,6 +582,11 @@ class _Expander:
                 return tuple(evaluate(v, scope) if isinstance(v, str) else v for v in value)
             return value
         except ExprError as exc:
+            if what is None and exc.kind == "name" and isinstance(value, str) and value.strip() == exc.name \
+                    and nearest(exc.name, scope) is None:
+                # A bare word (`with: {shortcut: pad}`) that is no name here, nor close to one, is that text,
+                # as a YAML value is; where it is used, the attribute checks it (`shortcut` lists its choices)
+                return exc.name
             code = {"syntax": "RG020", "name": "RG021"}.get(exc.kind, "RG022")
             help_text = exc.help
             if exc.kind == "name" and isinstance(value, str) and value == exc.name:
@@ -671,7 +686,7 @@ class _Expander:
                                         root_model=type(entry))
                 op, failed = None, True
         self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
-                            failed=failed))
+                            failed=failed, allow=frame.allow | frozenset(entry.allow)))
 
     def expand_call(self, name: str, call: BlockCall, path: KeyPath, frame: _Frame, inputs: list[str]) -> str:
         main = self.program.blocks[call.block]
@@ -712,7 +727,8 @@ class _Expander:
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
             self.check_requirements(definition.require, values, block.source, block.path, notes)
             scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
-            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes)
+            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes,
+                           frame.allow | frozenset(call.allow))
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
@@ -760,6 +776,65 @@ class _Expander:
         raise _Abort
 
 
+def _given(key: str, value: Any, default: Any, source: SourceFile, diagnostics: Diagnostics) -> Any:
+    """A param value set from outside the spec (`--set`, `params=`): for a list param, `2,2,2` is the list
+    `[2, 2, 2]`, as `[2,2,2]` is; any other value that is not a list is refused here, not where it is indexed."""
+    if not isinstance(default, list) or isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, str) and "," in value and all(item.strip() for item in value.split(",")):
+        from .source import parse_value
+
+        try:
+            return [parse_value(item) for item in value.split(",")]
+        except ValueError:
+            pass
+    shown = "[" + ", ".join(_shown(v) for v in default) + "]"
+    diagnostics.error("RG012", f"`{key}` is set to {_shown(value)} from outside the spec (`--set` or `params=`), but "
+                      f"it is a list (its default is `{shown}`)", source.span(("params", key)),
+                      help=f"give a list: `--set {key}=[{','.join(_shown(v) for v in default)}]` on the command line, "
+                           f"`params={{'{key}': [...]}}` in Python")
+    return value
+
+
+def _inner_output(path: str, graph: Graph, expander: _Expander) -> str | None:
+    """The node a dotted output path names: a node (`layer1.0.relu2`), a block instance (`layer1.0`, its output)
+    or a nested call; None where there is none."""
+    try:
+        if path in graph.nodes and not graph.nodes[path].is_input:
+            return path
+        if path in expander.aliases:
+            return expander.resolve(path)
+    except _Abort:
+        return None
+    if path in graph.instances:
+        return graph.instances[path].output
+    return None
+
+
+def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[str, str | None]:
+    """Where a dotted path stops matching, what there is at that level; and the likely path, if any."""
+    parts = path.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        scope = ".".join(parts[:depth])
+        if scope not in graph.instances and not any(i.call == scope for i in graph.instances.values()):
+            if scope in graph.nodes:
+                return f"`{scope}` is a node, not a block call: there is nothing inside it", None
+            continue
+        prefix = scope + "."
+        children = list(dict.fromkeys(name[len(prefix):].split(".")[0]
+                                      for name in list(graph.instances) + list(graph.nodes) if name.startswith(prefix)))
+        what = f"block instance `{scope}` (block `{graph.instances[scope].block}`)" if scope in graph.instances \
+            else f"`{scope}` (a repeated call: its instances are numbered)"
+        guess = nearest(parts[depth], children)
+        listed = ", ".join(f"`{c}`" for c in children[:12]) + (", ..." if len(children) > 12 else "")
+        fixed = ".".join(parts[:depth] + [guess] + parts[depth + 1:]) if guess else None
+        return (f"did you mean `{fixed}`? " if fixed else "") + f"{what} has {listed}", fixed
+    guess = nearest(parts[0], top_level)
+    fixed = ".".join([guess] + parts[1:]) if guess else None
+    return (f"did you mean `{fixed}`? " if fixed else "") + \
+        f"a dotted path starts at a top-level block call; `{parts[0]}` is not one", fixed
+
+
 def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
     """Check every definition, then instantiate the network into a flat graph.
 
@@ -780,7 +855,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
                               source.span(("params",), key=True) if "params" in source.data else None,
                               help=did_you_mean(key, spec.params) or f"its parameters: {known}")
         else:
-            values[key] = _literal(value)
+            values[key] = _literal(_given(key, value, spec.params[key], source, diagnostics))
     graph = Graph(spec.name or Path(source.path).stem)
     expander = _Expander(program, graph, diagnostics)
     if spec.nodes and spec.input is None:
@@ -831,9 +906,21 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     known = set(spec.nodes) | set(graph.inputs)
     for position, name in enumerate(names):
         span = source.span(("outputs", position) if isinstance(spec.outputs, list) else ("outputs",))
+        if name not in known and "." in name:
+            inner = _inner_output(name, graph, expander)
+            if inner is None:
+                help_text, fixed = _inner_output_help(name, graph, known)
+                diagnostics.error("RG040", f"unknown output `{name}`: the network has no node at that path", span,
+                                  help=help_text, fixes=replacing(source.text, span, name, fixed))
+            else:
+                graph.outputs.append(inner)
+                graph.output_spans.append(span)
+            continue
         if name not in known:
             diagnostics.error("RG040", f"unknown output `{name}`", span,
-                              help=did_you_mean(name, known) or "outputs name top-level nodes or block calls")
+                              help=did_you_mean(name, known) or "outputs name top-level nodes or block calls, or "
+                              "nodes inside them by their dotted path (`layer1.0.relu2`)",
+                              fixes=replacing(source.text, span, name, nearest(name, known)))
             continue
         try:
             graph.outputs.append(expander.resolve(name))

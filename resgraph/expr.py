@@ -118,7 +118,8 @@ def evaluate(text: str, scope: Mapping[str, Value]) -> Value:
 
 
 def names_in(text: str) -> set[str]:
-    return {n.id for n in ast.walk(parse_expression(text)) if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
+    return {n.id for n in ast.walk(parse_expression(text))
+            if isinstance(n, ast.Name) and n.id not in FUNCTIONS and n.id not in _CONSTANTS}
 
 
 def _number(value: Value, what: str) -> Value:
@@ -135,6 +136,10 @@ def _bounded(value: Value) -> Value:
     return value
 
 
+YAML_CONSTANTS = {"true": True, "false": False, "null": None}
+_CONSTANTS = {"True": True, "False": False, "None": None, **YAML_CONSTANTS}
+
+
 class _Evaluator:
     def __init__(self, scope: Mapping[str, Value]) -> None:
         self.scope = scope
@@ -148,8 +153,8 @@ class _Evaluator:
     def visit_Name(self, node: ast.Name) -> Value:
         if node.id in self.scope:
             return self.scope[node.id]
-        if node.id in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": None}[node.id]
+        if node.id in _CONSTANTS:  # YAML's spellings too: a spec writes `true` elsewhere
+            return _CONSTANTS[node.id]
         from .diagnostics import did_you_mean
 
         known = ", ".join(f"`{k}`" for k in sorted(self.scope)) or "none"

@@ -36,6 +36,7 @@ class Node:
     scopes: tuple[str, ...] = ()
     index: int = 0                       # declaration order, for a deterministic topological sort
     failed: bool = False                 # its attributes were invalid (already reported)
+    allow: frozenset[str] = frozenset()  # warning codes it may raise unreported (its own and its calls' `allow`)
     shape: "Shape | None" = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -171,6 +172,15 @@ class Graph:
             calls.setdefault(parent, {}).setdefault(instance.call, []).append(instance)
         return calls
 
+    def exposed_outputs(self, instance: str) -> list[str]:
+        """The network outputs inside block instance `instance` that its caller cannot take as the call's result
+        (`outputs: [layer1.0.relu2]`, or `layer1.0` where `layer1` repeats): its module returns them after its own
+        output. The result of a call is the output of its last instance, so that one is not among them."""
+        prefix, own = instance + ".", self.instances[instance]
+        last = own.index is None or f"{own.call}.{own.index + 1}" not in self.instances
+        return [name for name in dict.fromkeys(self.outputs) if self.nodes[name].prefix.startswith(prefix)
+                and not (name == own.output and last)]
+
     def scope_starts(self, order: list[Node]) -> dict[str, int]:
         """Each scope (call or instance) -> the position in `order` of its first node: where a
         call goes among the statements of its parent."""
@@ -237,7 +247,7 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
             needed.update(node.inputs)
     reported_spans: set[Span | None] = set()
     for node in graph:
-        if node.name in needed:
+        if node.name in needed or "RG043" in node.allow:
             continue
         span = node.span
         if span in reported_spans:
@@ -245,6 +255,7 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
         reported_spans.add(span)
         what = "input" if node.is_input else "node"
         diagnostics.warning("RG043", f"{what} `{node.name}` is not used by any output", span,
-                            help="remove it, use it as an input of another node, or list it in `outputs`",
+                            help="remove it, use it as an input of another node, or list it in `outputs`; if it "
+                                 "is meant to be unused (an auxiliary head, a probe), say so with `allow: [RG043]`",
                             notes=node.notes)
     return sound

@@ -600,7 +600,8 @@ class _ScopeBuilder:
             if node.op in ("placeholder", "output"):
                 continue
             if node.op == "get_attr":
-                raise _CannotImport(f"`{self._scope_path(node) or 'the model'}` reads the tensor `{node.target}` "
+                scope = self._scope_path(node)
+                raise _CannotImport(f"{f'`{scope}`' if scope else 'the model'} reads the tensor `{node.target}` "
                                     "directly in its forward",
                                     help="resgraph ops own every parameter and buffer; the model's forward may only "
                                          "use them through torch.nn layers")

@@ -8,6 +8,7 @@ keys are the spec's dotted names, as in a hand-written model, and each forward i
 from __future__ import annotations
 
 import keyword
+import operator
 import re
 import sys
 import warnings
@@ -139,6 +140,13 @@ class _ScopeLowering:
                 self.own.setdefault(node.prefix[:-1], []).append(node)
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
+        self.exposed_cache: dict[str, list[str]] = {}
+
+    def exposed(self, scope: str) -> list[str]:
+        """The network outputs inside block instance `scope` that its module returns after its own output."""
+        if scope not in self.exposed_cache:
+            self.exposed_cache[scope] = self.graph.exposed_outputs(scope)
+        return self.exposed_cache[scope]
 
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph
@@ -148,7 +156,7 @@ class _ScopeLowering:
             instance = graph.instances[scope]
             names = graph_inputs = list(instance.inputs)
             placeholders = _block_input_names(len(names))
-            outputs = [instance.output]
+            outputs = [instance.output] + self.exposed(scope)
             class_name = _class_name(instance.block)
         else:
             graph_inputs = list(graph.inputs)
@@ -158,6 +166,7 @@ class _ScopeLowering:
         for name, placeholder in zip(graph_inputs, placeholders):
             if name not in values:
                 values[name] = b.fx.placeholder(placeholder)
+        called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
         for _, item in sorted(items, key=lambda pair: pair[0]):
@@ -175,13 +184,32 @@ class _ScopeLowering:
             local = item.rpartition(".")[2]
             b.node = None
             b.modules[local] = child
-            values[instances[-1].output] = b.fx.call_module(local, tuple(values[name] for name in instances[0].inputs))
+            args = tuple(values[name] for name in instances[0].inputs)
+            if not any(self.exposed(i.name) for i in instances):
+                values[instances[-1].output] = b.fx.call_module(local, args)
+                continue
+            # A network output inside these instances: each returns (output, *those nodes), called one by one
+            # (`self.layer1[0]`: the GraphModule made below copies only the modules called, so `layer1` is set again).
+            called_by_index.append((local, child))
+            for position, instance in enumerate(instances):
+                result = b.fx.call_module(local if instance.index is None else f"{local}.{position}", args)
+                inner = self.exposed(instance.name)
+                if inner:
+                    for index, name in enumerate(inner, start=1):
+                        values[name] = b.fx.create_node("call_function", operator.getitem, (result, index),
+                                                        name=_identifier(name))
+                    result = b.fx.call_function(operator.getitem, (result, 0))
+                args = (result,)
+            values[instances[-1].output] = args[0]
         results = [values[name] for name in outputs]
         b.fx.output(results[0] if len(results) == 1 else tuple(results))
         root = nn.Module()
         for attribute, module in b.modules.items():
             root.add_module(attribute, module)
-        return (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
+        built = (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
+        for attribute, module in called_by_index:
+            setattr(built, attribute, module)
+        return built
 
 
 SPEC_NODE = "resgraph_node"   # fx node meta: (spec node name, op, "file:line:col")

@@ -6,9 +6,9 @@ rule; nothing here imports torch. A shortcut whose shapes disagree is reported h
 
 from __future__ import annotations
 
-from .diagnostics import Diagnostics
+from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
-from .ops.base import ShapeError
+from .ops.base import ShapeError, fmt_shape
 
 
 def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
@@ -29,15 +29,17 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         try:
             shape = node.op.infer_shape(shapes, node.meta)
         except ShapeError as exc:
-            diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
-                              help=exc.help, notes=node.notes)
+            if not _reversed_add(node, graph, shapes, diagnostics):
+                diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
+                                  help=exc.help, notes=node.notes)
             complete = False
             continue
         node.shape = tuple(shape)
         node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
         node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
         _warn_needless_projection(node, diagnostics)
-        if node.meta["params"] > OVERSIZED:
+        _follow_map(node, graph, shapes, diagnostics)
+        if node.meta["params"] > OVERSIZED and "RG037" not in node.allow:
             gib = node.meta["params"] * 4 / 2**30
             diagnostics.warning("RG037", f"`{node.name}` has {node.meta['params']:,} parameters ({gib:,.0f} GiB in "
                                 "float32)", node.span, notes=node.notes,
@@ -56,8 +58,102 @@ def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
     from .ops.merge import Shortcut
 
     plans = node.meta.get("shortcuts") or []
+    if "RG053" in node.allow:
+        return
     if any(plan.kind is Shortcut.PROJECT and plan.in_shape == plan.out_shape for plan in plans):
         diagnostics.warning("RG053", f"`{node.name}` projects a shortcut whose shape does not change "
                             f"({list(plans[0].in_shape)})", node.attr_span("shortcut"),
                             help="`shortcut: auto` projects only where the shape changes (option B); keep "
                                  "`project` to project every shortcut (option C)", notes=node.notes)
+
+
+def _reads(graph: Graph, consumer: str, producer: str) -> bool:
+    """True when `consumer` is computed from `producer` (through any path)."""
+    pending, seen = [consumer], set()
+    while pending:
+        name = pending.pop()
+        if name == producer:
+            return True
+        if name not in seen and name in graph.nodes:
+            seen.add(name)
+            pending.extend(graph.nodes[name].inputs)
+    return False
+
+
+def _reversed_add(node, graph: Graph, shapes: list, diagnostics: Diagnostics) -> bool:
+    """An add whose shortcut is listed first: the second input is computed from the first (so it is the
+    branch), and the shapes work the other way round. Reports it (with the swap as a fix) and returns True."""
+    from .ops.merge import Add
+
+    if not isinstance(node.op, Add) or len(node.inputs) != 2:
+        return False
+    first, second = node.inputs
+    try:
+        node.op.infer_shape([shapes[1], shapes[0]], {})
+    except ShapeError:
+        return False
+    if not _reads(graph, second, first):
+        return False
+    span = node.attr_span("inputs")
+    written = node.source.data if node.source is not None else None
+    for segment in node.path + ("inputs",):
+        written = written[segment] if isinstance(written, (dict, list)) else None
+    fixes = ()
+    if isinstance(written, list) and len(written) == 2 and all(isinstance(w, str) for w in written):
+        first, second = written
+        fixes = (Edit(span, f"[{second}, {first}]"),) if span is not None else ()
+        order = f"`inputs: [{second}, {first}]`"
+    else:
+        order = "the branch first"
+    diagnostics.error("RG050", f"`{node.name}`: the inputs are reversed: the first input of an add is the branch "
+                      f"and the shortcut comes after it, but `{first}` ({fmt_shape(shapes[0])}) is what the branch "
+                      f"`{second}` ({fmt_shape(shapes[1])}) is computed from", span or node.span,
+                      help=f"list the branch first, then the shortcut: {order}", notes=node.notes, fixes=fixes)
+    return True
+
+
+def _follow_map(node, graph: Graph, shapes: list, diagnostics: Diagnostics) -> None:
+    """Track spatial maps, and warn (RG054) at a `linear` that reads one: a forgotten `flatten`.
+
+    A node's output is a map when its op makes one (`makes_map`: convolution, pooling, resampling), or
+    when it reads a map and keeps its rank and its trailing (spatial) dimensions: norms, activations,
+    merges, dropout. Anything else ends it: `flatten`, `linear`, attention. A `linear` acts on the last
+    dimension, so on a map of rank 2 or more it mixes one spatial axis (its output is [C, H, 10]), which is
+    what a forgotten `flatten` gives; a `linear` over tokens ([L, D] from a `linear` or an input) is not warned.
+    Records `meta['map_from']`: the node that made the map."""
+    op = type(node.op)
+    source = node.name if op.makes_map else None
+    for name, shape in zip(node.inputs, shapes):
+        made = graph.nodes[name].meta.get("map_from")
+        if made is None:
+            continue
+        if op.op_name() == "linear" and len(shape) >= 2 and "RG054" not in node.allow:
+            diagnostics.warning(
+                "RG054", f"`{node.name}`: `linear` is applied to the last dimension of the map {fmt_shape(shape)} "
+                f"made by `{made}`, which was never flattened or pooled to a vector: its output is "
+                f"{fmt_shape(node.shape)}", node.span, notes=node.notes, fixes=_insert_flatten(node),
+                help="insert `flatten` before it (a global pooling first, if the map is larger than 1x1); if the "
+                     "last spatial dimension is meant, say so with `allow: [RG054]`")
+        if source is None and len(shape) == len(node.shape) and tuple(shape[1:]) == tuple(node.shape[1:]):
+            source = made
+    if source is not None:
+        node.meta["map_from"] = source
+
+
+def _insert_flatten(node) -> tuple:
+    """A `flatten` node written just before the linear, where the linear reads the node before it."""
+    source = node.source
+    span = node.span
+    if source is None or span is None or not node.path:
+        return ()
+    nodes = source.data
+    for segment in node.path[:-1]:
+        nodes = nodes[segment]
+    entry = nodes.get(node.path[-1]) if isinstance(nodes, dict) else None
+    line = source.text.splitlines()[span.line - 1] if span.line <= len(source.text.splitlines()) else ""
+    if not isinstance(entry, (dict, str)) or (isinstance(entry, dict) and "inputs" in entry) \
+            or line[:span.col - 1].strip():
+        return ()
+    name = next(n for n in ("flatten", f"{node.path[-1]}_flatten", f"{node.path[-1]}_flatten_") if n not in nodes)
+    point = Span(span.file, span.line, span.col, span.line, span.col)
+    return (Edit(point, f"{name}: flatten\n" + " " * (span.col - 1)),)

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
                       ValidationError)
 
-from .diagnostics import Diagnostics, Note, did_you_mean
+from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import OTHERWISE, WHEN, Int
+from .ops.base import ALLOW, OTHERWISE, WHEN, Allow, Int
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -22,7 +22,11 @@ NODE_NAME = r"^[A-Za-z0-9_]+$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_REPEAT = 10_000
 
+OUTPUT_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
+# `layer1.0.relu2`: a node inside a block instance, by its dotted path (intermediate features)
+OutputPath = Annotated[str, StringConstraints(pattern=OUTPUT_PATH)]
 ParamName = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
 Scalar = Union[bool, int, float, str, None]
 ParamValue = Union[Scalar, list[Scalar]]
@@ -46,6 +50,7 @@ class BlockCall(_Model):
     inputs: str | list[str] | None = None
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
+    allow: Allow = Field(default_factory=list, description=ALLOW)
 
 
 def _node_tag(value: Any) -> str | None:
@@ -109,7 +114,9 @@ class SpecFile(_Model):
         None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
-    outputs: NodeName | list[NodeName] | None = None
+    outputs: OutputPath | list[OutputPath] | None = Field(
+        None, description="the nodes the network returns (default: its last node); a node inside a block by its "
+                          "dotted path, e.g. `layer1.0.relu2`")
 
 
 def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
@@ -147,10 +154,10 @@ def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
     for position, segment in enumerate(loc):
         if segment == "[key]":
             return tuple(path), True
-        more = position + 1 < len(loc) and loc[position + 1] != "[key]"
-        if (isinstance(current, dict) and segment in current and more
-                and not isinstance(current[segment], (dict, list))):
-            continue  # a union tag that is also a key (`block`): a scalar has no children to descend into
+        following = loc[position + 1] if position + 1 < len(loc) else None
+        if (isinstance(current, dict) and segment in current and following is not None and following != "[key]"
+                and following in current and not isinstance(current[segment], (dict, list))):
+            continue  # a union tag that is also a key (`block`), followed by a sibling field
         if isinstance(current, dict) and segment in current:
             current = current[segment]
             path.append(segment)
@@ -218,7 +225,10 @@ def _display(rel: KeyPath, field: str | None) -> str:
 _TYPE_WORDS = {"bool_type": "`true` or `false`", "int_type": "an integer", "int_parsing": "an integer",
                "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
                "none_required": "null", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
-               "model_attributes_type": "a mapping"}
+               "model_attributes_type": "a mapping", "bool_parsing": "`true` or `false`",
+               "int_from_float": "an integer", "string_sub_type": "a string", "string_unicode": "a string",
+               "dataclass_type": "a mapping", "tuple_type": "a list", "set_type": "a list", "iterable_type": "a list",
+               "float_finite_number": "a number"}
 
 
 def _describe(value: Any) -> str:
@@ -253,8 +263,17 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                 continue  # another alternative got further: its error is the one to report
             type_failures.setdefault(rel, []).append(error["type"])
     reported_types: set[KeyPath] = set()
+    splits = {}   # an entry that YAML split at a comma: its second half's path -> (diagnostic, first half's path)
+    for rel, key_error, error in located:
+        if error["type"] in ("extra_forbidden", "string_pattern_mismatch"):
+            split = _split_at_comma(source, base + rel, notes)
+            if split is not None:
+                splits[base + rel] = split
+    halves = {first for _, first in splits.values()}
     for rel, key_error, error in located:
         path = base + rel
+        if path in halves:
+            continue  # `max(1` is the first half of a split expression: reported with the second
         kind = error["type"]
         ctx = error.get("ctx") or {}
         field = next((s for s in reversed(error["loc"]) if isinstance(s, str) and s != "[key]"), None)
@@ -267,11 +286,18 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             words = list(dict.fromkeys(_TYPE_WORDS[k] for k in type_failures[rel]))
             expected = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
             got = _value_at(source.data, path)
+            help_text, fixes = _type_help(got, words, span, source)
             diagnostics.error("RG012", f"invalid value for `{name}`: expected {expected}, got {_describe(got)}",
-                              span, notes=notes)
+                              span, help=help_text, notes=notes, fixes=fixes)
         elif kind == "resgraph":
+            fixes = ()
+            if ctx.get("fix") is not None and span is not None:
+                old_text, new_text = ctx["fix"]
+                written = text_at(source.text, span)
+                if old_text in written:
+                    fixes = (Edit(span, written.replace(old_text, new_text)),)
             diagnostics.error(ctx.get("code", "RG012"), f"invalid value for `{name}`: {ctx['message']}", span,
-                              help=ctx.get("help"), notes=notes)
+                              help=ctx.get("help"), notes=notes, fixes=fixes)
         elif kind == "missing":
             model = _model_for(source.data, path, root_model)
             missing = error["loc"][-1]
@@ -281,6 +307,8 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                 continue
             diagnostics.error("RG010", f"missing field `{missing}` for {_owner(model, path)}", span,
                               help=f"add `{missing}: ...`", notes=notes)
+        elif path in splits:
+            diagnostics.add(splits[path][0])
         elif kind == "extra_forbidden":
             unknown = rel[-1] if rel else field
             model = _model_for(source.data, path[:-1], root_model)
@@ -300,13 +328,20 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             elif not isinstance(op, str):
                 diagnostics.error("RG012", "`op` must be the name of an op", source.span(path + ("op",)), notes=notes)
             else:
-                diagnostics.error("RG013", f"unknown op `{op}`", source.span(path + ("op",)),
+                op_span = source.span(path + ("op",))
+                diagnostics.error("RG013", f"unknown op `{op}`", op_span,
                                   help=did_you_mean(op, REGISTRY) or "known ops: " + ", ".join(sorted(REGISTRY)),
-                                  notes=notes)
+                                  notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, REGISTRY)))
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
                 "a letter or `_` followed by letters, digits and `_`"
+            if ctx.get("pattern") == OUTPUT_PATH:
+                parts = [re.sub(r"\W", "_", part) for part in value.split(".") if part]
+                diagnostics.error("RG045", f"invalid output `{value}`: an output is a node name, or names joined by "
+                                  "dots for a node inside a block (`layer1.0.relu2`); each name is letters, digits "
+                                  "and `_`", span, help=f"e.g. `{'.'.join(parts) or 'fc'}`", notes=notes)
+                continue
             if "." in value:
                 hint = "dots are not allowed in names: nesting makes dotted paths"
             else:
@@ -321,16 +356,62 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                                   help="a block needs at least one node" if name == "nodes" else
                                   "a block needs at least one input" if name == "inputs" else None, notes=notes)
             else:
-                diagnostics.error("RG012", f"invalid `{name}`: {error['msg'][0].lower() + error['msg'][1:]}", span,
+                bound = f"at least {ctx.get('min_length')}" if kind == "too_short" else \
+                    f"at most {ctx.get('max_length')}"
+                diagnostics.error("RG012", f"`{name}` takes {bound} items, got {ctx.get('actual_length')}", span,
                                   notes=notes)
         else:
             got = _value_at(source.data, path) if path != base or rel else error.get("input")
             expected = _expected_type(kind)
-            message = f"invalid value for `{name}`: " + (f"expected {expected}" if expected else
-                                                        error["msg"][0].lower() + error["msg"][1:])
-            if expected and not isinstance(got, (dict, list)):
-                message += f", got `{got}`"
-            diagnostics.error("RG012", message, span, notes=notes)
+            # pydantic's own words name its internal types: never show them
+            message = f"invalid value for `{name}`" + (f": expected {expected}" if expected else "")
+            message += f", got {_describe(got)}" if expected else f": {_describe(got)} is not allowed here"
+            diagnostics.error("RG012", message, span, notes=notes,
+                              help=None if expected else "see docs/spec.md for the values this field takes")
+
+
+def _type_help(got: Any, words: list[str], span: Span | None, source: SourceFile) -> tuple[str | None, tuple]:
+    """A list written without brackets (`input: 3, 32, 32`) reads as one string: show the list."""
+    if "a list" in words and isinstance(got, str) and "," in got and span is not None:
+        items = [item.strip() for item in got.split(",")]
+        if all(items):
+            shown = "[" + ", ".join(items) + "]"
+            return f"a list is written in brackets: `{shown}`", (Edit(span, shown),)
+    return None, ()
+
+
+def _open_brackets(text: str) -> int:
+    return sum(text.count(c) for c in "([") - sum(text.count(c) for c in ")]")
+
+
+def _split_at_comma(source: SourceFile, path: KeyPath, notes: tuple[Note, ...]) -> tuple[Diagnostic, KeyPath] | None:
+    """An unquoted comma inside a `{...}` mapping ends the entry: `{squeeze: max(1, c // 4)}` reads as the
+    entries `squeeze: max(1` and `c // 4)`. The key that closes a bracket opened by the entry before it is
+    that case; returns the diagnostic and the path of the first half (None where it is not the case)."""
+    if not path or not isinstance(path[-1], str):
+        return None
+    parent_path, key = path[:-1], path[-1]
+    parent = _value_at(source.data, parent_path)
+    if not isinstance(parent, dict) or key not in parent or _open_brackets(key) >= 0 or parent[key] is not None:
+        return None
+    keys = list(parent)
+    position = keys.index(key)
+    if position == 0:
+        return None
+    before = keys[position - 1]
+    value = parent[before]
+    if not isinstance(value, str) or _open_brackets(value) + _open_brackets(key) != 0:
+        return None
+    start, end = source.span(parent_path + (before,)), source.span(parent_path + (key,), key=True)
+    if start is None or end is None or (start.line, start.col) >= (end.line, end.col):
+        return None
+    whole = Span(start.file, start.line, start.col, end.end_line, end.end_col)
+    written = text_at(source.text, whole)
+    if not written.startswith(value) or "\n" in written or '"' in written:
+        return None
+    return Diagnostic("RG020", f"YAML split the expression `{written}` at its comma: inside `{{...}}` an unquoted "
+                      "comma ends the entry", whole, help=f"quote the expression: `{before}: \"{written}\"`",
+                      notes=notes, fixes=(Edit(whole, f'"{written}"'),)), parent_path + (before,)
 
 
 def _expected_type(kind: str) -> str | None:

@@ -1,5 +1,6 @@
 """Bad specs under tests/cases/bad/ carry their expected diagnostics inline, as mypy's test data does:
-`# E[CODE]: text` on the line the error must point at (text: a substring of the message).
+`# E[CODE]: text` on the line the error must point at (text: a substring of the message); a case may
+also state its warnings, `# W[CODE]: text` (then they are checked too; a case of warnings only is valid).
 
 Each case also has a snapshot of its rendered diagnostics in tests/golden/diagnostics/<case>.txt;
 `RESGRAPH_UPDATE_GOLDEN=1 python -m pytest tests/test_diagnostics.py` rewrites them (those tests then
@@ -25,6 +26,7 @@ from resgraph.diagnostics import CODES, Diagnostic, Diagnostics, Span, render_js
 from .conftest import CASES, ROOT, spec_text
 
 EXPECT = re.compile(r"#\s*E\[(RG\d{3})\](?::\s*(.*))?$")
+EXPECT_WARNING = re.compile(r"#\s*W\[(RG\d{3})\](?::\s*(.*))?$")
 BAD = sorted((CASES / "bad").glob("*.yaml"))
 GOLDEN = ROOT / "tests" / "golden" / "diagnostics"
 UPDATE_GOLDEN = os.environ.get("RESGRAPH_UPDATE_GOLDEN") == "1"
@@ -48,10 +50,10 @@ TESTED_ELSEWHERE = {
 }
 
 
-def expectations(path: Path) -> list[tuple[int, str, str]]:
+def expectations(path: Path, pattern: re.Pattern = EXPECT) -> list[tuple[int, str, str]]:
     found = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        match = EXPECT.search(line)
+        match = pattern.search(line)
         if match:
             found.append((number, match.group(1), (match.group(2) or "").strip()))
     return found
@@ -66,12 +68,13 @@ def _case(path: Path):
 def test_every_bad_case_declares_what_it_expects():
     assert BAD, "no bad cases found"
     for path in BAD:
-        assert expectations(path), f"{path.name} has no `# E[...]` line"
+        assert expectations(path) or expectations(path, EXPECT_WARNING), f"{path.name} has no `# E[...]` line"
     assert set(KNOWN_WRONG) <= {p.stem for p in BAD}
 
 
 def test_every_code_has_a_case_or_a_test():
-    covered = {code for path in BAD if path.stem not in KNOWN_WRONG for _, code, _ in expectations(path)}
+    covered = {code for path in BAD if path.stem not in KNOWN_WRONG
+               for _, code, _ in expectations(path) + expectations(path, EXPECT_WARNING)}
     missing = sorted(set(CODES) - covered - set(TESTED_ELSEWHERE))
     assert not missing, f"codes without a bad case in tests/cases/bad/ or a test here: {missing}"
     assert set(TESTED_ELSEWHERE) <= set(CODES)
@@ -91,6 +94,12 @@ def test_bad_case(path: Path):
         assert (error.span.line, error.code) == (line, code), got
         assert text in error.message, f"{text!r} not in {error.message!r}"
         assert error.code in CODES
+    expected_warnings = expectations(path, EXPECT_WARNING)
+    if expected_warnings:
+        warnings = [d for d in diagnostics if not d.is_error]
+        assert [(d.span.line, d.code) for d in warnings] == [(line, code) for line, code, _ in expected_warnings]
+        for (_, _, text), warning in zip(expected_warnings, warnings):
+            assert text in warning.message, f"{text!r} not in {warning.message!r}"
 
 
 def test_identity_shortcut_mismatch_renders_like_a_compiler():
@@ -117,6 +126,7 @@ def test_json_rendering_has_every_field():
     assert data == [{
         "file": str(path), "line": 5, "column": 13, "end_line": 5, "end_column": 17, "code": "RG013",
         "severity": "error", "message": "unknown op `rleu`", "help": "did you mean `relu`?", "notes": [],
+        "fixes": [{"file": str(path), "line": 5, "column": 13, "end_line": 5, "end_column": 17, "replacement": "relu"}],
     }]
 
 
@@ -204,9 +214,14 @@ def test_the_command_prints_the_golden_text_then_the_count(monkeypatch):
     for path in BAD:
         result = CliRunner().invoke(main, ["validate", path.relative_to(ROOT).as_posix()], catch_exceptions=False)
         golden = (GOLDEN / f"{path.stem}.txt").read_text(encoding="utf-8")
-        assert result.exit_code == 1 and result.stdout == "", path.name
-        assert result.stderr.startswith(golden), path.name
-        assert re.fullmatch(r"\d+ errors?(, \d+ warnings?)?\n", result.stderr[len(golden):]), path.name
+        if expectations(path):
+            assert result.exit_code == 1 and result.stdout == "", path.name
+            assert result.stderr.startswith(golden), path.name
+            assert re.fullmatch(r"\d+ errors?(, \d+ warnings?)?\n", result.stderr[len(golden):]), path.name
+        else:  # warnings only: valid
+            assert result.exit_code == 0 and result.stdout.startswith(f"{path.relative_to(ROOT).as_posix()}: ok")
+            assert re.fullmatch(r"\d+ warnings?\n", result.stderr[len(golden):]), path.name
+            assert result.stderr.startswith(golden), path.name
 
 
 # ---- codes that a single case file cannot show ------------------------------------------------------
@@ -440,6 +455,7 @@ def test_json_format_of_a_diagnostic_with_a_note(monkeypatch):
         "help": "did you mean `planes`?",
         "notes": [{"message": "in `body`, an instance of block `mlp` made here",
                    "file": "tests/cases/bad/let_unknown_name.yaml", "line": 10, "column": 3}],
+        "fixes": [],
     }]
 
 

@@ -206,8 +206,10 @@ def test_string_param_through_with(load_text, validate_text):
     network = load_text(text.replace("SHORTCUT", "option"))
     assert network.params == 4 * 8 + 8  # the pad shortcut has no parameters
     assert load_text(text.replace("SHORTCUT", "\"'project'\"")).params == 40 + 4 * 8 + 2 * 8
-    (error,) = validate_text(text.replace("SHORTCUT", "project"))
-    assert error.code == "RG021" and "quote it" in error.help
+    # A bare word that is no name in scope, nor close to one, is that text (as YAML reads it)
+    assert load_text(text.replace("SHORTCUT", "project")).params == 40 + 4 * 8 + 2 * 8
+    (error,) = validate_text(text.replace("SHORTCUT", "optoin"))   # close to the param `option`: a misspelt name
+    assert error.code == "RG021" and error.help.startswith("did you mean `option`?") and "quote it" in error.help
 
 
 def test_missing_required_param(validate_text):

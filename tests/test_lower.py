@@ -329,7 +329,7 @@ def test_a_runtime_error_inside_a_block_names_the_node_in_the_block():
     with pytest.raises(RuntimeError, match="Sizes of tensors must match") as caught:
         model(torch.randn(1, 1, 100, 100))
     assert caught.value.__notes__[0] == \
-        f"resgraph: raised in node `up3.cat` (concat), defined at {SPECS / 'unet.yaml'}:50:7"
+        f"resgraph: raised in node `up3.cat` (concat), defined at {SPECS / 'unet.yaml'}:53:7"
     # The right shape runs, and a block called on its own is a plain module call.
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 2, 64, 64)
     with pytest.raises(RuntimeError) as caught:

@@ -296,8 +296,9 @@ def test_unet_depth_is_a_param(depth):
 
 
 def test_unet_input_size_must_divide_by_16():
-    # 60 -> 30 -> 15 -> 7 (max pooling floors) -> 3; the decoder doubles 3 to 6 and meets the 7x7 skip
+    # 60 -> 30 -> 15 -> 7 (max pooling floors) -> 3; the decoder doubles 3 to 6 and would meet the 7x7 skip
+    # (RG051 at `up4.cat`): the spec's `require` says why first, before anything is built
     diagnostics = resgraph.validate(SPECS / "unet.yaml", params={"size": 60})
     assert [(d.code, d.message) for d in diagnostics] == [
-        ("RG051", "`up4.cat`: concat inputs must agree in every dimension but `dim: 1`: got [256, 7, 7] "
-                  "and [256, 6, 6]")]
+        ("RG023", "requirement `size % 2**depth == 0` is false (`depth` = 4, `size` = 60)")]
+    assert "divisible by 2**depth" in diagnostics[0].help

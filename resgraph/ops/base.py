@@ -7,6 +7,7 @@ checked for syntax when a spec is parsed and evaluated when a block is instantia
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Iterable, Sequence, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema
@@ -78,12 +79,37 @@ def attribute(check: Callable[[Any], Any], schema: dict, literals: Iterable[str]
         if isinstance(value, str) and not_expressions is not None:
             not_expressions(value)
         if _has_string(value):
+            written = value
             value, deferred = _resolve_expressions(value, info, literals)
             if deferred:
                 return value
+            try:
+                return check(value)
+            except PydanticCustomError as exc:
+                raise _true_division(exc, written, value) from None
         return check(value)
 
     return Annotated[Any, PlainValidator(validate), WithJsonSchema({"anyOf": [schema, EXPRESSION_SCHEMA]})]
+
+
+_SLASH = re.compile(r"(?<!/)/(?!/)")
+
+
+def _true_division(exc: PydanticCustomError, written: Any, value: Any) -> PydanticCustomError:
+    """An integer attribute given `planes / 2`: say that `/` made the float, and offer `//`."""
+    texts = [written] if isinstance(written, str) else [v for v in written if isinstance(v, str)]
+    values = value if isinstance(value, (list, tuple)) else [value]
+    slashed = [text for text in texts if _SLASH.search(text)]
+    if exc.type != "resgraph" or not slashed or not any(isinstance(v, float) for v in values):
+        return exc
+    text = slashed[0]
+    fixed = _SLASH.sub("//", text)
+    ctx = dict(exc.context or {})
+    whole = all(v.is_integer() for v in values if isinstance(v, float))
+    ctx["help"] = f"`/` always gives a float (`{text}` is {value!r}); `//` divides to an integer: `{fixed}`" + \
+        ("" if whole else f" (rounding down; `round({text})` rounds to the nearest)")
+    ctx["fix"] = (text, fixed)
+    return PydanticCustomError("resgraph", "{message}", ctx)
 
 
 def _describe(value: Any) -> str:
@@ -234,6 +260,23 @@ def prod(values: Iterable[int]) -> int:
     return math.prod(values)
 
 
+def _allowable(code: Any) -> str:
+    from ..diagnostics import ALLOWABLE, CODES
+
+    if not isinstance(code, str) or code not in CODES:
+        raise fail(f"`{code}` is not a resgraph diagnostic code", "give warning codes, e.g. `allow: [RG043]`; "
+                   "docs/errors.md lists them")
+    if code not in ALLOWABLE:
+        listed = ", ".join(f"`{c}`" for c in ALLOWABLE)
+        raise fail(f"`{code}` cannot be allowed: only these warnings about a node can: {listed}",
+                   "an error must be fixed, not silenced")
+    return code
+
+
+ALLOW = "warnings this node (or every node of this block call) may raise unreported, e.g. `[RG043]` for an " \
+        "auxiliary head that no output uses; see docs/spec.md"
+Allow = list[Annotated[str, PlainValidator(_allowable), WithJsonSchema({"type": "string", "pattern": "^RG[0-9]{3}$"})]]
+
 WHEN = "a condition (an expression over the params): where false, the node is left out"
 OTHERWISE = "where `when` is false, the node that stands for this one; default: its first input"
 
@@ -247,6 +290,7 @@ class Op(BaseModel):
     inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")
     when: bool | str | None = Field(default=None, description=WHEN)
     otherwise: str | None = Field(default=None, description=OTHERWISE)
+    allow: Allow = Field(default_factory=list, description=ALLOW)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1
@@ -254,6 +298,9 @@ class Op(BaseModel):
     # True when the output is a fresh tensor that no backward pass needs: a single consumer
     # may then overwrite it in place (relu_, +=), as torchvision's hand-written blocks do.
     fresh_output: ClassVar[bool] = False
+    # True when the output is a map over spatial dimensions (convolution, pooling, resampling): a `linear`
+    # reading it before a `flatten` or a pooling to a vector is warned about (RG054).
+    makes_map: ClassVar[bool] = False
     # Shown in diagrams next to the op name.
     label_attrs: ClassVar[tuple[str, ...]] = ()
     # A "weight layer" in the ResNet paper's sense (convolutions and fully-connected layers):

@@ -33,6 +33,7 @@ class _ConvNd(Op):
     spatial_dims: ClassVar[int]
     fresh_output: ClassVar[bool] = True
     weight_layer: ClassVar[bool] = True
+    makes_map: ClassVar[bool] = True
 
     def _geometry(self, inputs: list[Shape]) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         (shape,) = inputs

@@ -45,9 +45,20 @@ def _strides(source: Shape, target: Shape) -> tuple[int, ...] | None:
     return tuple(strides)
 
 
+def _factor(large: Shape, small: Shape) -> str:
+    """`by 2` where one spatial size is a whole multiple of the other in every dimension, else the sizes."""
+    ratios = {l // s if s and l % s == 0 else None for l, s in zip(large, small)}
+    return f"by {ratios.pop()}" if len(ratios) == 1 and None not in ratios else \
+        f"from {fmt_shape(large)} to {fmt_shape(small)}"
+
+
 def _mismatch_help(branch: Shape, skip: Shape) -> str:
     if len(branch) != len(skip):
         return "the branch and the shortcut must have the same rank; check the branch's ops"
+    if branch[1:] != skip[1:] and all(s <= b for s, b in zip(skip[1:], branch[1:])):
+        return (f"the shortcut is subsampled {_factor(branch[1:], skip[1:])} ({fmt_shape(skip[1:])}) but the branch "
+                f"is not ({fmt_shape(branch[1:])}): give the branch the same stride (on its first convolution), or "
+                "remove the stride from the shortcut")
     if branch[0] != skip[0] and branch[1:] != skip[1:]:
         return (f"the channels ({skip[0]} -> {branch[0]}) and the spatial size ({fmt_shape(skip[1:])} -> "
                 f"{fmt_shape(branch[1:])}) both change: set `shortcut: project` (1x1 conv + batch norm with the "
@@ -55,10 +66,9 @@ def _mismatch_help(branch: Shape, skip: Shape) -> str:
     if branch[1:] == skip[1:]:
         return (f"the channels differ ({skip[0]} -> {branch[0]}): set `shortcut: project` (1x1 conv + batch norm), "
                 f"`shortcut: pad` (zero channels, no parameters), or make the branch end with {skip[0]} channels")
-    ratios = [s / b for s, b in zip(skip[1:], branch[1:]) if b]
-    stride = round(ratios[0]) if ratios else 1
-    return (f"the spatial size changes ({fmt_shape(skip[1:])} -> {fmt_shape(branch[1:])}): set `shortcut: project` "
-            f"or `shortcut: pad`, or keep stride 1 in the branch (it now subsamples by {stride})")
+    return (f"the branch subsamples {_factor(skip[1:], branch[1:])} ({fmt_shape(skip[1:])} -> "
+            f"{fmt_shape(branch[1:])}) but the shortcut does not: set `shortcut: project` or `shortcut: pad` (they "
+            "subsample the shortcut by the branch's stride), or keep stride 1 in the branch")
 
 
 @register

@@ -1,14 +1,17 @@
 """activation: an element-wise activation chosen by name, so that a param can choose it (`op` itself is literal).
 
-It lowers exactly as the op it names (relu, gelu, silu, sigmoid or tanh), giving the same code and modules."""
+It lowers exactly as the op it names (any element-wise activation op: relu, relu6, gelu, silu, sigmoid, tanh, ...),
+giving the same code and modules."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from .activation import _Activation
 from .base import REGISTRY, Choice, Op, Shape, register
 
-FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh")
+# Every element-wise activation op registered so far (ops/__init__.py imports this module after them).
+FUNCTIONS = tuple(sorted(name for name, cls in REGISTRY.items() if issubclass(cls, _Activation)))
 
 
 @register

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from .base import Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
 
@@ -21,6 +21,8 @@ class _Pool2d(Op):
     stride: Ints(1) | None = None
     padding: Ints(0) = 0
     ceil_mode: Bool = False
+
+    makes_map: ClassVar[bool] = True
 
     def _geometry(self, shape: Shape, dilation: int | tuple[int, ...] = 1):
         if len(shape) != 3:
@@ -112,6 +114,8 @@ class AdaptiveAvgPool2d(Op):
     Output: `[C, h, w]`
     Lowered to: `F.adaptive_avg_pool2d`
     """
+
+    makes_map: ClassVar[bool] = True
 
     op: Literal["adaptive_avgpool2d"]
     size: Ints(1) = 1

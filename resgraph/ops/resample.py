@@ -51,6 +51,7 @@ class ConvTranspose2d(Op):
 
     fresh_output: ClassVar[bool] = True
     weight_layer: ClassVar[bool] = True
+    makes_map: ClassVar[bool] = True
 
     def _geometry(self, shape: Shape):
         if len(shape) != 3:
@@ -147,6 +148,7 @@ class Upsample(Op):
     align_corners: Bool = False
 
     label_attrs: ClassVar[tuple[str, ...]] = ("scale", "size", "mode")
+    makes_map: ClassVar[bool] = True
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs

@@ -1,0 +1,140 @@
+"""The figures and listings in README.md and docs/ are what resgraph computes.
+
+Listings of `specs/` must list every spec (a spec added to specs/ fails here until the docs show
+it); the parameter and MAC counts quoted next to a spec must be that spec's, at the params the
+text sets with `--set`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import resgraph
+from resgraph.cli import main
+from resgraph.source import parse_value
+
+from .conftest import ROOT, SPECS
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SPEC_MENTION = re.compile(r"specs/(\w+)\.yaml")
+SET = re.compile(r"--set\s+(\w+)=([^\s`]+)")
+# 10,000 and more with thousands separators, or seven digits and more without
+FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d{7,})(?![\w.]|,\d)")
+
+
+@lru_cache(maxsize=None)
+def _network(name: str, sets: tuple = ()) -> resgraph.Network:
+    return resgraph.load(SPECS / f"{name}.yaml", params=dict(sets) or None)
+
+
+def _figures(network: resgraph.Network) -> set[int]:
+    """Everything a doc may quote about a spec: totals, node count and each node's own counts."""
+    figures = {network.params, network.macs, len(network.graph)}
+    for node in network.graph:
+        figures |= {node.meta.get("params", 0), node.meta.get("macs", 0)}
+        for plan in node.meta.get("shortcuts") or ():   # a projection's convolution and norm, counted apart
+            figures |= {plan.in_shape[0] * plan.out_shape[0], 2 * plan.out_shape[0]}
+    return figures
+
+
+def _claims(path: Path):
+    """(line number, spec, params, figure) for each figure quoted where a spec is the subject: on a line naming
+    `specs/NAME.yaml` (with the params its command sets: `--set k=v`, or a Python dict after the path), in a code
+    block after such a line, or in a section whose heading names the spec."""
+    section, subject, sets, in_code = None, None, (), False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+            subject, sets = None, ()
+            continue
+        mentions = SPEC_MENTION.findall(line)
+        if line.startswith("#") and not in_code:
+            section = mentions[-1] if mentions else None
+        if mentions:
+            given = _given_params(line) if in_code else ()
+            if mentions[-1] != subject or given:   # a command's output names its spec again: same params
+                subject, sets = mentions[-1], given
+        current = subject if in_code or mentions else section
+        if current is None or not (SPECS / f"{current}.yaml").exists():
+            continue
+        for figure in FIGURE.findall(line):
+            yield number, current, sets if current == subject else (), int(figure.replace(",", ""))
+
+
+def _given_params(line: str) -> tuple:
+    """The params a command line sets: `--set k=v ...` or `resgraph.load("specs/x.yaml", {"k": v})`."""
+    pairs = [(key, parse_value(value)) for key, value in SET.findall(line)]
+    python = re.search(r"specs/\w+\.yaml\",\s*(?:params=)?\{([^}]*)\}", line)
+    if python:
+        items = re.findall(r"[\"'](\w+)[\"']:\s*([^,]+)", python.group(1))
+        pairs += [(key, parse_value(value)) for key, value in items]
+    return tuple(sorted(pairs))
+
+
+def test_figures_quoted_with_a_spec_are_resgraphs():
+    wrong, count = [], 0
+    for path in DOCS:
+        for number, spec, sets, figure in _claims(path):
+            count += 1
+            if figure not in _figures(_network(spec, sets)):
+                shown = " ".join(f"--set {k}={v}" for k, v in sets)
+                wrong.append(f"{path.relative_to(ROOT)}:{number}: {figure:,} is no figure of `{spec}` {shown}".rstrip())
+    assert count >= 40, f"only {count} figures were found: the scan is broken"
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_scan_catches_a_wrong_figure(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```\n$ resgraph summary specs/resnet18.yaml\nparams:  11,689,513\nMACs: 1,814,073,344\n```\n"
+                    "## A section on `specs/resnet50.yaml`\n\nIt has 25,557,032 parameters.\n\n## Another\n\n"
+                    "99,999,999 is about nothing.\n")
+    claims = list(_claims(page))
+    assert [(n, spec, figure) for n, spec, _, figure in claims] == [
+        (3, "resnet18", 11_689_513), (4, "resnet18", 1_814_073_344), (8, "resnet50", 25_557_032)]
+    assert 11_689_513 not in _figures(_network("resnet18"))
+
+
+def test_cli_md_lists_the_output_of_validate_for_every_spec(monkeypatch):
+    """docs/cli.md shows `resgraph validate specs/*.yaml specs/blocks/*.yaml`: it must be that command's output,
+    every spec included (paste the expected text below into the page after adding a spec)."""
+    monkeypatch.chdir(ROOT)
+    command = "resgraph validate specs/*.yaml specs/blocks/*.yaml"
+    files = [p.relative_to(ROOT).as_posix() for p in sorted(SPECS.glob("*.yaml")) + sorted(SPECS.glob("blocks/*.yaml"))]
+    result = CliRunner().invoke(main, ["validate", *files])
+    assert result.exit_code == 0, result.stderr
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    start = text.index(f"$ {command}\n") + len(f"$ {command}\n")
+    shown = text[start:text.index("```", start)]
+    assert shown == result.stdout, f"docs/cli.md's listing differs from the command's output:\n{result.stdout}"
+
+
+def test_gallery_has_every_spec_with_its_figures():
+    text = (ROOT / "docs" / "gallery.md").read_text(encoding="utf-8")
+    rows = {m.group(1): (int(m.group(2).replace(",", "")), int(m.group(3).replace(",", "")))
+            for m in re.finditer(r"^\| \[(\w+)\]\(#[\w-]+\) \| [^|]+ \| ([\d,]+) \| ([\d,]+) \|", text, re.M)}
+    extended = set()   # a spec that others extend (cifar_resnet.yaml) is shown through them
+    for path in SPECS.glob("*.yaml"):
+        match = re.search(r"^extends:\s*(\S+)\.yaml", path.read_text(encoding="utf-8"), re.M)
+        if match and path.stem in rows:
+            extended.add(Path(match.group(1)).name)
+    missing = sorted(p.stem for p in SPECS.glob("*.yaml") if p.stem not in rows and p.stem not in extended)
+    assert not missing, f"docs/gallery.md has no row for {missing}: run docs/gallery.py (and add an entry)"
+    for name, (params, macs) in rows.items():
+        network = _network(name)
+        assert (params, macs) == (network.params, network.macs), name
+        section = re.search(rf"^### {name}\n\n.*?, ([\d,]+) nodes, ([\d,]+) parameters, ([\d,]+) MACs", text, re.M)
+        assert section is not None, name
+        assert [int(g.replace(",", "")) for g in section.groups()] == [len(network.graph), params, macs], name
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md", "docs/spec.md"])
+def test_readme_and_docs_name_only_specs_that_exist(doc):
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    unknown = sorted({name for name in SPEC_MENTION.findall(text) if not (SPECS / f"{name}.yaml").exists()
+                      and not (SPECS / "blocks" / f"{name}.yaml").exists()} - {"my_net"})
+    assert not unknown, unknown

@@ -66,6 +66,8 @@ CODES: dict[str, str] = {
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
     "RG060": "cannot import",
+    "RG100": "bias before batch norm",
+    "RG101": "activation before a residual add",
 }
 
 

@@ -53,29 +53,86 @@ class Program:
     source: SourceFile
     blocks: dict[str, BlockSource] = field(default_factory=dict)
     incomplete: bool = False   # an included file had errors: its blocks are unknown, not missing
+    # Where each top-level param got its value: the file and key path of the last spec in the
+    # `extends` chain that set it (for `explain`, `expand --origins` and the editor's hover).
+    param_origins: dict[str, tuple[SourceFile, KeyPath]] = field(default_factory=dict)
+    extended_by: list[SourceFile] = field(default_factory=list)   # the specs that extend `source`, outermost last
 
 
-EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
+class FileCache:
+    """Loaded and parsed files by path, for a long-lived process (the language server).
+
+    An entry is used again while the file's modification time and size are unchanged, or,
+    for a file open in the editor (`overlay`), while its text is; its diagnostics are replayed."""
+
+    def __init__(self) -> None:
+        self.overlays: dict[str, str] = {}   # resolved path -> unsaved text
+        self._entries: dict[str, tuple[Any, SourceFile | None, SpecFile | None, list, dict[str, str]]] = {}
+        self.reads = 0                       # files read and parsed (not served from the cache)
+
+    def load(self, path: Path, diagnostics: Diagnostics) -> tuple[SourceFile | None, SpecFile | None]:
+        key = _identity(str(path))
+        text = self.overlays.get(key)
+        if text is not None:
+            stamp: Any = ("text", text)
+        else:
+            try:
+                info = path.stat()
+                stamp = (info.st_mtime_ns, info.st_size)
+            except OSError:
+                stamp = None
+        entry = self._entries.get(key)
+        if entry is not None and stamp is not None and entry[0] == stamp:
+            for item in entry[3]:
+                diagnostics.add(item)
+            diagnostics.sources.update(entry[4])
+            return entry[1], entry[2]
+        self.reads += 1
+        own = Diagnostics()
+        source = load_source(path, own, text)
+        spec = parse_spec(source, own) if source is not None else None
+        if stamp is not None:
+            self._entries[key] = (stamp, source, spec, list(own.items), dict(own.sources))
+        for item in own.items:
+            diagnostics.add(item)
+        diagnostics.sources.update(own.sources)
+        return source, spec
+
+
+def _load_file(path: Path, diagnostics: Diagnostics, cache: FileCache | None
+               ) -> tuple[SourceFile | None, SpecFile | None]:
+    if cache is not None:
+        return cache.load(path, diagnostics)
+    source = load_source(path, diagnostics)
+    return source, parse_spec(source, diagnostics) if source is not None else None
+
+
+EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params", "allow"})
 
 
 def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
-                 _stack: tuple[str, ...] = ()) -> Program | None:
-    """Load and parse a spec file and, recursively, the files it includes or extends."""
-    source = load_source(path, diagnostics, text)
-    if source is None:
-        return None
-    spec = parse_spec(source, diagnostics)
-    if spec is None:
+                 _stack: tuple[str, ...] = (), cache: FileCache | None = None) -> Program | None:
+    """Load and parse a spec file and, recursively, the files it includes or extends.
+
+    With a `cache`, included and extended files that have not changed are not read again
+    (the file at `path` itself is, unless `text` is given)."""
+    if text is None and _stack and cache is not None:
+        source, spec = cache.load(Path(path), diagnostics)
+    else:
+        source = load_source(path, diagnostics, text)
+        spec = parse_spec(source, diagnostics) if source is not None else None
+    if source is None or spec is None:
         return None
     stack = _stack + (_identity(source.path),)
     if spec.extends is not None:
-        return _extend(spec, source, diagnostics, stack)
-    program = Program(spec, source)
-    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={})
+        return _extend(spec, source, diagnostics, stack, cache)
+    program = Program(spec, source, param_origins={key: (source, ("params", key)) for key in spec.params})
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, cache=cache)
     return program
 
 
-def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...]) -> Program | None:
+def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
+            cache: FileCache | None = None) -> Program | None:
     """A spec that `extends` another is that network with another name and other param values."""
     extra = [key for key in source.data if key not in EXTENDS_FIELDS]
     for key in extra:
@@ -92,7 +149,7 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
     if extra:
         return None
     errors_before = diagnostics.error_count
-    base = load_program(target, diagnostics, _stack=stack)
+    base = load_program(target, diagnostics, _stack=stack, cache=cache)
     if base is None:
         _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
         return None
@@ -104,8 +161,10 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
                               "its parameters: " + ", ".join(f"`{p}`" for p in base.spec.params))
     merged = base.spec.model_copy(update={
         "name": spec.name or Path(source.path).stem, "doc": spec.doc or base.spec.doc,
-        "params": {**base.spec.params, **spec.params}, "extends": None})
-    return Program(merged, base.source, base.blocks)
+        "params": {**base.spec.params, **spec.params}, "extends": None,
+        "allow": list(dict.fromkeys(base.spec.allow + spec.allow))})
+    origins = {**base.param_origins, **{key: (source, ("params", key)) for key in spec.params}}
+    return Program(merged, base.source, base.blocks, base.incomplete, origins, base.extended_by + [source])
 
 
 def _point_at(diagnostics: Diagnostics, errors_before: int, span: Span | None, what: str) -> None:
@@ -123,7 +182,8 @@ def _identity(path: str) -> str:
 
 
 def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
-                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None]) -> None:
+                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None],
+                    cache: FileCache | None = None) -> None:
     for name, definition in spec.blocks.items():
         previous = program.blocks.get(name)
         if previous is not None:
@@ -147,8 +207,7 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
             continue
         if key not in loaded:
             errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
-            included_source = load_source(target, diagnostics)
-            included = parse_spec(included_source, diagnostics) if included_source is not None else None
+            included_source, included = _load_file(target, diagnostics, cache)
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
                 program.incomplete = True
@@ -158,7 +217,7 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
                                         help="an include brings in blocks only; move shared nodes into a block")
-                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded)
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, cache)
 
 
 # ---- static checks of every definition ---------------------------------------------------------

@@ -76,6 +76,8 @@ class Requirement(_Model):
 
 
 Requirements = list[Union[str, Requirement]]
+WarningCode = Annotated[str, StringConstraints(pattern=r"^RG[0-9]{3}$")]
+_ALLOW = "warning codes not to report here, e.g. `[RG100]` (errors cannot be allowed)"
 _REQUIRE = "conditions on the params, checked before anything is built: expressions that must be true, " \
            "or {check: expression, help: text}"
 
@@ -92,6 +94,7 @@ class BlockDef(_Model):
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
     nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
     output: NodeName | None = None
+    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW + "; for warnings in this block")
 
 
 class SpecFile(_Model):
@@ -110,6 +113,7 @@ class SpecFile(_Model):
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
     outputs: NodeName | list[NodeName] | None = None
+    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW)
 
 
 def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:

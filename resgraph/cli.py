@@ -342,6 +342,20 @@ def import_command(target: str, output: str, args: tuple[str, ...], inputs: tupl
 
 
 @main.command()
+def lsp() -> None:
+    """Run the language server over stdio, for editors (see docs/editor.md); needs pygls."""
+    try:
+        from .lsp import serve
+    except ImportError as exc:
+        if exc.name not in ("pygls", "lsprotocol") and not str(exc.name or "").startswith(("pygls.", "lsprotocol.")):
+            raise
+        click.echo("error: `resgraph lsp` needs pygls 2: pip install 'resgraph[lsp]' (or pip install 'pygls>=2')",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+    serve()
+
+
+@main.command()
 @_handle_errors
 def schema() -> None:
     """Print the JSON Schema of the spec language (for yaml-language-server and other editors)."""

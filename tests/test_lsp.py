@@ -1,0 +1,190 @@
+"""`resgraph lsp` driven as an editor drives it: pygls's language client talks JSON-RPC over the stdio
+of a `python -m resgraph lsp` subprocess; each test is one editing session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import CASES, ROOT
+
+lsp = pytest.importorskip("lsprotocol.types")
+pytest.importorskip("pygls")
+from pygls.lsp.client import LanguageClient  # noqa: E402
+from pygls.uris import from_fs_path  # noqa: E402
+
+BAD_CASE = CASES / "bad" / "identity_stride2.yaml"
+TIMEOUT = 30
+
+
+class Editor:
+    """One client session: open files, wait for the diagnostics the server publishes."""
+
+    def __init__(self) -> None:
+        self.client = LanguageClient("resgraph-test", "1")
+        self.diagnostics: dict[str, list] = {}
+        self.changed = asyncio.Condition()
+        self.versions: dict[str, int] = {}
+
+        @self.client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        async def published(params: lsp.PublishDiagnosticsParams) -> None:
+            async with self.changed:
+                self.diagnostics[params.uri] = params.diagnostics
+                self.changed.notify_all()
+
+    async def __aenter__(self) -> "Editor":
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        await self.client.start_io(sys.executable, "-m", "resgraph", "lsp", env=env)
+        await self.client.initialize_async(lsp.InitializeParams(
+            capabilities=lsp.ClientCapabilities(), root_uri=from_fs_path(str(ROOT))))
+        self.client.initialized(lsp.InitializedParams())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.shutdown_async(None)
+        self.client.exit(None)
+        await self.client.stop()
+
+    async def open(self, path: Path, text: str | None = None) -> str:
+        uri = from_fs_path(str(path))
+        self.versions[uri] = 1
+        async with self.changed:
+            self.diagnostics.pop(uri, None)
+            self.client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(
+                uri=uri, language_id="yaml", version=1, text=path.read_text() if text is None else text)))
+            await asyncio.wait_for(self.changed.wait_for(lambda: uri in self.diagnostics), TIMEOUT)
+        return uri
+
+
+def _session(scenario) -> None:
+    async def run() -> None:
+        async with Editor() as editor:
+            await scenario(editor)
+
+    asyncio.run(asyncio.wait_for(run(), 120))
+
+
+def _at(text: str, needle: str, line_hint: str | None = None, offset: int = 0) -> lsp.Position:
+    for number, line in enumerate(text.splitlines()):
+        if (line_hint is None or line_hint in line) and needle in line:
+            return lsp.Position(number, line.index(needle) + offset)
+    raise AssertionError(f"{needle!r} not in text")
+
+
+def test_identity_stride2_is_reported_with_its_range_and_fixed_by_the_code_action(tmp_path):
+    spec = tmp_path / "identity_stride2.yaml"
+    spec.write_text(BAD_CASE.read_text())
+
+    async def scenario(editor: Editor) -> None:
+        uri = await editor.open(spec)
+        (diagnostic,) = editor.diagnostics[uri]
+        # the golden text output says 13:54 with `^^^^^^^^` under `identity`
+        assert diagnostic.code == "RG050" and diagnostic.severity == lsp.DiagnosticSeverity.Error
+        assert diagnostic.range == lsp.Range(lsp.Position(12, 53), lsp.Position(12, 61))
+        assert diagnostic.code_description.href.endswith("docs/errors.md#rg050-shortcut-shape-mismatch")
+        assert diagnostic.message.startswith("`layer2.add`: identity shortcut shapes differ: the branch gives "
+                                             "[128, 28, 28] but the shortcut carries [64, 56, 56]\nhelp: ")
+        (note,) = diagnostic.related_information
+        assert note.location.range.start == lsp.Position(16, 2) and "an instance of block `basic`" in note.message
+
+        actions = await editor.client.text_document_code_action_async(lsp.CodeActionParams(
+            text_document=lsp.TextDocumentIdentifier(uri), range=diagnostic.range,
+            context=lsp.CodeActionContext(diagnostics=[diagnostic])))
+        assert [a.title for a in actions] == ["set `shortcut: auto`", "set `shortcut: project`", "set `shortcut: pad`"]
+        assert actions[0].is_preferred and list(actions[0].diagnostics) == [diagnostic]
+        (edit,) = actions[0].edit.changes[uri]
+        assert (edit.range, edit.new_text) == (diagnostic.range, "auto")
+
+        # the user applies the fix: the diagnostic goes, and the add now has a projection
+        lines = spec.read_text().splitlines(keepends=True)
+        editor.versions[uri] += 1
+        async with editor.changed:
+            editor.diagnostics.pop(uri, None)
+            editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
+                [lsp.TextDocumentContentChangePartial(range=edit.range, text=edit.new_text)]))
+            await asyncio.wait_for(editor.changed.wait_for(lambda: uri in editor.diagnostics), TIMEOUT)
+        assert list(editor.diagnostics[uri]) == []
+        fixed = "".join(lines).replace("shortcut: identity", "shortcut: auto")
+        hover = await editor.client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(uri), _at(fixed, "add:", "shortcut", 1)))
+        # `auto` projects in layer2 only: a 1x1 conv 64 -> 128 (8,192) and its batch norm (256)
+        assert "| `layer1.add` | [64, 56, 56] | 0 | 0 |" in hover.contents.value
+        assert "| `layer2.add` | [128, 28, 28] | 8,448 |" in hover.contents.value
+
+    _session(scenario)
+
+
+def test_hover_definition_references_completion_and_symbols_on_resnet18():
+    spec = ROOT / "specs" / "resnet18.yaml"
+    text = spec.read_text()
+
+    async def scenario(editor: Editor) -> None:
+        uri = await editor.open(spec)
+        assert list(editor.diagnostics[uri]) == []
+        doc = lsp.TextDocumentIdentifier(uri)
+        client = editor.client
+
+        # hover on a node: op, output shape, params and MACs
+        hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(text, "conv1:", None, 1)))
+        value = hover.contents.value
+        assert "`conv1`" in value and "[64, 112, 112]" in value and "9,408 params" in value
+        assert "118,013,952 MACs" in value
+
+        # hover on a block call: its instances and their output shapes
+        hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(text, "layer3:", None, 1)))
+        assert "| `layer3.0` | `basic`" in hover.contents.value and "[256, 14, 14]" in hover.contents.value
+
+        # hover on a param: its value and where it was set
+        hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(text, "layers:", None, 1)))
+        assert "**param `layers`** = [2, 2, 2, 2]" in hover.contents.value and "resnet18.yaml:" in hover.contents.value
+
+        # go to definition: a block name jumps to its definition in the included file
+        found = await client.text_document_definition_async(lsp.DefinitionParams(
+            doc, _at(text, "basic", "layer1", 1)))
+        assert found.uri.endswith("blocks/resnet.yaml") and found.range.start.character > 0
+        target = Path(found.uri.removeprefix("file://")).read_text().splitlines()[found.range.start.line]
+        assert target.strip().startswith("basic:")
+        # ... and an include path opens that file
+        found = await client.text_document_definition_async(lsp.DefinitionParams(
+            doc, _at(text, "blocks/resnet.yaml", "include", 2)))
+        assert found.uri.endswith("specs/blocks/resnet.yaml")
+
+        # completion of ops after `op:`
+        items = await _complete(editor, uri, text, "  newnode: {op: ")
+        labels = [i.label for i in items.items]
+        assert {"conv2d", "batchnorm2d", "relu", "add"} <= set(labels)
+        # ... of a conv's attributes, with their defaults
+        items = await _complete(editor, uri, text, "  newnode: {op: conv2d, ")
+        stride = next(i for i in items.items if i.label == "stride")
+        assert stride.detail == "default: 1" and any(i.label == "out" and i.detail == "required" for i in items.items)
+
+        symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc))
+        names = [s.name for s in symbols]
+        assert "layers" in names and "conv1" in names and "layer4" in names
+        layer4 = next(s for s in symbols if s.name == "layer4")
+        assert [c.name for c in layer4.children] == ["layer4.0", "layer4.1"]
+
+    _session(scenario)
+
+
+async def _complete(editor: Editor, uri: str, text: str, line: str) -> lsp.CompletionList:
+    """Type `line` as a new last line of the nodes and ask for completions at its end."""
+    lines = text.splitlines()
+    where = len(lines)
+    editor.versions[uri] += 1
+    position = lsp.Position(where, 0)
+    editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
+        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, position), text=line)]))
+    result = await editor.client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), lsp.Position(where, len(line))))
+    editor.versions[uri] += 1
+    editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
+        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, lsp.Position(where, len(line))), text="")]))
+    return result

@@ -427,10 +427,12 @@ def complete(line_text: str, target: Target | None, index: SpecIndex | None) -> 
                            b.definition.doc or "") for name, b in sorted((program.blocks if program else {}).items())]
     if _REF_LIST.search(line_text) or _REF_VALUE.search(line_text):
         entry = node_path(path)
+        typed = re.match(r"^\s*(\w+):\s*\{", line_text)   # a one-line node being written
+        current = typed.group(1) if typed else entry[-1] if entry is not None else None
         names: list[str] = []
         nodes = value_at(data, base + ("nodes",)) if data is not None else None
         for name in nodes if isinstance(nodes, dict) else ():
-            if entry is not None and name == entry[-1]:
+            if name == current:
                 break   # a node reads what is declared before it
             names.append(name)
         inputs = value_at(data, base + ("inputs",)) if base else (

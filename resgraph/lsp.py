@@ -79,6 +79,7 @@ class _Document:
     text: str
     index: SpecIndex | None = None       # the last analysis that got as far as a program
     source: SourceFile | None = None     # this file as last parsed (the current text, if it parses)
+    version: int | None = None
     published: frozenset[str] = frozenset()
     sources: frozenset[str] = frozenset()   # every file the last analysis read
 
@@ -122,10 +123,13 @@ class ResgraphServer(LanguageServer):
                     shown = replace_message(item, f"in `{Path(file).name}`: ")
                     by_file[here].append(self.to_lsp(shown, site, document.text))
         uris = set()
-        for file, diagnostics in by_file.items():
+        # the document's own list last: a client that waits for it has the included files' lists too
+        for file, diagnostics in sorted(by_file.items(), key=lambda item: item[0] == here):
             uri = document.uri if file == here else from_fs_path(file)
             uris.add(uri)
-            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))
+            version = document.version if uri == document.uri else None
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics,
+                                                                                version=version))
         for stale in document.published - uris:
             if stale not in self.documents or stale == document.uri:
                 self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=stale, diagnostics=[]))
@@ -207,7 +211,7 @@ server = ResgraphServer()
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: ResgraphServer, params: lsp.DidOpenTextDocumentParams) -> None:
     item = params.text_document
-    ls.documents[item.uri] = _Document(item.uri, to_fs_path(item.uri) or item.uri, item.text)
+    ls.documents[item.uri] = _Document(item.uri, to_fs_path(item.uri) or item.uri, item.text, item.version)
     ls.analyse(item.uri)
     ls.reanalyse_dependents(item.uri)
 
@@ -215,7 +219,8 @@ def did_open(ls: ResgraphServer, params: lsp.DidOpenTextDocumentParams) -> None:
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: ResgraphServer, params: lsp.DidChangeTextDocumentParams) -> None:
     uri = params.text_document.uri
-    ls.documents[uri].text = ls.workspace.get_text_document(uri).source
+    document = ls.workspace.get_text_document(uri)
+    ls.documents[uri].text, ls.documents[uri].version = document.source, params.text_document.version
     ls.analyse(uri)
     ls.reanalyse_dependents(uri)
 

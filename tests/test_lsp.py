@@ -27,6 +27,7 @@ class Editor:
     def __init__(self) -> None:
         self.client = LanguageClient("resgraph-test", "1")
         self.diagnostics: dict[str, list] = {}
+        self.published_versions: dict[str, int | None] = {}
         self.changed = asyncio.Condition()
         self.versions: dict[str, int] = {}
 
@@ -34,6 +35,7 @@ class Editor:
         async def published(params: lsp.PublishDiagnosticsParams) -> None:
             async with self.changed:
                 self.diagnostics[params.uri] = params.diagnostics
+                self.published_versions[params.uri] = params.version
                 self.changed.notify_all()
 
     async def __aenter__(self) -> "Editor":
@@ -65,7 +67,7 @@ def _session(scenario) -> None:
         async with Editor() as editor:
             await scenario(editor)
 
-    asyncio.run(asyncio.wait_for(run(), 120))
+    asyncio.run(asyncio.wait_for(run(), 60))
 
 
 def _at(text: str, needle: str, line_hint: str | None = None, offset: int = 0) -> lsp.Position:
@@ -107,7 +109,8 @@ def test_identity_stride2_is_reported_with_its_range_and_fixed_by_the_code_actio
             editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
                 lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
                 [lsp.TextDocumentContentChangePartial(range=edit.range, text=edit.new_text)]))
-            await asyncio.wait_for(editor.changed.wait_for(lambda: uri in editor.diagnostics), TIMEOUT)
+            await asyncio.wait_for(editor.changed.wait_for(
+                lambda: editor.published_versions.get(uri) == editor.versions[uri]), TIMEOUT)
         assert list(editor.diagnostics[uri]) == []
         fixed = "".join(lines).replace("shortcut: identity", "shortcut: auto")
         hover = await editor.client.text_document_hover_async(lsp.HoverParams(
@@ -188,3 +191,88 @@ async def _complete(editor: Editor, uri: str, text: str, line: str) -> lsp.Compl
         lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
         [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, lsp.Position(where, len(line))), text="")]))
     return result
+
+
+LIBRARY = """\
+resgraph: 1
+blocks:
+  unit:
+    params: {width: 16}
+    nodes:
+      conv: {op: conv2d, out: width, kernel: 3, padding: 1, bias: false}
+      bn: batchnorm2d
+      add: {op: add, inputs: [bn, input]}
+"""
+
+MAIN = """\
+resgraph: 1
+include: [lib.yaml]
+params: {w: 32}
+input: [16, 8, 8]
+blocks:
+  pair:
+    nodes:
+      first: {block: unit}
+      second: {block: unit, inputs: first}
+nodes:
+  stem: {op: conv2d, out: 16, kernel: 1, bias: false}
+  body: {block: pair}
+  wide: {block: unit, with: {width: w}}
+"""
+
+
+def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references_cross_files(tmp_path):
+    (tmp_path / "lib.yaml").write_text(LIBRARY)
+    main = tmp_path / "main.yaml"
+    main.write_text(MAIN)
+    lib_uri = from_fs_path(str(tmp_path / "lib.yaml"))
+
+    async def scenario(editor: Editor) -> None:
+        uri = await editor.open(main)
+        (in_lib,) = editor.diagnostics[lib_uri]
+        assert in_lib.code == "RG050" and in_lib.range.start.line == 7   # the `add` of lib.yaml
+        (at_call,) = editor.diagnostics[uri]
+        assert at_call.code == "RG050" and at_call.range.start == lsp.Position(12, 2)   # `wide:` in main.yaml
+        assert at_call.message.startswith("in `lib.yaml`: `wide.add`")
+        doc = lsp.TextDocumentIdentifier(uri)
+        client = editor.client
+
+        refs = await client.text_document_references_async(lsp.ReferenceParams(
+            text_document=doc, position=_at(MAIN, "unit", "first:", 1),
+            context=lsp.ReferenceContext(include_declaration=True)))
+        assert [(r.uri == lib_uri, r.range.start.line) for r in refs] == [(True, 2), (False, 7), (False, 8),
+                                                                         (False, 12)]
+        refs = await client.text_document_references_async(lsp.ReferenceParams(
+            text_document=doc, position=_at(MAIN, "first:", None, 1),
+            context=lsp.ReferenceContext(include_declaration=False)))
+        assert [(r.range.start.line, r.range.start.character) for r in refs] == [(8, 36)]
+        found = await client.text_document_definition_async(lsp.DefinitionParams(
+            doc, _at(MAIN, "first}", "second", 1)))
+        assert (found.uri, found.range.start) == (uri, lsp.Position(7, 6))
+
+        hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(MAIN, "w:", "params", 0)))
+        assert hover.contents.value.startswith("**param `w`** = 32") and "main.yaml:3" in hover.contents.value
+
+        # completion of node names in `inputs` (those declared before) and of params in values
+        items = await _complete(editor, uri, MAIN, "  extra: {op: relu, inputs: [")
+        assert [i.label for i in items.items] == ["input", "stem", "body", "wide"]
+        items = await _complete(editor, uri, MAIN, "  extra: {op: conv2d, out: ")
+        assert [i.label for i in items.items] == ["w"]
+        items = await _complete(editor, uri, MAIN, "  extra: {block: ")
+        assert [i.label for i in items.items] == ["pair", "unit"]
+
+        # fixing the width in main.yaml clears the diagnostics of both files
+        line = MAIN.splitlines().index("params: {w: 32}")
+        editor.versions[uri] += 1
+        async with editor.changed:
+            editor.diagnostics.clear()
+            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
+                [lsp.TextDocumentContentChangePartial(
+                    range=lsp.Range(lsp.Position(line, 12), lsp.Position(line, 14)), text="16")]))
+            await asyncio.wait_for(editor.changed.wait_for(
+                lambda: editor.published_versions.get(uri) == editor.versions[uri] and lib_uri in editor.diagnostics),
+                TIMEOUT)
+        assert list(editor.diagnostics[uri]) == [] and list(editor.diagnostics[lib_uri]) == []
+
+    _session(scenario)

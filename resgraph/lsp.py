@@ -122,17 +122,16 @@ class ResgraphServer(LanguageServer):
                 if site is not None:
                     shown = replace_message(item, f"in `{Path(file).name}`: ")
                     by_file[here].append(self.to_lsp(shown, site, document.text))
-        uris = set()
-        # the document's own list last: a client that waits for it has the included files' lists too
-        for file, diagnostics in sorted(by_file.items(), key=lambda item: item[0] == here):
-            uri = document.uri if file == here else from_fs_path(file)
-            uris.add(uri)
-            version = document.version if uri == document.uri else None
-            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics,
-                                                                                version=version))
-        for stale in document.published - uris:
-            if stale not in self.documents or stale == document.uri:
+        uris = {document.uri if file == here else from_fs_path(file): file for file in by_file}
+        # files that had diagnostics and have none now are cleared first, the document's own list
+        # goes last: a client that waits for it has every other list of this analysis
+        for stale in sorted(document.published - set(uris)):
+            if stale not in self.documents:
                 self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=stale, diagnostics=[]))
+        for uri, file in sorted(uris.items(), key=lambda item: item[1] == here):
+            version = document.version if uri == document.uri else None
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=by_file[file],
+                                                                                version=version))
         document.published = frozenset(uris)
 
     def _site_in(self, document: _Document, item: Diagnostic, file: str, program) -> Span | None:

@@ -128,16 +128,26 @@ def startup(quick: bool) -> None:
     import statistics
 
     repeats = 5 if quick else 15
+    # the floor: what any validator that reads YAML with PyYAML, parses arguments with click and
+    # validates with one pydantic model pays before doing anything
+    floor = "import yaml, click\nfrom pydantic import BaseModel\nclass A(BaseModel):\n    x: int\nA(x=1)"
     commands = {"pass": [sys.executable, "-c", "pass"],
+                "floor": [sys.executable, "-c", floor],
                 "import": [sys.executable, "-c", "import resgraph"],
                 "validate": [sys.executable, "-m", "resgraph", "validate", str(SPECS / "resnet152.yaml")]}
     samples: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):  # interleaved
         for name, command in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             samples[name].append(_wall(command, 1))
-    p, i, v = (statistics.median(samples[name]) for name in commands)
-    row("start-up: `python -m resgraph validate specs/resnet152.yaml`, whole process",
-        f"{v:.3f} s; `import resgraph` {i:.3f} s; `python -c pass` {p:.3f} s", "≤ 0.15 s",
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    p, f, i, v = (statistics.median(samples[name]) for name in commands)
+    cp, cf, ci, cv = (statistics.median(cpu[name]) for name in commands)
+    row("start-up: `python -m resgraph validate specs/resnet152.yaml`, whole process (wall; CPU)",
+        f"{v:.3f} s; {cv:.3f} s CPU. `import resgraph` {i:.3f} s; {ci:.3f} s. `python -c pass` {p:.3f} s; "
+        f"{cp:.3f} s. yaml + click + pydantic with one model: {f:.3f} s; {cf:.3f} s", "≤ 0.15 s",
         "met" if v <= 0.15 else "missed")
 
 
@@ -160,16 +170,18 @@ def lsp_revalidate(quick: bool) -> None:
     server.analyse(uri)
     reads = server.cache.reads
     edits = [text.replace("num_classes: 1000", f"num_classes: {1000 + n % 7}") for n in range(7)]
-    samples = []
+    samples, cpu = [], []
     for n in range(20 if quick else 100):
         server.documents[uri].text = edits[n % len(edits)]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         server.analyse(uri)
         samples.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     assert server.cache.reads == reads and published[-1].diagnostics == []
     median, worst = statistics.median(samples), max(samples)
     row("`resgraph lsp`: re-validation after an edit of resnet152 (warm, in process)",
-        f"median {median * 1e3:.1f} ms, max {worst * 1e3:.1f} ms over {len(samples)} edits; included or "
+        f"median {median * 1e3:.1f} ms ({statistics.median(cpu) * 1e3:.1f} ms CPU), max {worst * 1e3:.1f} ms over "
+        f"{len(samples)} edits; included or "
         f"extended files read: {reads} when opened, none after an edit", "≤ 50 ms", "met" if median <= 0.05 else "missed")
 
 

@@ -25,14 +25,7 @@ MAX_NODES = 250_000
 MAX_INCLUDE_DEPTH = 32
 RESERVED = frozenset({"index"})
 
-_DIMS: TypeAdapter | None = None   # built on first use: a validator costs start-up time
-
-
-def _dims() -> TypeAdapter:
-    global _DIMS
-    if _DIMS is None:
-        _DIMS = TypeAdapter(list[Int(1)])
-    return _DIMS
+_DIMS = TypeAdapter(list[Int(1)])
 
 
 class _Abort(Exception):
@@ -772,7 +765,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     for name, dims in (spec.input.items() if named else [("input", spec.input)]):
         path = ("input", name) if named else ("input",)
         try:
-            shape = tuple(_dims().validate_python(dims, context={"scope": values}))
+            shape = tuple(_DIMS.validate_python(dims, context={"scope": values}))
         except ValidationError as exc:
             report_validation_error(exc, source, path, diagnostics, root_model=SpecFile)
             continue

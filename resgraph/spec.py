@@ -29,7 +29,7 @@ ParamValue = Union[Scalar, list[Scalar]]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class BlockCall(_Model):

@@ -241,7 +241,7 @@ OTHERWISE = "where `when` is false, the node that stands for this one; default: 
 class Op(BaseModel):
     """Base of every op. Subclasses declare `op: Literal[...]` and their attributes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     op: str
     inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")

@@ -119,6 +119,8 @@ class SpecIndex:
         self.sources: dict[str, SourceFile] = {program.source.path: program.source}
         for block in program.blocks.values():
             self.sources.setdefault(block.source.path, block.source)
+        for extending in program.extended_by:   # a spec that `extends` another: the file being edited
+            self.sources[extending.path] = extending
         if graph is None:
             return
         for node in graph:
@@ -226,6 +228,8 @@ class SpecIndex:
         nodes = self.nodes.get((source.path, entry), [])
         op = raw.get("op") if isinstance(raw, dict) else raw if isinstance(raw, str) else None
         if not nodes:
+            if self.graph is None and not self.program.spec.nodes:
+                return f"**`{name}`**: `{op}`\n\na block library: shapes are known in a spec that uses the block"
             if self.graph is None:
                 return f"**`{name}`**: `{op}`" + "\n\nno shapes yet: the spec has errors"
             return f"**`{name}`**: `{op}`\n\nnot instantiated (a `when` leaves it out, or its block is unused)"
@@ -449,15 +453,23 @@ def complete(line_text: str, target: Target | None, index: SpecIndex | None) -> 
     op_match = re.search(r"(?:^|[\s{,])op:\s*(\w+)", line_text)
     entry = node_path(path)
     raw = value_at(data, entry) if entry is not None and data is not None else None
-    if _FLOW_KEY.search(line_text) or (_BLOCK_KEY.search(line_text) and entry is not None and entry != path[:2]
-                                       and len(path) > len(entry) - 1):
-        if re.search(r"(?:^|[\s{,])block:\s*\w+", line_text) or (isinstance(raw, dict) and "block" in raw):
-            return _attribute_completions(BlockCall)
-        op = op_match.group(1) if op_match else (raw.get("op") if isinstance(raw, dict) else None)
+    in_flow = bool(_FLOW_KEY.search(line_text))
+    in_block = False
+    if not in_flow and _BLOCK_KEY.search(line_text) and entry is not None:
+        # a key indented below the node's name: an attribute of that node
+        key = target.source.span(entry, key=True)
+        in_block = key is not None and len(line_text) - len(line_text.lstrip()) > key.col - 1
+    if in_flow or in_block:
+        present = set(re.findall(r"(\w+):", line_text[line_text.rfind("{"):])) if in_flow else \
+            set(raw) if isinstance(raw, dict) else set()
+        calls_block = re.search(r"(?:^|[\s{,])block:\s*\w+", line_text) if in_flow else \
+            isinstance(raw, dict) and "block" in raw
+        if calls_block:
+            return [c for c in _attribute_completions(BlockCall) if c.label not in present]
+        op = op_match.group(1) if in_flow and op_match else (raw.get("op") if isinstance(raw, dict) else None)
         if op in REGISTRY:
-            return _attribute_completions(REGISTRY[op])
-        if _BLOCK_KEY.search(line_text):
-            return []
+            return [c for c in _attribute_completions(REGISTRY[op]) if c.label not in present]
+        return []
     if _VALUE.search(line_text) and entry is not None:
         return _param_completions(program, base)
     return []

@@ -19,10 +19,10 @@ from pygls.uris import from_fs_path, to_fs_path
 
 import resgraph
 
-from .diagnostics import Diagnostic, Severity, Span
+from .diagnostics import Diagnostic, Diagnostics, Severity, Span
 from .editor import SpecIndex, Symbol, Target, complete, locate, shortcut_fixes
 from .expand import FileCache, _identity
-from .source import SourceFile
+from .source import SourceFile, load_source
 
 ERRORS_DOC = "https://github.com/resgraph/resgraph/blob/main/docs/errors.md"
 SOURCE = "resgraph"
@@ -100,12 +100,20 @@ class ResgraphServer(LanguageServer):
         gc.disable()   # as `resgraph.validate` does: many small objects, all alive until the end
         try:
             state = resgraph.run_passes(document.path, text=document.text, cache=self.cache)
+        except Exception:   # a bug in a pass: say so in the log, keep serving the last analysis
+            logging.getLogger(__name__).exception("resgraph failed on %s; please report it", document.path)
+            return
         finally:
             if enabled:
                 gc.enable()
         if state.program is not None:
             document.index = SpecIndex(state.program, state.graph)
             document.source = document.index.source_for(document.path) or state.program.source
+        else:
+            # the text is YAML but not (yet) a valid spec: positions from it, names from the last analysis
+            current = load_source(document.path, Diagnostics(), document.text)
+            if current is not None and isinstance(current.data, dict):
+                document.source = current
         document.sources = frozenset(_identity(p) for p in state.diagnostics.sources)
         self.publish(document, state.diagnostics.items, state.diagnostics.sources, state.program)
 

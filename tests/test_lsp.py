@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CASES, ROOT
+from .conftest import CASES, ROOT, SPECS
 
 lsp = pytest.importorskip("lsprotocol.types")
 pytest.importorskip("pygls")
@@ -172,24 +172,38 @@ def test_hover_definition_references_completion_and_symbols_on_resnet18():
         layer4 = next(s for s in symbols if s.name == "layer4")
         assert [c.name for c in layer4.children] == ["layer4.0", "layer4.1"]
 
+        # a spec that `extends` resnet18: its params hover with their origin, `extends` opens the base
+        child = SPECS / "resnet34.yaml"
+        child_text = child.read_text()
+        child_uri = await editor.open(child)
+        assert list(editor.diagnostics[child_uri]) == []
+        child_doc = lsp.TextDocumentIdentifier(child_uri)
+        hover = await client.text_document_hover_async(lsp.HoverParams(child_doc, _at(child_text, "layers", "params",
+                                                                                       1)))
+        assert hover.contents.value.startswith("**param `layers`** = [3, 4, 6, 3]")
+        assert "resnet34.yaml:5" in hover.contents.value
+        found = await client.text_document_definition_async(lsp.DefinitionParams(
+            child_doc, _at(child_text, "resnet18.yaml", "extends", 2)))
+        assert found.uri == uri
+
     _session(scenario)
 
 
-async def _complete(editor: Editor, uri: str, text: str, line: str) -> lsp.CompletionList:
-    """Type `line` as a new last line of the nodes and ask for completions at its end."""
-    lines = text.splitlines()
-    where = len(lines)
+async def _complete(editor: Editor, uri: str, text: str, typed: str) -> lsp.CompletionList:
+    """Type `typed` (one or more lines) after the last node, ask for completions at its end, undo."""
+    where = len(text.splitlines())
+    end = lsp.Position(where + typed.count("\n"), len(typed.split("\n")[-1]))
     editor.versions[uri] += 1
     position = lsp.Position(where, 0)
     editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
         lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
-        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, position), text=line)]))
+        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, position), text=typed)]))
     result = await editor.client.text_document_completion_async(lsp.CompletionParams(
-        lsp.TextDocumentIdentifier(uri), lsp.Position(where, len(line))))
+        lsp.TextDocumentIdentifier(uri), end))
     editor.versions[uri] += 1
     editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
         lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
-        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, lsp.Position(where, len(line))), text="")]))
+        [lsp.TextDocumentContentChangePartial(range=lsp.Range(position, end), text="")]))
     return result
 
 
@@ -260,6 +274,14 @@ def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references
         assert [i.label for i in items.items] == ["w"]
         items = await _complete(editor, uri, MAIN, "  extra: {block: ")
         assert [i.label for i in items.items] == ["pair", "unit"]
+        # a block call's fields, without those already given
+        items = await _complete(editor, uri, MAIN, "  extra: {block: unit, ")
+        labels = [i.label for i in items.items]
+        assert "with" in labels and "repeat" in labels and "block" not in labels
+        # attributes of a node written in block style, under its name
+        items = await _complete(editor, uri, MAIN, "  extra:\n    op: linear\n    ")
+        assert [(i.label, i.detail) for i in items.items if i.label in ("out", "bias", "op")] == [
+            ("out", "required"), ("bias", "default: true")]
 
         # fixing the width in main.yaml clears the diagnostics of both files
         line = MAIN.splitlines().index("params: {w: 32}")

@@ -182,7 +182,8 @@ def lsp_revalidate(quick: bool) -> None:
     row("`resgraph lsp`: re-validation after an edit of resnet152 (warm, in process)",
         f"median {median * 1e3:.1f} ms ({statistics.median(cpu) * 1e3:.1f} ms CPU), max {worst * 1e3:.1f} ms over "
         f"{len(samples)} edits; included or "
-        f"extended files read: {reads} when opened, none after an edit", "≤ 50 ms", "met" if median <= 0.05 else "missed")
+        f"extended files read: {reads} when opened, none after an edit", "≤ 50 ms",
+        "met" if median <= 0.05 else "missed")
 
 
 def _chain_spec(blocks: int) -> str:

@@ -170,7 +170,8 @@ class ResgraphServer(LanguageServer):
         return lsp.Diagnostic(
             range=to_range(span, text), message=message, source=SOURCE, code=item.code,
             code_description=lsp.CodeDescription(href=f"{ERRORS_DOC}#{_anchor(item.code)}"),
-            severity=lsp.DiagnosticSeverity.Error if item.severity is Severity.ERROR else lsp.DiagnosticSeverity.Warning,
+            severity=(lsp.DiagnosticSeverity.Error if item.severity is Severity.ERROR
+                      else lsp.DiagnosticSeverity.Warning),
             related_information=related or None)
 
     def _text_of(self, file: str) -> str:

@@ -147,7 +147,8 @@ class Provenance:
             return [head + f"the repetition number of `{instance.name}`"]
         if name in definition.let:
             text = definition.let[name]
-            lines = [head + f"let `{text}` of block `{block.name}` at {_where(block.source, block.path + ('let', name))}"]
+            where = _where(block.source, block.path + ("let", name))
+            lines = [head + f"let `{text}` of block `{block.name}` at {where}"]
             for inner in self._expression_names(text, prefix) or []:
                 lines += ["  " + line for line in self.name(inner, prefix, depth + 1)]
             return lines

@@ -508,6 +508,9 @@ def test_bias_before_batch_norm_is_a_warning_that_allow_silences(tmp_path):
     # in a block's `allow`, only the warnings located in that block go
     block_only = _write(tmp_path, "block.yaml", _LINTED.replace("      unit:\n", "      unit:\n        allow: [RG100]\n"))
     assert [(d.code, d.span.line) for d in resgraph.validate(block_only)] == [("RG101", 10), ("RG100", 13)]
+    # a spec that `extends` another adds to its base's list
+    child = _write(tmp_path, "child.yaml", "resgraph: 1\nextends: quiet.yaml\nallow: [RG101]\n")
+    assert resgraph.validate(child) == []
     unknown = _write(tmp_path, "unknown.yaml", _LINTED + "    allow: [RG999]\n")
     (error,) = [d for d in resgraph.validate(unknown) if d.is_error]
     assert (error.code, _where(error), error.message) == ("RG012", ("unknown.yaml", 14, 9),

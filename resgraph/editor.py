@@ -163,9 +163,38 @@ class SpecIndex:
         if len(path) == 2 and path[0] == "blocks" and target.on_key:
             return self._hover_block(self.program.blocks.get(path[1]))
         entry = node_path(path)
+        if entry is not None and len(path) == len(entry) + 1 and not target.on_key and path[-1] not in (
+                "op", "block", "first_block", "inputs", "otherwise", "when"):
+            found = self._hover_value(target.source, entry, path[-1])
+            if found is not None:
+                return found
         if entry is not None:
             return self._hover_node(target.source, entry)
         return None
+
+    def _hover_value(self, source: SourceFile, entry: KeyPath, attr: str) -> str | None:
+        """An attribute's value in each instance, and where it came from (as `resgraph explain`)."""
+        from .provenance import Provenance, yaml_value
+
+        nodes = [n for n in self.nodes.get((source.path, entry), []) if n.op is not None]
+        if not nodes or attr not in type(nodes[0].op).model_fields:
+            return None
+        provenance = Provenance(self.program, self.graph)
+        lines = [f"**`{attr}`** of `{entry[-1]}`", ""]
+        groups: dict[str, tuple[Node, list[str], int]] = {}   # same value, same origin: one entry
+        for node in nodes:
+            origin = provenance.attribute(node, attr)
+            key = yaml_value(getattr(node.op, attr)) + "\n".join(origin)
+            first, _, count = groups.get(key, (node, origin, 0))
+            groups[key] = (first, origin, count + 1)
+        for position, (node, origin, count) in enumerate(groups.values()):
+            if position == MAX_ROWS:
+                lines.append(f"- … {len(groups) - MAX_ROWS} more")
+                break
+            alike = f" (and {count - 1} more alike)" if count > 1 else ""
+            lines.append(f"- `{node.name}`{alike}: {yaml_value(getattr(node.op, attr))} — {origin[0]}")
+            lines += ["  " * (1 + (len(line) - len(line.lstrip())) // 2) + "- " + line.strip() for line in origin[1:]]
+        return "\n".join(lines)
 
     def _hover_block(self, block: BlockSource | None) -> str | None:
         if block is None:

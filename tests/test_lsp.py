@@ -146,6 +146,11 @@ def test_hover_definition_references_completion_and_symbols_on_resnet18():
         hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(text, "layers:", None, 1)))
         assert "**param `layers`** = [2, 2, 2, 2]" in hover.contents.value and "resnet18.yaml:" in hover.contents.value
 
+        # hover on an attribute's value: its value in each instance and where it came from
+        hover = await client.text_document_hover_async(lsp.HoverParams(doc, _at(text, "num_classes}", "fc:", 1)))
+        assert hover.contents.value.startswith("**`out`** of `fc`\n\n- `fc`: 1000 — `num_classes` at ")
+        assert "  - num_classes = 1000: param at " in hover.contents.value
+
         # go to definition: a block name jumps to its definition in the included file
         found = await client.text_document_definition_async(lsp.DefinitionParams(
             doc, _at(text, "basic", "layer1", 1)))

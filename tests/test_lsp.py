@@ -302,4 +302,21 @@ def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references
                 TIMEOUT)
         assert list(editor.diagnostics[uri]) == [] and list(editor.diagnostics[lib_uri]) == []
 
+        # the included file changes on disk and no longer parses: the next check of main.yaml reads it again
+        # and shows its syntax error there and at the `include` line
+        (tmp_path / "lib.yaml").write_text(LIBRARY.replace("params: {width: 16}", "params: {width: 16"))
+        editor.versions[uri] += 1
+        async with editor.changed:
+            editor.diagnostics.clear()
+            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
+                [lsp.TextDocumentContentChangePartial(
+                    range=lsp.Range(lsp.Position(line, 12), lsp.Position(line, 14)), text="16")]))
+            await asyncio.wait_for(editor.changed.wait_for(
+                lambda: editor.published_versions.get(uri) == editor.versions[uri]), TIMEOUT)
+        (syntax,) = editor.diagnostics[lib_uri]
+        (at_include,) = editor.diagnostics[uri]
+        assert syntax.code == at_include.code == "RG001" and at_include.message.startswith("in `lib.yaml`: ")
+        assert at_include.range.start == lsp.Position(1, 10)   # `lib.yaml` in `include: [lib.yaml]`
+
     _session(scenario)

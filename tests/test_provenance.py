@@ -3,6 +3,7 @@ of every value, on a spec that `extends` another, with `--set`; through the cons
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 import resgraph
@@ -77,6 +78,8 @@ def test_expand_without_origins_round_trips_resnet34():
     assert "#" not in "".join(line.split("#")[0] for line in result.output.splitlines())
     expanded = resgraph.load("resnet34_expanded.yaml", text=result.output)
     assert expanded.params == resgraph.load(SPECS / "resnet34.yaml").params == 21_797_672
+    module = resgraph.compile(expanded, device="meta")   # and it compiles, to torchvision's resnet34 count
+    assert sum(p.numel() for p in module.parameters()) == 21_797_672
 
 
 def test_explain_one_node_of_an_extends_spec_with_set(tmp_path):
@@ -97,3 +100,16 @@ def test_explain_one_node_of_an_extends_spec_with_set(tmp_path):
     missing = invoke("explain", str(child), "stage.0.conv3")
     assert missing.exit_code == 2 and "`stage.0.conv3` is not a node of `child`; did you mean `stage.0.conv`?" \
         in missing.output
+
+
+@pytest.mark.parametrize("name", ["unet", "transformer_encoder", "resnext50_32x4d", "se_resnet50", "cifar_resnet20",
+                                  "residual_mlp"])
+def test_expanded_spec_has_the_same_nodes_params_and_macs(name):
+    from resgraph.provenance import expanded_spec
+
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    for origins in (False, True):
+        again = resgraph.load(f"{name}_expanded.yaml", text=expanded_spec(network.program, network.graph,
+                                                                          origins=origins))
+        assert (len(again.graph), again.params, again.macs) == (len(network.graph), network.params, network.macs)
+        assert again.warnings == [] and not again.program.blocks

@@ -2,8 +2,9 @@
 
     .venv/bin/python docs/editor_screenshot.py      # needs nvim (>= 0.7), tmux, Pillow
 
-Opens the identity-vs-stride-2 mistake, waits for the server's diagnostics, opens the diagnostic float
-on the faulty line, captures the pane with its colours (`tmux capture-pane -e`) and draws it to PNG.
+Opens the identity-vs-stride-2 mistake and shows the diagnostic float on the faulty line; then opens
+specs/resnet18.yaml and hovers on the block call `layer3`. Each pane is captured with its colours
+(`tmux capture-pane -e`) and drawn to PNG (docs/img/editor_neovim.png, editor_neovim_hover.png).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "img" / "editor_neovim.png"
+HOVER_OUTPUT = ROOT / "docs" / "img" / "editor_neovim_hover.png"
 COLUMNS, ROWS = 132, 30
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 SESSION = "resgraph-screenshot"
@@ -50,30 +52,30 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
 
 
-def capture() -> str:
+def capture(files: dict[str, str], opened: str, line: int, column: int, command: str, shown: str) -> str:
+    """Open `opened` (one of `files`, written to a temporary directory) in Neovim, put the cursor at
+    (line, column), 1-based, run `command` until the pane shows `shown`, and return the pane."""
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "identity_stride2.yaml"
-        spec.write_text(SPEC)
+        for name, text in files.items():
+            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / name).write_text(text)
         init = Path(tmp) / "init.lua"
         init.write_text(INIT % {"python": sys.executable})
         env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm-256color")
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
         subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", str(COLUMNS), "-y", str(ROWS), "-c", tmp,
-                        f"nvim -u {init} {spec.name}"], check=True, env=env)
+                        f"nvim -u {init} {opened}"], check=True, env=env)
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline:   # the server started and published: the sign column shows `E`
-                time.sleep(1)
-                if re.search(r"^E\s+1[0-9] ", _tmux("capture-pane", "-p", "-t", SESSION), re.M):
-                    break
-            else:
-                raise SystemExit("no diagnostic appeared in Neovim within 60 s")
-            line = SPEC.splitlines().index(next(l for l in SPEC.splitlines() if "shortcut: identity" in l)) + 1
-            column = SPEC.splitlines()[line - 1].index("identity")
-            _tmux("send-keys", "-t", SESSION, f":call cursor({line}, {column + 1})", "Enter")
-            _tmux("send-keys", "-t", SESSION, ":lua vim.diagnostic.open_float()", "Enter")
-            time.sleep(2)
-            return _tmux("capture-pane", "-e", "-p", "-t", SESSION)
+            deadline = time.time() + 90
+            while time.time() < deadline:   # until the server has started and answers
+                time.sleep(2)
+                _tmux("send-keys", "-t", SESSION, "Escape", f":call cursor({line}, {column})", "Enter")
+                _tmux("send-keys", "-t", SESSION, f":{command}", "Enter")
+                time.sleep(2)
+                pane = _tmux("capture-pane", "-e", "-p", "-t", SESSION)
+                if shown in _tmux("capture-pane", "-p", "-t", SESSION):
+                    return pane
+            raise SystemExit(f"Neovim did not show {shown!r} within 90 s")
         finally:
             subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
 
@@ -177,9 +179,18 @@ def main() -> None:
     for tool in ("nvim", "tmux"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
-    text = capture()
-    draw(parse(text), OUTPUT)
+    lines = SPEC.splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if "shortcut: identity" in text)
+    pane = capture({"identity_stride2.yaml": SPEC}, "identity_stride2.yaml", line,
+                   lines[line - 1].index("identity") + 1, "lua vim.diagnostic.open_float()", "help: the channels")
+    draw(parse(pane), OUTPUT)
     print(f"wrote {OUTPUT}")
+    spec = (ROOT / "specs" / "resnet18.yaml").read_text()
+    line = next(n for n, text in enumerate(spec.splitlines(), 1) if text.startswith("  layer3:"))
+    pane = capture({"resnet18.yaml": spec, "blocks/resnet.yaml": (ROOT / "specs" / "blocks" / "resnet.yaml").read_text()},
+                   "resnet18.yaml", line, 3, "lua vim.lsp.buf.hover()", "layer3.1")
+    draw(parse(pane), HOVER_OUTPUT)
+    print(f"wrote {HOVER_OUTPUT}")
 
 
 if __name__ == "__main__":

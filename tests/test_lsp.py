@@ -320,3 +320,17 @@ def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references
         assert at_include.range.start == lsp.Position(1, 10)   # `lib.yaml` in `include: [lib.yaml]`
 
     _session(scenario)
+
+
+def test_the_shortcut_fix_adds_the_key_to_an_add_that_has_none():
+    import resgraph
+    from resgraph.lsp import _shortcut_edit, to_range
+
+    text = BAD_CASE.read_text().replace(", shortcut: identity}", "}")
+    (diagnostic,) = resgraph.validate("spec.yaml", text=text)
+    assert diagnostic.code == "RG050"   # located at the add's mapping, as it has no `shortcut`
+    edit = _shortcut_edit(text, to_range(diagnostic.span, text), "auto")
+    line = text.splitlines()[edit.range.start.line]
+    fixed = line[:edit.range.start.character] + edit.new_text + line[edit.range.end.character:]
+    assert fixed.startswith("      add: {op: add, inputs: [bn2, input], shortcut: auto}")
+    assert resgraph.validate("spec.yaml", text=text.replace(line, fixed)) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .diagnostics import Diagnostic, Diagnostics, Severity, SpecError, Span
-from .expand import Program, expand_blocks, load_program
+from .expand import FileCache, Program, expand_blocks, load_program
 from .graph import Graph, check_graph
 from .shapes import infer_shapes
 
@@ -123,18 +123,41 @@ def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
 
 
 def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
-                include_path: Sequence[PathLike] = ()) -> tuple[Network | None, Diagnostics]:
+                include_path: Sequence[PathLike] = (), cache: FileCache | None = None
+                ) -> tuple[Network | None, Diagnostics]:
+    state = run_passes(path, params, text, cache, include_path=include_path)
+    return (state.network if not state.diagnostics.has_errors else None), state.diagnostics
+
+
+class Analysis:
+    """What the static passes made of a spec, kept even where they stopped (for the editor)."""
+
+    def __init__(self, diagnostics: Diagnostics, program: Program | None = None, graph: Graph | None = None,
+                 network: Network | None = None) -> None:
+        self.diagnostics, self.program, self.graph, self.network = diagnostics, program, graph, network
+
+
+def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: str | None = None,
+               cache: FileCache | None = None, *, include_path: Sequence[PathLike] = ()) -> Analysis:
+    """Every static pass in order; `graph` is set when expansion succeeded (its shapes may be partial)."""
+    from .lint import allowed, check_allow, lint_graph
+
     diagnostics = Diagnostics()
-    program = load_program(path, diagnostics, text, include_path=include_path)
+    program = load_program(path, diagnostics, text, include_path=include_path, cache=cache)
     if program is None:
-        return None, diagnostics
+        return Analysis(diagnostics)
+    check_allow(program, diagnostics)
+    state = Analysis(diagnostics, program)
     graph = expand_blocks(program, diagnostics, params)
-    if graph is None:
-        return None, diagnostics
-    if not check_graph(graph, diagnostics) or not infer_shapes(graph, diagnostics) or diagnostics.has_errors:
-        return None, diagnostics
-    warnings = [d for d in diagnostics.items if not d.is_error]
-    return Network(program, graph, warnings, diagnostics.sources), diagnostics
+    if graph is not None:
+        state.graph = graph
+        if check_graph(graph, diagnostics) and infer_shapes(graph, diagnostics) and not diagnostics.has_errors:
+            lint_graph(graph, diagnostics)
+    diagnostics.items = [d for d in diagnostics.items if not allowed(program, d)]
+    if graph is not None and not diagnostics.has_errors:
+        warnings = [d for d in diagnostics.items if not d.is_error]
+        state.network = Network(program, graph, warnings, diagnostics.sources)
+    return state
 
 
 def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None,

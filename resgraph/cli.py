@@ -382,6 +382,58 @@ def import_command(target: str, output: str, args: tuple[str, ...], inputs: tupl
 
 
 @main.command()
+@spec_argument
+@set_option
+@click.option("--origins", is_flag=True, help="Annotate each value with where it came from: the file:line of the "
+                                              "literal or expression, and the params, `with`, `--set` or `extends` "
+                                              "that gave its names their values.")
+@_handle_errors
+def expand(spec: str, sets: tuple[str, ...], origins: bool) -> None:
+    """Print the network as one flat spec: blocks and repeats unrolled, every expression evaluated."""
+    from .provenance import expanded_spec
+
+    params = _parse_sets(sets)
+    network = resgraph.load(spec, params or None)
+    _print_diagnostics(network.warnings, network.sources)
+    click.echo(expanded_spec(network.program, network.graph, params, origins=origins, source_name=spec), nl=False)
+
+
+@main.command()
+@spec_argument
+@click.argument("node")
+@set_option
+@_handle_errors
+def explain(spec: str, node: str, sets: tuple[str, ...]) -> None:
+    """Show one node (e.g. `layer3.0.conv2`): its shape and counts, each attribute and where it came from."""
+    from .diagnostics import did_you_mean
+    from .provenance import Provenance
+
+    params = _parse_sets(sets)
+    network = resgraph.load(spec, params or None)
+    found = network.graph.nodes.get(node)
+    if found is None or found.is_input:
+        names = [n.name for n in network.graph if not n.is_input]
+        hint = did_you_mean(node, names) or ("nodes here: " + ", ".join(f"`{n}`" for n in names[:8])
+                                             + (", ..." if len(names) > 8 else ""))
+        raise click.BadParameter(f"`{node}` is not a node of `{network.name}`; {hint}", param_hint="NODE")
+    click.echo(Provenance(network.program, network.graph, params).explain(found))
+
+
+@main.command()
+def lsp() -> None:
+    """Run the language server over stdio, for editors (see docs/editor.md); needs pygls."""
+    try:
+        from .lsp import serve
+    except ImportError as exc:
+        if exc.name not in ("pygls", "lsprotocol") and not str(exc.name or "").startswith(("pygls.", "lsprotocol.")):
+            raise
+        click.echo("error: `resgraph lsp` needs pygls 2: pip install 'resgraph[lsp]' (or pip install 'pygls>=2')",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+    serve()
+
+
+@main.command()
 @_handle_errors
 def schema() -> None:
     """Print the JSON Schema of the spec language (for yaml-language-server and other editors)."""

@@ -72,13 +72,17 @@ CODES: dict[str, str] = {
     "RG060": "cannot import",
     "RG075": "output would replace an input",
     "RG076": "output is not a regular file",
+    "RG100": "bias before batch norm",
+    "RG101": "activation before a residual add",
 }
 
 
 # The warnings about one node that the node may silence with `allow: [CODE]` (docs/spec.md).
 ALLOWABLE: dict[str, str] = {"RG037": "an oversized layer", "RG043": "a node no output uses (an auxiliary head, "
                              "a probe)", "RG053": "a projection of an unchanged shape (option C)",
-                             "RG054": "a linear layer over the last dimension of a spatial map"}
+                             "RG054": "a linear layer over the last dimension of a spatial map",
+                             "RG100": "a bias right before batch norm (on the layer with the bias)",
+                             "RG101": "an activation ending a residual branch (on the `add`)"}
 
 
 @dataclass(frozen=True)

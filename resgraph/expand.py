@@ -54,9 +54,63 @@ class Program:
     source: SourceFile
     blocks: dict[str, BlockSource] = field(default_factory=dict)
     incomplete: bool = False   # an included file had errors: its blocks are unknown, not missing
+    # Where each top-level param got its value: the file and key path of the last spec in the
+    # `extends` chain that set it (for `explain`, `expand --origins` and the editor's hover).
+    param_origins: dict[str, tuple[SourceFile, KeyPath]] = field(default_factory=dict)
+    extended_by: list[SourceFile] = field(default_factory=list)   # the specs that extend `source`, outermost last
 
 
-EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
+class FileCache:
+    """Loaded and parsed files by path, for a long-lived process (the language server).
+
+    An entry is used again while the file's modification time and size are unchanged, or,
+    for a file open in the editor (`overlay`), while its text is; its diagnostics are replayed."""
+
+    def __init__(self) -> None:
+        self.overlays: dict[str, str] = {}   # resolved path -> unsaved text
+        self._entries: dict[tuple[str, Span | None], tuple[Any, SourceFile | None, SpecFile | None, list,
+                                                           dict[str, str]]] = {}
+        self.reads = 0                       # files read and parsed (not served from the cache)
+
+    def load(self, path: Path, diagnostics: Diagnostics, included_at: Span | None = None
+             ) -> tuple[SourceFile | None, SpecFile | None]:
+        key = (_identity(str(path)), included_at)   # diagnostics about a file point at the line that named it
+        text = self.overlays.get(key[0])
+        if text is not None:
+            stamp: Any = ("text", text)
+        else:
+            try:
+                info = path.stat()
+                stamp = (info.st_mtime_ns, info.st_size)
+            except OSError:
+                stamp = None
+        entry = self._entries.get(key)
+        if entry is not None and stamp is not None and entry[0] == stamp:
+            for item in entry[3]:
+                diagnostics.add(item)
+            diagnostics.sources.update(entry[4])
+            return entry[1], entry[2]
+        self.reads += 1
+        own = Diagnostics()
+        source = load_source(path, own, text, included_at=included_at)
+        spec = parse_spec(source, own) if source is not None else None
+        if stamp is not None:
+            self._entries[key] = (stamp, source, spec, list(own.items), dict(own.sources))
+        for item in own.items:
+            diagnostics.add(item)
+        diagnostics.sources.update(own.sources)
+        return source, spec
+
+
+def _load_file(path: Path, diagnostics: Diagnostics, cache: FileCache | None, included_at: Span | None = None
+               ) -> tuple[SourceFile | None, SpecFile | None]:
+    if cache is not None:
+        return cache.load(path, diagnostics, included_at)
+    source = load_source(path, diagnostics, included_at=included_at)
+    return source, parse_spec(source, diagnostics) if source is not None else None
+
+
+EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params", "allow"})
 INCLUDE_PATH_VARIABLE = "RESGRAPH_PATH"
 
 
@@ -111,11 +165,19 @@ def _as_written(directory: str) -> str:
 
 def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
                  _stack: tuple[str, ...] = (), *, include_path: Sequence[str | os.PathLike] = (),
-                 _roots: ProjectRoots | None = None, _named_at: Span | None = None) -> Program | None:
+                 _roots: ProjectRoots | None = None, _named_at: Span | None = None,
+                 cache: FileCache | None = None) -> Program | None:
     """Load and parse a spec file and, recursively, the files it includes or extends.
 
-    Included and extended files must lie under the project roots (see `ProjectRoots`)."""
+    Included and extended files must lie under the project roots (see `ProjectRoots`). With a
+    `cache`, included and extended files that have not changed are not read again (the file at
+    `path` itself is, unless `text` is given)."""
     roots = _roots or ProjectRoots.of(path, include_path)
+    if text is None and _stack and cache is not None:
+        source, spec = cache.load(Path(path), diagnostics, _named_at)
+        if source is None or spec is None:
+            return None
+        return _program(spec, source, diagnostics, _stack, roots, cache)
     source = load_source(path, diagnostics, text, included_at=_named_at)
     if source is None:
         return None
@@ -128,11 +190,16 @@ def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = 
     spec = parse_spec(source, diagnostics)
     if spec is None:
         return None
-    stack = _stack + (_identity(source.path),)
+    return _program(spec, source, diagnostics, _stack, roots, cache)
+
+
+def _program(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
+             roots: ProjectRoots, cache: FileCache | None) -> Program | None:
+    stack = stack + (_identity(source.path),)
     if spec.extends is not None:
-        return _extend(spec, source, diagnostics, stack, roots)
-    program = Program(spec, source)
-    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, roots=roots)
+        return _extend(spec, source, diagnostics, stack, roots, cache)
+    program = Program(spec, source, param_origins={key: (source, ("params", key)) for key in spec.params})
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, roots=roots, cache=cache)
     return program
 
 
@@ -158,7 +225,7 @@ def _resolve(roots: ProjectRoots, name: str, source: SourceFile, span: Span | No
 
 
 def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
-            roots: ProjectRoots) -> Program | None:
+            roots: ProjectRoots, cache: FileCache | None = None) -> Program | None:
     """A spec that `extends` another is that network with another name and other param values."""
     extra = [key for key in source.data if key not in EXTENDS_FIELDS]
     for key in extra:
@@ -178,7 +245,7 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
     if target is None:
         return None
     errors_before = diagnostics.error_count
-    base = load_program(target, diagnostics, _stack=stack, _roots=roots, _named_at=span)
+    base = load_program(target, diagnostics, _stack=stack, _roots=roots, _named_at=span, cache=cache)
     if base is None:
         _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
         return None
@@ -190,8 +257,10 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
                               "its parameters: " + ", ".join(f"`{p}`" for p in base.spec.params))
     merged = base.spec.model_copy(update={
         "name": spec.name or Path(source.path).stem, "doc": spec.doc or base.spec.doc,
-        "params": {**base.spec.params, **spec.params}, "extends": None})
-    return Program(merged, base.source, base.blocks)
+        "params": {**base.spec.params, **spec.params}, "extends": None,
+        "allow": list(dict.fromkeys(base.spec.allow + spec.allow))})
+    origins = {**base.param_origins, **{key: (source, ("params", key)) for key in spec.params}}
+    return Program(merged, base.source, base.blocks, base.incomplete, origins, base.extended_by + [source])
 
 
 def _point_at(diagnostics: Diagnostics, errors_before: int, span: Span | None, what: str) -> None:
@@ -210,7 +279,7 @@ def _identity(path: str) -> str:
 
 def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
                     stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None],
-                    roots: ProjectRoots) -> None:
+                    roots: ProjectRoots, cache: FileCache | None = None) -> None:
     for name, definition in spec.blocks.items():
         previous = program.blocks.get(name)
         if previous is not None:
@@ -237,8 +306,7 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
             continue
         if key not in loaded:
             errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
-            included_source = load_source(target, diagnostics, included_at=span)
-            included = parse_spec(included_source, diagnostics) if included_source is not None else None
+            included_source, included = _load_file(target, diagnostics, cache, included_at=span)
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
                 program.incomplete = True
@@ -248,7 +316,7 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
                                         help="an include brings in blocks only; move shared nodes into a block")
-                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, roots)
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, roots, cache)
 
 
 # ---- static checks of every definition ---------------------------------------------------------

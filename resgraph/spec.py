@@ -81,6 +81,8 @@ class Requirement(_Model):
 
 
 Requirements = list[Union[str, Requirement]]
+WarningCode = Annotated[str, StringConstraints(pattern=r"^RG[0-9]{3}$")]
+_ALLOW = "warning codes not to report here, e.g. `[RG100]` (errors cannot be allowed)"
 _REQUIRE = "conditions on the params, checked before anything is built: expressions that must be true, " \
            "or {check: expression, help: text}"
 
@@ -97,6 +99,7 @@ class BlockDef(_Model):
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
     nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
     output: NodeName | None = None
+    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW + "; for warnings in this block")
 
 
 class SpecFile(_Model):
@@ -117,6 +120,7 @@ class SpecFile(_Model):
     outputs: OutputPath | list[OutputPath] | None = Field(
         None, description="the nodes the network returns (default: its last node); a node inside a block by its "
                           "dotted path, e.g. `layer1.0.relu2`")
+    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW)
 
 
 def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:

@@ -179,3 +179,14 @@ def test_every_spec_in_the_library_conforms_to_the_published_schema():
         data = load_source(path, Diagnostics()).data
         errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(data)]
         assert not errors, (path.name, errors[:3])
+
+
+def test_lsp_without_pygls_says_how_to_install_it(monkeypatch):
+    import sys
+
+    for name in ("pygls", "pygls.lsp.server", "lsprotocol"):
+        monkeypatch.setitem(sys.modules, name, None)   # `import` of a None entry raises ImportError
+    monkeypatch.delitem(sys.modules, "resgraph.lsp", raising=False)
+    result = CliRunner().invoke(main, ["lsp"])
+    assert result.exit_code == 2
+    assert "`resgraph lsp` needs pygls 2: pip install 'resgraph[lsp]'" in result.output

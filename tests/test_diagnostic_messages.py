@@ -125,7 +125,7 @@ FEATURES = """
 def test_outputs_inside_blocks_are_returned(load_text):
     import torch
 
-    network = load_text(FEATURES.replace("SPECS", str(SPECS)))
+    network = load_text(FEATURES.replace("SPECS", str(SPECS)), include_path=[SPECS])
     assert network.graph.outputs == ["layer1.0.relu1", "layer1.0.relu2", "layer2.bn1", "layer1.1.conv2", "pool"]
     model = resgraph.compile(network).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -152,7 +152,7 @@ def test_export_of_an_output_inside_a_block(load_text, tmp_path):
     from resgraph.eject import EjectError
     from resgraph.export import export
 
-    network = load_text(FEATURES.replace("SPECS", str(SPECS)))
+    network = load_text(FEATURES.replace("SPECS", str(SPECS)), include_path=[SPECS])
     with pytest.raises(EjectError, match=r"cannot write Python source for an output inside a block "
                                          r"\(`layer1.0.relu1`\).*export to .pt2 or .onnx"):
         export(network, tmp_path / "net.py")
@@ -165,7 +165,7 @@ def test_pt2_export_of_outputs_inside_blocks(load_text, tmp_path):
 
     from resgraph.export import export
 
-    network = load_text(FEATURES.replace("SPECS", str(SPECS)))
+    network = load_text(FEATURES.replace("SPECS", str(SPECS)), include_path=[SPECS])
     path = export(network, tmp_path / "net.pt2")
     program = torch.export.load(str(path))
     x = torch.randn(2, 3, 32, 32)
@@ -178,7 +178,7 @@ def test_pt2_export_of_outputs_inside_blocks(load_text, tmp_path):
 
 @pytest.mark.parametrize("nodes, warned", [
     ("conv: {op: conv2d, out: 8, kernel: 3}\n  fc: {op: linear, out: 10}", True),
-    ("conv: {op: conv2d, out: 8, kernel: 3}\n  bn: batchnorm2d\n  act: relu\n  fc: {op: linear, out: 10}", True),
+    ("conv: {op: conv2d, out: 8, kernel: 3, bias: false}\n  bn: batchnorm2d\n  act: relu\n  fc: {op: linear, out: 10}", True),
     ("pool: {op: adaptive_avgpool2d, size: 1}\n  fc: {op: linear, out: 10}", True),
     ("pool: {op: adaptive_avgpool2d, size: 1}\n  flat: flatten\n  fc: {op: linear, out: 10}", False),
     ("pool: {op: adaptive_avgpool2d, size: 1}\n  fc: {op: linear, out: 10, allow: [RG054]}", False),

@@ -47,6 +47,8 @@ TESTED_ELSEWHERE = {
     "RG060": "test_import_of_an_unsupported_layer",
     "RG075": "test_an_output_that_is_an_input",
     "RG076": "test_an_output_that_is_not_a_regular_file",
+    "RG100": "test_bias_before_batch_norm_is_a_warning_that_allow_silences",
+    "RG101": "test_activation_before_a_residual_add_is_a_warning_that_allow_silences",
 }
 
 
@@ -523,3 +525,55 @@ def test_an_output_that_is_not_a_regular_file(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["render", "spec.yaml", "-o", "net.dot"])
     assert result.exit_code == 2 and result.output.startswith(
         "error[RG076]: cannot write `net.dot`: it is not a regular file")
+_LINTED = """
+    resgraph: 1
+    input: [16, 8, 8]
+    blocks:
+      unit:
+        nodes:
+          conv: {op: conv2d, out: 16, kernel: 3, padding: 1}
+          bn: batchnorm2d
+          relu: relu
+          add: {op: add, inputs: [relu, input]}
+    nodes:
+      body: {block: unit, repeat: 2}
+      conv: {op: conv2d, out: 16, kernel: 1, bias: true}
+      bn: batchnorm2d
+"""
+
+
+def test_bias_before_batch_norm_is_a_warning_that_allow_silences(tmp_path):
+    path = _write(tmp_path, "lint.yaml", _LINTED)
+    warnings = [d for d in resgraph.validate(path) if d.code == "RG100"]
+    assert [(w.severity.value, _where(w)) for w in warnings] == [("warning", ("lint.yaml", 6, 7)),
+                                                                ("warning", ("lint.yaml", 12, 48))]
+    assert warnings[0].message == ("`body.0.conv` has a bias, but batch norm `bn` right after it subtracts the "
+                                   "mean and cancels it")
+    assert warnings[0].help.startswith("add `bias: false`") and warnings[1].help.startswith("set `bias: false`")
+    quiet = _write(tmp_path, "quiet.yaml", _LINTED + "    allow: [RG100]\n")
+    assert [d.code for d in resgraph.validate(quiet)] == ["RG101"]
+    # in a block's `allow`, only the warnings located in that block go
+    block_only = _write(tmp_path, "block.yaml", _LINTED.replace("      unit:\n", "      unit:\n        allow: [RG100]\n"))
+    assert [(d.code, d.span.line) for d in resgraph.validate(block_only)] == [("RG101", 10), ("RG100", 13)]
+    # a spec that `extends` another adds to its base's list
+    child = _write(tmp_path, "child.yaml", "resgraph: 1\nextends: quiet.yaml\nallow: [RG101]\n")
+    assert resgraph.validate(child) == []
+    unknown = _write(tmp_path, "unknown.yaml", _LINTED + "    allow: [RG999]\n")
+    (error,) = [d for d in resgraph.validate(unknown) if d.is_error]
+    assert (error.code, _where(error), error.message) == ("RG012", ("unknown.yaml", 14, 9),
+                                                          "`allow` names an unknown code `RG999`")
+
+
+def test_activation_before_a_residual_add_is_a_warning_that_allow_silences(tmp_path):
+    path = _write(tmp_path, "lint.yaml", _LINTED)
+    (warning,) = [d for d in resgraph.validate(path) if d.code == "RG101"]
+    assert (warning.severity.value, _where(warning)) == ("warning", ("lint.yaml", 9, 31))
+    assert "ends with activation `relu` (relu) right before the `add`, so the residual it adds is never negative" \
+        in warning.message
+    assert "allow: [RG101]" in warning.help
+    # the original ResNet (relu after the add) and pre-activation (no relu at the end of the branch) are quiet
+    after = _write(tmp_path, "after.yaml", _LINTED.replace("inputs: [relu, input]", "inputs: [bn, input]")
+                   .replace("          relu: relu\n", "").replace("bias: true", "bias: false")
+                   .replace("padding: 1}", "padding: 1, bias: false}"))
+    assert resgraph.validate(after) == []
+    assert resgraph.load(_write(tmp_path, "quiet.yaml", _LINTED + "    allow: [RG101, RG100]\n")).warnings == []

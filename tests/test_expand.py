@@ -497,3 +497,31 @@ def test_shape_errors(validate_text, expression, code, message):
           sum: {{op: add, inputs: [fc, later]}}
     """)
     assert error.code == code and message in error.message and error.span.line == 4
+
+
+def test_file_cache_reads_an_unchanged_include_once(tmp_path):
+    import os
+
+    from resgraph import run_passes
+    from resgraph.expand import FileCache
+
+    (tmp_path / "lib.yaml").write_text("resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: 8}\n")
+    main = tmp_path / "main.yaml"
+    main.write_text("resgraph: 1\ninclude: [lib.yaml]\ninput: [8]\nnodes:\n  body: {block: unit}\n")
+    cache = FileCache()
+    for _ in range(3):
+        assert run_passes(main, cache=cache).network.params == 72
+    assert cache.reads == 1
+    # a changed include (size and time) is read again; an unsaved buffer (overlay) is used instead of the file
+    (tmp_path / "lib.yaml").write_text("resgraph: 1\nblocks:\n  unit:\n    nodes:\n      fc: {op: linear, out: 16}\n")
+    os.utime(tmp_path / "lib.yaml", ns=(1, 1))
+    assert run_passes(main, cache=cache).network.params == 144 and cache.reads == 2
+    cache.overlays[str((tmp_path / "lib.yaml").resolve())] = "resgraph: 1\nblocks:\n  unit:\n    nodes:\n      " \
+                                                              "fc: {op: linear, out: 4}\n"
+    assert run_passes(main, cache=cache).network.params == 36 and cache.reads == 3
+    # its diagnostics come back from the cache too
+    cache.overlays[str((tmp_path / "lib.yaml").resolve())] = "resgraph: 1\nblocks: [\n"
+    for _ in range(2):
+        codes = [d.code for d in run_passes(main, cache=cache).diagnostics.items]
+        assert codes == ["RG001"]
+    assert cache.reads == 4

@@ -1,0 +1,96 @@
+"""Pass 5 of the pipeline (after shapes): warnings a reviewer would make, and the spec's `allow`.
+
+Lints read the shaped graph and only warn; `allow: [RGnnn]` at the top of a spec (or in a block
+definition, for warnings located in that block) silences warning codes. Errors cannot be allowed.
+"""
+
+from __future__ import annotations
+
+from .diagnostics import CODES, Diagnostic, Diagnostics, did_you_mean
+from .expand import Program
+from .graph import Graph, Node
+from .ops.activation import _Activation
+from .ops.merge import Add
+from .ops.named_activation import Activation
+from .ops.norm import _BatchNorm
+
+
+def lint_graph(graph: Graph, diagnostics: Diagnostics) -> None:
+    """Requires shapes; adds warnings RG100 (a bias right before batch norm) and RG101 (an activation
+    that ends a residual branch right before its `add`), once per definition."""
+    users = graph.users()
+    for node in graph:
+        if node.op is None:
+            continue
+        _bias_before_norm(node, graph, users, diagnostics)
+        _activation_before_add(node, graph, diagnostics)
+
+
+def _is_batch_norm(node: Node) -> bool:
+    return node.op is not None and (isinstance(node.op, _BatchNorm) or node.op.op_name().startswith("batchnorm"))
+
+
+def _bias_before_norm(node: Node, graph: Graph, users: dict[str, list[str]], diagnostics: Diagnostics) -> None:
+    op = node.op
+    if not type(op).weight_layer or getattr(op, "bias", None) is not True or "RG100" in node.allow:
+        return
+    readers = users.get(node.name, [])
+    if len(readers) != 1 or not _is_batch_norm(graph.nodes[readers[0]]):
+        return
+    norm = graph.nodes[readers[0]]
+    explicit = "bias" in op.model_fields_set
+    diagnostics.warning(
+        "RG100", f"`{node.name}` has a bias, but batch norm `{norm.local_name}` right after it subtracts the mean "
+        f"and cancels it", node.attr_span("bias") if explicit else node.span,
+        help=("set `bias: false`" if explicit else f"add `bias: false` (a `{op.op_name()}` has a bias by default)")
+        + "; the norm's own shift (beta) does its job. To keep it, add `allow: [RG100]` to the node or the spec",
+        notes=node.notes)
+
+
+def _activation_before_add(node: Node, graph: Graph, diagnostics: Diagnostics) -> None:
+    if not isinstance(node.op, Add) or len(node.inputs) < 2 or "RG101" in node.allow:
+        return
+    branch = graph.nodes.get(node.inputs[0])
+    if branch is None or branch.op is None or not isinstance(branch.op, (_Activation, Activation)):
+        return
+    if branch.name in node.inputs[1:]:
+        return
+    name = branch.op.op_name() if not isinstance(branch.op, Activation) else str(branch.op.function)
+    sign = (", so the residual it adds is never negative" if name in ("relu", "relu6", "sigmoid") else "")
+    diagnostics.warning(
+        "RG101", f"the residual branch of `{node.name}` ends with activation `{branch.local_name}` ({name}) right "
+        f"before the `add`{sign}", node.input_span(0),
+        help="end the branch with its norm (or convolution) and apply the activation after the `add` (the original "
+             "ResNet) or at the start of the next branch (pre-activation; He et al. 2016 found `relu` before the "
+             "addition trains worse). If it is intended, add `allow: [RG101]` to the `add` or the spec",
+        notes=branch.notes)
+
+
+def check_allow(program: Program, diagnostics: Diagnostics) -> None:
+    """Every `allow` entry names a known code (RG012 otherwise)."""
+    sources = [(program.source, (), program.spec.allow)] + [
+        (block.source, block.path, block.definition.allow) for block in program.blocks.values()]
+    for source_file, base, codes in sources:
+        for position, code in enumerate(codes):
+            if code not in CODES:
+                diagnostics.error("RG012", f"`allow` names an unknown code `{code}`",
+                                  source_file.span(base + ("allow", position)),
+                                  help=did_you_mean(code, CODES) or "the codes are listed in docs/errors.md")
+
+
+def allowed(program: Program, warning: Diagnostic) -> bool:
+    """Whether `allow` silences this warning: the spec's own list, or that of the block it is located in."""
+    if warning.is_error:
+        return False
+    if warning.code in program.spec.allow:
+        return True
+    span = warning.span
+    if span is None:
+        return False
+    for block in program.blocks.values():
+        if warning.code not in block.definition.allow or block.source.path != span.file:
+            continue
+        where = block.source.span(block.path)
+        if where is not None and where.line <= span.line <= where.end_line:
+            return True
+    return False

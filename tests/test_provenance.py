@@ -1,0 +1,115 @@
+"""`resgraph expand` (the network as one flat spec) and `resgraph explain` (one node), with the origin
+of every value, on a spec that `extends` another, with `--set`; through the console entry point."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+import resgraph
+from resgraph.cli import main
+
+from .conftest import SPECS
+
+BASE = """\
+resgraph: 1
+params: {width: 8, num_classes: 10}
+input: [3, 16, 16]
+blocks:
+  unit:
+    params: {planes: null, stride: 1}
+    let: {wide: planes * 2}
+    nodes:
+      conv: {op: conv2d, out: wide, kernel: 3, stride: stride, padding: 1, bias: false}
+      bn: batchnorm2d
+      relu: relu
+      add: {op: add, inputs: [relu, input], shortcut: project}
+nodes:
+  stage: {block: unit, repeat: 2, with: {planes: width}, first: {stride: 2}}
+  pool: {op: adaptive_avgpool2d, size: 1}
+  flat: flatten
+  fc: {op: linear, out: num_classes}
+allow: [RG053, RG101]
+"""
+
+
+def _files(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    child = tmp_path / "child.yaml"
+    child.write_text("resgraph: 1\nextends: base.yaml\nparams: {width: 16}\n")
+    return tmp_path / "base.yaml", child
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_expand_with_origins_of_an_extends_spec_with_set(tmp_path):
+    base, child = _files(tmp_path)
+    result = invoke("expand", str(child), "--set", "num_classes=5", "--origins")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    lines = text.splitlines()
+    # the expanded spec is itself a spec: it validates and compiles to the same parameter count
+    expanded = resgraph.load(tmp_path / "expanded.yaml", text=text)
+    original = resgraph.load(child, {"num_classes": 5})
+    assert expanded.params == original.params and len(expanded.graph) == len(original.graph)
+    assert "stage.0" not in "".join(n.name for n in expanded.graph)   # blocks unrolled
+    assert expanded.program.blocks == {} and expanded.spec.params == {}
+    assert f"# param width = 16: param at {child}:3 (`child.yaml` extends `base.yaml` and sets it)" in lines
+    assert "# param num_classes = 5: `--set num_classes=5`" in lines
+    assert f"  stage_0_conv:  # stage.0.conv, at {base}:9" in lines
+    assert (f"    out: 32  # `wide` at {base}:9; wide = 32: let `planes * 2` of block `unit` at {base}:7; planes = 16: "
+            f"`with` of `stage` at {base}:14: `width`; width = 16: param at {child}:3 (`child.yaml` extends "
+            f"`base.yaml` and sets it)") in lines
+    first, second = (lines.index(f"  stage_{i}_conv:  # stage.{i}.conv, at {base}:9") for i in (0, 1))
+    assert lines[first + 4] == (f"    stride: 2  # `stride` at {base}:9; stride = 2: `first` of `stage` at {base}:14")
+    assert lines[second + 4] == (f"    stride: 1  # `stride` at {base}:9; stride = 1: default of param `stride` of "
+                                 f"block `unit` at {base}:6")
+    assert f"    kernel: 3  # literal at {base}:9" in lines
+    assert "    out: 5  # `num_classes` at " + str(base) + ":17; num_classes = 5: `--set num_classes=5`" in lines
+    # each flat shortcut module keeps its own name
+    assert "    shortcut_name: stage_0_downsample" in lines and "    shortcut_name: stage_1_downsample" in lines
+
+
+def test_expand_without_origins_round_trips_resnet34():
+    result = invoke("expand", str(SPECS / "resnet34.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "#" not in "".join(line.split("#")[0] for line in result.output.splitlines())
+    expanded = resgraph.load("resnet34_expanded.yaml", text=result.output)
+    assert expanded.params == resgraph.load(SPECS / "resnet34.yaml").params == 21_797_672
+    module = resgraph.compile(expanded, device="meta")   # and it compiles, to torchvision's resnet34 count
+    assert sum(p.numel() for p in module.parameters()) == 21_797_672
+
+
+def test_explain_one_node_of_an_extends_spec_with_set(tmp_path):
+    base, child = _files(tmp_path)
+    result = invoke("explain", str(child), "stage.0.conv", "--set", "num_classes=5")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:4] == [
+        f"stage.0.conv: conv2d 3x3, 32, /2x2  ({base}:9)",
+        f"  in `stage.0`, an instance of block `unit` made here at {base}:14",
+        "  inputs: input",
+        "  output: [32, 8, 8]; 864 params; 55,296 MACs",
+    ]
+    assert f"  out = 32: `wide` at {base}:9" in result.output
+    assert f"      width = 16: param at {child}:3 (`child.yaml` extends `base.yaml` and sets it)" in result.output
+    assert "  dilation = 1: the op's default" in result.output
+    fc = invoke("explain", str(child), "fc", "--set", "num_classes=5").output
+    assert "  out = 5: `num_classes` at" in fc and "      num_classes = 5: `--set num_classes=5`" in fc
+    missing = invoke("explain", str(child), "stage.0.conv3")
+    assert missing.exit_code == 2 and "`stage.0.conv3` is not a node of `child`; did you mean `stage.0.conv`?" \
+        in missing.output
+
+
+@pytest.mark.parametrize("name", ["unet", "transformer_encoder", "resnext50_32x4d", "se_resnet50", "cifar_resnet20",
+                                  "residual_mlp"])
+def test_expanded_spec_has_the_same_nodes_params_and_macs(name):
+    from resgraph.provenance import expanded_spec
+
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    for origins in (False, True):
+        again = resgraph.load(f"{name}_expanded.yaml", text=expanded_spec(network.program, network.graph,
+                                                                          origins=origins))
+        assert (len(again.graph), again.params, again.macs) == (len(network.graph), network.params, network.macs)
+        assert again.warnings == [] and not again.program.blocks

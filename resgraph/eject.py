@@ -23,7 +23,7 @@ import torch.nn as nn
 from .expr import ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
-from .modules import DropPath, ZeroPadShortcut
+from .modules import DropPath, RotaryEmbedding, ScaledDotProductAttention, ZeroPadShortcut
 
 LINE_LENGTH = 88  # black's default
 
@@ -141,11 +141,29 @@ def constructor(module: nn.Module) -> Call:
             ("output_padding", _same(module.output_padding)), ("groups", module.groups),
             ("bias", module.bias is not None), ("dilation", _same(module.dilation))])
     if isinstance(module, nn.MultiheadAttention):
-        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
-            raise EjectError("can write out self-attention modules (one embedding size, no extra bias) only")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise EjectError("can write out attention modules without extra key/value biases only")
+        extra = [] if module._qkv_same_embed_dim else [("kdim", module.kdim), ("vdim", module.vdim)]
         return Call("nn.MultiheadAttention", [
             (None, module.embed_dim), (None, module.num_heads), ("dropout", module.dropout),
-            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)])
+            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)] + extra)
+    if isinstance(module, nn.Embedding):
+        return Call("nn.Embedding", [(None, module.num_embeddings), (None, module.embedding_dim),
+                                     ("padding_idx", module.padding_idx)])
+    if isinstance(module, (nn.LSTM, nn.GRU)) and type(module) in (nn.LSTM, nn.GRU):
+        if getattr(module, "proj_size", 0):
+            raise EjectError("can write out LSTMs without `proj_size` only")
+        return Call(f"nn.{type(module).__name__}", [
+            (None, module.input_size), (None, module.hidden_size), ("num_layers", module.num_layers),
+            ("bias", module.bias), ("batch_first", module.batch_first), ("dropout", module.dropout),
+            ("bidirectional", module.bidirectional)])
+    if isinstance(module, ScaledDotProductAttention):
+        return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
+                                                  ("causal", module.causal), ("dropout", module.dropout),
+                                                  ("scale", module.scale)])
+    if isinstance(module, RotaryEmbedding):
+        return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
+                                        ("interleaved", module.interleaved)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
     if isinstance(module, ZeroPadShortcut):
@@ -159,7 +177,9 @@ def constructor(module: nn.Module) -> Call:
 DEFAULTS = {  # keyword arguments left out when they equal torch's default
     "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
     "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
-    "p": 0.5, "output_padding": 0, "dropout": 0.0,
+    "p": 0.5, "output_padding": 0, "dropout": 0.0, "padding_idx": None, "num_layers": 1,
+    "bidirectional": False, "batch_first": False, "causal": False, "scale": None, "base": 10000.0,
+    "interleaved": False,
 }
 
 
@@ -776,10 +796,13 @@ def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) 
 
     parameters = list(inspect.signature(module.forward).parameters.values())
     arguments: list[tuple[str | None, Name]] = []
+    by_keyword = False   # from the first constant on, every argument is named (`attn_mask=mask` after constants)
     for position, (arg, text) in enumerate(zip(args, rendered)):
-        if _is_literal(arg) and all(_is_literal(a) for a in args[position:]) and position < len(parameters):
+        by_keyword = by_keyword or (_is_literal(arg) and position < len(parameters))
+        if by_keyword and position < len(parameters):
             default = parameters[position].default
-            if default is not inspect.Parameter.empty and type(default) is type(arg) and default == arg:
+            if _is_literal(arg) and default is not inspect.Parameter.empty and type(default) is type(arg) \
+                    and default == arg:
                 continue
             arguments.append((parameters[position].name, text))
         else:
@@ -800,7 +823,9 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
 
 # resgraph's own modules, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE}
+HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
+                  "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
+                  "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip()}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

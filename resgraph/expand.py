@@ -19,7 +19,8 @@ from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
 from .source import KeyPath, SourceFile, load_source
-from .spec import BlockCall, BlockDef, Requirement, SpecFile, parse_spec, report_validation_error
+from .spec import (BlockCall, BlockDef, Requirement, SpecFile, input_declarations, parse_spec,
+                   report_validation_error)
 
 MAX_NODES = 250_000
 MAX_INCLUDE_DEPTH = 32
@@ -191,7 +192,7 @@ def _scopes(program: Program) -> list[_Scope]:
         d = block.definition
         scopes.append(_Scope(block.source, block.path, d.nodes, tuple(d.inputs), d.output, f"block `{block.name}`"))
     if spec.nodes:
-        inputs = ("input",) if isinstance(spec.input, list) else tuple(spec.input or ())
+        inputs = tuple(name for name, _, _, _ in input_declarations(spec.input))
         scopes.append(_Scope(program.source, (), spec.nodes, inputs, None, "the network"))
     return scopes
 
@@ -702,15 +703,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors or not spec.nodes:
         return None
 
-    named = isinstance(spec.input, dict)
-    for name, dims in (spec.input.items() if named else [("input", spec.input)]):
-        path = ("input", name) if named else ("input",)
+    for name, dims, dtype, path in input_declarations(spec.input):
         try:
             shape = tuple(_DIMS.validate_python(dims, context={"scope": values}))
         except ValidationError as exc:
             report_validation_error(exc, source, path, diagnostics, root_model=SpecFile)
             continue
-        graph.add(Node(name, None, [], source, path, shape=shape))
+        graph.add(Node(name, None, [], source, path, shape=shape, dtype=dtype))
         graph.inputs.append(name)
     if diagnostics.has_errors:
         return None

@@ -37,6 +37,7 @@ class Node:
     index: int = 0                       # declaration order, for a deterministic topological sort
     failed: bool = False                 # its attributes were invalid (already reported)
     shape: "Shape | None" = None
+    dtype: str = "float"                 # `float` (the compile dtype) or `int64`, inferred with the shape
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -342,9 +342,32 @@ def _caller_level() -> int:
     return level
 
 
+def index_bound(graph: Graph, name: str) -> int:
+    """The largest id an int64 input may hold, plus one: the smallest table among the ops that read it
+    (2 where no op states a bound)."""
+    bounds = []
+    for node in graph:
+        if node.op is not None:
+            bounds += [node.op.index_bound(position) for position, producer in enumerate(node.inputs)
+                       if producer == name]
+    return min((b for b in bounds if b is not None), default=2)
+
+
+def example_inputs(graph: Graph, batch: int, device: Any = None, dtype: Any = None) -> list[torch.Tensor]:
+    """Random inputs of the declared shapes: normal floats, or int64 ids below each input's `index_bound`."""
+    inputs = []
+    for name in graph.inputs:
+        node = graph.nodes[name]
+        if node.dtype == "int64":
+            inputs.append(torch.randint(0, index_bound(graph, name), (batch, *node.shape), device=device))
+        else:
+            inputs.append(torch.randn((batch, *node.shape), device=device, dtype=dtype))
+    return inputs
+
+
 def check_forward(module: nn.Module, graph: Graph, device: Any, dtype: Any, batch: int = 2) -> None:
     """Run one eval-mode forward pass on random input and compare shapes with the inferred ones."""
-    inputs = [torch.randn((batch, *graph.nodes[name].shape), device=device, dtype=dtype) for name in graph.inputs]
+    inputs = example_inputs(graph, batch, device, dtype)
     was_training = module.training
     module.eval()
     try:

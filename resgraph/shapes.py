@@ -27,6 +27,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
             complete = False
             continue
         try:
+            node.dtype = node.op.infer_dtype([graph.nodes[name].dtype for name in node.inputs])
             shape = node.op.infer_shape(shapes, node.meta)
         except ShapeError as exc:
             diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,

@@ -7,7 +7,7 @@ evaluated during expansion. Every pydantic error is translated into a located di
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
                       ValidationError)
@@ -94,6 +94,44 @@ class BlockDef(_Model):
     output: NodeName | None = None
 
 
+class InputDecl(_Model):
+    """An input with a dtype: `{shape: [16], dtype: int64}` for token ids."""
+
+    shape: list[Int(1)] = Field(description="per-sample shape (the batch dimension is implicit)")
+    dtype: Literal["float", "int64"] = Field("float", description="`float` (the dtype the network is compiled "
+                                             "in) or `int64` (integer ids, e.g. tokens, read by `embedding`)")
+
+
+def _input_tag(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("shape"), list) and set(value) <= {"shape", "dtype"}:
+        return "declared"
+    return "named" if isinstance(value, dict) else "shape"
+
+
+InputShape = Annotated[Union[Annotated[list[Int(1)], Tag("shape")], Annotated[InputDecl, Tag("declared")]],
+                       Discriminator(lambda v: "declared" if isinstance(v, (dict, InputDecl)) else "shape")]
+InputField = Annotated[Union[Annotated[list[Int(1)], Tag("shape")], Annotated[InputDecl, Tag("declared")],
+                             Annotated[dict[ParamName, InputShape], Tag("named")]],
+                       Discriminator(lambda v: _input_tag(v) if not isinstance(v, InputDecl) else "declared")]
+
+
+def input_declarations(value: Any) -> list[tuple[str, Any, str, tuple]]:
+    """(name, shape, dtype, path of the shape in the spec) of each input of `SpecFile.input`."""
+    if value is None:
+        return []
+    if isinstance(value, InputDecl):
+        return [("input", value.shape, value.dtype, ("input", "shape"))]
+    if isinstance(value, list):
+        return [("input", value, "float", ("input",))]
+    found = []
+    for name, item in value.items():
+        if isinstance(item, InputDecl):
+            found.append((name, item.shape, item.dtype, ("input", name, "shape")))
+        else:
+            found.append((name, item, "float", ("input", name)))
+    return found
+
+
 class SpecFile(_Model):
     """A spec file: a network (input, nodes, outputs), a library of blocks, or both."""
 
@@ -105,8 +143,9 @@ class SpecFile(_Model):
     include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)
     require: Requirements = Field(default_factory=list, description=_REQUIRE)
-    input: list[Int(1)] | dict[ParamName, list[Int(1)]] | None = Field(
-        None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
+    input: InputField | None = Field(
+        None, description="per-sample input shape (the batch dimension is implicit), `{shape: [...], dtype: "
+                          "int64}` for integer ids, or a mapping of named inputs (each a shape or a `{shape, dtype}`)")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
     outputs: NodeName | list[NodeName] | None = None

@@ -110,7 +110,7 @@ class _Recurrent(Op):
         import torch.nn as nn
 
         cls = getattr(nn, self.module_name)
-        module = cls(inputs[0][1], self.hidden, num_layers=self.layers, bias=self.bias, batch_first=True,
+        module = cls(inputs[0][-1], self.hidden, num_layers=self.layers, bias=self.bias, batch_first=True,
                      dropout=self.dropout, bidirectional=self.bidirectional)
         # The module returns (every step's hidden state of the last layer, the final states).
         result = b.call_module(module, args)

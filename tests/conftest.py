@@ -53,3 +53,17 @@ def randomize_batch_norm(model):
                                           (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
                     tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
     return model
+
+
+def randomize_layer_norm(model):
+    """Seeded random affine parameters of every layer norm (fresh ones are 1 and 0)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.rand(module.bias.shape, generator=generator) - 0.5)
+    return model

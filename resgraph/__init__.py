@@ -102,22 +102,24 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"
 
 
-def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
+def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
+             plugins: bool = True) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
     # The passes allocate many small objects that all stay alive until the end; the cyclic
     # garbage collector's repeated full scans of them would make big nets superlinear.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_passes(path, params, text)
+        return _run_passes(path, params, text, plugins)
     finally:
         if enabled:
             gc.enable()
 
 
-def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None) -> tuple[Network | None, Diagnostics]:
+def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
+                plugins: bool = True) -> tuple[Network | None, Diagnostics]:
     diagnostics = Diagnostics()
-    program = load_program(path, diagnostics, text)
+    program = load_program(path, diagnostics, text, allow_plugins=plugins)
     if program is None:
         return None, diagnostics
     graph = expand_blocks(program, diagnostics, params)
@@ -129,20 +131,24 @@ def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | No
     return Network(program, graph, warnings, diagnostics.sources), diagnostics
 
 
-def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> list[Diagnostic]:
+def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None,
+             plugins: bool = True) -> list[Diagnostic]:
     """Every error and warning in the spec at `path`; an empty list means it is valid and clean.
 
     Never raises for a bad spec. Block libraries (files with blocks but no nodes) are checked
-    for their definitions only.
+    for their definitions only. Loads the plugins the spec names and the installed ones (their code
+    runs: docs/plugins.md); `plugins=False` loads none and refuses a spec that names one (RG092).
     """
-    return _analyse(path, params, text)[1].items
+    return _analyse(path, params, text, plugins)[1].items
 
 
-def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None) -> Network:
-    """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid."""
+def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None,
+         plugins: bool = True) -> Network:
+    """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid.
+    `plugins` as for `validate`."""
     if isinstance(path, Network):
         return path
-    network, diagnostics = _analyse(path, params, text)
+    network, diagnostics = _analyse(path, params, text, plugins)
     diagnostics.raise_if_errors()
     if network is None:
         raise SpecError([Diagnostic("RG010", "the spec defines no network (it has no `nodes`)",

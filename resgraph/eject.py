@@ -166,12 +166,36 @@ def constructor(module: nn.Module) -> Call:
                                         ("interleaved", module.interleaved)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
+    if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
+        return _plugin_constructor(module)
     if isinstance(module, ZeroPadShortcut):
         if len(module.stride) != 2 or module.stride[0] != module.stride[1]:
             raise EjectError("can write out zero-padding shortcuts of 2-d inputs with a square stride only")
         return Call("ZeroPadShortcut", [(None, _same(module.stride)), (None, module.in_channels),
                                         (None, module.out_channels)])
     raise EjectError(f"cannot write out a `{type(module).__name__}` module")
+
+
+def _plugin_constructor(module: nn.Module) -> Call:
+    """A plugin's module: `Class(arg=value, ...)` from its `__init__` arguments, which it keeps as attributes of
+    the same names (docs/plugins.md); the ejected file imports the class from the plugin."""
+    cls = type(module)
+    parameters = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [p.name for p in parameters if not hasattr(module, p.name)]
+    if missing:
+        raise EjectError(f"cannot write out a `{cls.__module__}.{cls.__qualname__}` module: its `__init__` argument "
+                         f"`{missing[0]}` is not kept as an attribute of the same name")
+    args = []
+    for parameter in parameters:
+        value = getattr(module, parameter.name)
+        if not _is_literal(value) and not isinstance(value, (str, tuple, list)):
+            raise EjectError(f"cannot write out a `{cls.__qualname__}` module: its argument `{parameter.name}` is a "
+                             f"`{type(value).__name__}`")
+        if parameter.default is not inspect.Parameter.empty and _equal(parameter.default, value):
+            continue
+        args.append((None if parameter.default is inspect.Parameter.empty else parameter.name, value))
+    return Call(cls.__name__, args)
 
 
 DEFAULTS = {  # keyword arguments left out when they equal torch's default
@@ -379,6 +403,7 @@ class Ejector:
     def write(self, blocks: dict[str, Any]) -> str:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
+        self.plugin_imports: set[tuple[str, str]] = set()
         taken: set[str] = set(HELPER_SOURCES)
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
@@ -401,8 +426,13 @@ class Ejector:
         header = [f'"""{self.graph.name}, ejected by resgraph{" from " + self.source_name if self.source_name else ""}.',
                   "", "A standalone PyTorch module: it imports only torch, and its state_dict keys are those of the",
                   'compiled spec."""', ""]
+        if self.plugin_imports:
+            header[2:4] = ["A standalone PyTorch module: it imports only torch and the plugins whose modules it uses, "
+                           "and its", 'state_dict keys are those of the compiled spec."""']
         imports = (["import math", ""] if self.uses_math else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
+        if self.plugin_imports:   # the modules of plugin ops: the file needs those plugins installed
+            imports += [""] + [f"from {module} import {name}" for module, name in sorted(self.plugin_imports)]
         parts = ["\n".join(header + imports)]
         parts += [HELPER_SOURCES[helper] for helper in sorted(self.helpers)]
         parts += sections
@@ -498,6 +528,9 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
+                    elif statement.module is not None and \
+                            type(statement.module).__module__.split(".")[0] not in ("torch", "resgraph"):
+                        self.plugin_imports.add((type(statement.module).__module__, type(statement.module).__name__))
                     (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
                 elif statement.kind == "call":
                     slots.setdefault(statement.slot, []).append(self._child_call(statement))

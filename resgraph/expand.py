@@ -60,23 +60,25 @@ EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params"})
 
 
 def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
-                 _stack: tuple[str, ...] = ()) -> Program | None:
-    """Load and parse a spec file and, recursively, the files it includes or extends."""
+                 _stack: tuple[str, ...] = (), allow_plugins: bool = True) -> Program | None:
+    """Load and parse a spec file and, recursively, the files it includes or extends. Each file may load
+    the plugins it names (docs/plugins.md), unless `allow_plugins` is False."""
     source = load_source(path, diagnostics, text)
     if source is None:
         return None
-    spec = parse_spec(source, diagnostics)
+    spec = parse_spec(source, diagnostics, allow_plugins)
     if spec is None:
         return None
     stack = _stack + (_identity(source.path),)
     if spec.extends is not None:
-        return _extend(spec, source, diagnostics, stack)
+        return _extend(spec, source, diagnostics, stack, allow_plugins)
     program = Program(spec, source)
-    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={})
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, allow_plugins=allow_plugins)
     return program
 
 
-def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...]) -> Program | None:
+def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
+            allow_plugins: bool = True) -> Program | None:
     """A spec that `extends` another is that network with another name and other param values."""
     extra = [key for key in source.data if key not in EXTENDS_FIELDS]
     for key in extra:
@@ -93,7 +95,7 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
     if extra:
         return None
     errors_before = diagnostics.error_count
-    base = load_program(target, diagnostics, _stack=stack)
+    base = load_program(target, diagnostics, _stack=stack, allow_plugins=allow_plugins)
     if base is None:
         _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
         return None
@@ -124,7 +126,8 @@ def _identity(path: str) -> str:
 
 
 def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
-                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None]) -> None:
+                    stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None],
+                    allow_plugins: bool = True) -> None:
     for name, definition in spec.blocks.items():
         previous = program.blocks.get(name)
         if previous is not None:
@@ -149,7 +152,8 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
         if key not in loaded:
             errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
             included_source = load_source(target, diagnostics)
-            included = parse_spec(included_source, diagnostics) if included_source is not None else None
+            included = (parse_spec(included_source, diagnostics, allow_plugins) if included_source is not None
+                        else None)
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
                 program.incomplete = True
@@ -159,7 +163,8 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
                                         help="an include brings in blocks only; move shared nodes into a block")
-                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded)
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded,
+                                allow_plugins)
 
 
 # ---- static checks of every definition ---------------------------------------------------------

@@ -973,5 +973,8 @@ def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str 
 
 def eject_network(network: Any) -> str:
     """`eject` for a loaded `resgraph.Network`."""
+    if network.graph.training_outputs:
+        raise EjectError("cannot write out `training_outputs` as Python yet (the forward would need a branch on "
+                         "`self.training`); export .pt2 or .onnx, which hold the eval-mode network")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
     return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)

@@ -754,4 +754,22 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         except _Abort:
             return None
         graph.output_spans.append(span)
+    training = spec.training_outputs
+    for position, name in enumerate([training] if isinstance(training, str) else list(training or ())):
+        span = source.span(("training_outputs", position) if isinstance(training, list) else ("training_outputs",))
+        if name not in known:
+            diagnostics.error("RG040", f"unknown training output `{name}`", span,
+                              help=did_you_mean(name, known) or "training outputs name top-level nodes or block calls")
+            continue
+        try:
+            resolved = expander.resolve(name)
+        except _Abort:
+            return None
+        if resolved in graph.outputs or resolved in graph.training_outputs:
+            diagnostics.error("RG094", f"`{name}` is returned twice: it is already "
+                              + ("an output" if resolved in graph.outputs else "a training output"), span,
+                              help="a node is either returned always (`outputs`) or in training only "
+                                   "(`training_outputs`), once")
+            continue
+        graph.training_outputs.append(resolved)
     return None if diagnostics.has_errors else graph

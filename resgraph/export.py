@@ -30,6 +30,8 @@ def export(network: Any, output: Path, *, seed: int | None = 0) -> Path:
     import resgraph
 
     model = resgraph.compile(network, seed=seed).eval()
+    # A network with `training_outputs` is exported as in eval: the forward without the training-only nodes.
+    model = getattr(model, "eval_forward", model)
     from .lower import example_inputs
 
     example = tuple(example_inputs(network.graph, 2))

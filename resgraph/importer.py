@@ -56,6 +56,10 @@ def import_module(target: str | nn.Module, input_shape: Sequence[int] | Mapping[
     that compiles to the same modules; the returned spec is checked to compile to the module's
     state_dict keys, shapes and layer settings.
     """
+    from .plugins import installed_plugins, load_plugin
+
+    for _, plugin in installed_plugins():   # their ops may import modules of the model
+        load_plugin(plugin)
     model, default_name, origin = _resolve_target(target, dict(kwargs or {}))
     name = name or default_name
     try:
@@ -121,9 +125,25 @@ def _resolve_target(target: str | nn.Module, kwargs: dict[str, Any]) -> tuple[nn
 
 # ---- tracing and shapes ------------------------------------------------------------------------
 
+def _plugin_imports() -> dict[str, type]:
+    """Qualified module class name -> the plugin op that imports it (`imports` of a plugin's op class)."""
+    found = {}
+    for cls in REGISTRY.values():
+        for qualified in getattr(cls, "imports", ()):
+            found[qualified] = cls
+    return found
+
+
+class _LeafTracer(fx.Tracer):
+    """torch.nn's layers, and the modules that plugin ops import, stay leaves (`call_module` nodes)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return _qualified(type(m)) in _plugin_imports() or super().is_leaf_module(m, module_qualified_name)
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace; torch.nn's own layers stay leaves (`call_module` nodes)."""
-    tracer = fx.Tracer()
+    tracer = _LeafTracer()
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds for untraceable code
@@ -489,6 +509,9 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
         entry = _MODULES.get(type(module))
+        plugin = _plugin_imports().get(_qualified(type(module))) if entry is None else None
+        if plugin is not None:   # a module of a class a plugin op imports (docs/plugins.md)
+            entry = (plugin.op_name(), plugin.import_attributes)
         if entry is None:
             raise _Unsupported(_describe_module(module))
         op, attributes = entry
@@ -694,7 +717,11 @@ class _ScopeBuilder:
 
     def _check_state_is_covered(self) -> None:
         called = {node.target for node in self.mapped if node.op == "call_module"}
+        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in _plugin_imports()]
         for path, module in self.model.named_modules():
+            if any(path.startswith(leaf + ".") for leaf in leaves):
+                continue   # inside a plugin op's module, which owns its submodules
+
             own = [n for n, _ in module.named_parameters(recurse=False)] + \
                   [n for n, _ in module.named_buffers(recurse=False)]
             if own and path not in called:
@@ -1330,6 +1357,10 @@ def _write_spec(name: str, origin: str, inputs: dict[str, tuple[int, ...]], root
         f"name: {_scalar(name)}",
         f"doc: {json.dumps(f'Imported from {origin}.')}",
     ]
+    plugins = sorted({REGISTRY[entry.op].__module__ for scope in _post_order(root) for entry in scope.entries
+                      if entry.op in REGISTRY and not REGISTRY[entry.op].__module__.startswith("resgraph.")})
+    if plugins:
+        lines.append(f"plugins: {_scalar(plugins)}")
     if len(inputs) == 1 and root.input_names == ["input"]:
         lines.append(f"input: {_scalar(list(next(iter(inputs.values()))))}")
     else:

@@ -108,6 +108,8 @@ def lower_to_fx(graph: Graph, *, seed: int | None = 0, zero_init_residual: bool 
 def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}   # every module by its full path, for zero_init_residual
     module = _ScopeLowering(graph, modules).build("")
+    if graph.training_outputs:
+        module = TrainingOutputsNetwork(module, graph)
     if zero_init_residual:
         _zero_init_residual(graph, modules)
     _NETWORKS[module] = graph
@@ -151,7 +153,7 @@ class _ScopeLowering:
         else:
             graph_inputs = list(graph.inputs)
             placeholders = ["x"] if graph_inputs == ["input"] else [_identifier(name) for name in graph_inputs]
-            outputs = list(graph.outputs)
+            outputs = list(graph.outputs) + list(graph.training_outputs)
             class_name = _class_name(graph.name)
         for name, placeholder in zip(graph_inputs, placeholders):
             if name not in values:
@@ -279,6 +281,63 @@ class CompiledNetwork(CompiledModule):
     """The network's own module: as a block's, and errors raised in its forward name the spec node."""
 
     _CALL = _call_network
+
+
+class TrainingOutputsNetwork(nn.Module):
+    """A network with `training_outputs`, returned as torchvision's GoogLeNet and Inception return their
+    auxiliary logits: in training, a named tuple of `outputs` then `training_outputs`; in eval, `outputs`
+    alone, and the nodes only the training outputs read do not run.
+
+    Two generated forwards share one set of modules (and so one state_dict, with the spec's keys): the
+    whole graph for training, and the graph without the training-only nodes for eval. `torch.export` and
+    ONNX export see the branch taken in the mode they trace (eval)."""
+
+    def __init__(self, full: CompiledNetwork, graph: Graph) -> None:
+        super().__init__()
+        self._modules = full._modules   # the same submodules: one state_dict, one `.to()`
+        names = [_identifier(name) for name in graph.outputs + graph.training_outputs]
+        self.outputs_type = _outputs_type(_class_name(graph.name) + "Outputs", tuple(names))
+        eval_graph = fx.Graph()
+        values = eval_graph.graph_copy(full.graph, {})
+        main = [values] if len(graph.outputs) + len(graph.training_outputs) == 1 else list(values.args) \
+            if isinstance(values, fx.Node) else list(values)
+        eval_graph.output(main[0] if len(graph.outputs) == 1 else tuple(main[:len(graph.outputs)]))
+        for node in reversed(list(eval_graph.nodes)):   # the training-only calls (every call here is pure)
+            if node.op not in ("placeholder", "output") and not node.users:
+                eval_graph.erase_node(node)
+        # Held outside `_modules` (they are views of this module, not children of it).
+        self.__dict__["training_forward"] = full
+        self.__dict__["eval_forward"] = CompiledNetwork(full, eval_graph, class_name=type(full).__name__)
+
+    def forward(self, *args: Any) -> Any:
+        if self.training:
+            return self.outputs_type(*self.training_forward(*args))
+        return self.eval_forward(*args)
+
+    @property
+    def code(self) -> str:
+        return "# in training\n" + self.training_forward.code + "\n# in eval\n" + self.eval_forward.code
+
+    def _repr_html_(self) -> str | None:
+        graph = _NETWORKS.get(self)
+        if graph is None:
+            return None
+        from .report import summary_html
+
+        return summary_html(graph)
+
+
+_OUTPUT_TYPES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def _outputs_type(name: str, fields: tuple[str, ...]) -> type:
+    """One named tuple class per (name, fields), as torchvision's `GoogLeNetOutputs`."""
+    import collections
+
+    key = (name, fields)
+    if key not in _OUTPUT_TYPES:
+        _OUTPUT_TYPES[key] = collections.namedtuple(name, fields)
+    return _OUTPUT_TYPES[key]
 
 
 def _block_input_names(count: int) -> list[str]:

@@ -154,6 +154,10 @@ class SpecFile(_Model):
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
     outputs: NodeName | list[NodeName] | None = None
+    training_outputs: NodeName | list[NodeName] | None = Field(
+        None, description="nodes returned only in training, after `outputs` (auxiliary heads, as GoogLeNet's and "
+                          "Inception's): in training the network returns a named tuple of all outputs, in eval "
+                          "`outputs` alone; the nodes only they read run in training only")
 
 
 @functools.lru_cache(maxsize=None)

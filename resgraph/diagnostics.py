@@ -66,6 +66,11 @@ CODES: dict[str, str] = {
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
     "RG060": "cannot import",
+    "RG090": "integer input to a float op",
+    "RG091": "plugin cannot be loaded",
+    "RG092": "plugins refused",
+    "RG093": "plugin failure",
+    "RG094": "output returned twice",
 }
 
 

@@ -76,7 +76,8 @@ def plugin_of(op: Op | type[Op]) -> str | None:
 
 def _describe(exc: BaseException) -> str:
     """`ValueError: message (file.py:12)`: the exception and the innermost frame that raised it."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")
+    own = __file__.rpartition("/")[0] + "/"   # resgraph's own frames say nothing about the plugin
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(("<", own))
               and "importlib" not in f.filename]
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     text = str(exc).splitlines()[0] if str(exc) else ""

@@ -67,3 +67,27 @@ def randomize_layer_norm(model):
                 if module.bias is not None:
                     module.bias.copy_(torch.rand(module.bias.shape, generator=generator) - 0.5)
     return model
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def plugins_on_path(monkeypatch):
+    """The example plugin packages (tests/plugins/src) importable; every op they register, every module
+    they add and resgraph's record of loaded plugins are undone afterwards, so other tests see the built-in
+    registry."""
+    import sys
+
+    from resgraph import plugins
+    from resgraph.ops import REGISTRY
+
+    registry, modules = dict(REGISTRY), set(sys.modules)
+    monkeypatch.syspath_prepend(str(PLUGINS / "src"))
+    yield PLUGINS
+    REGISTRY.clear()
+    REGISTRY.update(registry)
+    for name in set(sys.modules) - modules:
+        if name.startswith(("resgraph_cbam", "resgraph_broken")):
+            del sys.modules[name]
+    plugins._loaded.clear()

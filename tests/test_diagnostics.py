@@ -42,6 +42,8 @@ TESTED_ELSEWHERE = {
     "RG043": "test_warning_for_unused_node_is_not_an_error",
     "RG053": "test_projection_of_an_unchanged_shape_is_a_warning",
     "RG060": "test_import_of_an_unsupported_layer",
+    "RG092": "test_plugins_refused",
+    "RG093": "test_plugin_whose_shape_rule_raises",
 }
 
 
@@ -474,3 +476,20 @@ def test_projection_of_an_unchanged_shape_is_a_warning(tmp_path):
     assert (warning.code, warning.severity.value, _where(warning)) == ("RG053", "warning", ("option_c.yaml", 7, 55))
     assert warning.message == "`body.0.add` projects a shortcut whose shape does not change ([8, 4, 4])"
     assert "`shortcut: auto`" in warning.help and resgraph.load(path).params > 0
+
+
+def test_plugins_refused(tmp_path):
+    path = tmp_path / "refused.yaml"
+    path.write_text("resgraph: 1\nplugins: [resgraph_cbam.ops]\ninput: [4, 8, 8]\nnodes:\n  a: {op: cbam, reduction: 2}\n")
+    (error,) = resgraph.validate(path, plugins=False)
+    assert (error.code, error.span.line, error.span.col) == ("RG092", 2, 1)
+    assert "`--no-plugins`" in error.message and "you trust" in error.help
+
+
+def test_plugin_whose_shape_rule_raises(tmp_path, plugins_on_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("resgraph: 1\nplugins: [resgraph_broken.ops]\ninput: [1, 4, 4]\nnodes:\n  norm: {op: broken_norm}\n")
+    (error,) = resgraph.validate(path)
+    assert (error.code, error.span.line, error.span.col) == ("RG093", 5, 3)
+    assert error.message.startswith("`norm`: plugin `resgraph_broken.ops` raised ZeroDivisionError")
+    assert "resgraph_broken/ops.py:18" in error.message

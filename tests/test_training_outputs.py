@@ -66,3 +66,27 @@ def test_a_copy_shares_nothing_with_the_original_and_moves_as_one(network):
     assert twin.conv1 is not model.conv1 and model.conv1.weight.dtype == torch.float32
     assert twin.eval()(torch.randn(1, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64
 
+
+
+@pytest.mark.slow
+def test_googlenet_spec_equals_torchvision_in_training_and_in_eval():
+    from torchvision.models import googlenet
+
+    from .conftest import SPECS, randomize_batch_norm
+
+    params = {"num_classes": 10, "image_size": 64, "dropout": 0.0, "dropout_aux": 0.0}   # no dropout: comparable
+    network = resgraph.load(SPECS / "googlenet.yaml", params)
+    model = randomize_batch_norm(resgraph.compile(network, seed=0))
+    reference = googlenet(weights=None, num_classes=10, aux_logits=True, init_weights=False, dropout=0.0,
+                          dropout_aux=0.0)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model.train()(x), reference.train()(x)   # batch statistics, all three heads
+        assert type(ours).__name__ == "GooglenetOutputs" and len(ours) == len(theirs) == 3
+        for got, expected in zip(ours, theirs):   # (logits, aux2, aux1) in both
+            assert (got - expected).abs().max() <= 1e-5
+        model.load_state_dict(reference.state_dict())   # the running statistics the training pass updated
+        ours, theirs = model.eval()(x), reference.eval()(x)
+        assert isinstance(ours, torch.Tensor) and isinstance(theirs, torch.Tensor)
+        assert (ours - theirs).abs().max() <= 1e-5

@@ -717,7 +717,8 @@ class _ScopeBuilder:
 
     def _check_state_is_covered(self) -> None:
         called = {node.target for node in self.mapped if node.op == "call_module"}
-        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in _plugin_imports()]
+        plugin_classes = _plugin_imports()
+        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in plugin_classes]
         for path, module in self.model.named_modules():
             if any(path.startswith(leaf + ".") for leaf in leaves):
                 continue   # inside a plugin op's module, which owns its submodules

@@ -31,8 +31,8 @@ def summary_table(graph: Graph) -> str:
         if position == 0:
             lines.append("  ".join("-" * w for w in widths))
     params, macs = graph.total_params, graph.total_macs
-    inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" + (" int64" if graph.nodes[name].dtype == "int64" else "")
-                       for name in graph.inputs)
+    inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}"
+                       + (" int64" if graph.nodes[name].dtype == "int64" else "") for name in graph.inputs)
     outputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.outputs)
     lines += [
         "",

@@ -196,8 +196,8 @@ def _plugin_ops(source: SourceFile, diagnostics: Diagnostics, allow_plugins: boo
     if not allow_plugins:
         diagnostics.error("RG092", "this spec loads plugins, and plugins are refused (`--no-plugins`)",
                           source.span(("plugins",), key=True),
-                          help=f"run without `--no-plugins` to load {', '.join(f'`{n}`' for n in names if isinstance(n, str))}; "
-                               + PLUGINS_TRUST)
+                          help="run without `--no-plugins` to load "
+                               + ", ".join(f"`{n}`" for n in names if isinstance(n, str)) + "; " + PLUGINS_TRUST)
         return None
     for position, name in enumerate(names):
         if not isinstance(name, str):

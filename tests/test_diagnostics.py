@@ -480,7 +480,8 @@ def test_projection_of_an_unchanged_shape_is_a_warning(tmp_path):
 
 def test_plugins_refused(tmp_path):
     path = tmp_path / "refused.yaml"
-    path.write_text("resgraph: 1\nplugins: [resgraph_cbam.ops]\ninput: [4, 8, 8]\nnodes:\n  a: {op: cbam, reduction: 2}\n")
+    path.write_text("resgraph: 1\nplugins: [resgraph_cbam.ops]\ninput: [4, 8, 8]\n"
+                    "nodes:\n  a: {op: cbam, reduction: 2}\n")
     (error,) = resgraph.validate(path, plugins=False)
     assert (error.code, error.span.line, error.span.col) == ("RG092", 2, 1)
     assert "`--no-plugins`" in error.message and "you trust" in error.help
@@ -488,7 +489,8 @@ def test_plugins_refused(tmp_path):
 
 def test_plugin_whose_shape_rule_raises(tmp_path, plugins_on_path):
     path = tmp_path / "broken.yaml"
-    path.write_text("resgraph: 1\nplugins: [resgraph_broken.ops]\ninput: [1, 4, 4]\nnodes:\n  norm: {op: broken_norm}\n")
+    path.write_text("resgraph: 1\nplugins: [resgraph_broken.ops]\ninput: [1, 4, 4]\n"
+                    "nodes:\n  norm: {op: broken_norm}\n")
     (error,) = resgraph.validate(path)
     assert (error.code, error.span.line, error.span.col) == ("RG093", 5, 3)
     assert error.message.startswith("`norm`: plugin `resgraph_broken.ops` raised ZeroDivisionError")

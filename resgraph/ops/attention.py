@@ -22,9 +22,9 @@ class MultiheadAttention(Op):
     the scaling and the bias additions are not counted, as norms and activations are not counted elsewhere."""
 
     op: Literal["multihead_attention"]
-    heads: Int(1)
-    dropout: Float(0.0, 1.0) = 0.0
-    bias: Bool = True
+    heads: Int(1) = Field(description="attention heads; they must divide the query's embedding size")
+    dropout: Float(0.0, 1.0) = Field(0.0, description="dropout on the attention weights, in training")
+    bias: Bool = Field(True, description="biases in the input and output projections")
     causal: Bool = Field(False, description="query position i attends to key positions up to i only (a decoder's "
                                             "self-attention)")
 

@@ -70,7 +70,7 @@ class _Recurrent(Op):
                                                    "both directions' states (2 * hidden)")
     dropout: Float(0.0, 1.0) = Field(0.0, description="dropout on the states between layers (not after the last), "
                                                       "in training")
-    bias: Bool = True
+    bias: Bool = Field(True, description="learn the biases (two per gate, as torch's)")
 
     gates: ClassVar[int]
     module_name: ClassVar[str]

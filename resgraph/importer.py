@@ -66,9 +66,11 @@ def import_module(target: str | nn.Module, input_shape: Sequence[int] | Mapping[
         traced = _trace(model)
         inputs = _input_shapes(traced, input_shape)
         _propagate_shapes(traced, inputs)
+        ids = _index_inputs(traced)
+        _fold_tuple_results(traced)
         root = _ScopeBuilder(model, traced, inputs).build()
         definitions = _define_blocks(root)
-        text = _write_spec(name, origin, inputs, root, definitions)
+        text = _write_spec(name, origin, inputs, root, definitions, ids)
     except _CannotImport as exc:
         raise _fail(exc.message, exc.help) from None
     _check_round_trip(text, name, model)
@@ -157,6 +159,34 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph)
 
 
+def _index_inputs(traced: fx.GraphModule) -> set[str]:
+    """The inputs that feed an `nn.Embedding` directly: int64 ids."""
+    found = set()
+    for node in traced.graph.nodes:
+        if node.op == "placeholder" and any(u.op == "call_module" and type(traced.get_submodule(u.target))
+                                            is nn.Embedding for u in node.users):
+            found.add(node.target)
+    return found
+
+
+def _fold_tuple_results(traced: fx.GraphModule) -> None:
+    """`out, _ = self.lstm(x)`: the layer's node stands for item 0 of its result (the op's output); the
+    unused final states disappear. Other uses of the tuple stay, and are reported as unsupported."""
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(traced.get_submodule(node.target), _TUPLE_MODULES):
+            continue
+        items = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[0] is node for u in items):
+            continue
+        firsts = [u for u in items if u.args[1] == 0]
+        if any(u.args[1] != 0 and u.users for u in items) or not firsts:
+            continue
+        node.meta["tensor_meta"] = firsts[0].meta.get("tensor_meta")
+        for user in items:
+            user.replace_all_uses_with(node)
+            traced.graph.erase_node(user)
+
+
 def _input_shapes(traced: fx.GraphModule, given: Any) -> dict[str, tuple[int, ...]]:
     """Per-sample shapes of the forward's inputs, from `given` or from the first layer."""
     placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
@@ -212,7 +242,9 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     device = next((p.device for p in traced.parameters()), torch.device("cpu"))
-    examples = [torch.empty((2, *shape), device=device) for shape in inputs.values()]
+    ids = _index_inputs(traced)
+    examples = [torch.zeros((2, *shape), device=device, dtype=torch.int64) if name in ids else
+                torch.empty((2, *shape), device=device) for name, shape in inputs.items()]
     try:
         ShapeProp(traced, fake_mode=mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
@@ -292,6 +324,19 @@ def _adaptive_size(size):
     return _compact(sizes)
 
 
+def _embedding(m, shape):
+    if m.max_norm is not None or m.scale_grad_by_freq or m.sparse:
+        raise _Unsupported("`torch.nn.Embedding` with `max_norm`, `scale_grad_by_freq` or `sparse`")
+    return {"num": m.num_embeddings, "dim": m.embedding_dim, "padding_idx": m.padding_idx}
+
+
+def _recurrent(m, shape):
+    if not m.batch_first or getattr(m, "proj_size", 0):
+        raise _Unsupported(f"`{_qualified(type(m))}` other than with `batch_first=True` (and no `proj_size`)")
+    return {"hidden": m.hidden_size, "layers": m.num_layers, "bidirectional": m.bidirectional,
+            "dropout": float(m.dropout), "bias": m.bias}
+
+
 class _Unsupported(Exception):
     """A node with no op: `what` names it (collected, one diagnostic per kind)."""
 
@@ -321,7 +366,12 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.SiLU: ("silu", lambda m, s: {}),
     nn.Sigmoid: ("sigmoid", lambda m, s: {}),
     nn.Tanh: ("tanh", lambda m, s: {}),
+    nn.Embedding: ("embedding", _embedding),
+    nn.LSTM: ("lstm", _recurrent),
+    nn.GRU: ("gru", _recurrent),
 }
+# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
+_TUPLE_MODULES = (nn.LSTM, nn.GRU)
 _INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout)
 _SUPPORTED_HELP = ("resgraph imports " + ", ".join(cls.__name__ for cls in _MODULES) + " (the layers or their "
                    "functions), `+`, `*` and torch.cat; replace the layer in the model, or add an op for it (one "
@@ -1351,7 +1401,7 @@ def _write_nodes(scope: _Scope, indent: str) -> list[str]:
 
 
 def _write_spec(name: str, origin: str, inputs: dict[str, tuple[int, ...]], root: _Scope,
-                definitions: list[_Definition]) -> str:
+                definitions: list[_Definition], ids: set[str] = frozenset()) -> str:
     lines = [
         "# Written by `resgraph import`; the model's weights load into the compiled spec with strict=True.",
         "resgraph: 1",
@@ -1362,10 +1412,13 @@ def _write_spec(name: str, origin: str, inputs: dict[str, tuple[int, ...]], root
                       if entry.op in REGISTRY and not REGISTRY[entry.op].__module__.startswith("resgraph.")})
     if plugins:
         lines.append(f"plugins: {_scalar(plugins)}")
+    def declared(placeholder: str, shape: tuple[int, ...]) -> str:
+        return f"{{shape: {_scalar(list(shape))}, dtype: int64}}" if placeholder in ids else _scalar(list(shape))
+
     if len(inputs) == 1 and root.input_names == ["input"]:
-        lines.append(f"input: {_scalar(list(next(iter(inputs.values()))))}")
+        lines.append(f"input: {declared(*next(iter(inputs.items())))}")
     else:
-        lines.append("input: " + _flow([(n, _scalar(list(s))) for n, s in zip(root.input_names, inputs.values())]))
+        lines.append("input: " + _flow([(n, declared(p, s)) for n, (p, s) in zip(root.input_names, inputs.items())]))
     if definitions:
         lines += ["", "blocks:"]
         for definition in definitions:

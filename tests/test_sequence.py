@@ -212,3 +212,29 @@ def test_sequence_networks_export(tmp_path, suffix):
         session = onnxruntime.InferenceSession(str(path))
         (got,) = session.run(None, {"input": tokens.numpy()})
         assert abs(got - expected.numpy()).max() <= 1e-4
+
+
+class TokenModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16, padding_idx=0)
+        self.lstm1 = nn.LSTM(16, 16, batch_first=True)
+        self.lstm2 = nn.GRU(16, 8, num_layers=2, bidirectional=True, batch_first=True, dropout=0.1)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        out, _ = self.lstm1(x)
+        x = out + x
+        return self.head(self.lstm2(x)[0])
+
+
+def test_import_maps_embedding_lstm_and_gru_back():
+    from resgraph.importer import import_module
+
+    model = TokenModel().eval()
+    text = import_module(model, input_shape=(9,))
+    assert "input: {shape: [9], dtype: int64}" in text
+    assert "{op: lstm, hidden: 16}" in text and "{op: gru, hidden: 8, layers: 2, bidirectional: true" in text
+    tokens = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+    assert compare(resgraph.compile(resgraph.load("imported.yaml", text=text)), model, tokens) <= 1e-5

@@ -412,15 +412,17 @@ def index_bound(graph: Graph, name: str) -> int:
     return min((b for b in bounds if b is not None), default=2)
 
 
-def example_inputs(graph: Graph, batch: int, device: Any = None, dtype: Any = None) -> list[torch.Tensor]:
+def example_inputs(graph: Graph, batch: int, device: Any = None, dtype: Any = None,
+                   generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """Random inputs of the declared shapes: normal floats, or int64 ids below each input's `index_bound`."""
     inputs = []
     for name in graph.inputs:
         node = graph.nodes[name]
         if node.dtype == "int64":
-            inputs.append(torch.randint(0, index_bound(graph, name), (batch, *node.shape), device=device))
+            inputs.append(torch.randint(0, index_bound(graph, name), (batch, *node.shape), generator=generator)
+                          .to(device))
         else:
-            inputs.append(torch.randn((batch, *node.shape), device=device, dtype=dtype))
+            inputs.append(torch.randn((batch, *node.shape), generator=generator, dtype=dtype).to(device))
     return inputs
 
 

@@ -667,7 +667,7 @@ TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "drop_pa
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
             "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60, "conv_transpose2d": 150,
-            "upsample": 150, "multihead_attention": 60, "embedding": 30, "lstm": 20, "gru": 20, "sdpa": 50,
+            "upsample": 150, "multihead_attention": 60, "embedding": 25, "lstm": 12, "gru": 12, "sdpa": 40,
             "rope": 40}
 
 

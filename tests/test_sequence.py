@@ -126,17 +126,17 @@ class Decoder(nn.Module):
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_causal_decoder_equals_a_hand_written_module(interleaved):
     base = 500.0
-    params = {"vocab": 40, "width": 32, "heads": 4, "kv_heads": 2, "mlp": 48, "num_layers": 2, "seq_len": 7,
+    params = {"vocab": 40, "width": 32, "heads": 4, "kv_heads": 2, "mlp": 48, "num_layers": 1, "seq_len": 7,
               "interleaved": interleaved, "rope_base": base}
     network = resgraph.load(SPECS / "tiny_decoder.yaml", params)
     model = randomize_layer_norm(resgraph.compile(network, seed=1))
     rope = (lambda x: rope_complex(x, base)) if interleaved else (lambda x: rope_half(x, base))
-    reference = Decoder(40, 32, 4, 2, 48, 2, rope)
+    reference = Decoder(40, 32, 4, 2, 48, 1, rope)
     assert network.params == sum(p.numel() for p in reference.parameters())
     tokens = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(0))
     assert compare(model, reference, tokens) <= 1e-5
     # the other convention gives another network: the test can tell them apart
-    other = Decoder(40, 32, 4, 2, 48, 2, (lambda x: rope_half(x, base)) if interleaved else
+    other = Decoder(40, 32, 4, 2, 48, 1, (lambda x: rope_half(x, base)) if interleaved else
                     (lambda x: rope_complex(x, base)))
     assert compare(model, other, tokens) > 1e-3
 

@@ -161,9 +161,10 @@ class SpecFile(_Model):
 
 
 @functools.lru_cache(maxsize=None)
-def _models_with(ops: frozenset[str]) -> type[SpecFile]:
-    """SpecFile (and BlockDef) whose nodes may also be the plugin ops `ops`."""
-    names = ops | {name for name, cls in REGISTRY.items() if is_builtin(cls)}
+def _models_with(ops: frozenset[tuple[str, type]]) -> type[SpecFile]:
+    """SpecFile (and BlockDef) whose nodes may also be the plugin ops `ops` ((name, class) pairs: a plugin
+    module imported afresh gives new classes, and new models)."""
+    names = {name for name, _ in ops} | {name for name, cls in REGISTRY.items() if is_builtin(cls)}
     union = _node_union(names)
     block = create_model("BlockDef", __base__=BlockDef, __doc__=BlockDef.__doc__,
                          nodes=(dict[NodeName, union], Field(min_length=1)))
@@ -235,7 +236,7 @@ def parse_spec(source: SourceFile, diagnostics: Diagnostics, allow_plugins: bool
     plugin_ops = _plugin_ops(source, diagnostics, allow_plugins)
     if plugin_ops is None:
         return None
-    model = _models_with(plugin_ops) if plugin_ops else SpecFile
+    model = _models_with(frozenset((name, REGISTRY[name]) for name in plugin_ops)) if plugin_ops else SpecFile
     try:
         return model.model_validate(data)
     except ValidationError as exc:

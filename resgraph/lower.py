@@ -32,7 +32,7 @@ class Builder:
         self.modules: dict[str, nn.Module] = {}   # attribute name (within the scope) -> module
         self.node: Node | None = None
         self._users = users if users is not None else graph.users()
-        self._outputs = set(graph.outputs)
+        self._outputs = set(graph.outputs) | set(graph.training_outputs)   # returned: never overwritten
 
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> fx.Node:

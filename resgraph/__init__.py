@@ -109,23 +109,23 @@ class Network:
 
 
 def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
-             include_path: Sequence[PathLike] = ()) -> tuple[Network | None, Diagnostics]:
+             include_path: Sequence[PathLike] = (), plugins: bool = True) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
     # The passes allocate many small objects that all stay alive until the end; the cyclic
     # garbage collector's repeated full scans of them would make big nets superlinear.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_passes(path, params, text, include_path)
+        return _run_passes(path, params, text, include_path, plugins=plugins)
     finally:
         if enabled:
             gc.enable()
 
 
 def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
-                include_path: Sequence[PathLike] = (), cache: FileCache | None = None
-                ) -> tuple[Network | None, Diagnostics]:
-    state = run_passes(path, params, text, cache, include_path=include_path)
+                include_path: Sequence[PathLike] = (), cache: FileCache | None = None,
+                plugins: bool = True) -> tuple[Network | None, Diagnostics]:
+    state = run_passes(path, params, text, cache, include_path=include_path, plugins=plugins)
     return (state.network if not state.diagnostics.has_errors else None), state.diagnostics
 
 
@@ -138,12 +138,13 @@ class Analysis:
 
 
 def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: str | None = None,
-               cache: FileCache | None = None, *, include_path: Sequence[PathLike] = ()) -> Analysis:
+               cache: FileCache | None = None, *, include_path: Sequence[PathLike] = (),
+               plugins: bool = True) -> Analysis:
     """Every static pass in order; `graph` is set when expansion succeeded (its shapes may be partial)."""
     from .lint import allowed, check_allow, lint_graph
 
     diagnostics = Diagnostics()
-    program = load_program(path, diagnostics, text, include_path=include_path, cache=cache)
+    program = load_program(path, diagnostics, text, include_path=include_path, cache=cache, allow_plugins=plugins)
     if program is None:
         return Analysis(diagnostics)
     check_allow(program, diagnostics)
@@ -161,24 +162,27 @@ def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: st
 
 
 def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None,
-             include_path: Sequence[PathLike] = ()) -> list[Diagnostic]:
+             include_path: Sequence[PathLike] = (), plugins: bool = True) -> list[Diagnostic]:
     """Every error and warning in the spec at `path`; an empty list means it is valid and clean.
 
     Never raises for a bad spec. Block libraries (files with blocks but no nodes) are checked
     for their definitions only. `include` and `extends` read files under the spec's directory and
-    the directories of `include_path` (and $RESGRAPH_PATH) only.
+    the directories of `include_path` (and $RESGRAPH_PATH) only. Loads the plugins the spec names and
+    the installed ones (their code runs: docs/plugins.md); `plugins=False` loads none and refuses a spec
+    that names one (RG092).
     """
-    return _analyse(path, params, text, include_path)[1].items
+    return _analyse(path, params, text, include_path, plugins)[1].items
 
 
 def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None,
-         include_path: Sequence[PathLike] = ()) -> Network:
+         include_path: Sequence[PathLike] = (), plugins: bool = True) -> Network:
     """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid.
 
-    `include_path`: directories besides the spec's own tree that `include` and `extends` may read."""
+    `include_path`: directories besides the spec's own tree that `include` and `extends` may read;
+    `plugins` as for `validate`."""
     if isinstance(path, Network):
         return path
-    network, diagnostics = _analyse(path, params, text, include_path)
+    network, diagnostics = _analyse(path, params, text, include_path, plugins)
     diagnostics.raise_if_errors()
     if network is None:
         raise SpecError([Diagnostic("RG010", "the spec defines no network (it has no `nodes`)",

@@ -152,8 +152,10 @@ def gradient_norms(model: "torch.nn.Module", graph: Graph, seed: int = 0, batch:
     import torch
     import torch.nn.functional as F
 
+    from .lower import example_inputs
+
     generator = torch.Generator().manual_seed(seed)
-    inputs = [torch.randn((batch, *graph.nodes[name].shape), generator=generator) for name in graph.inputs]
+    inputs = example_inputs(graph, batch, generator=generator)   # int64 ids for token inputs
     model.train()
     model.zero_grad(set_to_none=True)
     output = model(*inputs)

@@ -138,6 +138,9 @@ include_path_option = click.option(
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                           help="Override a spec parameter (repeatable), e.g. --set num_classes=10.")
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
+plugins_option = click.option("--no-plugins", "no_plugins", is_flag=True,
+                              help="Load no plugins (a plugin is Python code that runs when loaded): neither the "
+                                   "installed ones nor those a spec names, which is then an error (RG092).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,16 +156,18 @@ def main(debug: bool) -> None:
 @include_path_option
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one machine-readable list of diagnostics for all files (for editors and CI).")
+@plugins_option
 @_handle_errors
 def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[str, ...],
-             output_format: str) -> None:
-    """Check specs without building them (no torch import). Exit 0 when every spec is valid."""
+             output_format: str, no_plugins: bool) -> None:
+    """Check specs without building them (no torch import, unless a plugin imports it). Exit 0 when every
+    spec is valid."""
     params = _parse_sets(sets)
     everything: list[Diagnostic] = []
     sources: dict[str, str] = {}
     codes = []
     for path in specs:
-        network, diagnostics = resgraph._analyse(path, params or None, None, include_path)
+        network, diagnostics = resgraph._analyse(path, params or None, None, include_path, not no_plugins)
         everything += diagnostics.items
         sources.update(diagnostics.sources)
         codes.append(_exit_code(diagnostics.items))
@@ -190,15 +195,18 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[
                                   "would need more memory than this.")
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
+@plugins_option
 @_handle_errors
-def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str, seed: int,
-                    zero_init_residual: bool, max_memory: float, batch: int, show_code: bool) -> None:
+def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str,
+                    seed: int, zero_init_residual: bool, max_memory: float, batch: int, show_code: bool,
+                    no_plugins: bool) -> None:
     """Build the torch module, run a check forward pass and print a summary."""
     import torch
 
     from .lower import check_forward
 
-    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
+                            plugins=not no_plugins)
     _print_diagnostics(network.warnings, network.sources)
     try:
         torch_device = torch.device(device)
@@ -238,10 +246,13 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
 @click.option("--depth", type=click.IntRange(0), default=None,
               help="Draw this many levels of block nesting; deeper block instances become one box each "
                    "(0: every top-level block call is one box). Default: everything.")
+@plugins_option
 @_handle_errors
-def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | None) -> None:
+def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | None,
+           no_plugins: bool) -> None:
     """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
-    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
+                            plugins=not no_plugins)
     _print_diagnostics(network.warnings, network.sources)
     path = resgraph.render(network, output, depth=depth)
     click.echo(f"wrote {path}")
@@ -251,10 +262,12 @@ def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
 @spec_argument
 @set_option
 @include_path_option
+@plugins_option
 @_handle_errors
-def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...]) -> None:
+def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], no_plugins: bool) -> None:
     """Per-node output shape, parameters and MACs, with totals (no torch needed)."""
-    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
+                            plugins=not no_plugins)
     _print_diagnostics(network.warnings, network.sources)
     click.echo(network.summary())
 
@@ -267,14 +280,18 @@ def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...]) -> 
 @set_option
 @include_path_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights (.pt2 and .onnx).")
+@plugins_option
 @_handle_errors
-def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], seed: int) -> None:
-    """Write the network out: as a standalone PyTorch file that needs only torch, or as a program."""
+def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], seed: int,
+           no_plugins: bool) -> None:
+    """Write the network out: as a standalone PyTorch file that needs only torch (and the plugins it uses),
+    or as a program."""
     from pathlib import Path
 
     from .export import export as export_network
 
-    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path)
+    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
+                            plugins=not no_plugins)
     _print_diagnostics(network.warnings, network.sources)
     click.echo(f"wrote {export_network(network, Path(output), seed=seed)}")
 

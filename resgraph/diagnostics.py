@@ -74,6 +74,11 @@ CODES: dict[str, str] = {
     "RG076": "output is not a regular file",
     "RG100": "bias before batch norm",
     "RG101": "activation before a residual add",
+    "RG090": "integer input to a float op",
+    "RG091": "plugin cannot be loaded",
+    "RG092": "plugins refused",
+    "RG093": "plugin failure",
+    "RG094": "output returned twice",
 }
 
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 from .expr import YAML_CONSTANTS, ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
-from .modules import DropPath, ZeroPadShortcut
+from .modules import DropPath, RotaryEmbedding, ScaledDotProductAttention, ZeroPadShortcut
 
 LINE_LENGTH = 88  # black's default
 
@@ -141,13 +141,33 @@ def constructor(module: nn.Module) -> Call:
             ("output_padding", _same(module.output_padding)), ("groups", module.groups),
             ("bias", module.bias is not None), ("dilation", _same(module.dilation))])
     if isinstance(module, nn.MultiheadAttention):
-        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
-            raise EjectError("can write out self-attention modules (one embedding size, no extra bias) only")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise EjectError("can write out attention modules without extra key/value biases only")
+        extra = [] if module._qkv_same_embed_dim else [("kdim", module.kdim), ("vdim", module.vdim)]
         return Call("nn.MultiheadAttention", [
             (None, module.embed_dim), (None, module.num_heads), ("dropout", module.dropout),
-            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)])
+            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)] + extra)
+    if isinstance(module, nn.Embedding):
+        return Call("nn.Embedding", [(None, module.num_embeddings), (None, module.embedding_dim),
+                                     ("padding_idx", module.padding_idx)])
+    if isinstance(module, (nn.LSTM, nn.GRU)) and type(module) in (nn.LSTM, nn.GRU):
+        if getattr(module, "proj_size", 0):
+            raise EjectError("can write out LSTMs without `proj_size` only")
+        return Call(f"nn.{type(module).__name__}", [
+            (None, module.input_size), (None, module.hidden_size), ("num_layers", module.num_layers),
+            ("bias", module.bias), ("batch_first", module.batch_first), ("dropout", module.dropout),
+            ("bidirectional", module.bidirectional)])
+    if isinstance(module, ScaledDotProductAttention):
+        return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
+                                                  ("causal", module.causal), ("dropout", module.dropout),
+                                                  ("scale", module.scale)])
+    if isinstance(module, RotaryEmbedding):
+        return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
+                                        ("interleaved", module.interleaved)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
+    if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
+        return _plugin_constructor(module)
     if isinstance(module, ZeroPadShortcut):
         if len(module.stride) != 2 or module.stride[0] != module.stride[1]:
             raise EjectError("can write out zero-padding shortcuts of 2-d inputs with a square stride only")
@@ -156,10 +176,34 @@ def constructor(module: nn.Module) -> Call:
     raise EjectError(f"cannot write out a `{type(module).__name__}` module")
 
 
+def _plugin_constructor(module: nn.Module) -> Call:
+    """A plugin's module: `Class(arg=value, ...)` from its `__init__` arguments, which it keeps as attributes of
+    the same names (docs/plugins.md); the ejected file imports the class from the plugin."""
+    cls = type(module)
+    parameters = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [p.name for p in parameters if not hasattr(module, p.name)]
+    if missing:
+        raise EjectError(f"cannot write out a `{cls.__module__}.{cls.__qualname__}` module: its `__init__` argument "
+                         f"`{missing[0]}` is not kept as an attribute of the same name")
+    args = []
+    for parameter in parameters:
+        value = getattr(module, parameter.name)
+        if not _is_literal(value) and not isinstance(value, (str, tuple, list)):
+            raise EjectError(f"cannot write out a `{cls.__qualname__}` module: its argument `{parameter.name}` is a "
+                             f"`{type(value).__name__}`")
+        if parameter.default is not inspect.Parameter.empty and _equal(parameter.default, value):
+            continue
+        args.append((None if parameter.default is inspect.Parameter.empty else parameter.name, value))
+    return Call(cls.__name__, args)
+
+
 DEFAULTS = {  # keyword arguments left out when they equal torch's default
     "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
     "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
-    "p": 0.5, "output_padding": 0, "dropout": 0.0,
+    "p": 0.5, "output_padding": 0, "dropout": 0.0, "padding_idx": None, "num_layers": 1,
+    "bidirectional": False, "batch_first": False, "causal": False, "scale": None, "base": 10000.0,
+    "interleaved": False,
 }
 
 
@@ -359,6 +403,7 @@ class Ejector:
     def write(self, blocks: dict[str, Any]) -> str:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
+        self.plugin_imports: set[tuple[str, str]] = set()
         taken: set[str] = set(HELPER_SOURCES)
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
@@ -381,8 +426,13 @@ class Ejector:
         header = [f'"""{self.graph.name}, ejected by resgraph{" from " + self.source_name if self.source_name else ""}.',
                   "", "A standalone PyTorch module: it imports only torch, and its state_dict keys are those of the",
                   'compiled spec."""', ""]
+        if self.plugin_imports:
+            header[2:4] = ["A standalone PyTorch module: it imports only torch and the plugins whose modules it uses, "
+                           "and its", 'state_dict keys are those of the compiled spec."""']
         imports = (["import math", ""] if self.uses_math else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
+        if self.plugin_imports:   # the modules of plugin ops: the file needs those plugins installed
+            imports += [""] + [f"from {module} import {name}" for module, name in sorted(self.plugin_imports)]
         parts = ["\n".join(header + imports)]
         parts += [HELPER_SOURCES[helper] for helper in sorted(self.helpers)]
         parts += sections
@@ -478,6 +528,9 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
+                    elif statement.module is not None and \
+                            type(statement.module).__module__.split(".")[0] not in ("torch", "resgraph"):
+                        self.plugin_imports.add((type(statement.module).__module__, type(statement.module).__name__))
                     (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
                 elif statement.kind == "call":
                     slots.setdefault(statement.slot, []).append(self._child_call(statement))
@@ -776,10 +829,13 @@ def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) 
 
     parameters = list(inspect.signature(module.forward).parameters.values())
     arguments: list[tuple[str | None, Name]] = []
+    by_keyword = False   # from the first constant on, every argument is named (`attn_mask=mask` after constants)
     for position, (arg, text) in enumerate(zip(args, rendered)):
-        if _is_literal(arg) and all(_is_literal(a) for a in args[position:]) and position < len(parameters):
+        by_keyword = by_keyword or (_is_literal(arg) and position < len(parameters))
+        if by_keyword and position < len(parameters):
             default = parameters[position].default
-            if default is not inspect.Parameter.empty and type(default) is type(arg) and default == arg:
+            if _is_literal(arg) and default is not inspect.Parameter.empty and type(default) is type(arg) \
+                    and default == arg:
                 continue
             arguments.append((parameters[position].name, text))
         else:
@@ -800,7 +856,9 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
 
 # resgraph's own modules, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE}
+HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
+                  "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
+                  "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip()}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for
@@ -924,5 +982,8 @@ def eject_network(network: Any) -> str:
     if inner:
         raise EjectError(f"cannot write Python source for an output inside a block (`{inner[0]}`): its class "
                          "returns only the block's output; export to .pt2 or .onnx, or compile the spec")
+    if network.graph.training_outputs:
+        raise EjectError("cannot write out `training_outputs` as Python yet (the forward would need a branch on "
+                         "`self.training`); export .pt2 or .onnx, which hold the eval-mode network")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
     return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)

@@ -20,7 +20,8 @@ from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
 from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source
-from .spec import BlockCall, BlockDef, Requirement, SpecFile, parse_spec, report_validation_error
+from .spec import (BlockCall, BlockDef, Requirement, SpecFile, input_declarations, parse_spec,
+                   report_validation_error)
 
 MAX_NODES = 250_000
 MAX_INCLUDE_DEPTH = 32
@@ -72,8 +73,8 @@ class FileCache:
                                                            dict[str, str]]] = {}
         self.reads = 0                       # files read and parsed (not served from the cache)
 
-    def load(self, path: Path, diagnostics: Diagnostics, included_at: Span | None = None
-             ) -> tuple[SourceFile | None, SpecFile | None]:
+    def load(self, path: Path, diagnostics: Diagnostics, included_at: Span | None = None,
+             allow_plugins: bool = True) -> tuple[SourceFile | None, SpecFile | None]:
         key = (_identity(str(path)), included_at)   # diagnostics about a file point at the line that named it
         text = self.overlays.get(key[0])
         if text is not None:
@@ -93,7 +94,7 @@ class FileCache:
         self.reads += 1
         own = Diagnostics()
         source = load_source(path, own, text, included_at=included_at)
-        spec = parse_spec(source, own) if source is not None else None
+        spec = parse_spec(source, own, allow_plugins) if source is not None else None
         if stamp is not None:
             self._entries[key] = (stamp, source, spec, list(own.items), dict(own.sources))
         for item in own.items:
@@ -102,12 +103,12 @@ class FileCache:
         return source, spec
 
 
-def _load_file(path: Path, diagnostics: Diagnostics, cache: FileCache | None, included_at: Span | None = None
-               ) -> tuple[SourceFile | None, SpecFile | None]:
+def _load_file(path: Path, diagnostics: Diagnostics, cache: FileCache | None, included_at: Span | None = None,
+               allow_plugins: bool = True) -> tuple[SourceFile | None, SpecFile | None]:
     if cache is not None:
-        return cache.load(path, diagnostics, included_at)
+        return cache.load(path, diagnostics, included_at, allow_plugins)
     source = load_source(path, diagnostics, included_at=included_at)
-    return source, parse_spec(source, diagnostics) if source is not None else None
+    return source, parse_spec(source, diagnostics, allow_plugins) if source is not None else None
 
 
 EXTENDS_FIELDS = frozenset({"resgraph", "name", "doc", "extends", "params", "allow"})
@@ -166,18 +167,19 @@ def _as_written(directory: str) -> str:
 def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = None,
                  _stack: tuple[str, ...] = (), *, include_path: Sequence[str | os.PathLike] = (),
                  _roots: ProjectRoots | None = None, _named_at: Span | None = None,
-                 cache: FileCache | None = None) -> Program | None:
+                 cache: FileCache | None = None, allow_plugins: bool = True) -> Program | None:
     """Load and parse a spec file and, recursively, the files it includes or extends.
 
     Included and extended files must lie under the project roots (see `ProjectRoots`). With a
     `cache`, included and extended files that have not changed are not read again (the file at
-    `path` itself is, unless `text` is given)."""
+    `path` itself is, unless `text` is given). Each file may load the plugins it names
+    (docs/plugins.md), unless `allow_plugins` is False."""
     roots = _roots or ProjectRoots.of(path, include_path)
     if text is None and _stack and cache is not None:
-        source, spec = cache.load(Path(path), diagnostics, _named_at)
+        source, spec = cache.load(Path(path), diagnostics, _named_at, allow_plugins)
         if source is None or spec is None:
             return None
-        return _program(spec, source, diagnostics, _stack, roots, cache)
+        return _program(spec, source, diagnostics, _stack, roots, cache, allow_plugins)
     source = load_source(path, diagnostics, text, included_at=_named_at)
     if source is None:
         return None
@@ -187,19 +189,20 @@ def load_program(path: str | Path, diagnostics: Diagnostics, text: str | None = 
         diagnostics.error("RG008", f"`{source.path}` is not a resgraph spec: {why}", Span(source.path, 1, 1, 1, 1),
                           help="a spec is a YAML mapping that starts with `resgraph: 1`; see docs/spec.md")
         return None
-    spec = parse_spec(source, diagnostics)
+    spec = parse_spec(source, diagnostics, allow_plugins)
     if spec is None:
         return None
-    return _program(spec, source, diagnostics, _stack, roots, cache)
+    return _program(spec, source, diagnostics, _stack, roots, cache, allow_plugins)
 
 
 def _program(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
-             roots: ProjectRoots, cache: FileCache | None) -> Program | None:
+             roots: ProjectRoots, cache: FileCache | None, allow_plugins: bool) -> Program | None:
     stack = stack + (_identity(source.path),)
     if spec.extends is not None:
-        return _extend(spec, source, diagnostics, stack, roots, cache)
+        return _extend(spec, source, diagnostics, stack, roots, cache, allow_plugins)
     program = Program(spec, source, param_origins={key: (source, ("params", key)) for key in spec.params})
-    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, roots=roots, cache=cache)
+    _collect_blocks(program, spec, source, diagnostics, stack=stack, loaded={}, roots=roots, cache=cache,
+                    allow_plugins=allow_plugins)
     return program
 
 
@@ -225,7 +228,7 @@ def _resolve(roots: ProjectRoots, name: str, source: SourceFile, span: Span | No
 
 
 def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack: tuple[str, ...],
-            roots: ProjectRoots, cache: FileCache | None = None) -> Program | None:
+            roots: ProjectRoots, cache: FileCache | None = None, allow_plugins: bool = True) -> Program | None:
     """A spec that `extends` another is that network with another name and other param values."""
     extra = [key for key in source.data if key not in EXTENDS_FIELDS]
     for key in extra:
@@ -245,7 +248,8 @@ def _extend(spec: SpecFile, source: SourceFile, diagnostics: Diagnostics, stack:
     if target is None:
         return None
     errors_before = diagnostics.error_count
-    base = load_program(target, diagnostics, _stack=stack, _roots=roots, _named_at=span, cache=cache)
+    base = load_program(target, diagnostics, _stack=stack, _roots=roots, _named_at=span, cache=cache,
+                        allow_plugins=allow_plugins)
     if base is None:
         _point_at(diagnostics, errors_before, span, f"cannot extend `{spec.extends}`")
         return None
@@ -279,7 +283,7 @@ def _identity(path: str) -> str:
 
 def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagnostics: Diagnostics,
                     stack: tuple[str, ...], loaded: dict[str, tuple[SpecFile, SourceFile] | None],
-                    roots: ProjectRoots, cache: FileCache | None = None) -> None:
+                    roots: ProjectRoots, cache: FileCache | None = None, allow_plugins: bool = True) -> None:
     for name, definition in spec.blocks.items():
         previous = program.blocks.get(name)
         if previous is not None:
@@ -306,7 +310,8 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
             continue
         if key not in loaded:
             errors_before, items_before = diagnostics.error_count, len(diagnostics.items)
-            included_source, included = _load_file(target, diagnostics, cache, included_at=span)
+            included_source, included = _load_file(target, diagnostics, cache, included_at=span,
+                                                   allow_plugins=allow_plugins)
             loaded[key] = (included, included_source) if included is not None else None
             if included is None:
                 program.incomplete = True
@@ -316,7 +321,8 @@ def _collect_blocks(program: Program, spec: SpecFile, source: SourceFile, diagno
                 if included.nodes:
                     diagnostics.warning("RG031", f"the nodes of included file `{include}` are ignored", span,
                                         help="an include brings in blocks only; move shared nodes into a block")
-                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, roots, cache)
+                _collect_blocks(program, included, included_source, diagnostics, stack + (key,), loaded, roots, cache,
+                                allow_plugins)
 
 
 # ---- static checks of every definition ---------------------------------------------------------
@@ -349,7 +355,7 @@ def _scopes(program: Program) -> list[_Scope]:
         d = block.definition
         scopes.append(_Scope(block.source, block.path, d.nodes, tuple(d.inputs), d.output, f"block `{block.name}`"))
     if spec.nodes:
-        inputs = ("input",) if isinstance(spec.input, list) else tuple(spec.input or ())
+        inputs = tuple(name for name, _, _, _ in input_declarations(spec.input))
         scopes.append(_Scope(program.source, (), spec.nodes, inputs, None, "the network"))
     return scopes
 
@@ -935,15 +941,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors or not spec.nodes:
         return None
 
-    named = isinstance(spec.input, dict)
-    for name, dims in (spec.input.items() if named else [("input", spec.input)]):
-        path = ("input", name) if named else ("input",)
+    for name, dims, dtype, path in input_declarations(spec.input):
         try:
             shape = tuple(_DIMS.validate_python(dims, context={"scope": values}))
         except ValidationError as exc:
             report_validation_error(exc, source, path, diagnostics, root_model=SpecFile)
             continue
-        graph.add(Node(name, None, [], source, path, shape=shape))
+        graph.add(Node(name, None, [], source, path, shape=shape, dtype=dtype))
         graph.inputs.append(name)
     if diagnostics.has_errors:
         return None
@@ -995,4 +999,22 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         except _Abort:
             return None
         graph.output_spans.append(span)
+    training = spec.training_outputs
+    for position, name in enumerate([training] if isinstance(training, str) else list(training or ())):
+        span = source.span(("training_outputs", position) if isinstance(training, list) else ("training_outputs",))
+        if name not in known:
+            diagnostics.error("RG040", f"unknown training output `{name}`", span,
+                              help=did_you_mean(name, known) or "training outputs name top-level nodes or block calls")
+            continue
+        try:
+            resolved = expander.resolve(name)
+        except _Abort:
+            return None
+        if resolved in graph.outputs or resolved in graph.training_outputs:
+            diagnostics.error("RG094", f"`{name}` is returned twice: it is already "
+                              + ("an output" if resolved in graph.outputs else "a training output"), span,
+                              help="a node is either returned always (`outputs`) or in training only "
+                                   "(`training_outputs`), once")
+            continue
+        graph.training_outputs.append(resolved)
     return None if diagnostics.has_errors else graph

@@ -31,7 +31,11 @@ def export(network: Any, output: Path, *, seed: int | None = 0) -> Path:
     import resgraph
 
     model = resgraph.compile(network, seed=seed).eval()
-    example = tuple(torch.randn((2, *shape)) for shape in network.input_shapes.values())
+    # A network with `training_outputs` is exported as in eval: the forward without the training-only nodes.
+    model = getattr(model, "eval_forward", model)
+    from .lower import example_inputs
+
+    example = tuple(example_inputs(network.graph, 2))
     batch = torch.export.Dim("batch", min=1, max=2**16)
     dynamic = tuple({0: batch} for _ in example)
     if suffix == "pt2":

@@ -38,6 +38,7 @@ class Node:
     failed: bool = False                 # its attributes were invalid (already reported)
     allow: frozenset[str] = frozenset()  # warning codes it may raise unreported (its own and its calls' `allow`)
     shape: "Shape | None" = None
+    dtype: str = "float"                 # `float` (the compile dtype) or `int64`, inferred with the shape
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,6 +101,7 @@ class Graph:
     nodes: dict[str, Node] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    training_outputs: list[str] = field(default_factory=list)   # returned in training only, after `outputs`
     output_spans: list[Span | None] = field(default_factory=list)
     instances: dict[str, Instance] = field(default_factory=dict)   # in the order they were made
 
@@ -134,6 +136,16 @@ class Graph:
                 if producer in self.nodes and not g.has_edge(producer, node.name):
                     g.add_edge(producer, node.name, position=position)
         return g
+
+    def training_only(self) -> set[str]:
+        """The nodes that only `training_outputs` read (or are): computed in training only."""
+        if not self.training_outputs:
+            return set()
+        needed = set(self.outputs)
+        for node in reversed(self.topological_order()):
+            if node.name in needed:
+                needed.update(node.inputs)
+        return {name for name in self.nodes if name not in needed}
 
     def users(self) -> dict[str, list[str]]:
         """Each node's consumers, one entry per use (a node read twice by one add appears twice)."""
@@ -241,7 +253,7 @@ def check_graph(graph: Graph, diagnostics: Diagnostics) -> bool:
         return False
 
     # Liveness, one backward sweep in topological order: a node is needed if a needed node reads it.
-    needed: set[str] = {output for output in graph.outputs if output in graph.nodes}
+    needed: set[str] = {output for output in graph.outputs + graph.training_outputs if output in graph.nodes}
     for node in reversed(graph.topological_order()):
         if node.name in needed:
             needed.update(node.inputs)

@@ -56,15 +56,21 @@ def import_module(target: str | nn.Module, input_shape: Sequence[int] | Mapping[
     that compiles to the same modules; the returned spec is checked to compile to the module's
     state_dict keys, shapes and layer settings.
     """
+    from .plugins import installed_plugins, load_plugin
+
+    for _, plugin in installed_plugins():   # their ops may import modules of the model
+        load_plugin(plugin)
     model, default_name, origin = _resolve_target(target, dict(kwargs or {}))
     name = name or default_name
     try:
         traced = _trace(model)
         inputs = _input_shapes(traced, input_shape)
         _propagate_shapes(traced, inputs)
+        ids = _index_inputs(traced)
+        _fold_tuple_results(traced)
         root = _ScopeBuilder(model, traced, inputs).build()
         definitions = _define_blocks(root)
-        text = _write_spec(name, origin, inputs, root, definitions)
+        text = _write_spec(name, origin, inputs, root, definitions, ids)
     except _CannotImport as exc:
         raise _fail(exc.message, exc.help) from None
     _check_round_trip(text, name, model)
@@ -121,9 +127,25 @@ def _resolve_target(target: str | nn.Module, kwargs: dict[str, Any]) -> tuple[nn
 
 # ---- tracing and shapes ------------------------------------------------------------------------
 
+def _plugin_imports() -> dict[str, type]:
+    """Qualified module class name -> the plugin op that imports it (`imports` of a plugin's op class)."""
+    found = {}
+    for cls in REGISTRY.values():
+        for qualified in getattr(cls, "imports", ()):
+            found[qualified] = cls
+    return found
+
+
+class _LeafTracer(fx.Tracer):
+    """torch.nn's layers, and the modules that plugin ops import, stay leaves (`call_module` nodes)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return _qualified(type(m)) in _plugin_imports() or super().is_leaf_module(m, module_qualified_name)
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace; torch.nn's own layers stay leaves (`call_module` nodes)."""
-    tracer = fx.Tracer()
+    tracer = _LeafTracer()
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds for untraceable code
@@ -135,6 +157,34 @@ def _trace(model: nn.Module) -> fx.GraphModule:
                             help="resgraph imports models whose forward is the same graph for every input: "
                                  "no control flow on tensor values, no calls on tensor data") from None
     return fx.GraphModule(tracer.root, graph)
+
+
+def _index_inputs(traced: fx.GraphModule) -> set[str]:
+    """The inputs that feed an `nn.Embedding` directly: int64 ids."""
+    found = set()
+    for node in traced.graph.nodes:
+        if node.op == "placeholder" and any(u.op == "call_module" and type(traced.get_submodule(u.target))
+                                            is nn.Embedding for u in node.users):
+            found.add(node.target)
+    return found
+
+
+def _fold_tuple_results(traced: fx.GraphModule) -> None:
+    """`out, _ = self.lstm(x)`: the layer's node stands for item 0 of its result (the op's output); the
+    unused final states disappear. Other uses of the tuple stay, and are reported as unsupported."""
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(traced.get_submodule(node.target), _TUPLE_MODULES):
+            continue
+        items = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[0] is node for u in items):
+            continue
+        firsts = [u for u in items if u.args[1] == 0]
+        if any(u.args[1] != 0 and u.users for u in items) or not firsts:
+            continue
+        node.meta["tensor_meta"] = firsts[0].meta.get("tensor_meta")
+        for user in items:
+            user.replace_all_uses_with(node)
+            traced.graph.erase_node(user)
 
 
 def _input_shapes(traced: fx.GraphModule, given: Any) -> dict[str, tuple[int, ...]]:
@@ -192,7 +242,9 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     device = next((p.device for p in traced.parameters()), torch.device("cpu"))
-    examples = [torch.empty((2, *shape), device=device) for shape in inputs.values()]
+    ids = _index_inputs(traced)
+    examples = [torch.zeros((2, *shape), device=device, dtype=torch.int64) if name in ids else
+                torch.empty((2, *shape), device=device) for name, shape in inputs.items()]
     try:
         ShapeProp(traced, fake_mode=mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
@@ -272,6 +324,19 @@ def _adaptive_size(size):
     return _compact(sizes)
 
 
+def _embedding(m, shape):
+    if m.max_norm is not None or m.scale_grad_by_freq or m.sparse:
+        raise _Unsupported("`torch.nn.Embedding` with `max_norm`, `scale_grad_by_freq` or `sparse`")
+    return {"num": m.num_embeddings, "dim": m.embedding_dim, "padding_idx": m.padding_idx}
+
+
+def _recurrent(m, shape):
+    if not m.batch_first or getattr(m, "proj_size", 0):
+        raise _Unsupported(f"`{_qualified(type(m))}` other than with `batch_first=True` (and no `proj_size`)")
+    return {"hidden": m.hidden_size, "layers": m.num_layers, "bidirectional": m.bidirectional,
+            "dropout": float(m.dropout), "bias": m.bias}
+
+
 class _Unsupported(Exception):
     """A node with no op: `what` names it (collected, one diagnostic per kind)."""
 
@@ -301,7 +366,12 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.SiLU: ("silu", lambda m, s: {}),
     nn.Sigmoid: ("sigmoid", lambda m, s: {}),
     nn.Tanh: ("tanh", lambda m, s: {}),
+    nn.Embedding: ("embedding", _embedding),
+    nn.LSTM: ("lstm", _recurrent),
+    nn.GRU: ("gru", _recurrent),
 }
+# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
+_TUPLE_MODULES = (nn.LSTM, nn.GRU)
 _INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout)
 _SUPPORTED_HELP = ("resgraph imports " + ", ".join(cls.__name__ for cls in _MODULES) + " (the layers or their "
                    "functions), `+`, `*` and torch.cat; replace the layer in the model, or add an op for it (one "
@@ -489,6 +559,9 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
         entry = _MODULES.get(type(module))
+        plugin = _plugin_imports().get(_qualified(type(module))) if entry is None else None
+        if plugin is not None:   # a module of a class a plugin op imports (docs/plugins.md)
+            entry = (plugin.op_name(), plugin.import_attributes)
         if entry is None:
             raise _Unsupported(_describe_module(module))
         op, attributes = entry
@@ -695,7 +768,12 @@ class _ScopeBuilder:
 
     def _check_state_is_covered(self) -> None:
         called = {node.target for node in self.mapped if node.op == "call_module"}
+        plugin_classes = _plugin_imports()
+        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in plugin_classes]
         for path, module in self.model.named_modules():
+            if any(path.startswith(leaf + ".") for leaf in leaves):
+                continue   # inside a plugin op's module, which owns its submodules
+
             own = [n for n, _ in module.named_parameters(recurse=False)] + \
                   [n for n, _ in module.named_buffers(recurse=False)]
             if own and path not in called:
@@ -1324,17 +1402,24 @@ def _write_nodes(scope: _Scope, indent: str) -> list[str]:
 
 
 def _write_spec(name: str, origin: str, inputs: dict[str, tuple[int, ...]], root: _Scope,
-                definitions: list[_Definition]) -> str:
+                definitions: list[_Definition], ids: set[str] = frozenset()) -> str:
     lines = [
         "# Written by `resgraph import`; the model's weights load into the compiled spec with strict=True.",
         "resgraph: 1",
         f"name: {_scalar(name)}",
         f"doc: {json.dumps(f'Imported from {origin}.')}",
     ]
+    plugins = sorted({REGISTRY[entry.op].__module__ for scope in _post_order(root) for entry in scope.entries
+                      if entry.op in REGISTRY and not REGISTRY[entry.op].__module__.startswith("resgraph.")})
+    if plugins:
+        lines.append(f"plugins: {_scalar(plugins)}")
+    def declared(placeholder: str, shape: tuple[int, ...]) -> str:
+        return f"{{shape: {_scalar(list(shape))}, dtype: int64}}" if placeholder in ids else _scalar(list(shape))
+
     if len(inputs) == 1 and root.input_names == ["input"]:
-        lines.append(f"input: {_scalar(list(next(iter(inputs.values()))))}")
+        lines.append(f"input: {declared(*next(iter(inputs.items())))}")
     else:
-        lines.append("input: " + _flow([(n, _scalar(list(s))) for n, s in zip(root.input_names, inputs.values())]))
+        lines.append("input: " + _flow([(n, declared(p, s)) for n, (p, s) in zip(root.input_names, inputs.items())]))
     if definitions:
         lines += ["", "blocks:"]
         for definition in definitions:

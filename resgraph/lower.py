@@ -33,7 +33,7 @@ class Builder:
         self.modules: dict[str, nn.Module] = {}   # attribute name (within the scope) -> module
         self.node: Node | None = None
         self._users = users if users is not None else graph.users()
-        self._outputs = set(graph.outputs)
+        self._outputs = set(graph.outputs) | set(graph.training_outputs)   # returned: never overwritten
 
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> fx.Node:
@@ -109,6 +109,8 @@ def lower_to_fx(graph: Graph, *, seed: int | None = 0, zero_init_residual: bool 
 def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}   # every module by its full path, for zero_init_residual
     module = _ScopeLowering(graph, modules).build("")
+    if graph.training_outputs:
+        module = TrainingOutputsNetwork(module, graph)
     if zero_init_residual:
         _zero_init_residual(graph, modules)
     _NETWORKS[module] = graph
@@ -161,7 +163,7 @@ class _ScopeLowering:
         else:
             graph_inputs = list(graph.inputs)
             placeholders = ["x"] if graph_inputs == ["input"] else [_identifier(name) for name in graph_inputs]
-            outputs = list(graph.outputs)
+            outputs = list(graph.outputs) + list(graph.training_outputs)
             class_name = _class_name(graph.name)
         for name, placeholder in zip(graph_inputs, placeholders):
             if name not in values:
@@ -412,6 +414,63 @@ def _unpickle_compiled(kind: str, class_name: str, state: dict, nodes: list[tupl
     return module
 
 
+class TrainingOutputsNetwork(nn.Module):
+    """A network with `training_outputs`, returned as torchvision's GoogLeNet and Inception return their
+    auxiliary logits: in training, a named tuple of `outputs` then `training_outputs`; in eval, `outputs`
+    alone, and the nodes only the training outputs read do not run.
+
+    Two generated forwards share one set of modules (and so one state_dict, with the spec's keys): the
+    whole graph for training, and the graph without the training-only nodes for eval. `torch.export` and
+    ONNX export see the branch taken in the mode they trace (eval)."""
+
+    def __init__(self, full: CompiledNetwork, graph: Graph) -> None:
+        super().__init__()
+        self._modules = full._modules   # the same submodules: one state_dict, one `.to()`
+        names = [_identifier(name) for name in graph.outputs + graph.training_outputs]
+        self.outputs_type = _outputs_type(_class_name(graph.name) + "Outputs", tuple(names))
+        eval_graph = fx.Graph()
+        values = eval_graph.graph_copy(full.graph, {})
+        main = [values] if len(graph.outputs) + len(graph.training_outputs) == 1 else list(values.args) \
+            if isinstance(values, fx.Node) else list(values)
+        eval_graph.output(main[0] if len(graph.outputs) == 1 else tuple(main[:len(graph.outputs)]))
+        for node in reversed(list(eval_graph.nodes)):   # the training-only calls (every call here is pure)
+            if node.op not in ("placeholder", "output") and not node.users:
+                eval_graph.erase_node(node)
+        # Held outside `_modules` (they are views of this module, not children of it).
+        self.__dict__["training_forward"] = full
+        self.__dict__["eval_forward"] = CompiledNetwork(full, eval_graph, class_name=type(full).__name__)
+
+    def forward(self, *args: Any) -> Any:
+        if self.training:
+            return self.outputs_type(*self.training_forward(*args))
+        return self.eval_forward(*args)
+
+    @property
+    def code(self) -> str:
+        return "# in training\n" + self.training_forward.code + "\n# in eval\n" + self.eval_forward.code
+
+    def _repr_html_(self) -> str | None:
+        graph = _NETWORKS.get(self)
+        if graph is None:
+            return None
+        from .report import summary_html
+
+        return summary_html(graph)
+
+
+_OUTPUT_TYPES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def _outputs_type(name: str, fields: tuple[str, ...]) -> type:
+    """One named tuple class per (name, fields), as torchvision's `GoogLeNetOutputs`."""
+    import collections
+
+    key = (name, fields)
+    if key not in _OUTPUT_TYPES:
+        _OUTPUT_TYPES[key] = collections.namedtuple(name, fields)
+    return _OUTPUT_TYPES[key]
+
+
 def _block_input_names(count: int) -> list[str]:
     """A block's forward reads `x`, as hand-written blocks do, or `input_0`, `input_1`, ..."""
     return ["x"] if count == 1 else [f"input_{index}" for index in range(count)]
@@ -473,9 +532,34 @@ def _caller_level() -> int:
     return level
 
 
+def index_bound(graph: Graph, name: str) -> int:
+    """The largest id an int64 input may hold, plus one: the smallest table among the ops that read it
+    (2 where no op states a bound)."""
+    bounds = []
+    for node in graph:
+        if node.op is not None:
+            bounds += [node.op.index_bound(position) for position, producer in enumerate(node.inputs)
+                       if producer == name]
+    return min((b for b in bounds if b is not None), default=2)
+
+
+def example_inputs(graph: Graph, batch: int, device: Any = None, dtype: Any = None,
+                   generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Random inputs of the declared shapes: normal floats, or int64 ids below each input's `index_bound`."""
+    inputs = []
+    for name in graph.inputs:
+        node = graph.nodes[name]
+        if node.dtype == "int64":
+            inputs.append(torch.randint(0, index_bound(graph, name), (batch, *node.shape), generator=generator)
+                          .to(device))
+        else:
+            inputs.append(torch.randn((batch, *node.shape), generator=generator, dtype=dtype).to(device))
+    return inputs
+
+
 def check_forward(module: nn.Module, graph: Graph, device: Any, dtype: Any, batch: int = 2) -> None:
     """Run one eval-mode forward pass on random input and compare shapes with the inferred ones."""
-    inputs = [torch.randn((batch, *graph.nodes[name].shape), device=device, dtype=dtype) for name in graph.inputs]
+    inputs = example_inputs(graph, batch, device, dtype)
     was_training = module.training
     module.eval()
     try:

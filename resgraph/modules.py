@@ -74,3 +74,63 @@ def projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...], stride: tu
     init_conv(conv)
     init_norm(norm)
     return nn.Sequential(conv, norm)
+
+
+class ScaledDotProductAttention(nn.Module):
+    """Attention over explicit queries, keys and values given as [batch, length, heads * head_dim]:
+    split into heads, `F.scaled_dot_product_attention`, heads merged back. With fewer key/value heads
+    than query heads (grouped-query attention), each key/value head serves `heads // kv_heads` query
+    heads, as `enable_gqa=True` does. Dropout of the attention weights applies in training only.
+    No parameters."""
+
+    def __init__(self, heads: int, kv_heads: int, causal: bool = False, dropout: float = 0.0,
+                 scale: float | None = None) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.causal, self.dropout, self.scale = heads, kv_heads, causal, dropout, scale
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        batch, length = query.shape[0], query.shape[1]
+        q = query.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        k = key.unflatten(-1, (self.kv_heads, -1)).transpose(1, 2)
+        v = value.unflatten(-1, (self.kv_heads, -1)).transpose(1, 2)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                             is_causal=self.causal, scale=self.scale)
+        return out.transpose(1, 2).reshape(batch, length, -1)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, kv_heads={self.kv_heads}, causal={self.causal}, dropout={self.dropout}"
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021) of a [batch, length, heads * head_dim] input: in each
+    head, channel pairs are rotated by the angle position * base^(-2i / head_dim). `interleaved=False`
+    pairs channel i with i + head_dim / 2 (Hugging Face's Llama, `rotate_half`); `interleaved=True` pairs
+    channels 2i and 2i + 1 (RoFormer, GPT-J, Meta's Llama code). Positions count from 0. No parameters."""
+
+    def __init__(self, heads: int, base: float = 10000.0, interleaved: bool = False) -> None:
+        super().__init__()
+        self.heads, self.base, self.interleaved = heads, base, interleaved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = x.unflatten(-1, (self.heads, -1))                      # [batch, length, heads, head_dim]
+        dim = heads.shape[-1]
+        exponents = torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim
+        positions = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+        angles = torch.outer(positions, self.base ** -exponents)       # [length, head_dim / 2]
+        if self.interleaved:
+            angles = angles.repeat_interleave(2, dim=-1)
+            pairs = heads.unflatten(-1, (-1, 2))
+            rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        else:
+            angles = torch.cat((angles, angles), dim=-1)
+            first, second = heads.chunk(2, dim=-1)
+            rotated = torch.cat((-second, first), dim=-1)
+        cos = angles.cos()[:, None, :].to(x.dtype)
+        sin = angles.sin()[:, None, :].to(x.dtype)
+        return (heads * cos + rotated * sin).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, base={self.base}, interleaved={self.interleaved}"

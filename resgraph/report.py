@@ -20,7 +20,7 @@ def summary_table(graph: Graph) -> str:
     """Requires inferred shapes. Rows in topological order; totals at the bottom."""
     rows = [("node", "op", "output", "params", "MACs")]
     for node in graph.topological_order():
-        op = "input" if node.is_input else node.op.label()
+        op = ("input" + (" int64" if node.dtype == "int64" else "")) if node.is_input else node.op.label()
         rows.append((node.name, op, _shape(node.shape), f"{node.meta.get('params', 0):,}",
                      f"{node.meta.get('macs', 0):,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -31,7 +31,8 @@ def summary_table(graph: Graph) -> str:
         if position == 0:
             lines.append("  ".join("-" * w for w in widths))
     params, macs = graph.total_params, graph.total_macs
-    inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.inputs)
+    inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}"
+                       + (" int64" if graph.nodes[name].dtype == "int64" else "") for name in graph.inputs)
     outputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.outputs)
     lines += [
         "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
 from .ops.base import ShapeError, fmt_shape
+from .plugins import plugin_of
 
 
 def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
@@ -27,16 +28,25 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
             complete = False
             continue
         try:
+            node.dtype = node.op.infer_dtype([graph.nodes[name].dtype for name in node.inputs])
             shape = node.op.infer_shape(shapes, node.meta)
+            node.shape = tuple(shape)
+            node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
+            node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
         except ShapeError as exc:
+            node.shape = None
             if not _reversed_add(node, graph, shapes, diagnostics):
                 diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
                                   help=exc.help, notes=node.notes)
             complete = False
             continue
-        node.shape = tuple(shape)
-        node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
-        node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
+        except Exception as exc:
+            if plugin_of(node.op) is None:
+                raise  # a bug in resgraph: the CLI reports it as an internal error
+            node.shape = None
+            _report_plugin_failure(node, exc, diagnostics)
+            complete = False
+            continue
         _warn_needless_projection(node, diagnostics)
         _follow_map(node, graph, shapes, diagnostics)
         if node.meta["params"] > OVERSIZED and "RG037" not in node.allow:
@@ -45,6 +55,18 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
                                 "float32)", node.span, notes=node.notes,
                                 help="check its sizes; `resgraph compile` refuses networks over `--max-memory`")
     return complete
+
+
+def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> None:
+    """An exception other than ShapeError in a plugin op's rules: a bug in the plugin, reported at the node."""
+    from .plugins import describe_exception, plugin_frame
+
+    module = plugin_of(node.op)
+    where = plugin_frame(exc, node.op)
+    diagnostics.error("RG093", f"`{node.name}`: plugin `{module}` raised {describe_exception(exc)} in the rules of "
+                      f"op `{node.op.op_name()}`" + (f" (at {where})" if where else ""), node.span,
+                      help="this is a bug in the plugin: report it to its authors; a shape rule rejects an input by "
+                           "raising `ShapeError(message, help=...)`", notes=node.notes)
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

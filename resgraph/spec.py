@@ -6,15 +6,16 @@ evaluated during expansion. Every pydantic error is translated into a located di
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
-                      ValidationError)
+                      ValidationError, create_model)
 
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import ALLOW, OTHERWISE, WHEN, Allow, Int
+from .ops.base import ALLOW, OTHERWISE, WHEN, Allow, Int, is_builtin
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -64,9 +65,11 @@ def _shorthand(value: Any) -> Any:
     return {"op": value} if isinstance(value, str) else value
 
 
-def _node_union() -> Any:
+def _node_union(names: Any = None) -> Any:
+    """The node kinds: a block call or one of the ops `names` (default: the built-in ops)."""
+    names = sorted(name for name, cls in REGISTRY.items() if is_builtin(cls)) if names is None else sorted(names)
     members = [Annotated[BlockCall, Tag("block")]]
-    members += [Annotated[cls, Tag(name)] for name, cls in sorted(REGISTRY.items())]
+    members += [Annotated[REGISTRY[name], Tag(name)] for name in names]
     return Annotated[Union[tuple(members)], Discriminator(_node_tag), BeforeValidator(_shorthand)]
 
 
@@ -102,6 +105,44 @@ class BlockDef(_Model):
     allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW + "; for warnings in this block")
 
 
+class InputDecl(_Model):
+    """An input with a dtype: `{shape: [16], dtype: int64}` for token ids."""
+
+    shape: list[Int(1)] = Field(description="per-sample shape (the batch dimension is implicit)")
+    dtype: Literal["float", "int64"] = Field("float", description="`float` (the dtype the network is compiled "
+                                             "in) or `int64` (integer ids, e.g. tokens, read by `embedding`)")
+
+
+def _input_tag(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("shape"), list) and set(value) <= {"shape", "dtype"}:
+        return "declared"
+    return "named" if isinstance(value, dict) else "shape"
+
+
+InputShape = Annotated[Union[Annotated[list[Int(1)], Tag("shape")], Annotated[InputDecl, Tag("declared")]],
+                       Discriminator(lambda v: "declared" if isinstance(v, (dict, InputDecl)) else "shape")]
+InputField = Annotated[Union[Annotated[list[Int(1)], Tag("shape")], Annotated[InputDecl, Tag("declared")],
+                             Annotated[dict[ParamName, InputShape], Tag("named")]],
+                       Discriminator(lambda v: _input_tag(v) if not isinstance(v, InputDecl) else "declared")]
+
+
+def input_declarations(value: Any) -> list[tuple[str, Any, str, tuple]]:
+    """(name, shape, dtype, path of the shape in the spec) of each input of `SpecFile.input`."""
+    if value is None:
+        return []
+    if isinstance(value, InputDecl):
+        return [("input", value.shape, value.dtype, ("input", "shape"))]
+    if isinstance(value, list):
+        return [("input", value, "float", ("input",))]
+    found = []
+    for name, item in value.items():
+        if isinstance(item, InputDecl):
+            found.append((name, item.shape, item.dtype, ("input", name, "shape")))
+        else:
+            found.append((name, item, "float", ("input", name)))
+    return found
+
+
 class SpecFile(_Model):
     """A spec file: a network (input, nodes, outputs), a library of blocks, or both."""
 
@@ -111,20 +152,84 @@ class SpecFile(_Model):
     extends: str | None = Field(None, description="a spec file whose network this one reuses, changing only "
                                                  "`name`, `doc` and `params`")
     include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
+    plugins: list[str] = Field(default_factory=list, description="Python modules that define ops this file uses "
+                               "(docs/plugins.md); loading one runs its code: name only plugins you trust")
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)
     require: Requirements = Field(default_factory=list, description=_REQUIRE)
-    input: list[Int(1)] | dict[ParamName, list[Int(1)]] | None = Field(
-        None, description="per-sample input shape (the batch dimension is implicit), or a mapping of named inputs")
+    input: InputField | None = Field(
+        None, description="per-sample input shape (the batch dimension is implicit), `{shape: [...], dtype: "
+                          "int64}` for integer ids, or a mapping of named inputs (each a shape or a `{shape, dtype}`)")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
     outputs: OutputPath | list[OutputPath] | None = Field(
         None, description="the nodes the network returns (default: its last node); a node inside a block by its "
                           "dotted path, e.g. `layer1.0.relu2`")
     allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW)
+    training_outputs: NodeName | list[NodeName] | None = Field(
+        None, description="nodes returned only in training, after `outputs` (auxiliary heads, as GoogLeNet's and "
+                          "Inception's): in training the network returns a named tuple of all outputs, in eval "
+                          "`outputs` alone; the nodes only they read run in training only")
 
 
-def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
-    """Validate a loaded file against the language; record located diagnostics on failure."""
+@functools.lru_cache(maxsize=None)
+def _models_with(ops: frozenset[tuple[str, type]]) -> type[SpecFile]:
+    """SpecFile (and BlockDef) whose nodes may also be the plugin ops `ops` ((name, class) pairs: a plugin
+    module imported afresh gives new classes, and new models)."""
+    names = {name for name, _ in ops} | {name for name, cls in REGISTRY.items() if is_builtin(cls)}
+    union = _node_union(names)
+    block = create_model("BlockDef", __base__=BlockDef, __doc__=BlockDef.__doc__,
+                         nodes=(dict[NodeName, union], Field(min_length=1)))
+    return create_model("SpecFile", __base__=SpecFile, __doc__=SpecFile.__doc__,
+                        blocks=(dict[ParamName, block], Field(default_factory=dict)),
+                        nodes=(dict[NodeName, union], Field(default_factory=dict)))
+
+
+PLUGINS_TRUST = ("a plugin is Python code that runs when it is loaded: load only plugins you trust")
+
+
+def _plugin_ops(source: SourceFile, diagnostics: Diagnostics, allow_plugins: bool) -> frozenset[str] | None:
+    """The plugin ops this file may use: those of installed plugins and of the modules its `plugins` names
+    (loading them). None when a named plugin cannot be loaded or plugins are refused (reported)."""
+    from .plugins import installed_plugins, load_plugin
+
+    ops: set[str] = set()
+    ok = True
+    if allow_plugins:
+        for entry_point, module in installed_plugins():
+            loaded = load_plugin(module)
+            if loaded.error:
+                diagnostics.warning("RG091", f"installed plugin `{entry_point}` (`{module}`) cannot be loaded: "
+                                    f"{loaded.error}", help="fix or uninstall the package that installs it, or "
+                                    "run with `--no-plugins`")
+            ops.update(loaded.ops)
+    names = source.data.get("plugins")
+    if not isinstance(names, list) or not names:
+        return frozenset(ops)
+    if not allow_plugins:
+        diagnostics.error("RG092", "this spec loads plugins, and plugins are refused (`--no-plugins`)",
+                          source.span(("plugins",), key=True),
+                          help="run without `--no-plugins` to load "
+                               + ", ".join(f"`{n}`" for n in names if isinstance(n, str)) + "; " + PLUGINS_TRUST)
+        return None
+    for position, name in enumerate(names):
+        if not isinstance(name, str):
+            continue  # the model reports it
+        loaded = load_plugin(name)
+        if loaded.error:
+            missing = loaded.error.startswith("ModuleNotFoundError")
+            diagnostics.error("RG091", f"cannot load plugin `{name}`: {loaded.error}",
+                              source.span(("plugins", position)),
+                              help="install the package that provides it, or put it on PYTHONPATH" if missing
+                              else "fix the plugin, or remove it from `plugins`")
+            ok = False
+        ops.update(loaded.ops)
+    return frozenset(ops) if ok else None
+
+
+def parse_spec(source: SourceFile, diagnostics: Diagnostics, allow_plugins: bool = True) -> SpecFile | None:
+    """Validate a loaded file against the language; record located diagnostics on failure.
+
+    First loads the plugins the file names (and the installed ones), unless `allow_plugins` is False."""
     data = source.data
     if not isinstance(data, dict):
         diagnostics.error("RG012", "a spec must be a mapping of fields", source.span(()),
@@ -139,10 +244,14 @@ def parse_spec(source: SourceFile, diagnostics: Diagnostics) -> SpecFile | None:
         diagnostics.error("RG014", f"unsupported spec version `{version}`", source.span(("resgraph",)),
                           help=f"this resgraph reads version {VERSION}: write `resgraph: {VERSION}`")
         return None
+    plugin_ops = _plugin_ops(source, diagnostics, allow_plugins)
+    if plugin_ops is None:
+        return None
+    model = _models_with(frozenset((name, REGISTRY[name]) for name in plugin_ops)) if plugin_ops else SpecFile
     try:
-        return SpecFile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        report_validation_error(exc, source, (), diagnostics)
+        report_validation_error(exc, source, (), diagnostics, enabled=plugin_ops)
         return None
 
 
@@ -248,7 +357,8 @@ def _describe(value: Any) -> str:
 
 
 def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyPath, diagnostics: Diagnostics,
-                            notes: tuple[Note, ...] = (), root_model: type[BaseModel] = SpecFile) -> None:
+                            notes: tuple[Note, ...] = (), root_model: type[BaseModel] = SpecFile,
+                            enabled: frozenset[str] = frozenset()) -> None:
     """Translate each pydantic error into a diagnostic located in `source` (under `base`).
 
     Errors of the union alternatives that do not apply are dropped: a failure deeper in one
@@ -331,11 +441,17 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                                   notes=notes)
             elif not isinstance(op, str):
                 diagnostics.error("RG012", "`op` must be the name of an op", source.span(path + ("op",)), notes=notes)
+            elif op in REGISTRY and not is_builtin(REGISTRY[op]) and op not in enabled:
+                module = REGISTRY[op].__module__
+                diagnostics.error("RG013", f"unknown op `{op}`: it is an op of plugin `{module}`, which this file does "
+                                  "not load", source.span(path + ("op",)),
+                                  help=f"name the plugin in the file that uses it: `plugins: [{module}]`", notes=notes)
             else:
                 op_span = source.span(path + ("op",))
+                known = [name for name, cls in REGISTRY.items() if is_builtin(cls) or name in enabled]
                 diagnostics.error("RG013", f"unknown op `{op}`", op_span,
-                                  help=did_you_mean(op, REGISTRY) or "known ops: " + ", ".join(sorted(REGISTRY)),
-                                  notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, REGISTRY)))
+                                  help=did_you_mean(op, known) or "known ops: " + ", ".join(sorted(known)),
+                                  notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, known)))
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
@@ -442,7 +558,8 @@ def json_schema() -> dict:
     """The JSON Schema of a spec file, from the pydantic models."""
     schema = SpecFile.model_json_schema()
     # The `relu: relu` shorthand is a plain op name where a node mapping is expected.
-    shorthand = {"type": "string", "enum": sorted(REGISTRY), "description": "an op with default attributes"}
+    builtin = sorted(name for name, cls in REGISTRY.items() if is_builtin(cls))
+    shorthand = {"type": "string", "enum": builtin, "description": "an op with default attributes"}
     for holder in _node_unions(schema):
         holder["oneOf"].append(shorthand)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -53,3 +53,41 @@ def randomize_batch_norm(model):
                                           (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
                     tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
     return model
+
+
+def randomize_layer_norm(model):
+    """Seeded random affine parameters of every layer norm (fresh ones are 1 and 0)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.rand(module.bias.shape, generator=generator) - 0.5)
+    return model
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def plugins_on_path(monkeypatch):
+    """The example plugin packages (tests/plugins/src) importable; every op they register, every module
+    they add and resgraph's record of loaded plugins are undone afterwards, so other tests see the built-in
+    registry."""
+    import sys
+
+    from resgraph import plugins
+    from resgraph.ops import REGISTRY
+
+    registry, modules = dict(REGISTRY), set(sys.modules)
+    monkeypatch.syspath_prepend(str(PLUGINS / "src"))
+    yield PLUGINS
+    REGISTRY.clear()
+    REGISTRY.update(registry)
+    for name in set(sys.modules) - modules:
+        if name.startswith(("resgraph_cbam", "resgraph_broken")):
+            del sys.modules[name]
+    plugins._loaded.clear()

@@ -49,6 +49,8 @@ TESTED_ELSEWHERE = {
     "RG076": "test_an_output_that_is_not_a_regular_file",
     "RG100": "test_bias_before_batch_norm_is_a_warning_that_allow_silences",
     "RG101": "test_activation_before_a_residual_add_is_a_warning_that_allow_silences",
+    "RG092": "test_plugins_refused",
+    "RG093": "test_plugin_whose_shape_rule_raises",
 }
 
 
@@ -525,6 +527,8 @@ def test_an_output_that_is_not_a_regular_file(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["render", "spec.yaml", "-o", "net.dot"])
     assert result.exit_code == 2 and result.output.startswith(
         "error[RG076]: cannot write `net.dot`: it is not a regular file")
+
+
 _LINTED = """
     resgraph: 1
     input: [16, 8, 8]
@@ -577,3 +581,20 @@ def test_activation_before_a_residual_add_is_a_warning_that_allow_silences(tmp_p
                    .replace("padding: 1}", "padding: 1, bias: false}"))
     assert resgraph.validate(after) == []
     assert resgraph.load(_write(tmp_path, "quiet.yaml", _LINTED + "    allow: [RG101, RG100]\n")).warnings == []
+def test_plugins_refused(tmp_path):
+    path = tmp_path / "refused.yaml"
+    path.write_text("resgraph: 1\nplugins: [resgraph_cbam.ops]\ninput: [4, 8, 8]\n"
+                    "nodes:\n  a: {op: cbam, reduction: 2}\n")
+    (error,) = resgraph.validate(path, plugins=False)
+    assert (error.code, error.span.line, error.span.col) == ("RG092", 2, 1)
+    assert "`--no-plugins`" in error.message and "you trust" in error.help
+
+
+def test_plugin_whose_shape_rule_raises(tmp_path, plugins_on_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("resgraph: 1\nplugins: [resgraph_broken.ops]\ninput: [1, 4, 4]\n"
+                    "nodes:\n  norm: {op: broken_norm}\n")
+    (error,) = resgraph.validate(path)
+    assert (error.code, error.span.line, error.span.col) == ("RG093", 5, 3)
+    assert error.message.startswith("`norm`: plugin `resgraph_broken.ops` raised ZeroDivisionError")
+    assert "resgraph_broken/ops.py:18" in error.message

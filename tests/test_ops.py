@@ -49,9 +49,15 @@ Case = tuple[dict[str, Any], list[list[int]]]
 
 # ---- running a configuration through resgraph and through torch ------------------------------
 
+# Ops whose first input holds int64 ids, with the bound of the ids (from the attributes).
+INDEX_INPUTS = {"embedding": lambda attrs: attrs["num"]}
+
+
 def spec_text(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
     """A one-node network: inputs i0, i1, ... feed node `x`. JSON is valid YAML."""
-    inputs = {f"i{k}": list(shape) for k, shape in enumerate(shapes)}
+    inputs: dict[str, Any] = {f"i{k}": list(shape) for k, shape in enumerate(shapes)}
+    if name in INDEX_INPUTS:
+        inputs["i0"] = {"shape": list(shapes[0]), "dtype": "int64"}
     return json.dumps({"resgraph": 1, "input": inputs,
                        "nodes": {NODE: {"op": name, **attrs, "inputs": list(inputs)}}})
 
@@ -78,9 +84,13 @@ def shape_rule(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> tup
     return network, None
 
 
-def inputs_for(shapes: list[list[int]], batch: int) -> list[torch.Tensor]:
+def inputs_for(shapes: list[list[int]], batch: int, name: str | None = None,
+               attrs: dict[str, Any] | None = None) -> list[torch.Tensor]:
     torch.manual_seed(batch)
-    return [torch.randn(batch, *shape) for shape in shapes]
+    tensors = [torch.randn(batch, *shape) for shape in shapes]
+    if name in INDEX_INPUTS:
+        tensors[0] = torch.randint(0, INDEX_INPUTS[name](attrs), (batch, *shapes[0]))
+    return tensors
 
 
 class EagerBuilder:
@@ -93,6 +103,9 @@ class EagerBuilder:
 
     def call_function(self, function: Any, args: list, kwargs: dict | None = None) -> torch.Tensor:
         return function(*args, **(kwargs or {}))
+
+    def call_method(self, method: str, args: list, kwargs: dict | None = None) -> torch.Tensor:
+        return getattr(args[0], method)(*args[1:], **(kwargs or {}))
 
     def can_overwrite(self, position: int) -> bool:
         return False
@@ -123,7 +136,7 @@ def eager_lowering(name: str, attrs: dict[str, Any], shapes: list[list[int]]) ->
     """Per-sample output shape of the op's own lowering, run without consulting the shape rule."""
     op = REGISTRY[name].model_validate({"op": name, **attrs})
     sample = [tuple(s) for s in shapes]
-    return per_sample(lambda batch: op.lower(EagerBuilder(), inputs_for(shapes, batch), sample, None, {}))
+    return per_sample(lambda batch: op.lower(EagerBuilder(), inputs_for(shapes, batch, name, attrs), sample, None, {}))
 
 
 def add_kinds(attrs: dict[str, Any], shapes: list[list[int]]) -> list[str]:
@@ -207,9 +220,18 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name == "conv_transpose2d" and 0 in (shape or ()):
         return ("a transposed convolution whose padding leaves an empty output: torch returns a tensor with a "
                 "dimension of size 0, resgraph's shapes have sizes of at least 1")
-    if name == "multihead_attention" and len(shapes[0]) == 1:
+    if name == "multihead_attention" and len(shapes[0]) == 1 and all(s == shapes[0] for s in shapes):
         return ("attention over an [embed] input: torch would read [batch, embed] as one unbatched sequence and "
                 "attend across the samples of the batch")
+    if name in ("lstm", "gru") and len(shapes[0]) == 1:
+        return ("a recurrent layer over a [features] input: torch would read [batch, features] as one unbatched "
+                "sequence and run across the samples of the batch")
+    if name == "sdpa" and all(len(s) == 2 for s in shapes) and shapes[1][0] != shapes[2][0]:
+        return ("keys and values of different lengths: torch's kernel does not check them and reads part of "
+                "the values")
+    if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes):
+        return (f"`{name}` over inputs that are not [length, features]: torch would read another dimension "
+                "as the positions (or broadcast the extra ones)")
     if name == "flatten":
         full = len(shapes[0]) + 1
         if any(attrs.get(a, d) in (0, -full) for a, d in (("start_dim", 1), ("end_dim", -1))):
@@ -252,7 +274,7 @@ def check(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
     module = resgraph.compile(network).eval()
     for batch in BATCHES:
         with torch.no_grad():
-            out = module(*inputs_for(shapes, batch))
+            out = module(*inputs_for(shapes, batch, name, attrs))
         assert tuple(out.shape) == (batch, *node.shape), \
             f"shape rule says {list(node.shape)}, torch gives {list(out.shape)} at batch {batch}"
     assert node.meta["params"] == n_params(module) == network.params, \
@@ -501,8 +523,16 @@ def attention_case(draw) -> Case:
     length = draw(st.integers(1, 6))
     shape = draw(weighted((6, st.just([length, embed])), (1, st.just([embed])), (1, st.just([])),
                           (1, st.just([2, length, embed]))))
-    attrs = draw(with_optional({"heads": heads}, {"dropout": st.floats(0, 1), "bias": st.booleans()}))
-    return attrs, [shape]
+    attrs = draw(with_optional({"heads": heads}, {"dropout": st.floats(0, 1), "bias": st.booleans(),
+                                                  "causal": st.booleans()}))
+    # self-attention [x], cross-attention [query, memory], or [query, key, value]
+    count = draw(mostly(1, 2, 3, times=1))
+    memory = [draw(st.integers(1, 6)), draw(mostly(embed, 1, 5, 7, times=1))]
+    others = [memory] if count == 2 else [memory, [draw(mostly(memory[0], 1, 4)), draw(st.integers(1, 8))]] \
+        if count == 3 else []
+    if others and draw(st.integers(0, 5)) == 0:   # now and then, a key or value that is not a sequence
+        others[-1] = draw(any_shape(max_rank=3, max_dim=6))
+    return attrs, [shape, *others]
 
 
 @st.composite
@@ -537,6 +567,69 @@ def upsample_case(draw) -> Case:
     return draw(with_optional(attrs, {"align_corners": st.booleans()})), [shape]
 
 
+# ---- sequences: embedding, lstm, gru, sdpa, rope (multihead_attention is above) ------------------
+
+def sequence_shape(features: st.SearchStrategy) -> st.SearchStrategy:
+    """[length, features] mostly; now and then another rank."""
+    return weighted((5, st.tuples(st.integers(1, 7), features).map(list)),
+                    (1, any_shape(max_rank=3, max_dim=6)), (1, any_shape(max_rank=3, max_dim=6, min_rank=3)))
+
+
+@st.composite
+def embedding_case(draw) -> Case:
+    num = draw(st.integers(1, 20))
+    attrs = draw(with_optional({"num": num, "dim": draw(st.integers(1, 8))},
+                               {"padding_idx": weighted((2, st.integers(-num, num - 1)),
+                                                               (1, st.integers(num, num + 3)),
+                                                               (1, st.integers(-num - 3, -num - 1)))}))
+    return attrs, [draw(any_shape(max_rank=3, max_dim=6))]
+
+
+@st.composite
+def recurrent_case(draw) -> Case:
+    layers = draw(mostly(1, 2, 3))
+    attrs = draw(with_optional({"hidden": draw(st.integers(1, 8))},
+                               {"bidirectional": st.booleans(), "bias": st.booleans()}))
+    if layers > 1:  # torch warns about dropout with one layer, where it does nothing
+        attrs["layers"] = layers
+        attrs["dropout"] = draw(mostly(0.0, 0.5, 0.25))
+    return attrs, [draw(sequence_shape(st.integers(1, 9)))]
+
+
+@st.composite
+def sdpa_case(draw) -> Case:
+    kv_heads = draw(st.integers(1, 3))
+    heads = draw(weighted((4, st.integers(1, 3).map(lambda k: k * kv_heads)), (1, st.integers(1, 6))))
+    head = draw(st.integers(1, 4))
+    lq, lk = draw(st.integers(1, 6)), draw(mostly(None, 1, 3, 5, times=1))
+    lk = lq if lk is None else lk
+    features = weighted((5, st.just(None)), (1, st.integers(1, 12)))   # None: the sizes that fit
+    q = [lq, draw(features) or heads * head]
+    k = [lk, draw(features) or kv_heads * head]
+    v = [draw(mostly(lk, 1, 2)), draw(features) or kv_heads * draw(st.integers(1, 4))]
+    shapes = [q, k, v]
+    if draw(st.integers(0, 6)) == 0:
+        shapes[draw(st.integers(0, 2))] = draw(any_shape(max_rank=3, max_dim=6))
+    optional = {"causal": st.booleans(), "dropout": st.floats(0, 1), "scale": st.floats(0.01, 4)}
+    if kv_heads != heads or draw(st.booleans()):
+        optional["kv_heads"] = st.just(kv_heads)
+    attrs = draw(with_optional({"heads": heads}, optional))
+    return attrs, shapes
+
+
+@st.composite
+def rope_case(draw) -> Case:
+    heads = draw(st.integers(1, 4))
+    features = weighted((4, st.integers(1, 4).map(lambda k: 2 * k * heads)), (1, st.integers(1, 12)))
+    attrs = draw(with_optional({}, {"heads": st.just(heads), "base": st.floats(2, 1e5),
+                                    "interleaved": st.booleans()}))
+    return attrs, [draw(sequence_shape(features))]
+
+
+SEQUENCE_STRATEGIES = {"embedding": embedding_case(), "lstm": recurrent_case(), "gru": recurrent_case(),
+                       "sdpa": sdpa_case(), "rope": rope_case()}
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "conv1d": conv_case(1),
     "conv2d": conv_case(2),
@@ -565,6 +658,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "conv_transpose2d": conv_transpose_case(),
     "upsample": upsample_case(),
     "activation": elementwise_case({"function": st.sampled_from(FUNCTIONS)}),
+    **SEQUENCE_STRATEGIES,
 }
 
 # Ops whose shape rule never rejects anything.
@@ -573,7 +667,8 @@ TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "drop_pa
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
             "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60, "conv_transpose2d": 150,
-            "upsample": 150, "multihead_attention": 60}
+            "upsample": 150, "multihead_attention": 60, "embedding": 25, "lstm": 12, "gru": 12, "sdpa": 40,
+            "rope": 40}
 
 
 def test_every_registered_op_has_a_strategy():
@@ -614,6 +709,9 @@ RESTRICTIONS = [
     ("add", {"shortcut": "pad"}, [[4, 6, 6], [8, 6, 6]]),
     ("add", {"shortcut": "pad"}, [[4, 3, 3, 3], [2, 6, 6, 6]]),
     ("multihead_attention", {"heads": 2}, [[8]]),
+    ("lstm", {"hidden": 4}, [[5]]),
+    ("sdpa", {"heads": 1}, [[3, 4, 2], [3, 4, 2], [3, 4, 2]]),
+    ("sdpa", {"heads": 1}, [[1, 4], [1, 4], [2, 4]]),
 ]
 
 

@@ -1,7 +1,10 @@
 """The op registry: every op is one class in one file of this package, registered by name."""
 
 # registration side effects: importing a module registers its ops
-from . import activation, attention, conv, dense, merge, named_activation, norm, pool, resample  # noqa: F401
-from .base import REGISTRY, Op, Shape, ShapeError
+from . import (activation, attention, conv, dense, merge, named_activation, norm, pool, resample,  # noqa: F401
+               sequence)
+from .base import REGISTRY, Bool, Choice, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 
-__all__ = ["REGISTRY", "Op", "Shape", "ShapeError"]
+# What a plugin's op class uses (docs/plugins.md): the base class, the attribute types and `register`.
+__all__ = ["REGISTRY", "Op", "Shape", "ShapeError", "Bool", "Choice", "Float", "Int", "Ints", "fmt_shape", "prod",
+           "register"]

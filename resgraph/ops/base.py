@@ -314,6 +314,21 @@ class Op(BaseModel):
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         raise NotImplementedError
 
+    def infer_dtype(self, dtypes: list[str]) -> str:
+        """The output's dtype from the inputs' (`float`: the dtype the network is compiled in; `int64`:
+        integer ids, e.g. tokens). Most ops compute on floats and refuse integer inputs; ops that read
+        indices (`embedding`) or pass any tensor through override this."""
+        if "int64" in dtypes:
+            raise ShapeError(f"`{self.op_name()}` computes on floats but its input holds `int64` values",
+                             help="integer inputs are indices (e.g. token ids): map them to vectors with an "
+                                  "`embedding` first", code="RG090")
+        return "float"
+
+    def index_bound(self, position: int) -> int | None:
+        """For an op that reads integer indices at input `position`: the values it accepts are
+        0 .. bound - 1 (an embedding's table size). Check passes draw random ids below it."""
+        return None
+
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         return 0
 
@@ -352,8 +367,16 @@ REGISTRY: dict[str, type[Op]] = {}
 
 
 def register(cls: type[Op]) -> type[Op]:
+    """Add an op class to the registry (built-in ops, and plugins: see docs/plugins.md)."""
     name = cls.op_name()
-    if name in REGISTRY:
-        raise RuntimeError(f"op `{name}` registered twice")
+    if name in REGISTRY and REGISTRY[name] is not cls:
+        other = REGISTRY[name]
+        raise RuntimeError(f"op `{name}` registered twice: by `{other.__module__}.{other.__qualname__}` and "
+                           f"`{cls.__module__}.{cls.__qualname__}`")
     REGISTRY[name] = cls
     return cls
+
+
+def is_builtin(cls: type[Op]) -> bool:
+    """True for resgraph's own ops; False for ops a plugin registered."""
+    return cls.__module__.startswith("resgraph.ops.")

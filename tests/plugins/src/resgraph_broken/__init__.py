@@ -1,0 +1,1 @@
+"""A plugin whose shape rule has a bug, for the tests of RG093 (a located diagnostic, not a traceback)."""

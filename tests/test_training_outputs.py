@@ -1,0 +1,92 @@
+"""`training_outputs`: nodes returned in training only, as torchvision's GoogLeNet and Inception v3 return
+their auxiliary logits (a named tuple in training, the logits alone in eval)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import resgraph
+
+AUX_SPEC = """\
+resgraph: 1
+name: aux_net
+input: [3, 16, 16]
+nodes:
+  conv1: {op: conv2d, out: 8, kernel: 3, padding: 1}
+  relu1: relu
+  conv2: {op: conv2d, out: 8, kernel: 3, padding: 1}
+  add: {op: add, inputs: [conv2, relu1]}
+  pool: adaptive_avgpool2d
+  flat: flatten
+  fc: {op: linear, out: 10}
+  aux_pool: {op: adaptive_avgpool2d, inputs: relu1}
+  aux_flat: flatten
+  aux_fc: {op: linear, out: 10}
+outputs: fc
+training_outputs: aux_fc
+"""
+
+
+@pytest.fixture
+def network():
+    return resgraph.load("aux_net.yaml", text=AUX_SPEC)
+
+
+def test_training_only_nodes_are_not_unused(network):
+    assert resgraph.validate("aux_net.yaml", text=AUX_SPEC) == []
+    assert network.graph.training_only() == {"aux_pool", "aux_flat", "aux_fc"}
+    assert network.output_shapes == {"fc": (10,)}
+
+
+def test_training_returns_a_named_tuple_and_eval_the_logits(network):
+    model = resgraph.compile(network)
+    assert "aux_fc.weight" in model.state_dict() and network.params == sum(p.numel() for p in model.parameters())
+    calls = []
+    model.aux_fc.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 3, 16, 16)
+    out = model(x)
+    assert type(out).__name__ == "AuxNetOutputs" and out._fields == ("fc", "aux_fc") and len(calls) == 1
+    with torch.no_grad():
+        expected_aux = model.aux_fc(torch.relu(model.conv1(x)).mean((2, 3)))
+    assert (out.aux_fc - expected_aux).abs().max() <= 1e-6
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert isinstance(logits, torch.Tensor) and len(calls) == 2   # the aux head did not run (2: the check above)
+    assert (logits - out.fc).abs().max() <= 1e-6
+
+
+def test_a_copy_shares_nothing_with_the_original_and_moves_as_one(network):
+    model = resgraph.compile(network)
+    twin = copy.deepcopy(model).to(torch.float64)
+    assert twin.eval_forward.conv1 is twin.conv1 and twin.training_forward.aux_fc is twin.aux_fc
+    assert twin.conv1 is not model.conv1 and model.conv1.weight.dtype == torch.float32
+    assert twin.eval()(torch.randn(1, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64
+
+
+
+@pytest.mark.slow
+def test_googlenet_spec_equals_torchvision_in_training_and_in_eval():
+    from torchvision.models import googlenet
+
+    from .conftest import SPECS, randomize_batch_norm
+
+    params = {"num_classes": 10, "image_size": 64, "dropout": 0.0, "dropout_aux": 0.0}   # no dropout: comparable
+    network = resgraph.load(SPECS / "googlenet.yaml", params)
+    model = randomize_batch_norm(resgraph.compile(network, seed=0))
+    reference = googlenet(weights=None, num_classes=10, aux_logits=True, init_weights=False, dropout=0.0,
+                          dropout_aux=0.0)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model.train()(x), reference.train()(x)   # batch statistics, all three heads
+        assert type(ours).__name__ == "GooglenetOutputs" and len(ours) == len(theirs) == 3
+        for got, expected in zip(ours, theirs):   # (logits, aux2, aux1) in both
+            assert (got - expected).abs().max() <= 1e-5
+        model.load_state_dict(reference.state_dict())   # the running statistics the training pass updated
+        ours, theirs = model.eval()(x), reference.eval()(x)
+        assert isinstance(ours, torch.Tensor) and isinstance(theirs, torch.Tensor)
+        assert (ours - theirs).abs().max() <= 1e-5

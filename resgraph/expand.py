@@ -222,6 +222,9 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
                               help="name them, e.g. `inputs: [" + ", ".join(scope.input_names[:2]) + "]`"
                               if scope.input_names else "declare an `input:` shape for the network")
         for index, ref in enumerate(refs or ()):
+            base, item = split_item(ref)
+            if item is not None:
+                ref = base
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
                 _unknown_reference(ref, known, scope, span, diagnostics, program)
@@ -363,11 +366,26 @@ class _Frame:
     scopes: tuple[str, ...]
 
 
+def split_item(ref: str) -> tuple[str, int | None]:
+    """`parts:1` -> (`parts`, 1), output 1 of the node `parts`; any other reference -> (ref, None)."""
+    base, sep, item = ref.rpartition(":")
+    if sep and base and item.isdigit():
+        return base, int(item)
+    return ref, None
+
+
+def _qualify(ref: str, frame: "_Frame") -> str:
+    """A reference as written in a scope -> its qualified name (`parts:1` keeps its output number)."""
+    base, item = split_item(ref)
+    qualified = frame.refs.get(base, frame.prefix + base)
+    return qualified if item is None else f"{qualified}:{item}"
+
+
 def _has_expression(raw: Any) -> bool:
     if not isinstance(raw, dict):
         return False
     for key, value in raw.items():
-        if key in ("op", "inputs", "when", "otherwise"):
+        if key in ("op", "inputs", "when", "otherwise", "key"):
             continue
         if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
             return True
@@ -539,9 +557,10 @@ class _Expander:
             path = frame.base + ("nodes", name)
             refs = _references(entry)
             if refs is None:
-                inputs = [previous] if previous is not None else []
+                takes_inputs = getattr(type(entry), "max_inputs", 1) != 0   # a `parameter` reads nothing
+                inputs = [previous] if previous is not None and takes_inputs else []
             else:
-                inputs = [frame.refs.get(ref, frame.prefix + ref) for ref in refs]
+                inputs = [_qualify(ref, frame) for ref in refs]
             qualified = frame.prefix + name
             if entry.when is not None and not self.enabled(entry, path, frame):
                 # Left out: whoever reads it reads what stands for it.
@@ -612,7 +631,8 @@ class _Expander:
         for index in range(count):
             block = opening if index == 0 else main
             definition = block.definition
-            instance = frame.prefix + name + (f".{index}" if repeat is not None else "")
+            number = (call.names or "{i}").replace("{i}", str(call.start + index))
+            instance = frame.prefix + name + (f".{number}" if repeat is not None else "")
             notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
             refs = dict(zip(definition.inputs, inputs))
             values = self.names({key: _literal(value) for key, value in definition.params.items()}, instance + ".",
@@ -627,7 +647,7 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
-                                                      output)
+                                                      output, call.key)
             inputs = [output]
         return output
 
@@ -647,6 +667,26 @@ class _Expander:
                     total += 1
             self.sizes[block] = total
         return self.sizes[block]
+
+    def resolve_reference(self, ref: str, consumer: Node, position: int, items: dict[str, list[Node]]) -> str:
+        """`resolve`, and for a reference `name:k` to output k of a node, the `OutputItem` node that reads it
+        (made once per scope and reference, and placed before its first reader)."""
+        base, item = split_item(ref)
+        if item is None:
+            return self.resolve(ref)
+        producer = self.resolve_reference(base, consumer, position, items)
+        local = producer[len(consumer.prefix):] if producer.startswith(consumer.prefix) else producer
+        name = f"{consumer.prefix}{local}:{item}"
+        if name not in self.graph.nodes and not any(n.name == name for made in items.values() for n in made):
+            from .ops.layout import OutputItem
+
+            raw = _value_at(consumer.source.data, consumer.path) if consumer.source is not None else None
+            listed = isinstance(raw, dict) and isinstance(raw.get("inputs"), list)
+            path = consumer.path + (("inputs", position) if listed else ("inputs",))
+            items.setdefault(consumer.name, []).append(
+                Node(name, OutputItem(op="output_item", index=item), [producer], consumer.source, path,
+                     consumer.notes, consumer.prefix, consumer.scopes))
+        return name
 
     def resolve(self, ref: str) -> str:
         """What a reference finally names: through block calls (to their output) and left-out nodes (to what
@@ -668,6 +708,16 @@ class _Expander:
                                source.span(path), notes=notes,
                                help="let one of them stand for a node outside the cycle (`otherwise: ...`)")
         raise _Abort
+
+
+def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:
+    """Put each output-item node just before the node whose reference made it, and renumber."""
+    nodes = list(graph.nodes.values())
+    graph.nodes = {}
+    for node in nodes:
+        for made in items.get(node.name, ()):
+            graph.add(made)
+        graph.add(node)
 
 
 def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
@@ -729,13 +779,17 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         return None
 
     try:
+        items: dict[str, list[Node]] = {}   # consumer -> the output-item nodes made for its references
         for node in graph:
-            node.inputs = [expander.resolve(ref) for ref in node.inputs]
+            node.inputs = [expander.resolve_reference(ref, node, position, items)
+                           for position, ref in enumerate(node.inputs)]
         for instance in graph.instances.values():
             instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
             instance.output = expander.resolve(instance.output)
     except _Abort:
         return None
+    if items:
+        _insert_items(graph, items)
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     known = set(spec.nodes) | set(graph.inputs)

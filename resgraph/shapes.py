@@ -26,6 +26,9 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         if node.op is None or any(shape is None for shape in shapes):
             complete = False
             continue
+        if not _read_outputs(graph, node, diagnostics):
+            complete = False
+            continue
         try:
             shape = node.op.infer_shape(shapes, node.meta)
         except ShapeError as exc:
@@ -43,6 +46,39 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
                                 "float32)", node.span, notes=node.notes,
                                 help="check its sizes; `resgraph compile` refuses networks over `--max-memory`")
     return complete
+
+
+def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
+    """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
+    (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
+    from .ops.layout import OutputItem
+
+    if isinstance(node.op, OutputItem):
+        producer = graph.nodes[node.inputs[0]]
+        outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
+        shown = node.local_name
+        if outputs is None:
+            diagnostics.error("RG084", f"`{shown}` reads output {node.op.index} of `{producer.name}`, which has a "
+                              "single output", node.span, notes=node.notes,
+                              help=f"refer to it as `{shown.rpartition(':')[0]}`; `name:k` reads output k of a "
+                                   "node with several outputs (chunk, split)")
+            return False
+        if node.op.index >= len(outputs):
+            diagnostics.error("RG084", f"`{shown}` reads output {node.op.index}, but `{producer.name}` has "
+                              f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}", node.span, notes=node.notes,
+                              help=f"outputs are numbered from 0 to {len(outputs) - 1}")
+            return False
+        node.meta["outputs_of_input"] = outputs
+        return True
+    for position, name in enumerate(node.inputs):
+        producer = graph.nodes[name]
+        if producer.op is not None and producer.op.multiple_outputs:
+            count = len(producer.meta.get("outputs", ()))
+            local = name[len(node.prefix):] if name.startswith(node.prefix) else name
+            diagnostics.error("RG085", f"`{node.name}` reads `{name}`, which has {count} outputs", node.input_span(position),
+                              notes=node.notes, help=f"read one of them: `{local}:0` to `{local}:{count - 1}`")
+            return False
+    return True
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostics, Note, did_you_mean
 from .ops import REGISTRY
-from .ops.base import OTHERWISE, WHEN, Int
+from .ops.base import KEY_PATTERN, OTHERWISE, WHEN, Int
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -46,6 +46,13 @@ class BlockCall(_Model):
     inputs: str | list[str] | None = None
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
+    key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
+                            "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
+    names: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]*\{i\}[A-Za-z0-9_-]*$",
+                              description="how repetitions are named, `{i}` standing for the number: "
+                                          "`denselayer{i}`, `encoder_layer_{i}`, `block1-{i}`; default `{i}`")
+    start: Int(0) = Field(0, description="the number of the first repetition (`features.1` ...): `{i}` counts from "
+                                         "it; `index` inside the block still counts from 0")
 
 
 def _node_tag(value: Any) -> str | None:

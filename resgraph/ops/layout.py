@@ -41,7 +41,7 @@ def Sizes(minimum: int, allow_minus_one: bool = False, min_items: int = 1, scala
         if not min_items <= len(value) <= MAX_RANK:
             raise fail(f"expected {min_items} to {MAX_RANK} integers, got {len(value)}")
         values = tuple(one(v) for v in value)
-        if values.count(-1) > 1:
+        if allow_minus_one and values.count(-1) > 1:
             raise fail("at most one size may be -1 (the one worked out from the others)")
         return values
 
@@ -84,7 +84,10 @@ class Reshape(Op):
         return _fill(tuple(self.shape), prod(inputs[0]), "shape", f"an input of shape {fmt_shape(inputs[0])}")
 
     def lower(self, b, args, inputs, output, meta):
-        return b.call_method("reshape", [args[0], -1, *output])
+        shape = tuple(output) if output is not None else tuple(self.shape)
+        if -1 in shape:  # only where lowered without the shape rule's output (tests run lowerings eagerly)
+            return b.call_method("reshape", [args[0], b.call_method("size", [args[0], 0]), *shape])
+        return b.call_method("reshape", [args[0], -1, *shape])
 
 
 @register
@@ -341,8 +344,8 @@ class Expand(Op):
 
     def lower(self, b, args, inputs, output, meta):
         batch = b.call_method("size", [args[-1], 0])
-        return b.call_method("expand", [args[0], batch, *((-1,) * len(output) if self.shape is None
-                                                          else output)])
+        shape = (-1,) * len(inputs[0]) if self.shape is None else tuple(self.shape)
+        return b.call_method("expand", [args[0], batch, *shape])
 
 
 @register

@@ -88,10 +88,6 @@ class _TrailingNorm(Op):
         if self.channels_first:
             if self.shape is not None:
                 raise ShapeError("`channels_first` normalises over the channels: leave `shape` out", attr="shape")
-            if len(shape) < 2:
-                raise ShapeError(f"`channels_first` expects a [channels, ...] map, got {fmt_shape(shape)}",
-                                 attr="channels_first", help="leave `channels_first` out to normalise over the "
-                                                              "last dimension")
             return shape
         normalized = self.normalized_shape(shape)
         if len(normalized) > len(shape) or tuple(shape[len(shape) - len(normalized):]) != normalized:

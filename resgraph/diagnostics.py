@@ -66,6 +66,8 @@ CODES: dict[str, str] = {
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
     "RG060": "cannot import",
+    "RG084": "no such output",
+    "RG085": "several outputs read as one",
 }
 
 

@@ -57,15 +57,16 @@ def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
         producer = graph.nodes[node.inputs[0]]
         outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
         shown = node.local_name
+        span = node.source.span(node.path) if node.source is not None else None   # the reference `name:k`
         if outputs is None:
             diagnostics.error("RG084", f"`{shown}` reads output {node.op.index} of `{producer.name}`, which has a "
-                              "single output", node.span, notes=node.notes,
+                              "single output", span, notes=node.notes,
                               help=f"refer to it as `{shown.rpartition(':')[0]}`; `name:k` reads output k of a "
                                    "node with several outputs (chunk, split)")
             return False
         if node.op.index >= len(outputs):
             diagnostics.error("RG084", f"`{shown}` reads output {node.op.index}, but `{producer.name}` has "
-                              f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}", node.span, notes=node.notes,
+                              f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}", span, notes=node.notes,
                               help=f"outputs are numbered from 0 to {len(outputs) - 1}")
             return False
         node.meta["outputs_of_input"] = outputs

@@ -53,3 +53,18 @@ def randomize_batch_norm(model):
                                           (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
                     tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
     return model
+
+
+def randomize_norms(model):
+    """Seeded random affine parameters of layer, group and RMS norms (fresh ones are 1 and 0, which hide a
+    swapped or missing key); batch norms are `randomize_batch_norm`'s."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)):
+                for tensor, low, high in ((module.weight, 0.5, 1.5), (getattr(module, "bias", None), -0.5, 0.5)):
+                    if tensor is not None:
+                        tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model

@@ -34,7 +34,9 @@ def _dims(shape: tuple[int, ...] | None) -> str:
 
 
 def _node_id(name: str) -> str:
-    return name  # graphviz quotes ids itself; dotted names stay readable in the DOT text
+    # graphviz quotes ids itself, so dotted names stay readable in the DOT text; but it reads `a:b` in an edge as
+    # node `a`, port `b`, so the output items of chunk and split (`parts:1`) get another separator
+    return name.replace(":", "#")
 
 
 def _skip_kinds(node: Node) -> dict[int, str]:

@@ -23,9 +23,10 @@ from .dense import _sample_dim
 MAX_RANK = 8
 
 
-def Sizes(minimum: int, allow_minus_one: bool = False, min_items: int = 1, scalar: bool = False) -> Any:
-    """A list of integers (up to `MAX_RANK`), each at least `minimum`, with at most one -1 where allowed;
-    with `scalar`, a single integer too."""
+def Sizes(minimum: int, allow_minus_one: bool = False, min_items: int = 1, scalar: bool = False,
+          one_unknown: bool = True) -> Any:
+    """A list of integers (up to `MAX_RANK`), each at least `minimum`, with -1 where allowed (at most one,
+    with `one_unknown`); with `scalar`, a single integer too."""
 
     def one(value: Any) -> int:
         if allow_minus_one and value == -1 and not isinstance(value, bool):
@@ -41,7 +42,7 @@ def Sizes(minimum: int, allow_minus_one: bool = False, min_items: int = 1, scala
         if not min_items <= len(value) <= MAX_RANK:
             raise fail(f"expected {min_items} to {MAX_RANK} integers, got {len(value)}")
         values = tuple(one(v) for v in value)
-        if allow_minus_one and values.count(-1) > 1:
+        if allow_minus_one and one_unknown and values.count(-1) > 1:
             raise fail("at most one size may be -1 (the one worked out from the others)")
         return values
 
@@ -321,7 +322,7 @@ class Expand(Op):
     `class_token.expand(n, -1, -1)`. Lowers to `x.expand(like.size(0), *shape)`; the result is a view."""
 
     op: Literal["expand"]
-    shape: Sizes(1, allow_minus_one=True) | None = Field(
+    shape: Sizes(1, allow_minus_one=True, one_unknown=False) | None = Field(
         None, description="the per-sample shape to broadcast to, with -1 where a size stays")
 
     max_inputs: ClassVar[int | None] = 2

@@ -446,6 +446,7 @@ class _Expander:
         self.sizes: dict[str, int] = {}
         self.failed_requirements: set[tuple[str, KeyPath]] = set()
         self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
+        self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
@@ -453,6 +454,10 @@ class _Expander:
               ) -> Names:
         """An expression scope whose `shape(name)` reads the nodes and inputs of the scope at `prefix`."""
         return Names(values, _ShapeLookup(self, prefix, refs, nodes))
+
+    def _resolve_item(self, ref: str) -> str:
+        base, item = split_item(ref)
+        return self.resolve(ref) if item is None else f"{self._resolve_item(base)}:{item}"
 
     def shape_so_far(self, ref: str) -> tuple[int, ...] | None:
         """The shape of `ref` from the nodes expanded so far, by the ops' own shape rules, computed on demand
@@ -464,12 +469,22 @@ class _Expander:
             if name in self.shapes:
                 pending.pop()
                 continue
+            base, item = split_item(name)
+            if item is not None:   # output `item` of a node with several outputs
+                if base not in self.shapes and name not in busy:
+                    busy.add(name)
+                    pending.append(base)
+                    continue
+                outputs = self.several_outputs.get(base)
+                self.shapes[name] = outputs[item] if outputs is not None and item < len(outputs) else None
+                pending.pop()
+                continue
             node = self.graph.nodes.get(name)
             if node is None or node.is_input or node.op is None:
                 self.shapes[name] = node.shape if node is not None and node.is_input else None
                 pending.pop()
                 continue
-            inputs = [self.resolve(i) for i in node.inputs]
+            inputs = [self._resolve_item(i) for i in node.inputs]
             missing = [i for i in inputs if i not in self.shapes and i not in busy]
             if missing and name not in busy:
                 busy.add(name)
@@ -483,7 +498,10 @@ class _Expander:
                     self.shape_causes[name] = self.shape_causes[failed[0]]
             else:
                 try:
-                    self.shapes[name] = tuple(node.op.infer_shape(shapes, {}))
+                    meta: dict = {}
+                    self.shapes[name] = tuple(node.op.infer_shape(shapes, meta))
+                    if "outputs" in meta:
+                        self.several_outputs[name] = meta["outputs"]
                 except ShapeError as exc:
                     self.shapes[name] = None
                     self.shape_causes[name] = (name, exc.message)

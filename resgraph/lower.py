@@ -43,7 +43,11 @@ class Builder:
         if target in self.modules:
             raise ValueError(f"two modules would be named `{self.node.prefix + target}`")
         self.modules[target] = module
-        return self._traced(self.fx.call_module(target, tuple(args), kwargs or {}))
+        if target == self.node.local_name or name is not None:
+            return self._traced(self.fx.call_module(target, tuple(args), kwargs or {}))
+        # a `key` (`block.0`): the value is still named after the node, `dwconv = getattr(self.block, "0")(x)`
+        return self._traced(self.fx.create_node("call_module", target, tuple(args), kwargs or {},
+                                                name=_identifier(self.node.local_name)))
 
     def get_attr(self, tensor: torch.Tensor, persistent: bool = True) -> fx.Node:
         """Register `tensor` (an `nn.Parameter`, or a buffer) as the node's own attribute and read it."""

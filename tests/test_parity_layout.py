@@ -57,9 +57,27 @@ def _same_keys_and_shapes(name: str) -> None:
         [(k, tuple(v.shape)) for k, v in reference.state_dict().items()]
 
 
+def test_convnext_tiny_keys():
+    _same_keys_and_shapes("convnext_tiny")
+
+
+def test_convnext_small_configuration():
+    # The spec's params at a small size (4 stages of 1, 1, 2 and 1 blocks, 8 to 64 channels) against
+    # torchvision's own ConvNeXt class at the same size; the full size is the slow test below.
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    dims, depths = [8, 16, 32, 64], [1, 1, 2, 1]
+    setting = [CNBlockConfig(d, dims[i + 1] if i < 3 else None, n) for i, (d, n) in enumerate(zip(dims, depths))]
+    reference = lambda: ConvNeXt(setting, stochastic_depth_prob=0.1, num_classes=10)   # noqa: E731
+    params = sum(p.numel() for p in reference().parameters())
+    _check_parity("convnext_tiny", 32, 2, params, ("layer_scale",), reference,
+                  {"dims": dims, "depths": depths, "num_classes": 10})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("RESGRAPH_SLOW") != "1", reason="full-size ConvNeXt-T: set RESGRAPH_SLOW=1")
 def test_convnext_tiny():
-    # 32x32 keeps the suite fast: every stage still runs (the stem and three downsamplings divide by 32)
-    _check_parity("convnext_tiny", 32, 1, 28_589_128, standalone=("layer_scale",))
+    _check_parity("convnext_tiny", 64, 2, 28_589_128, standalone=("layer_scale",))
 
 
 VIT_HEAD = ("class_token", "pos_embedding", "heads.head.weight", "heads.head.bias")
@@ -88,3 +106,7 @@ def test_vit_b_16():
     # 224x224 is the size its position embedding is for; class token, positions and the head (zeros in
     # torchvision) randomised too
     _check_parity("vit_b_16", 224, 1, 86_567_656, standalone=VIT_HEAD)
+
+
+def test_shufflenet_v2_x1_0():
+    _check_parity("shufflenet_v2_x1_0", 64, 2, 2_278_604)

@@ -109,4 +109,8 @@ def test_vit_b_16():
 
 
 def test_shufflenet_v2_x1_0():
-    _check_parity("shufflenet_v2_x1_0", 64, 2, 2_278_604)
+    _check_parity("shufflenet_v2_x1_0", 32, 2, 2_278_604)
+
+
+def test_regnet_y_400mf():
+    _check_parity("regnet_y_400mf", 32, 2, 4_344_144)

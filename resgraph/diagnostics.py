@@ -68,6 +68,7 @@ CODES: dict[str, str] = {
     "RG060": "cannot import",
     "RG084": "no such output",
     "RG085": "several outputs read as one",
+    "RG086": "clashing module paths",
 }
 
 

@@ -247,6 +247,29 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             shortcut_modules.setdefault(module, name)
     if scope.output is not None and scope.output not in known:
         _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
+    _check_keys(scope, diagnostics)
+
+
+def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
+    """Two `key`s of one scope may not name the same module path, nor one a path inside the other
+    (`block` holds `block.0`), nor a block call's name (RG086)."""
+    claimed: dict[str, str] = {name: name for name, entry in scope.nodes.items()
+                               if isinstance(entry, BlockCall) and entry.key is None}
+    for name, entry in scope.nodes.items():
+        key = entry.key
+        if key is None:
+            continue
+        for path, owner in claimed.items():
+            if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+                diagnostics.error("RG086", f"`key: {key}` of `{name}` clashes with the module path `{path}` of "
+                                  f"`{owner}`", scope.source.span(scope.base + ("nodes", name, "key")),
+                                  help="give each node its own module path; a path cannot both hold a module "
+                                       "and be another's container",
+                                  notes=[Note(f"`{owner}` is here", scope.source.span(scope.base + ("nodes", owner),
+                                                                                     key=True))])
+                break
+        else:
+            claimed[key] = name
 
 
 def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics,

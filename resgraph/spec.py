@@ -21,6 +21,7 @@ VERSION = 1
 NODE_NAME = r"^[A-Za-z0-9_]+$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_REPEAT = 10_000
+NAMES_PATTERN = r"^[A-Za-z0-9_-]*\{i\}[A-Za-z0-9_-]*$"
 
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
 ParamName = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
@@ -48,7 +49,7 @@ class BlockCall(_Model):
     otherwise: str | None = Field(None, description=OTHERWISE)
     key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
                             "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
-    names: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]*\{i\}[A-Za-z0-9_-]*$",
+    names: str | None = Field(None, pattern=NAMES_PATTERN,
                               description="how repetitions are named, `{i}` standing for the number: "
                                           "`denselayer{i}`, `encoder_layer_{i}`, `block1-{i}`; default `{i}`")
     start: Int(0) = Field(0, description="the number of the first repetition (`features.1` ...): `{i}` counts from "
@@ -309,6 +310,16 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             else:
                 diagnostics.error("RG013", f"unknown op `{op}`", source.span(path + ("op",)),
                                   help=did_you_mean(op, REGISTRY) or "known ops: " + ", ".join(sorted(REGISTRY)),
+                                  notes=notes)
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in (KEY_PATTERN, NAMES_PATTERN):
+            value = error["input"]
+            if ctx.get("pattern") == KEY_PATTERN:
+                diagnostics.error("RG045", f"invalid key `{value}`: a module path is names of letters, digits, `_` "
+                                  "and `-`, joined by dots", span, help="e.g. `block.0` or `trunk_output.block1`",
+                                  notes=notes)
+            else:
+                diagnostics.error("RG045", f"invalid `names: {value}`: a pattern is letters, digits, `_` and `-` "
+                                  "with one `{i}` for the number", span, help="e.g. `denselayer{i}` or `block1-{i}`",
                                   notes=notes)
         elif kind == "string_pattern_mismatch":
             value = error["input"]

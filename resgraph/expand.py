@@ -656,6 +656,15 @@ class _Expander:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=BlockCall)
                 raise _Abort from None
+        start = call.start
+        if isinstance(start, str):   # an expression over the caller's params
+            try:
+                start = BlockCall.model_validate(_value_at(frame.source.data, path),
+                                                 context={"scope": frame.values}).start
+            except ValidationError as exc:
+                report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
+                                        root_model=BlockCall)
+                raise _Abort from None
         count = repeat or 1
         estimate = (len(self.graph) + self.minimum_size(opening.name)
                     + (count - 1) * self.minimum_size(main.name))
@@ -672,7 +681,7 @@ class _Expander:
         for index in range(count):
             block = opening if index == 0 else main
             definition = block.definition
-            number = (call.names or "{i}").replace("{i}", str(call.start + index))
+            number = (call.names or "{i}").replace("{i}", str(start + index))
             instance = frame.prefix + name + (f".{number}" if repeat is not None else "")
             notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
             refs = dict(zip(definition.inputs, inputs))

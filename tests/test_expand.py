@@ -495,3 +495,54 @@ def test_shape_errors(validate_text, expression, code, message):
           sum: {{op: add, inputs: [fc, later]}}
     """)
     assert error.code == code and message in error.message and error.span.line == 4
+
+
+# ---- keys, repeat names and outputs of nodes with several outputs (issue 10, "layout") -------------------
+
+def test_repeat_names_start_and_keys_give_module_paths(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        params: {first: 1}
+        input: [4]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 4, key: mlp.0}
+              scale: {op: parameter, shape: [4], batch: false, init: ones}
+              mul: {op: mul, inputs: [fc, scale]}
+        nodes:
+          features: {block: unit, repeat: 2, start: first, names: "layer-{i}", key: body.features}
+          head: {op: linear, out: 2, key: heads.head}
+    """)
+    assert [i.name for i in network.graph.instances.values()] == ["features.layer-1", "features.layer-2"]
+    model = resgraph.compile(network)
+    assert list(model.state_dict()) == [
+        "body.features.layer-1.scale", "body.features.layer-1.mlp.0.weight", "body.features.layer-1.mlp.0.bias",
+        "body.features.layer-2.scale", "body.features.layer-2.mlp.0.weight", "body.features.layer-2.mlp.0.bias",
+        "heads.head.weight", "heads.head.bias"]
+    assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_output_references_reach_into_block_inputs(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        input: [6, 4]
+        blocks:
+          second_half:
+            inputs: [parts]
+            nodes:
+              take: {op: identity, inputs: "parts:1"}
+        nodes:
+          parts: {op: split, sizes: [2, 4]}
+          upper: {block: second_half, inputs: parts}
+          first: {op: relu, inputs: "parts:0"}
+          both: {op: concat, inputs: [first, upper]}
+    """)
+    assert network.graph.nodes["upper.parts:1"].shape == (4, 4)
+    assert network.graph.nodes["both"].shape == (6, 4)
+    x = torch.randn(2, 6, 4)
+    assert torch.equal(resgraph.compile(network)(x), torch.cat([x[:, :2].relu(), x[:, 2:]], dim=1))

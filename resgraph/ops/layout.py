@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import MAX_DIM, Choice, Int, Op, Shape, ShapeError, _as_int, _describe, attribute, fail, fmt_shape, \
+from .base import EXPRESSION_SCHEMA, MAX_DIM, Choice, Int, Op, Shape, ShapeError, _as_int, _describe, attribute, fail, fmt_shape, \
     prod, register
 from .dense import _sample_dim
 
@@ -46,8 +46,11 @@ def Sizes(minimum: int, allow_minus_one: bool = False, min_items: int = 1, scala
             raise fail("at most one size may be -1 (the one worked out from the others)")
         return values
 
-    item = {"type": "integer", "minimum": -1 if allow_minus_one else minimum}
-    schema: dict = {"type": "array", "items": item, "minItems": min_items, "maxItems": MAX_RANK}
+    item: dict = {"type": "integer"}
+    if minimum is not None:
+        item["minimum"] = -1 if allow_minus_one else minimum
+    schema: dict = {"type": "array", "items": {"anyOf": [item, EXPRESSION_SCHEMA]}, "minItems": min_items,
+                    "maxItems": MAX_RANK}
     if scalar:
         schema = {"anyOf": [item, schema]}
     return attribute(check, schema)

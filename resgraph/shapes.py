@@ -76,8 +76,9 @@ def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
         if producer.op is not None and producer.op.multiple_outputs:
             count = len(producer.meta.get("outputs", ()))
             local = name[len(node.prefix):] if name.startswith(node.prefix) else name
-            diagnostics.error("RG085", f"`{node.name}` reads `{name}`, which has {count} outputs", node.input_span(position),
-                              notes=node.notes, help=f"read one of them: `{local}:0` to `{local}:{count - 1}`")
+            diagnostics.error("RG085", f"`{node.name}` reads `{name}`, which has {count} outputs",
+                              node.input_span(position), notes=node.notes,
+                              help=f"read one of them: `{local}:0` to `{local}:{count - 1}`")
             return False
     return True
 

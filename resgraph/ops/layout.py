@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import EXPRESSION_SCHEMA, MAX_DIM, Choice, Int, Op, Shape, ShapeError, _as_int, _describe, attribute, fail, fmt_shape, \
-    prod, register
+from .base import (EXPRESSION_SCHEMA, MAX_DIM, Int, Op, Shape, ShapeError, _as_int, _describe, attribute, fail,
+                   fmt_shape, prod, register)
 from .dense import _sample_dim
 
 MAX_RANK = 8

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Bool, Choice, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
+from .base import Bool, Choice, Float, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 from .layout import Sizes
 
 BATCH = ("store a leading size of 1 for the batch, as torchvision's ViT does (`class_token` is [1, 1, 768] for a "

@@ -113,4 +113,4 @@ def test_shufflenet_v2_x1_0():
 
 
 def test_regnet_y_400mf():
-    _check_parity("regnet_y_400mf", 32, 2, 4_344_144)
+    _check_parity("regnet_y_400mf", 32, 1, 4_344_144)

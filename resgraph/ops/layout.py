@@ -74,8 +74,21 @@ def _fill(sizes: tuple[int, ...], total: int, attr: str, what: str) -> tuple[int
     return sizes
 
 
+def _listed(value: Any) -> str:
+    return str(value) if isinstance(value, int) else "[" + ", ".join(str(v) for v in value) + "]"
+
+
+class _Listing(Op):
+    """Labels that show list attributes as lists (`permute [0, 2, 1]`), not as kernel sizes (`0x2x1`)."""
+
+    def label(self) -> str:
+        parts = [_listed(getattr(self, a)) if len(self.label_attrs) == 1 else f"{a}={_listed(getattr(self, a))}"
+                 for a in self.label_attrs if getattr(self, a) is not None]
+        return " ".join([self.op_name(), *parts])
+
+
 @register
-class Reshape(Op):
+class Reshape(_Listing):
     """Gives each sample the shape `shape` (per sample; one size may be -1, worked out from the others).
     Input: any tensor with as many elements per sample. Lowers to `x.reshape(-1, *shape)`."""
 
@@ -113,7 +126,7 @@ class Unflatten(Op):
 
 
 @register
-class Permute(Op):
+class Permute(_Listing):
     """Reorders the dimensions: `dims` lists every dimension of the input, the batch (0) first, as
     `torch.permute` and torchvision's `Permute([0, 2, 3, 1])`. Lowers to `x.permute(*dims)`."""
 
@@ -162,7 +175,7 @@ class Transpose(Op):
 
 
 @register
-class Select(Op):
+class Select(_Listing):
     """Picks position `index` of dimension `dim`, which goes away (ViT's class token: `x[:, 0]` is
     `{dim: 1, index: 0}`). A negative index counts from the end. Lowers to `x.select(dim, index)`."""
 
@@ -217,7 +230,7 @@ class Slice(Op):
 
 
 @register
-class Chunk(Op):
+class Chunk(_Listing):
     """Cuts dimension `dim` into `chunks` pieces of ceil(size / chunks), as `torch.chunk` (the last may be
     smaller, and there may be fewer pieces than asked). Several outputs: read piece k as `name:k`."""
 
@@ -241,7 +254,7 @@ class Chunk(Op):
 
 
 @register
-class Split(Op):
+class Split(_Listing):
     """Cuts dimension `dim` into pieces: of `sizes` each (the last may be smaller) for a number, or of the
     listed sizes, which must add up to the dimension, as `torch.split`. Several outputs: read piece k as
     `name:k`."""
@@ -291,7 +304,7 @@ class OutputItem(Op):
 
 
 @register
-class Roll(Op):
+class Roll(_Listing):
     """Rolls the elements along `dims` by `shifts` (elements leaving one end come back at the other), as
     `torch.roll`; Swin's shifted windows. Lowers to `torch.roll(x, shifts, dims)`."""
 
@@ -353,7 +366,7 @@ class Expand(Op):
 
 
 @register
-class ChannelShuffle(Op):
+class ChannelShuffle(_Listing):
     """Interleaves the channels (dimension 1) of `groups` groups, as ShuffleNet's `channel_shuffle`:
     [C, ...] with C divisible by groups. Lowers to `torch.nn.functional.channel_shuffle(x, groups)`."""
 

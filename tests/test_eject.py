@@ -186,6 +186,7 @@ nodes:
   p: {op: permute, dims: [0, 2, 1, 3]}
   ex: {op: expand, shape: [-1, -1, 4]}
   s: {op: select, dim: 1, index: -1}
+  picked: {op: index, dim: 2, indices: [3, 0, 0]}
   ln: {op: layernorm}
   rms: {op: rmsnorm}
 """

@@ -546,3 +546,25 @@ def test_output_references_reach_into_block_inputs(load_text):
     assert network.graph.nodes["both"].shape == (6, 4)
     x = torch.randn(2, 6, 4)
     assert torch.equal(resgraph.compile(network)(x), torch.cat([x[:, :2].relu(), x[:, 2:]], dim=1))
+
+
+def test_buffers_are_saved_unless_not_persistent(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        input: [5, 8]
+        nodes:
+          positions: {op: buffer, generator: sinusoidal, shape: [5, 8], key: encoder.pos}
+          scratch: {op: buffer, generator: ones, shape: [5, 8], persistent: false}
+          add: {op: add, inputs: [input, positions]}
+          mul: {op: mul, inputs: [add, scratch]}
+    """)
+    model = resgraph.compile(network)
+    assert list(model.state_dict()) == ["encoder.pos"] and network.params == 0
+    position, i = torch.arange(5.0)[:, None], torch.arange(0, 8, 2.0)
+    expected = torch.zeros(5, 8)
+    expected[:, 0::2], expected[:, 1::2] = torch.sin(position / 10000 ** (i / 8)), torch.cos(position / 10000 ** (i / 8))
+    assert torch.allclose(model.state_dict()["encoder.pos"], expected, atol=1e-6)
+    x = torch.randn(2, 5, 8)
+    assert torch.allclose(model(x), x + expected, atol=1e-6)

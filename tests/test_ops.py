@@ -243,6 +243,7 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
 
 # Layout ops whose dimension attributes may name the batch (0, or -rank-1): refused, though torch may run them.
 BATCH_DIM_OPS = {"transpose": ("dim0", "dim1"), "unflatten": ("dim",), "select": ("dim",), "slice": ("dim",),
+                 "index": ("dim",),
                  "chunk": ("dim",), "split": ("dim",), "roll": ("dims",)}
 
 
@@ -692,6 +693,13 @@ def select_case(draw) -> Case:
 
 
 @st.composite
+def index_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    indices = draw(st.lists(st.integers(-7, 7), min_size=1, max_size=5))
+    return draw(with_optional({"indices": indices}, {"dim": dim_of(len(shape))})), [shape]
+
+
+@st.composite
 def slice_case(draw) -> Case:
     shape = draw(any_shape(min_rank=1, max_dim=9))
     bound = st.integers(-11, 11)
@@ -805,6 +813,7 @@ STRATEGIES.update({
     "unflatten": unflatten_case(),
     "select": select_case(),
     "slice": slice_case(),
+    "index": index_case(),
     "chunk": chunk_case(),
     "split": split_case(),
     "roll": roll_case(),

@@ -198,6 +198,32 @@ class Select(_Listing):
 
 
 @register
+class Index(_Listing):
+    """Picks the positions `indices` of dimension `dim`, in that order (repeats allowed; negative ones count
+    from the end), as `x.index_select(dim, indices)` or `x[:, [0, 2]]`: the dimension keeps its place with
+    len(indices) entries. Lowers to indexing with a list, `x[:, [0, 2]]`."""
+
+    op: Literal["index"]
+    dim: Int(None) = Field(1, description=DIM)
+    indices: Sizes(None) = Field(description="the positions to take, in order; negative ones count from the end")
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("dim", "indices")
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        dim = _sample_dim(self.dim, len(shape), "dim")
+        wrong = [i for i in self.indices if not -shape[dim] <= i < shape[dim]]
+        if wrong:
+            raise ShapeError(f"`indices` {wrong} are out of range for dimension {self.dim} of size {shape[dim]}",
+                             attr="indices", help=f"use indices from {-shape[dim]} to {shape[dim] - 1}")
+        return (*shape[:dim], len(self.indices), *shape[dim + 1:])
+
+    def lower(self, b, args, inputs, output, meta):
+        dim = _sample_dim(self.dim, len(inputs[0]), "dim") + 1
+        return b.call_function(operator.getitem, [args[0], (slice(None),) * dim + (list(self.indices),)])
+
+
+@register
 class Slice(Op):
     """`start:stop:step` along dimension `dim`, with Python's rules for negative and out-of-range bounds;
     the result must not be empty. Lowers to indexing, `x[:, :, start:stop:step]`."""

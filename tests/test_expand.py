@@ -564,7 +564,8 @@ def test_buffers_are_saved_unless_not_persistent(load_text):
     assert list(model.state_dict()) == ["encoder.pos"] and network.params == 0
     position, i = torch.arange(5.0)[:, None], torch.arange(0, 8, 2.0)
     expected = torch.zeros(5, 8)
-    expected[:, 0::2], expected[:, 1::2] = torch.sin(position / 10000 ** (i / 8)), torch.cos(position / 10000 ** (i / 8))
+    angle = position / 10000 ** (i / 8)
+    expected[:, 0::2], expected[:, 1::2] = torch.sin(angle), torch.cos(angle)
     assert torch.allclose(model.state_dict()["encoder.pos"], expected, atol=1e-6)
     x = torch.randn(2, 5, 8)
     assert torch.allclose(model(x), x + expected, atol=1e-6)

@@ -69,6 +69,7 @@ CODES: dict[str, str] = {
     "RG084": "no such output",
     "RG085": "several outputs read as one",
     "RG086": "clashing module paths",
+    "RG087": "concat of a tensor without a batch",
 }
 
 

@@ -26,7 +26,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         if node.op is None or any(shape is None for shape in shapes):
             complete = False
             continue
-        if not _read_outputs(graph, node, diagnostics):
+        if not _read_outputs(graph, node, diagnostics) or not _batch_of_one(graph, node, diagnostics):
             complete = False
             continue
         try:
@@ -81,6 +81,34 @@ def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
                               help=f"read one of them: `{local}:0` to `{local}:{count - 1}`")
             return False
     return True
+
+
+def _batch_of_one(graph: Graph, node, diagnostics: Diagnostics) -> bool:
+    """Track tensors with a batch of 1 (a `parameter` or `buffer`, and what is computed from them alone): they
+    broadcast in `add` and `mul`, and `expand` with a second input gives them its batch, but `concat` would
+    fail at run time (RG087). Leaves `meta["batch_of_one"]` on such nodes."""
+    op = node.op
+    if op.max_inputs == 0:
+        node.meta["batch_of_one"] = True
+        return True
+    ones = [graph.nodes[name].meta.get("batch_of_one", False) for name in node.inputs]
+    if not any(ones):
+        return True
+    name = op.op_name()
+    if name == "expand" and len(node.inputs) == 2 and not ones[1]:
+        return True
+    if all(ones) or (name == "expand" and len(node.inputs) == 1):
+        node.meta["batch_of_one"] = True
+        return True
+    if name == "concat":
+        position = ones.index(True)
+        one, other = node.inputs[position], node.inputs[ones.index(False)]
+        local = lambda n: n[len(node.prefix):] if n.startswith(node.prefix) else n   # noqa: E731
+        diagnostics.error("RG087", f"`{node.name}` concatenates `{one}`, which has a batch of 1 (a parameter or "
+                          f"buffer), with the batched `{other}`", node.input_span(position), notes=node.notes,
+                          help=f"bring it to the batch first: `{{op: expand, inputs: [{local(one)}, {local(other)}]}}`")
+        return False
+    return True   # add and mul broadcast; other ops read one input
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

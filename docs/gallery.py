@@ -41,6 +41,10 @@ ENTRIES = {
     "residual_mlp": ("residual MLP, a[l+2] = g(z[l+2] + a[l])", "recomputed by hand in plain torch"),
     "transformer_encoder": ("pre-norm Transformer encoder", "torch.nn.TransformerEncoderLayer(norm_first=True): count and outputs of one layer at BERT-base sizes (d_model 768, 12 heads, feed-forward 3072) and of a 3-layer torch.nn.TransformerEncoder at d_model 64; the figures here are at the spec's defaults (d_model 512, 6 layers)"),
     "unet": ("U-Net with concat skips (Ronneberger et al. 2015)", "shapes; a skip from the wrong resolution is RG051"),
+    "convnext_tiny": ("ConvNeXt-T (Liu et al. 2022)", "torchvision.models.convnext_tiny: keys and shapes; state_dict strict, equal outputs (a small configuration against torchvision's ConvNeXt class by default, full size with RESGRAPH_SLOW=1)"),
+    "vit_b_16": ("ViT-B/16 (Dosovitskiy et al. 2021)", "torchvision.models.vit_b_16: keys and shapes; state_dict strict, equal outputs (a small configuration against torchvision's VisionTransformer class by default, full size with RESGRAPH_SLOW=1)"),
+    "shufflenet_v2_x1_0": ("ShuffleNet V2 1.0x (Ma et al. 2018)", "torchvision.models.shufflenet_v2_x1_0: state_dict strict, equal outputs"),
+    "regnet_y_400mf": ("RegNetY-400MF (Radosavovic et al. 2020)", "torchvision.models.regnet_y_400mf: state_dict strict, equal outputs"),
 }
 # Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.
 DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": None, "unet": None,

@@ -79,6 +79,10 @@ CODES: dict[str, str] = {
     "RG092": "plugins refused",
     "RG093": "plugin failure",
     "RG094": "output returned twice",
+    "RG084": "no such output",
+    "RG085": "several outputs read as one",
+    "RG086": "clashing module paths",
+    "RG087": "concat of a tensor without a batch",
 }
 
 

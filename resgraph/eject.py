@@ -23,7 +23,8 @@ import torch.nn as nn
 from .expr import YAML_CONSTANTS, ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
-from .modules import DropPath, RotaryEmbedding, ScaledDotProductAttention, ZeroPadShortcut
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
+                      ZeroPadShortcut)
 
 LINE_LENGTH = 88  # black's default
 
@@ -68,7 +69,10 @@ class SourceBuilder(Builder):
 
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> Temp:
-        slot = name or self.node.local_name
+        slot = name or self.node.module_name
+        if not slot.isidentifier():
+            raise EjectError(f"cannot write out `{self.node.name}`: its `key: {slot}` is not a Python attribute "
+                             "name (keys with dots or dashes are compiled, not exported, for now)")
         return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module,
                                     kwargs=dict(kwargs or {})))
 
@@ -84,6 +88,10 @@ class SourceBuilder(Builder):
         if function is operator.getitem:  # `result[0]`: an item of a module's tuple result
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
+
+    def get_attr(self, tensor: Any, persistent: bool = True) -> Temp:
+        raise EjectError(f"cannot write out `{self.node.name}`: `parameter` and `buffer` nodes are compiled, not "
+                         "exported to Python, for now")
 
     def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> Temp:
         return self._emit(Statement("method", Temp(self.node.local_name), list(args), function=method,
@@ -119,9 +127,14 @@ def constructor(module: nn.Module) -> Call:
         cls = "nn.BatchNorm1d" if isinstance(module, nn.BatchNorm1d) else "nn.BatchNorm2d"
         return Call(cls, [(None, module.num_features), ("eps", module.eps), ("momentum", module.momentum),
                           ("affine", module.affine), ("track_running_stats", module.track_running_stats)])
+    if isinstance(module, (nn.RMSNorm, ChannelRMSNorm)):
+        shape = module.normalized_shape
+        return Call(type(module).__name__ if isinstance(module, ChannelRMSNorm) else "nn.RMSNorm",
+                    [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
+                     ("elementwise_affine", module.elementwise_affine)])
     if isinstance(module, nn.LayerNorm):
         shape = module.normalized_shape
-        return Call("nn.LayerNorm", [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
+        return Call("ChannelLayerNorm" if isinstance(module, ChannelLayerNorm) else "nn.LayerNorm", [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
                                      ("elementwise_affine", module.elementwise_affine),
                                      ("bias", getattr(module, "bias", None) is not None or not module.elementwise_affine)])
     if isinstance(module, nn.GroupNorm):
@@ -256,6 +269,8 @@ def _literal(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, slice):
+        return f"slice({_literal(value.start)}, {_literal(value.stop)}, {_literal(value.step)})"
     if isinstance(value, tuple):
         return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, list):
@@ -387,6 +402,11 @@ class Ejector:
         statements = list(self.own.get(name, []))
         for call, instances in self.calls.get(name, {}).items():
             local = call.rpartition(".")[2]
+            numbers = [i.name.rpartition(".")[2] for i in instances]
+            if instances[0].key is not None or \
+                    (instances[0].index is not None and numbers != [str(k) for k in range(len(instances))]):
+                raise EjectError(f"cannot write out the block call `{call}`: its `key` or the names of its "
+                                 "repetitions (`names`, `start`) are compiled, not exported, for now")
             statement = Statement("call", Temp(local), list(instances[0].inputs), slot=local,
                                   position=self.first_position[call])
             statement.instances = instances  # type: ignore[attr-defined]
@@ -790,7 +810,12 @@ class Ejector:
                 symbol = "+" if statement.function is operator.add else "*"
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
             elif statement.kind == "subscript":
-                body.append(f"{name} = {rendered[0].text}[{rendered[1].text}]")
+                index = args[1]
+                if isinstance(index, tuple) and all(isinstance(i, slice) for i in index):
+                    text = ", ".join(_slice_text(i) for i in index)   # `x[:, :, 0:5]`, as one writes it
+                else:
+                    text = rendered[1].text
+                body.append(f"{name} = {rendered[0].text}[{text}]")
             elif statement.kind == "method":
                 kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
                 body.append(Call(f"{name} = {rendered[0].text}.{statement.function}",
@@ -817,9 +842,18 @@ _MISSING = object()
 REQUIRED = object()  # a constructor parameter without a default
 
 
+def _slice_text(index: slice) -> str:
+    text = "".join(str(v) if v is not None else "" for v in (index.start,)) + ":" + \
+        (str(index.stop) if index.stop is not None else "")
+    return text + (f":{index.step}" if index.step is not None else "")
+
+
 def _is_literal(value: Any) -> bool:
-    """A constant argument of a statement (references are node names, Temps or lists of them)."""
-    return value is None or isinstance(value, (bool, int, float))
+    """A constant argument of a statement (references are node names, Temps or lists of them): a number,
+    a slice, or a tuple or list of constants (`split`'s sizes, `slice`'s index)."""
+    if isinstance(value, (tuple, list)):
+        return all(_is_literal(v) for v in value) and (isinstance(value, tuple) or bool(value))
+    return value is None or isinstance(value, (bool, int, float, slice))
 
 
 def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) -> list[tuple[str | None, Name]]:
@@ -858,7 +892,9 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
 # resgraph's own modules, written into an ejected file that uses them (it imports only torch).
 HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
                   "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
-                  "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip()}
+                  "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
+                  "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
+                  "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip()}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

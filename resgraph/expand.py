@@ -386,6 +386,9 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
                               help="name them, e.g. `inputs: [" + ", ".join(scope.input_names[:2]) + "]`"
                               if scope.input_names else "declare an `input:` shape for the network")
         for index, ref in enumerate(refs or ()):
+            base, item = split_item(ref)
+            if item is not None:
+                ref = base
             if ref not in known:
                 span = scope.source.span(path + (("inputs", index) if isinstance(entry.inputs, list) else ("inputs",)))
                 _unknown_reference(ref, known, scope, span, diagnostics, program,
@@ -409,6 +412,29 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             shortcut_modules.setdefault(module, name)
     if scope.output is not None and scope.output not in known:
         _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
+    _check_keys(scope, diagnostics)
+
+
+def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
+    """Two `key`s of one scope may not name the same module path, nor one a path inside the other
+    (`block` holds `block.0`), nor a block call's name (RG086)."""
+    claimed: dict[str, str] = {name: name for name, entry in scope.nodes.items()
+                               if isinstance(entry, BlockCall) and entry.key is None}
+    for name, entry in scope.nodes.items():
+        key = entry.key
+        if key is None:
+            continue
+        for path, owner in claimed.items():
+            if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+                diagnostics.error("RG086", f"`key: {key}` of `{name}` clashes with the module path `{path}` of "
+                                  f"`{owner}`", scope.source.span(scope.base + ("nodes", name, "key")),
+                                  help="give each node its own module path; a path cannot both hold a module "
+                                       "and be another's container",
+                                  notes=[Note(f"`{owner}` is here", scope.source.span(scope.base + ("nodes", owner),
+                                                                                     key=True))])
+                break
+        else:
+            claimed[key] = name
 
 
 def _unknown_reference(ref: str, known: set[str], scope: _Scope, span: Span | None, diagnostics: Diagnostics,
@@ -537,11 +563,26 @@ class _Frame:
     allow: frozenset[str] = frozenset()   # the `allow` of the block calls around it
 
 
+def split_item(ref: str) -> tuple[str, int | None]:
+    """`parts:1` -> (`parts`, 1), output 1 of the node `parts`; any other reference -> (ref, None)."""
+    base, sep, item = ref.rpartition(":")
+    if sep and base and item.isdigit():
+        return base, int(item)
+    return ref, None
+
+
+def _qualify(ref: str, frame: "_Frame") -> str:
+    """A reference as written in a scope -> its qualified name (`parts:1` keeps its output number)."""
+    base, item = split_item(ref)
+    qualified = frame.refs.get(base, frame.prefix + base)
+    return qualified if item is None else f"{qualified}:{item}"
+
+
 def _has_expression(raw: Any) -> bool:
     if not isinstance(raw, dict):
         return False
     for key, value in raw.items():
-        if key in ("op", "inputs", "when", "otherwise"):
+        if key in ("op", "inputs", "when", "otherwise", "key"):
             continue
         if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
             return True
@@ -602,6 +643,7 @@ class _Expander:
         self.sizes: dict[str, int] = {}
         self.failed_requirements: set[tuple[str, KeyPath]] = set()
         self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
+        self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
@@ -609,6 +651,10 @@ class _Expander:
               ) -> Names:
         """An expression scope whose `shape(name)` reads the nodes and inputs of the scope at `prefix`."""
         return Names(values, _ShapeLookup(self, prefix, refs, nodes))
+
+    def _resolve_item(self, ref: str) -> str:
+        base, item = split_item(ref)
+        return self.resolve(ref) if item is None else f"{self._resolve_item(base)}:{item}"
 
     def shape_so_far(self, ref: str) -> tuple[int, ...] | None:
         """The shape of `ref` from the nodes expanded so far, by the ops' own shape rules, computed on demand
@@ -620,12 +666,22 @@ class _Expander:
             if name in self.shapes:
                 pending.pop()
                 continue
+            base, item = split_item(name)
+            if item is not None:   # output `item` of a node with several outputs
+                if base not in self.shapes and name not in busy:
+                    busy.add(name)
+                    pending.append(base)
+                    continue
+                outputs = self.several_outputs.get(base)
+                self.shapes[name] = outputs[item] if outputs is not None and item < len(outputs) else None
+                pending.pop()
+                continue
             node = self.graph.nodes.get(name)
             if node is None or node.is_input or node.op is None:
                 self.shapes[name] = node.shape if node is not None and node.is_input else None
                 pending.pop()
                 continue
-            inputs = [self.resolve(i) for i in node.inputs]
+            inputs = [self._resolve_item(i) for i in node.inputs]
             missing = [i for i in inputs if i not in self.shapes and i not in busy]
             if missing and name not in busy:
                 busy.add(name)
@@ -639,7 +695,10 @@ class _Expander:
                     self.shape_causes[name] = self.shape_causes[failed[0]]
             else:
                 try:
-                    self.shapes[name] = tuple(node.op.infer_shape(shapes, {}))
+                    meta: dict = {}
+                    self.shapes[name] = tuple(node.op.infer_shape(shapes, meta))
+                    if "outputs" in meta:
+                        self.several_outputs[name] = meta["outputs"]
                 except ShapeError as exc:
                     self.shapes[name] = None
                     self.shape_causes[name] = (name, exc.message)
@@ -718,9 +777,10 @@ class _Expander:
             path = frame.base + ("nodes", name)
             refs = _references(entry)
             if refs is None:
-                inputs = [previous] if previous is not None else []
+                takes_inputs = getattr(type(entry), "max_inputs", 1) != 0   # a `parameter` reads nothing
+                inputs = [previous] if previous is not None and takes_inputs else []
             else:
-                inputs = [frame.refs.get(ref, frame.prefix + ref) for ref in refs]
+                inputs = [_qualify(ref, frame) for ref in refs]
             qualified = frame.prefix + name
             if entry.when is not None and not self.enabled(entry, path, frame):
                 # Left out: whoever reads it reads what stands for it.
@@ -775,6 +835,15 @@ class _Expander:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=BlockCall)
                 raise _Abort from None
+        start = call.start
+        if isinstance(start, str):   # an expression over the caller's params
+            try:
+                start = BlockCall.model_validate(_value_at(frame.source.data, path),
+                                                 context={"scope": frame.values}).start
+            except ValidationError as exc:
+                report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
+                                        root_model=BlockCall)
+                raise _Abort from None
         count = repeat or 1
         estimate = (len(self.graph) + self.minimum_size(opening.name)
                     + (count - 1) * self.minimum_size(main.name))
@@ -791,7 +860,8 @@ class _Expander:
         for index in range(count):
             block = opening if index == 0 else main
             definition = block.definition
-            instance = frame.prefix + name + (f".{index}" if repeat is not None else "")
+            number = (call.names or "{i}").replace("{i}", str(start + index))
+            instance = frame.prefix + name + (f".{number}" if repeat is not None else "")
             notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
             refs = dict(zip(definition.inputs, inputs))
             values = self.names({key: _literal(value) for key, value in definition.params.items()}, instance + ".",
@@ -807,7 +877,7 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
-                                                      output)
+                                                      output, call.key)
             inputs = [output]
         return output
 
@@ -827,6 +897,26 @@ class _Expander:
                     total += 1
             self.sizes[block] = total
         return self.sizes[block]
+
+    def resolve_reference(self, ref: str, consumer: Node, position: int, items: dict[str, list[Node]]) -> str:
+        """`resolve`, and for a reference `name:k` to output k of a node, the `OutputItem` node that reads it
+        (made once per scope and reference, and placed before its first reader)."""
+        base, item = split_item(ref)
+        if item is None:
+            return self.resolve(ref)
+        producer = self.resolve_reference(base, consumer, position, items)
+        local = producer[len(consumer.prefix):] if producer.startswith(consumer.prefix) else producer
+        name = f"{consumer.prefix}{local}:{item}"
+        if name not in self.graph.nodes and not any(n.name == name for made in items.values() for n in made):
+            from .ops.layout import OutputItem
+
+            raw = _value_at(consumer.source.data, consumer.path) if consumer.source is not None else None
+            listed = isinstance(raw, dict) and isinstance(raw.get("inputs"), list)
+            path = consumer.path + (("inputs", position) if listed else ("inputs",))
+            items.setdefault(consumer.name, []).append(
+                Node(name, OutputItem(op="output_item", index=item), [producer], consumer.source, path,
+                     consumer.notes, consumer.prefix, consumer.scopes))
+        return name
 
     def resolve(self, ref: str) -> str:
         """What a reference finally names: through block calls (to their output) and left-out nodes (to what
@@ -909,6 +999,16 @@ def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[st
         f"a dotted path starts at a top-level block call; `{parts[0]}` is not one", fixed
 
 
+def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:
+    """Put each output-item node just before the node whose reference made it, and renumber."""
+    nodes = list(graph.nodes.values())
+    graph.nodes = {}
+    for node in nodes:
+        for made in items.get(node.name, ()):
+            graph.add(made)
+        graph.add(node)
+
+
 def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
     """Check every definition, then instantiate the network into a flat graph.
 
@@ -966,13 +1066,17 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         return None
 
     try:
+        items: dict[str, list[Node]] = {}   # consumer -> the output-item nodes made for its references
         for node in graph:
-            node.inputs = [expander.resolve(ref) for ref in node.inputs]
+            node.inputs = [expander.resolve_reference(ref, node, position, items)
+                           for position, ref in enumerate(node.inputs)]
         for instance in graph.instances.values():
             instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
             instance.output = expander.resolve(instance.output)
     except _Abort:
         return None
+    if items:
+        _insert_items(graph, items)
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     known = set(spec.nodes) | set(graph.inputs)

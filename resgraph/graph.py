@@ -50,6 +50,12 @@ class Node:
         return self.name[len(self.prefix):]
 
     @property
+    def module_name(self) -> str:
+        """Its module (or tensor) path within its block instance: its `key`, else its local name."""
+        key = getattr(self.op, "key", None)
+        return key if key is not None else self.local_name
+
+    @property
     def span(self) -> Span | None:
         if self.source is None:
             return None
@@ -91,6 +97,7 @@ class Instance:
     values: dict[str, Any]           # its params and `let` values, and `index`
     inputs: list[str]                # the nodes it reads
     output: str                      # the node that is its output
+    key: str | None = None           # the call's module path in its scope, where it has a `key`
 
 
 @dataclass

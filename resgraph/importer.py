@@ -303,6 +303,13 @@ def _layernorm(m, shape):
             "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
 
 
+def _rmsnorm(m, shape):
+    normalized = tuple(m.normalized_shape)
+    attributes = {"shape": _compact(normalized) if len(normalized) > 1 or shape is None or normalized != shape[-1:]
+                  else None, "elementwise_affine": m.elementwise_affine}
+    return attributes | ({"eps": float(m.eps)} if m.eps is not None else {})
+
+
 def _maxpool(m, shape):
     if m.return_indices:
         raise _Unsupported("`torch.nn.MaxPool2d` with `return_indices=True`")
@@ -369,6 +376,9 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.Embedding: ("embedding", _embedding),
     nn.LSTM: ("lstm", _recurrent),
     nn.GRU: ("gru", _recurrent),
+    nn.RMSNorm: ("rmsnorm", _rmsnorm),
+    nn.ChannelShuffle: ("channel_shuffle", lambda m, s: {"groups": m.groups}),
+    nn.Unflatten: ("unflatten", lambda m, s: {"dim": m.dim, "sizes": list(m.unflattened_size)}),
 }
 # Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
 _TUPLE_MODULES = (nn.LSTM, nn.GRU)
@@ -417,6 +427,42 @@ def _flatten(node: fx.Node) -> _Mapped:
     args = _bind(node, ("input", "start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1})
     _not_the_batch(node, args["start_dim"], args["input"])
     return _Mapped("flatten", {"start_dim": args["start_dim"], "end_dim": args["end_dim"]}, [args["input"]])
+
+
+def _dims_call(op: str, names: tuple[str, ...], attributes: Callable[[dict], dict], batch_dims: tuple[str, ...]):
+    """A layout call (`x.permute(0, 2, 1)`, `torch.transpose(x, 1, 2)`) with constant dimensions."""
+    def mapping(node: fx.Node) -> _Mapped:
+        if node.op == "call_method" and op == "permute" and len(node.args) > 2:
+            args = {"input": node.args[0], "dims": list(node.args[1:])}   # x.permute(0, 2, 1)
+        else:
+            args = _bind(node, names, {})
+        values = attributes(args)
+        if any(isinstance(v, fx.Node) for v in values.values()) or \
+                any(isinstance(v, fx.Node) for value in values.values() if isinstance(value, (list, tuple))
+                    for v in value):
+            raise _Unsupported(f"`{_function_name(node)}` with sizes computed at run time")
+        for name in batch_dims:
+            for dim in (values[name] if isinstance(values[name], (list, tuple)) else [values[name]]):
+                _not_the_batch(node, dim, args["input"])
+        return _Mapped(op, values, [args["input"]])
+    return mapping
+
+
+_PERMUTE = _dims_call("permute", ("input", "dims"), lambda a: {"dims": list(a["dims"])}, ())
+_TRANSPOSE = _dims_call("transpose", ("input", "dim0", "dim1"), lambda a: {"dim0": a["dim0"], "dim1": a["dim1"]},
+                        ("dim0", "dim1"))
+_SELECT = _dims_call("select", ("input", "dim", "index"), lambda a: {"dim": a["dim"], "index": a["index"]}, ("dim",))
+_ROLL = _dims_call("roll", ("input", "shifts", "dims"),
+                   lambda a: {"shifts": _listed(a["shifts"]), "dims": _listed(a.get("dims"))}, ("dims",))
+_UNFLATTEN = _dims_call("unflatten", ("input", "dim", "sizes"), lambda a: {"dim": a["dim"], "sizes": list(a["sizes"])},
+                        ("dim",))
+_CHANNEL_SHUFFLE = _dims_call("channel_shuffle", ("input", "groups"), lambda a: {"groups": a["groups"]}, ())
+
+
+def _listed(value: Any) -> Any:
+    if value is None:
+        raise _Unsupported("`torch.roll` without `dims` (it would roll across the batch)")
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _concat(node: fx.Node) -> _Mapped:
@@ -488,11 +534,14 @@ _FUNCTIONS: dict[Any, Callable[[fx.Node], _Mapped]] = {
                                  {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True}),
     F.adaptive_avg_pool2d: _pool_function("adaptive_avgpool2d", ("input", "output_size"), {}),
     F.dropout: _dropout,
+    torch.permute: _PERMUTE, torch.transpose: _TRANSPOSE, torch.select: _SELECT, torch.roll: _ROLL,
+    torch.unflatten: _UNFLATTEN, F.channel_shuffle: _CHANNEL_SHUFFLE, torch.channel_shuffle: _CHANNEL_SHUFFLE,
 }
 _METHODS: dict[str, Callable[[fx.Node], _Mapped]] = {
     "add": _binary("add"), "mul": _binary("mul"), "flatten": _flatten,
     "relu": _unary("relu"), "relu_": _unary("relu", inplace=True), "sigmoid": _unary("sigmoid"),
     "tanh": _unary("tanh"),
+    "permute": _PERMUTE, "transpose": _TRANSPOSE, "select": _SELECT, "roll": _ROLL, "unflatten": _UNFLATTEN,
 }
 
 

@@ -13,6 +13,7 @@ import re
 import sys
 import warnings
 import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn as nn
 
 from .graph import Graph, Node
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 
 class Builder:
@@ -39,11 +40,24 @@ class Builder:
                     kwargs: dict | None = None) -> fx.Node:
         """Register `module` as the node's (or as `name` within the node's block) and call it."""
         assert self.node is not None
-        target = name or self.node.local_name
+        target = name or self.node.module_name
         if target in self.modules:
             raise ValueError(f"two modules would be named `{self.node.prefix + target}`")
         self.modules[target] = module
-        return self._traced(self.fx.call_module(target, tuple(args), kwargs or {}))
+        if target == self.node.local_name or name is not None:
+            return self._traced(self.fx.call_module(target, tuple(args), kwargs or {}))
+        # a `key` (`block.0`): the value is still named after the node, `dwconv = getattr(self.block, "0")(x)`
+        return self._traced(self.fx.create_node("call_module", target, tuple(args), kwargs or {},
+                                                name=_identifier(self.node.local_name)))
+
+    def get_attr(self, tensor: torch.Tensor, persistent: bool = True) -> fx.Node:
+        """Register `tensor` (an `nn.Parameter`, or a buffer) as the node's own attribute and read it."""
+        assert self.node is not None
+        target = self.node.module_name
+        if target in self.modules:
+            raise ValueError(f"two attributes would be named `{self.node.prefix + target}`")
+        self.modules[target] = tensor if persistent or isinstance(tensor, nn.Parameter) else _Volatile(tensor)
+        return self._traced(self.fx.create_node("get_attr", target, name=_identifier(self.node.local_name)))
 
     def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Any:
         """A shortcut path: `module` (a projection or zero-padding) applied to `arg`, or `arg` itself."""
@@ -171,6 +185,7 @@ class _ScopeLowering:
         called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
+        keys = {}   # call path -> its module path within the scope
         for _, item in sorted(items, key=lambda pair: pair[0]):
             if isinstance(item, Node):
                 b.node = item
@@ -178,12 +193,16 @@ class _ScopeLowering:
                 shapes = [graph.nodes[name].shape for name in item.inputs]
                 values[item.name] = item.op.lower(b, args, shapes, item.shape, item.meta)
                 for attribute, module in b.modules.items():
-                    self.modules.setdefault(item.prefix + attribute, module)
+                    if isinstance(module, nn.Module):
+                        self.modules.setdefault(item.prefix + attribute, module)
                 continue
             instances = self.calls[scope][item]
             children = [self.build(i.name) for i in instances]
-            child = children[0] if instances[0].index is None else nn.Sequential(*children)
-            local = item.rpartition(".")[2]
+            child = children[0] if instances[0].index is None else \
+                nn.Sequential(OrderedDict((i.name.rpartition(".")[2], c) for i, c in zip(instances, children)))
+            local = instances[0].key or item.rpartition(".")[2]
+            if local in b.modules:
+                raise ValueError(f"two modules would be named `{scope + '.' if scope else ''}{local}`")
             b.node = None
             b.modules[local] = child
             args = tuple(values[name] for name in instances[0].inputs)
@@ -207,11 +226,42 @@ class _ScopeLowering:
         b.fx.output(results[0] if len(results) == 1 else tuple(results))
         root = nn.Module()
         for attribute, module in b.modules.items():
-            root.add_module(attribute, module)
+            _place(root, attribute, module)
         built = (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
         for attribute, module in called_by_index:
             setattr(built, attribute, module)
+        for attribute, module in b.modules.items():
+            if isinstance(module, _Volatile):  # fx copies every tensor attribute as a persistent buffer
+                owner, _, name = attribute.rpartition(".")
+                built.get_submodule(owner)._non_persistent_buffers_set.add(name)
         return built
+
+
+class _Volatile:
+    """A buffer left out of the state_dict (`persistent: false`)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+
+def _place(root: nn.Module, path: str, value: Any) -> None:
+    """Put a module, parameter or buffer at the dotted `path` under `root`, making plain containers on the way
+    (a node's `key`: `block.0`, `encoder.pos_embedding`)."""
+    *containers, name = path.split(".")
+    for part in containers:
+        child = root._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            root.add_module(part, child)
+        root = child
+    if isinstance(value, nn.Parameter):
+        root.register_parameter(name, value)
+    elif isinstance(value, _Volatile):
+        root.register_buffer(name, value.tensor, persistent=False)
+    elif isinstance(value, torch.Tensor):
+        root.register_buffer(name, value)
+    else:
+        root.add_module(name, value)
 
 
 SPEC_NODE = "resgraph_node"   # fx node meta: (spec node name, op, "file:line:col")

@@ -134,3 +134,18 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, base={self.base}, interleaved={self.interleaved}"
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels (dimension 1) of a [batch, channels, ...] map at every position, as
+    torchvision's ConvNeXt `LayerNorm2d`: the same computation and the same `weight` and `bias`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.movedim(1, -1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.movedim(-1, 1)
+
+
+class ChannelRMSNorm(nn.RMSNorm):
+    """RMSNorm over the channels (dimension 1) of a [batch, channels, ...] map at every position."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)

@@ -27,6 +27,9 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         if node.op is None or any(shape is None for shape in shapes):
             complete = False
             continue
+        if not _read_outputs(graph, node, diagnostics) or not _batch_of_one(graph, node, diagnostics):
+            complete = False
+            continue
         try:
             node.dtype = node.op.infer_dtype([graph.nodes[name].dtype for name in node.inputs])
             shape = node.op.infer_shape(shapes, node.meta)
@@ -67,6 +70,67 @@ def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> No
                       f"op `{node.op.op_name()}`" + (f" (at {where})" if where else ""), node.span,
                       help="this is a bug in the plugin: report it to its authors; a shape rule rejects an input by "
                            "raising `ShapeError(message, help=...)`", notes=node.notes)
+def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
+    """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
+    (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
+    from .ops.layout import OutputItem
+
+    if isinstance(node.op, OutputItem):
+        producer = graph.nodes[node.inputs[0]]
+        outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
+        shown = node.local_name
+        span = node.source.span(node.path) if node.source is not None else None   # the reference `name:k`
+        if outputs is None:
+            diagnostics.error("RG084", f"`{shown}` reads output {node.op.index} of `{producer.name}`, which has a "
+                              "single output", span, notes=node.notes,
+                              help=f"refer to it as `{shown.rpartition(':')[0]}`; `name:k` reads output k of a "
+                                   "node with several outputs (chunk, split)")
+            return False
+        if node.op.index >= len(outputs):
+            diagnostics.error("RG084", f"`{shown}` reads output {node.op.index}, but `{producer.name}` has "
+                              f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}", span, notes=node.notes,
+                              help=f"outputs are numbered from 0 to {len(outputs) - 1}")
+            return False
+        node.meta["outputs_of_input"] = outputs
+        return True
+    for position, name in enumerate(node.inputs):
+        producer = graph.nodes[name]
+        if producer.op is not None and producer.op.multiple_outputs:
+            count = len(producer.meta.get("outputs", ()))
+            local = name[len(node.prefix):] if name.startswith(node.prefix) else name
+            diagnostics.error("RG085", f"`{node.name}` reads `{name}`, which has {count} outputs",
+                              node.input_span(position), notes=node.notes,
+                              help=f"read one of them: `{local}:0` to `{local}:{count - 1}`")
+            return False
+    return True
+
+
+def _batch_of_one(graph: Graph, node, diagnostics: Diagnostics) -> bool:
+    """Track tensors with a batch of 1 (a `parameter` or `buffer`, and what is computed from them alone): they
+    broadcast in `add` and `mul`, and `expand` with a second input gives them its batch, but `concat` would
+    fail at run time (RG087). Leaves `meta["batch_of_one"]` on such nodes."""
+    op = node.op
+    if op.max_inputs == 0:
+        node.meta["batch_of_one"] = True
+        return True
+    ones = [graph.nodes[name].meta.get("batch_of_one", False) for name in node.inputs]
+    if not any(ones):
+        return True
+    name = op.op_name()
+    if name == "expand" and len(node.inputs) == 2 and not ones[1]:
+        return True
+    if all(ones) or (name == "expand" and len(node.inputs) == 1):
+        node.meta["batch_of_one"] = True
+        return True
+    if name == "concat":
+        position = ones.index(True)
+        one, other = node.inputs[position], node.inputs[ones.index(False)]
+        local = lambda n: n[len(node.prefix):] if n.startswith(node.prefix) else n   # noqa: E731
+        diagnostics.error("RG087", f"`{node.name}` concatenates `{one}`, which has a batch of 1 (a parameter or "
+                          f"buffer), with the batched `{other}`", node.input_span(position), notes=node.notes,
+                          help=f"bring it to the batch first: `{{op: expand, inputs: [{local(one)}, {local(other)}]}}`")
+        return False
+    return True   # add and mul broadcast; other ops read one input
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

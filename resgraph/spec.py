@@ -15,13 +15,14 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import ALLOW, OTHERWISE, WHEN, Allow, Int, is_builtin
+from .ops.base import ALLOW, KEY_PATTERN, OTHERWISE, WHEN, Allow, Int, is_builtin
 from .source import KeyPath, SourceFile
 
 VERSION = 1
 NODE_NAME = r"^[A-Za-z0-9_]+$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_REPEAT = 10_000
+NAMES_PATTERN = r"^[A-Za-z0-9_-]*\{i\}[A-Za-z0-9_-]*$"
 
 OUTPUT_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 
@@ -52,6 +53,13 @@ class BlockCall(_Model):
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
     allow: Allow = Field(default_factory=list, description=ALLOW)
+    key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
+                            "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
+    names: str | None = Field(None, pattern=NAMES_PATTERN,
+                              description="how repetitions are named, `{i}` standing for the number: "
+                                          "`denselayer{i}`, `encoder_layer_{i}`, `block1-{i}`; default `{i}`")
+    start: Int(0) = Field(0, description="the number of the first repetition (`features.1` ...): `{i}` counts from "
+                                         "it; `index` inside the block still counts from 0")
 
 
 def _node_tag(value: Any) -> str | None:
@@ -452,6 +460,16 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                 diagnostics.error("RG013", f"unknown op `{op}`", op_span,
                                   help=did_you_mean(op, known) or "known ops: " + ", ".join(sorted(known)),
                                   notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, known)))
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in (KEY_PATTERN, NAMES_PATTERN):
+            value = error["input"]
+            if ctx.get("pattern") == KEY_PATTERN:
+                diagnostics.error("RG045", f"invalid key `{value}`: a module path is names of letters, digits, `_` "
+                                  "and `-`, joined by dots", span, help="e.g. `block.0` or `trunk_output.block1`",
+                                  notes=notes)
+            else:
+                diagnostics.error("RG045", f"invalid `names: {value}`: a pattern is letters, digits, `_` and `-` "
+                                  "with one `{i}` for the number", span, help="e.g. `denselayer{i}` or `block1-{i}`",
+                                  notes=notes)
         elif kind == "string_pattern_mismatch":
             value = error["input"]
             rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \

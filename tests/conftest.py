@@ -55,17 +55,18 @@ def randomize_batch_norm(model):
     return model
 
 
-def randomize_layer_norm(model):
-    """Seeded random affine parameters of every layer norm (fresh ones are 1 and 0)."""
+def randomize_norms(model):
+    """Seeded random affine parameters of layer, group and RMS norms (fresh ones are 1 and 0, which hide a
+    swapped or missing key); batch norms are `randomize_batch_norm`'s."""
     import torch
 
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
-                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.rand(module.bias.shape, generator=generator) - 0.5)
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)):
+                for tensor, low, high in ((module.weight, 0.5, 1.5), (getattr(module, "bias", None), -0.5, 0.5)):
+                    if tensor is not None:
+                        tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
     return model
 
 

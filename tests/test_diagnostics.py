@@ -598,3 +598,59 @@ def test_plugin_whose_shape_rule_raises(tmp_path, plugins_on_path):
     assert (error.code, error.span.line, error.span.col) == ("RG093", 5, 3)
     assert error.message.startswith("`norm`: plugin `resgraph_broken.ops` raised ZeroDivisionError")
     assert "resgraph_broken/ops.py:18" in error.message
+# ---- help texts name real ops ---------------------------------------------------------------------
+
+# Backticked words in help texts that are not spec field names but could be read as ops; none is an op.
+NOT_OPS = {"true", "false", "null", "index", "identity"}
+
+
+def _help_words() -> list[tuple[str, int, str]]:
+    """(file, line, word) for every backticked word in a `help=` argument in resgraph/'s source."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "resgraph").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call):
+                continue
+            texts = [keyword.value for keyword in call.keywords if keyword.arg == "help"]
+            name = getattr(call.func, "id", getattr(call.func, "attr", None))
+            if name in ("fail", "ShapeError") and len(call.args) > 1:   # help given by position
+                texts.append(call.args[1])
+            for text in texts:
+                for part in ast.walk(text):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        for word in re.findall(r"`([a-z][a-z0-9_]*)`", part.value):
+                            found.append((path.name, part.lineno, word))
+    return found
+
+
+def _op_like(word: str) -> bool:
+    """A word that names a tensor operation in torch (a function of torch, torch.nn.functional or a Tensor
+    method, or a torch.nn module lowercased) and is not a spec field: the words a help text would use for
+    an op."""
+    import torch
+    import torch.nn.functional as F
+
+    from resgraph.ops import REGISTRY
+    from resgraph.spec import BlockCall, BlockDef, SpecFile
+
+    fields = {name for cls in (*REGISTRY.values(), BlockCall, BlockDef, SpecFile)
+              for field_name, info in cls.model_fields.items() for name in (field_name, info.alias) if name}
+    if word in fields or word in NOT_OPS:
+        return False
+    modules = {name.lower() for name in dir(torch.nn) if name[:1].isupper()}
+    return (word in REGISTRY or hasattr(F, word) or hasattr(torch.Tensor, word) or word in modules
+            or (hasattr(torch, word) and callable(getattr(torch, word))))
+
+
+def test_help_texts_name_ops_that_exist():
+    from resgraph.ops import REGISTRY
+
+    words = _help_words()
+    assert len(words) > 30, "the scan found too few help texts to be reading the source"
+    wrong = sorted({(f, line, w) for f, line, w in words if _op_like(w) and w not in REGISTRY})
+    assert not wrong, f"help texts name ops that do not exist: {wrong}"
+    # the detector sees ops that do not exist, and lets field names through
+    assert _op_like("view") and _op_like("reshape") and not _op_like("groups") and not _op_like("shortcut")

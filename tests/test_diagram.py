@@ -69,3 +69,15 @@ def test_depth_collapses_block_instances():
     assert '"layer2.0" [label="0\\nbottleneck"' in units and "cluster_layer2" in units
     assert '"layer1.2" -> "layer2.0" [label="256×56×56"]' in units
     assert "layer2.0.conv1" not in units
+
+
+def test_outputs_of_chunk_are_nodes_graphviz_reads_as_such(tmp_path):
+    import subprocess
+
+    network = resgraph.load(SPECS / "shufflenet_v2_x1_0.yaml")
+    source = to_digraph(network.graph).source
+    # a name with `:` would read as node `halves`, port `1`: such a node gets a plain id, its name as label
+    assert '[label="halves:1\\noutput 1"' in source and 'tooltip="stage2.1.halves:1"' in source
+    assert '\t"stage2.1.halves:1" [' not in source and '-> "stage2.1.halves:1"' not in source
+    result = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "port" not in result.stderr, result.stderr

@@ -161,3 +161,57 @@ def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (ejected(x) - compiled(x)).abs().max().item() <= 1e-5
+
+
+LAYOUT_SPEC = """
+resgraph: 1
+input: [8, 6, 6]
+nodes:
+  parts: {op: split, sizes: [3, 5]}
+  a: {op: relu, inputs: "parts:0"}
+  b: {op: conv2d, out: 5, kernel: 1, inputs: "parts:1"}
+  cat: {op: concat, inputs: [a, b]}
+  shuf: {op: channel_shuffle, groups: 2}
+  cln: {op: layernorm, channels_first: true, inputs: cat}
+  mix: {op: add, inputs: [cln, shuf]}
+  crms: {op: rmsnorm, channels_first: true}
+  halves: {op: chunk, chunks: 2}
+  merged: {op: add, inputs: ["halves:1", "halves:0"]}
+  un: {op: unflatten, dim: 1, sizes: [2, -1]}
+  fl: {op: flatten, start_dim: 1, end_dim: 2}
+  sl: {op: slice, dim: 2, start: 1, stop: 5, step: 2}
+  ro: {op: roll, shifts: [1, -1], dims: [2, 3]}
+  tr: {op: transpose, dim0: 2, dim1: 3}
+  r: {op: reshape, shape: [8, -1, 1]}
+  p: {op: permute, dims: [0, 2, 1, 3]}
+  ex: {op: expand, shape: [-1, -1, 4]}
+  s: {op: select, dim: 1, index: -1}
+  picked: {op: index, dim: 2, indices: [3, 0, 0]}
+  ln: {op: layernorm}
+  rms: {op: rmsnorm}
+"""
+
+
+def test_layout_ops_are_written_out(load_text, tmp_path):
+    import importlib.util
+
+    network = load_text(LAYOUT_SPEC)
+    path = tmp_path / "layout.py"
+    path.write_text(eject_network(network))
+    spec = importlib.util.spec_from_file_location("layout_ejected", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    compiled = resgraph.compile(network).eval()
+    ejected = module.Spec().eval()
+    ejected.load_state_dict(compiled.state_dict(), strict=True)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(ejected(x), compiled(x))
+    assert "x.split([3, 5], dim=1)" in path.read_text() and "[:, :, 1:5:2]" in path.read_text()
+
+
+def test_parameters_and_keys_are_refused_cleanly():
+    from resgraph.eject import EjectError
+
+    with pytest.raises(EjectError, match="`class_token`: `parameter` and `buffer` nodes"):
+        eject_network(resgraph.load(SPECS / "vit_b_16.yaml"))

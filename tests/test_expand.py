@@ -525,3 +525,75 @@ def test_file_cache_reads_an_unchanged_include_once(tmp_path):
         codes = [d.code for d in run_passes(main, cache=cache).diagnostics.items]
         assert codes == ["RG001"]
     assert cache.reads == 4
+# ---- keys, repeat names and outputs of nodes with several outputs (issue 10, "layout") -------------------
+
+def test_repeat_names_start_and_keys_give_module_paths(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        params: {first: 1}
+        input: [4]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 4, key: mlp.0}
+              scale: {op: parameter, shape: [4], batch: false, init: ones}
+              mul: {op: mul, inputs: [fc, scale]}
+        nodes:
+          features: {block: unit, repeat: 2, start: first, names: "layer-{i}", key: body.features}
+          head: {op: linear, out: 2, key: heads.head}
+    """)
+    assert [i.name for i in network.graph.instances.values()] == ["features.layer-1", "features.layer-2"]
+    model = resgraph.compile(network)
+    assert list(model.state_dict()) == [
+        "body.features.layer-1.scale", "body.features.layer-1.mlp.0.weight", "body.features.layer-1.mlp.0.bias",
+        "body.features.layer-2.scale", "body.features.layer-2.mlp.0.weight", "body.features.layer-2.mlp.0.bias",
+        "heads.head.weight", "heads.head.bias"]
+    assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_output_references_reach_into_block_inputs(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        input: [6, 4]
+        blocks:
+          second_half:
+            inputs: [parts]
+            nodes:
+              take: {op: identity, inputs: "parts:1"}
+        nodes:
+          parts: {op: split, sizes: [2, 4]}
+          upper: {block: second_half, inputs: parts}
+          first: {op: relu, inputs: "parts:0"}
+          both: {op: concat, inputs: [first, upper]}
+    """)
+    assert network.graph.nodes["upper.parts:1"].shape == (4, 4)
+    assert network.graph.nodes["both"].shape == (6, 4)
+    x = torch.randn(2, 6, 4)
+    assert torch.equal(resgraph.compile(network)(x), torch.cat([x[:, :2].relu(), x[:, 2:]], dim=1))
+
+
+def test_buffers_are_saved_unless_not_persistent(load_text):
+    import torch
+
+    network = load_text("""
+        resgraph: 1
+        input: [5, 8]
+        nodes:
+          positions: {op: buffer, generator: sinusoidal, shape: [5, 8], key: encoder.pos}
+          scratch: {op: buffer, generator: ones, shape: [5, 8], persistent: false}
+          add: {op: add, inputs: [input, positions]}
+          mul: {op: mul, inputs: [add, scratch]}
+    """)
+    model = resgraph.compile(network)
+    assert list(model.state_dict()) == ["encoder.pos"] and network.params == 0
+    position, i = torch.arange(5.0)[:, None], torch.arange(0, 8, 2.0)
+    expected = torch.zeros(5, 8)
+    angle = position / 10000 ** (i / 8)
+    expected[:, 0::2], expected[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    assert torch.allclose(model.state_dict()["encoder.pos"], expected, atol=1e-6)
+    x = torch.randn(2, 5, 8)
+    assert torch.allclose(model(x), x + expected, atol=1e-6)

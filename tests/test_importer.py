@@ -414,3 +414,32 @@ def test_import_command_usage_errors_and_help():
     assert invoke("import", "x:y", "-o", "o.yaml", "--arg", "novalue").exit_code == 2
     help_text = " ".join(invoke("import", "--help").output.split())
     assert "RUNS PYTHON CODE" in help_text and "imports MODULE and calls CALLABLE" in help_text
+
+
+class LayoutNet(nn.Module):
+    """Layout calls and layers that map to resgraph's layout ops and rmsnorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.shuffle = nn.ChannelShuffle(2)
+        self.norm = nn.RMSNorm(8, eps=1e-6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.shuffle(self.conv(x))
+        x = torch.roll(x, (1, -1), (2, 3))
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.transpose(2, 3).select(1, 0)
+        return self.fc(x)
+
+
+def test_layout_calls_and_rmsnorm_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = LayoutNet()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+    text, compiled = round_trip(model, tmp_path / "layout.yaml", (4, 6, 5))
+    assert_same_outputs(model, compiled, 4, 6, 5)
+    ops = [node["op"] for node in yaml.safe_load(text)["nodes"].values() if isinstance(node, dict)]
+    assert {"permute", "transpose", "select", "roll", "rmsnorm", "channel_shuffle"} <= set(ops)

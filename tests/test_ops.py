@@ -107,6 +107,9 @@ class EagerBuilder:
     def call_method(self, method: str, args: list, kwargs: dict | None = None) -> torch.Tensor:
         return getattr(args[0], method)(*args[1:], **(kwargs or {}))
 
+    def get_attr(self, tensor: torch.Tensor, persistent: bool = True) -> torch.Tensor:
+        return tensor
+
     def can_overwrite(self, position: int) -> bool:
         return False
 
@@ -126,9 +129,11 @@ def per_sample(run) -> Shape | None:
                 out = run(batch)
         except LOWERING_ERRORS:
             return None
-        if out.dim() == 0 or out.shape[0] != batch:
+        parts = out if isinstance(out, tuple) else (out,)   # chunk and split have several outputs
+        if not parts or any(part.dim() == 0 or part.shape[0] != batch for part in parts):
             return None
-        found.add(tuple(out.shape[1:]))
+        shapes = tuple(tuple(part.shape[1:]) for part in parts)
+        found.add(shapes if isinstance(out, tuple) else shapes[0])
     return found.pop() if len(found) == 1 else None
 
 
@@ -217,6 +222,10 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name == "adaptive_avgpool2d" and attrs.get("size", 1) in (1, [1, 1]) and len(shapes[0]) > 3:
         return ("global average pooling of an input with more than [channels, height, width]: torch's fast "
                 "path for size 1 averages the last two dimensions of a tensor of any rank")
+    if name in ("layernorm", "rmsnorm") and attrs.get("channels_first") and "shape" in attrs:
+        return "`channels_first` with a `shape`: the channels are what it normalises, so `shape` is refused"
+    if name == "slice" and 0 in (shape or ()):
+        return "a slice that keeps nothing: torch returns an empty dimension, resgraph's sizes are at least 1"
     if name == "conv_transpose2d" and 0 in (shape or ()):
         return ("a transposed convolution whose padding leaves an empty output: torch returns a tensor with a "
                 "dimension of size 0, resgraph's shapes have sizes of at least 1")
@@ -236,6 +245,8 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
         full = len(shapes[0]) + 1
         if any(attrs.get(a, d) in (0, -full) for a, d in (("start_dim", 1), ("end_dim", -1))):
             return "flatten over the batch dimension: a per-sample shape cannot describe it"
+    if name in BATCH_DIM_OPS and _touches_batch(name, attrs, len(shapes[0])):
+        return "an op along the batch dimension (dim 0): shapes are per sample, so layout ops leave the batch alone"
     if name == "add":
         kinds = add_kinds(attrs, shapes)
         if broadcast:
@@ -249,6 +260,20 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     return None
 
 
+# Layout ops whose dimension attributes may name the batch (0, or -rank-1): refused, though torch may run them.
+BATCH_DIM_OPS = {"transpose": ("dim0", "dim1"), "unflatten": ("dim",), "select": ("dim",), "slice": ("dim",),
+                 "index": ("dim",),
+                 "chunk": ("dim",), "split": ("dim",), "roll": ("dims",)}
+
+
+def _touches_batch(name: str, attrs: dict[str, Any], rank: int) -> bool:
+    dims = []
+    for attr in BATCH_DIM_OPS[name]:
+        value = attrs.get(attr, 1)
+        dims += value if isinstance(value, list) else [value]
+    return any(d in (0, -rank - 1) for d in dims)
+
+
 # ---- the check --------------------------------------------------------------------------------
 
 def n_params(module: torch.nn.Module) -> int:
@@ -258,6 +283,8 @@ def n_params(module: torch.nn.Module) -> int:
 def check(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
     """Run one configuration; returns "accepted", "rejected" or "restricted" (a `design_reason`)."""
     network, message = shape_rule(name, attrs, shapes)
+    if network is None and REGISTRY[name].max_inputs == 0:
+        return "rejected"   # a parameter or buffer refused for its attributes: no input torch could take instead
     if network is None:
         if name == "add":
             shape, broadcast = add_counterfactual(attrs, shapes)
@@ -272,7 +299,20 @@ def check(name: str, attrs: dict[str, Any], shapes: list[list[int]]) -> str:
 
     node = network.graph.nodes[NODE]
     module = resgraph.compile(network).eval()
+    if REGISTRY[name].max_inputs == 0:   # a parameter or buffer: no batch, or a batch of 1
+        with torch.no_grad():
+            out = module()
+        assert tuple(out.shape) == node.op.stored_shape(node.shape), \
+            f"shape rule says {list(node.shape)}, torch gives {list(out.shape)}"
+        assert node.meta["params"] == n_params(module) == network.params
+        return "accepted"
     for batch in BATCHES:
+        if REGISTRY[name].multiple_outputs:
+            with torch.no_grad():
+                outs = module(*inputs_for(shapes, batch))
+            assert [tuple(o.shape) for o in outs] == [(batch, *s) for s in node.meta["outputs"]], \
+                f"shape rule says {node.meta['outputs']}, torch gives {[list(o.shape) for o in outs]}"
+            continue
         with torch.no_grad():
             out = module(*inputs_for(shapes, batch, name, attrs))
         assert tuple(out.shape) == (batch, *node.shape), \
@@ -669,6 +709,216 @@ EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "a
             "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60, "conv_transpose2d": 150,
             "upsample": 150, "multihead_attention": 60, "embedding": 25, "lstm": 12, "gru": 12, "sdpa": 40,
             "rope": 40}
+
+
+# ---- tensor layout, parameter and buffer, layernorm over channels, rmsnorm (issue 10, "layout") ----------
+# Dimensions are drawn from the whole torch range, batch (0) and out-of-range values included, so that the
+# rules' refusals are exercised as well as their results.
+
+def dim_of(rank: int) -> st.SearchStrategy:
+    return weighted((3, st.integers(-rank, rank).filter(lambda d: d != 0) if rank else st.just(1)),
+                    (1, st.integers(-rank - 2, rank + 1)))
+
+
+@st.composite
+def reshape_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    total = prod_of(shape)
+    if draw(st.integers(0, 3)):   # a factorisation of the elements, perhaps with one -1
+        sizes, left = [], total
+        for _ in range(draw(st.integers(0, 3))):
+            factor = draw(st.sampled_from([d for d in range(1, left + 1) if left % d == 0]))
+            sizes.append(factor)
+            left //= factor
+        sizes.append(left)
+        if draw(st.booleans()):
+            sizes[draw(st.integers(0, len(sizes) - 1))] = -1
+    else:
+        sizes = draw(st.lists(st.integers(1, 8), min_size=1, max_size=4))
+    return {"shape": sizes}, [shape]
+
+
+def prod_of(values: list[int]) -> int:
+    total = 1
+    for v in values:
+        total *= v
+    return total
+
+
+@st.composite
+def permute_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_rank=4, max_dim=6))
+    dims = [0] + draw(st.permutations(list(range(1, len(shape) + 1))))
+    how = draw(st.integers(0, 7))
+    if how == 0:
+        dims = draw(st.permutations(dims))         # the batch may move
+    elif how == 1:
+        dims = dims[:-1] if len(dims) > 2 else dims + [1]
+    elif how == 2:
+        dims = [d - len(dims) if d and draw(st.booleans()) else d for d in dims]   # negative dims
+    return {"dims": dims}, [shape]
+
+
+@st.composite
+def transpose_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    return {"dim0": draw(dim_of(len(shape))), "dim1": draw(dim_of(len(shape)))}, [shape]
+
+
+@st.composite
+def unflatten_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_rank=3, max_dim=8))
+    dim = draw(dim_of(len(shape)))
+    size = shape[dim - 1 if dim > 0 else dim] if -len(shape) <= dim <= len(shape) and dim else 6
+    divisors = [d for d in range(1, size + 1) if size % d == 0]
+    first = draw(st.sampled_from(divisors))
+    sizes = draw(st.sampled_from([[first, size // first], [first, -1], [-1, size // first], [first],
+                                  [first, first + 1]]))
+    return {"dim": dim, "sizes": sizes}, [shape]
+
+
+@st.composite
+def select_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    attrs = draw(with_optional({"index": draw(st.integers(-7, 7))}, {"dim": dim_of(len(shape))}))
+    return attrs, [shape]
+
+
+@st.composite
+def index_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    indices = draw(st.lists(st.integers(-7, 7), min_size=1, max_size=5))
+    return draw(with_optional({"indices": indices}, {"dim": dim_of(len(shape))})), [shape]
+
+
+@st.composite
+def slice_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=9))
+    bound = st.integers(-11, 11)
+    return draw(with_optional({}, {"dim": dim_of(len(shape)), "start": bound, "stop": bound,
+                                   "step": st.integers(1, 4)})), [shape]
+
+
+@st.composite
+def chunk_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=9))
+    return {"chunks": draw(st.integers(1, 5)), "dim": draw(dim_of(len(shape)))}, [shape]
+
+
+@st.composite
+def split_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=9))
+    attrs = draw(with_optional({}, {"dim": dim_of(len(shape))}))
+    dim = attrs.get("dim", 1)
+    size = shape[dim - 1 if dim > 0 else dim] if -len(shape) <= dim <= len(shape) and dim else 5
+    if draw(st.booleans()):
+        attrs["sizes"] = draw(st.integers(1, 6))
+    else:
+        cuts = sorted(draw(st.lists(st.integers(1, max(1, size - 1)), max_size=3, unique=True)))
+        parts = [b - a for a, b in zip([0] + cuts, cuts + [size]) if b > a]
+        attrs["sizes"] = parts if draw(st.integers(0, 4)) else parts + [1]
+    return attrs, [shape]
+
+
+@st.composite
+def roll_case(draw) -> Case:
+    shape = draw(any_shape(min_rank=1, max_dim=6))
+    count = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        return {"shifts": draw(st.integers(-9, 9)), "dims": draw(dim_of(len(shape)))}, [shape]
+    return {"shifts": draw(st.lists(st.integers(-9, 9), min_size=count, max_size=count)),
+            "dims": draw(st.lists(dim_of(len(shape)), min_size=draw(mostly(count, 1)), max_size=count))}, [shape]
+
+
+@st.composite
+def expand_case(draw) -> Case:
+    base = draw(any_shape(min_rank=1, max_rank=3, max_dim=5))
+    small = [d if draw(st.booleans()) else 1 for d in base]
+    attrs: dict[str, Any] = {}
+    if draw(st.integers(0, 3)):
+        target = [-1 if draw(st.integers(0, 3)) == 0 else d for d in base]
+        if draw(st.integers(0, 5)) == 0:
+            target = target + [2]
+        attrs["shape"] = target
+    shapes = [small] + ([base] if draw(st.booleans()) else [])
+    if draw(st.integers(0, 5)) == 0:
+        shapes[0] = draw(any_shape(min_rank=1, max_rank=3, max_dim=5))
+    return attrs, shapes
+
+
+@st.composite
+def channel_shuffle_case(draw) -> Case:
+    groups = draw(st.integers(1, 4))
+    channels = draw(weighted((3, st.integers(1, 4).map(lambda k: k * groups)), (1, st.integers(1, 9))))
+    rank = draw(st.integers(0, 3))
+    shape = [channels] + [draw(st.integers(1, 5)) for _ in range(rank)]
+    return {"groups": groups}, [shape]
+
+
+@st.composite
+def trailing_norm_case(draw, op: str) -> Case:
+    shape = draw(any_shape(max_rank=3, max_dim=8))
+    suffix = st.integers(1, 3).map(lambda k: shape[-k:] if shape else [k])
+    attrs = draw(with_optional({}, {
+        "shape": st.one_of(st.just(shape[-1] if shape else 1), suffix, suffix, st.integers(1, 8),
+                           st.lists(st.integers(1, 8), min_size=1, max_size=3)),
+        "eps": st.floats(1e-6, 1e-2), "elementwise_affine": st.booleans(),
+        **({"bias": st.booleans()} if op == "layernorm" else {})}))
+    if draw(st.integers(0, 2)) == 0:   # over the channels of a map, as ConvNeXt's LayerNorm2d
+        attrs["channels_first"] = True
+        if draw(st.integers(0, 3)):
+            attrs.pop("shape", None)
+    return attrs, [shape]
+
+
+def tensor_shape() -> st.SearchStrategy:
+    return st.lists(st.integers(1, 6), min_size=1, max_size=4)
+
+
+@st.composite
+def parameter_case(draw) -> Case:
+    init = draw(st.sampled_from(["zeros", "ones", "constant", "normal", "trunc_normal", "uniform"]))
+    attrs = draw(with_optional({"shape": draw(tensor_shape()), "init": init}, {
+        "batch": st.booleans(), "value": st.floats(-2, 2), "std": st.floats(0, 1), "mean": st.floats(-1, 1),
+        "low": st.floats(-2, 2), "high": st.floats(-2, 2)}))
+    return attrs, []
+
+
+@st.composite
+def buffer_case(draw) -> Case:
+    generator = draw(st.sampled_from(["zeros", "ones", "sinusoidal", "relative_position_index"]))
+    attrs: dict[str, Any] = {"generator": generator}
+    if generator == "relative_position_index" or draw(st.integers(0, 6)) == 0:
+        attrs["window"] = draw(weighted((4, st.lists(st.integers(1, 5), min_size=2, max_size=2)),
+                                        (1, st.integers(1, 5)), (1, st.lists(st.integers(1, 5), min_size=3,
+                                                                              max_size=3))))
+    if generator != "relative_position_index" or draw(st.integers(0, 6)) == 0:
+        attrs["shape"] = draw(weighted((3, st.tuples(st.integers(1, 9), st.integers(1, 6).map(lambda k: 2 * k))
+                                        .map(list)), (1, tensor_shape())))
+    return draw(with_optional(attrs, {"batch": st.booleans(), "persistent": st.booleans()})), []
+
+
+STRATEGIES.update({
+    "reshape": reshape_case(),
+    "permute": permute_case(),
+    "transpose": transpose_case(),
+    "unflatten": unflatten_case(),
+    "select": select_case(),
+    "slice": slice_case(),
+    "index": index_case(),
+    "chunk": chunk_case(),
+    "split": split_case(),
+    "roll": roll_case(),
+    "expand": expand_case(),
+    "channel_shuffle": channel_shuffle_case(),
+    "layernorm": trailing_norm_case("layernorm"),
+    "rmsnorm": trailing_norm_case("rmsnorm"),
+    "parameter": parameter_case(),
+    "buffer": buffer_case(),
+})
+EXAMPLES.update({"reshape": 50, "permute": 40, "slice": 60, "split": 50, "chunk": 40, "expand": 50,
+                 "unflatten": 40, "roll": 40, "layernorm": 120, "rmsnorm": 50})
+# ---- end of the "layout" block ------------------------------------------------------------------------------
 
 
 def test_every_registered_op_has_a_strategy():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import resgraph
 
-from .conftest import SPECS, randomize_layer_norm
+from .conftest import SPECS, randomize_norms
 
 
 class ResidualLSTM(nn.Module):
@@ -129,7 +129,7 @@ def test_causal_decoder_equals_a_hand_written_module(interleaved):
     params = {"vocab": 40, "width": 32, "heads": 4, "kv_heads": 2, "mlp": 48, "num_layers": 1, "seq_len": 7,
               "interleaved": interleaved, "rope_base": base}
     network = resgraph.load(SPECS / "tiny_decoder.yaml", params)
-    model = randomize_layer_norm(resgraph.compile(network, seed=1))
+    model = randomize_norms(resgraph.compile(network, seed=1))
     rope = (lambda x: rope_complex(x, base)) if interleaved else (lambda x: rope_half(x, base))
     reference = Decoder(40, 32, 4, 2, 48, 1, rope)
     assert network.params == sum(p.numel() for p in reference.parameters())

@@ -279,6 +279,9 @@ Allow = list[Annotated[str, PlainValidator(_allowable), WithJsonSchema({"type": 
 
 WHEN = "a condition (an expression over the params): where false, the node is left out"
 OTHERWISE = "where `when` is false, the node that stands for this one; default: its first input"
+KEY = ("the node's module path in the state_dict, where it differs from its name, relative to its block instance "
+       "(`block.0`, `encoder.pos_embedding`, `block1-0`); default: the node's name")
+KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 
 class Op(BaseModel):
@@ -291,6 +294,7 @@ class Op(BaseModel):
     when: bool | str | None = Field(default=None, description=WHEN)
     otherwise: str | None = Field(default=None, description=OTHERWISE)
     allow: Allow = Field(default_factory=list, description=ALLOW)
+    key: str | None = Field(default=None, pattern=KEY_PATTERN, description=KEY)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1
@@ -306,6 +310,9 @@ class Op(BaseModel):
     # A "weight layer" in the ResNet paper's sense (convolutions and fully-connected layers):
     # what depth counts, along the paths `resgraph analyze` enumerates.
     weight_layer: ClassVar[bool] = False
+    # True for ops with several outputs (chunk, split): `infer_shape` returns the first and leaves all of
+    # them in `meta["outputs"]`; other nodes read output k as `name:k` (an `OutputItem` node).
+    multiple_outputs: ClassVar[bool] = False
 
     @classmethod
     def op_name(cls) -> str:

@@ -41,7 +41,7 @@ class _ConvNd(Op):
         if len(shape) != n + 1:
             layout = "[channels, length]" if n == 1 else "[channels, height, width]"
             raise ShapeError(f"`{self.op_name()}` expects a {layout} input, got {fmt_shape(shape)}",
-                             help="insert a reshape, or use the op that matches the input's rank")
+                             help="insert a `reshape` or `unflatten` before it, or use the op that matches the input's rank")
         kernel, stride = spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride")
         dilation = spatial(self.dilation, n, "dilation")
         if self.padding == "same":

@@ -1,8 +1,10 @@
-"""Normalisation layers: batchnorm1d/2d, layernorm, groupnorm."""
+"""Normalisation layers: batchnorm1d/2d, layernorm, rmsnorm, groupnorm."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from .base import Bool, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 
@@ -74,24 +76,20 @@ class BatchNorm2d(_BatchNorm):
     ranks: ClassVar[tuple[int, ...]] = (3,)
 
 
-@register
-class LayerNorm(Op):
-    """Normalises over the trailing `shape` dimensions (default: the last dimension).
+CHANNELS_FIRST = ("normalise over the channels (dimension 1) of a [channels, ...] map at every position, as "
+                  "ConvNeXt's LayerNorm2d; `shape` is then left out")
 
-    Inputs: 1: `[…]`
-    Output: unchanged; `shape` must equal the trailing dims
-    Lowered to: `nn.LayerNorm`
-    """
 
-    op: Literal["layernorm"]
-    shape: Ints(1) | None = None
-    eps: Float(0.0, positive=True) = 1e-5
+class _TrailingNorm(Op):
+    shape: Ints(1) | None = Field(None, description="the trailing dimensions to normalise over (default: the last)")
+    channels_first: Bool = Field(False, description=CHANNELS_FIRST)
     elementwise_affine: Bool = True
-    bias: Bool = True
 
     fresh_output: ClassVar[bool] = True
 
     def normalized_shape(self, input_shape: Shape) -> tuple[int, ...]:
+        if self.channels_first:
+            return input_shape[:1]
         if self.shape is None:
             return input_shape[-1:]
         return (self.shape,) if isinstance(self.shape, int) else tuple(self.shape)
@@ -99,13 +97,30 @@ class LayerNorm(Op):
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
         if not shape:
-            raise ShapeError("`layernorm` needs an input with at least one dimension to normalise over, got []")
+            raise ShapeError(f"`{self.op_name()}` needs an input with at least one dimension to normalise over, "
+                             "got []")
+        if self.channels_first:
+            if self.shape is not None:
+                raise ShapeError("`channels_first` normalises over the channels: leave `shape` out", attr="shape")
+            return shape
         normalized = self.normalized_shape(shape)
         if len(normalized) > len(shape) or tuple(shape[len(shape) - len(normalized):]) != normalized:
             raise ShapeError(f"`shape: {fmt_shape(normalized)}` does not match the trailing dimensions of the "
                              f"input {fmt_shape(shape)}", attr="shape",
                              help="leave `shape` out to normalise over the last dimension")
         return shape
+
+
+@register
+class LayerNorm(_TrailingNorm):
+    """Normalises over the trailing `shape` dimensions (default: the last dimension), lowered to
+    `nn.LayerNorm`; with `channels_first`, over the channels of a [channels, ...] map, lowered to
+    resgraph's `ChannelLayerNorm` (an `nn.LayerNorm` that moves the channels last and back, as
+    torchvision's LayerNorm2d, with the same `weight` and `bias`)."""
+
+    op: Literal["layernorm"]
+    eps: Float(0.0, positive=True) = 1e-5
+    bias: Bool = True
 
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         if not self.elementwise_affine:
@@ -115,8 +130,34 @@ class LayerNorm(Op):
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn
 
-        module = nn.LayerNorm(self.normalized_shape(inputs[0]), eps=self.eps,
-                              elementwise_affine=self.elementwise_affine, bias=self.bias)
+        from ..modules import ChannelLayerNorm
+
+        cls = ChannelLayerNorm if self.channels_first else nn.LayerNorm
+        module = cls(self.normalized_shape(inputs[0]), eps=self.eps, elementwise_affine=self.elementwise_affine,
+                     bias=self.bias)
+        return b.call_module(module, args)
+
+
+@register
+class RMSNorm(_TrailingNorm):
+    """Root-mean-square norm (Zhang & Sennrich 2019; Llama) over the trailing `shape` dimensions (default: the
+    last), or the channels with `channels_first`: x / sqrt(mean(x²) + eps) times a learnt `weight`, no bias.
+    Lowers to `nn.RMSNorm` (`ChannelRMSNorm` with `channels_first`)."""
+
+    op: Literal["rmsnorm"]
+    eps: Float(0.0, positive=True) | None = Field(None, description="added to the mean square; default: torch's, "
+                                                                    "the dtype's machine epsilon")
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return prod(self.normalized_shape(inputs[0])) if self.elementwise_affine else 0
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        from ..modules import ChannelRMSNorm
+
+        cls = ChannelRMSNorm if self.channels_first else nn.RMSNorm
+        module = cls(self.normalized_shape(inputs[0]), eps=self.eps, elementwise_affine=self.elementwise_affine)
         return b.call_module(module, args)
 
 

@@ -56,7 +56,7 @@ class ConvTranspose2d(Op):
     def _geometry(self, shape: Shape):
         if len(shape) != 3:
             raise ShapeError(f"`conv_transpose2d` expects a [channels, height, width] input, got {fmt_shape(shape)}",
-                             help="insert a reshape, or use the op that matches the input's rank")
+                             help="insert a `reshape` or `unflatten` before it, or use the op that matches the input's rank")
         return (spatial(self.kernel, 2, "kernel"), spatial(self.stride, 2, "stride"),
                 spatial(self.padding, 2, "padding"), spatial(self.output_padding, 2, "output_padding"),
                 spatial(self.dilation, 2, "dilation"))

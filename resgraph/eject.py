@@ -24,6 +24,7 @@ from .expr import ExprError, evaluate, names_in, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
 from .modules import DropPath, ZeroPadShortcut
+from .python_text import escape_text, is_plain_name, python_docstring, python_float, python_name, python_string
 
 LINE_LENGTH = 88  # black's default
 
@@ -209,9 +210,9 @@ def _literal(value: Any) -> str:
     if isinstance(value, Name):
         return value.text
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return python_string(value)
     if isinstance(value, float):
-        return repr(value)
+        return python_float(value)
     if isinstance(value, tuple):
         return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, list):
@@ -253,17 +254,7 @@ def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> 
     return lines + [pad + ")" + suffix]
 
 
-def _identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
-    name = re.sub(r"\W", "_", text)
-    if not name or name[0].isdigit():
-        name = "_" + name
-    if keyword.iskeyword(name) or name in ("self", "nn", "F", "torch", "super"):
-        name += "_"
-    base, suffix = name, 1
-    while name in taken:
-        suffix += 1
-        name = f"{base}_{suffix}"
-    return name
+_identifier = python_name
 
 
 def class_name(name: str, taken: set[str]) -> str:
@@ -299,6 +290,7 @@ class Scope:
 
     name: str                                   # "" for the network, else the instance path
     params: list[str]                           # forward's parameters (variable names)
+    param_values: list[Temp]                    # the values they hold
     statements: list[Statement]
     outputs: list[Any]                          # references
     aliases: dict[str, Any]                     # IR node name -> reference that holds its value
@@ -329,17 +321,20 @@ class Ejector:
         if name:
             instance = self.graph.instances[name]
             definition_inputs = list(self.definitions[instance.block].inputs)
-            params = [_identifier("x" if p == "input" and len(definition_inputs) == 1 else p)
-                      for p in definition_inputs]
-            aliases = {}
-            for param, ref in zip(params, instance.inputs):
-                aliases.setdefault(ref, param)
+            spec_names = ["x"] if definition_inputs == ["input"] else definition_inputs
+            refs = list(instance.inputs)
             outputs = [instance.output]
         else:
-            names = self.graph.inputs
-            params = [_identifier("x" if names == ["input"] else n) for n in names]
-            aliases = dict(zip(names, params))
+            refs = list(self.graph.inputs)
+            spec_names = ["x"] if refs == ["input"] else refs
             outputs = list(self.graph.outputs)
+        params: list[str] = []
+        for spec_name in spec_names:   # IR names and Python names are kept apart: a node may be named `x`
+            params.append(_identifier(spec_name, set(params)))
+        values = [Temp(param) for param in params]
+        aliases: dict[str, Any] = {}
+        for value, ref in zip(values, refs):
+            aliases.setdefault(ref, value)
         statements = list(self.own.get(name, []))
         for call, instances in self.calls.get(name, {}).items():
             local = call.rpartition(".")[2]
@@ -352,7 +347,7 @@ class Ejector:
         for node_name, result in self.results.items():
             if self.graph.nodes[node_name].prefix[:-1] == name:
                 aliases.setdefault(node_name, result)
-        return Scope(name, params, statements, outputs, aliases)
+        return Scope(name, params, values, statements, outputs, aliases)
 
     # ---- planning classes
 
@@ -378,7 +373,8 @@ class Ejector:
                 sections.append(self._block_class(name, block, group))
         network_class = class_name(self.graph.name, taken)
         sections.append(self._network_class(network_class))
-        header = [f'"""{self.graph.name}, ejected by resgraph{" from " + self.source_name if self.source_name else ""}.',
+        origin = f"{self.graph.name}, ejected by resgraph" + (f" from {self.source_name}" if self.source_name else "")
+        header = ['"""' + escape_text(" ".join(origin.split())) + ".",
                   "", "A standalone PyTorch module: it imports only torch, and its state_dict keys are those of the",
                   'compiled spec."""', ""]
         imports = (["import math", ""] if self.uses_math else []) + \
@@ -391,8 +387,8 @@ class Ejector:
     def _signature(self, scope: Scope) -> tuple:
         """What must agree for instances to share a class: statements, their wiring and module shapes."""
         index = {}
-        for position, param in enumerate(scope.params):
-            index[param] = ("param", position)
+        for position, value in enumerate(scope.param_values):
+            index[id(value)] = ("param", position)
         items = []
         for position, statement in enumerate(scope.statements):
             args = tuple(self._ref_key(a, scope, index) for a in statement.args)
@@ -469,23 +465,39 @@ class Ejector:
         scopes = [self.scope(i) for i in group]
         candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if definition else \
             [{} for _ in group]
-        slots: dict[str, list[Call | None]] = {}
-        shortcuts: dict[str, list[Call | None]] = {}   # kept apart: an identity shortcut has no module
+        slots: dict[str, list[Call | None]] = {}      # attribute -> its constructor in each instance
+        first: dict[str, int] = {}                     # attribute -> the position of its first statement
+        presence: dict[int, list[bool]] = {}            # a shortcut's position -> has it a module, per instance
         kwargs: dict[tuple[int, str], list[Any]] = {}
-        for scope in scopes:
+        for index, scope in enumerate(scopes):
             for position, statement in enumerate(scope.statements):
                 if statement.kind in ("module", "shortcut"):
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
-                    (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
+                    if statement.kind == "shortcut":   # several identity shortcuts (no module) share a name
+                        presence.setdefault(position, []).append(call is not None)
+                        if call is None:
+                            continue
                 elif statement.kind == "call":
-                    slots.setdefault(statement.slot, []).append(self._child_call(statement))
+                    call = self._child_call(statement)
+                else:
+                    call = None
+                if call is not None:
+                    _check_attribute(statement.slot)
+                    calls = slots.setdefault(statement.slot, [None] * len(group))
+                    if calls[index] is not None or first.get(statement.slot, position) != position:
+                        raise EjectError(f"two modules would be named `{statement.slot}` in one class "
+                                         f"(`{block or self.graph.name}`): give their nodes other `shortcut_name`s")
+                    calls[index] = call
+                    first[statement.slot] = position
                 for key, value in statement.kwargs.items():
                     kwargs.setdefault((position, key), []).append(value)
-        for slot, calls in shortcuts.items():
-            if any(call is not None for call in calls):
-                slots[slot] = calls
+        # Modules are made in the order the compiler makes them (that of the statements), so that both draw
+        # the same initial weights from one seed.
+        slots = dict(sorted(slots.items(), key=lambda item: first[item[0]]))
+        shortcuts = {position: ("all" if all(flags) else "none" if not any(flags) else "optional")
+                     for position, flags in presence.items()}
 
         used: list[str] = []            # candidate names written in the class
         fallbacks: list[tuple[str, list[Any]]] = []   # new parameters: (name, value per instance)
@@ -623,7 +635,7 @@ class Ejector:
         lines = [f"class {name}(nn.Module):"]
         doc = getattr(definition, "doc", None) if definition is not None else self.doc
         if doc:
-            lines.append(f'    """{_docstring(doc)}"""')
+            lines.append("    " + python_docstring(doc))
             lines.append("")
         params = [(None, Name("self"))] + [
             (None, Name(f"{p}{_annotation(None if d is REQUIRED else d, v)}"
@@ -648,7 +660,7 @@ class Ejector:
 
     # ---- forward
 
-    def _forward(self, scope: Scope, shortcuts: dict[str, list[Call | None]], kwarg_code: dict) -> list[str]:
+    def _forward(self, scope: Scope, presence: dict[int, str], kwarg_code: dict) -> list[str]:
         """The forward method of a class, from its first instance's statements."""
         statements = scope.statements
         resolve = functools.partial(self._resolve, scope=scope)
@@ -657,11 +669,10 @@ class Ejector:
             return [resolve(a) for a in arg] if isinstance(arg, list) else [resolve(arg)]
 
         def key_of(value: Any) -> Any:
-            return value if isinstance(value, str) else id(value)
+            if not isinstance(value, Temp):  # every reference resolves to a value of this scope
+                raise EjectError(f"the reference `{value}` has no value in scope `{scope.name}`")
+            return id(value)
 
-        presence = {slot: ("all" if all(c is not None for c in calls) else
-                           "none" if all(c is None for c in calls) else "optional")
-                    for slot, calls in shortcuts.items()}
         last_use: dict[Any, int] = {}
         for position, statement in enumerate(statements):
             for arg in statement.args:
@@ -671,11 +682,11 @@ class Ejector:
                     last_use[key_of(value)] = position
         for output in scope.outputs:
             last_use[key_of(resolve(output))] = len(statements)
-        names: dict[Any, str] = {p: p for p in scope.params}
-        for p in scope.params:
-            names[p] = p
+        names: dict[Any, str] = {id(v): p for v, p in zip(scope.param_values, scope.params)}
 
         def live(position: int) -> set[str]:
+            """The variables that hold a value read after `position`. Several values can share one variable
+            (an identity shortcut is its input), so a variable is free only when none of them is read later."""
             return {names[k] for k, last in last_use.items() if k in names and last > position}
 
         def var(value: Any) -> str:
@@ -689,7 +700,7 @@ class Ejector:
                 continue
             args = [a if _is_literal(a) else keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
             out = key_of(statement.output)
-            if statement.kind == "shortcut" and presence.get(statement.slot, "none") == "none":
+            if statement.kind == "shortcut" and presence.get(position, "none") == "none":
                 names[out] = var(args[0])
                 continue
             if statement.kind == "iadd":
@@ -699,9 +710,8 @@ class Ejector:
             busy = live(position)
             name = None
             if statement.kind != "shortcut":
-                for arg in args:
-                    if not isinstance(arg, list) and not _is_literal(arg) and \
-                            last_use.get(key_of(arg)) == position and sum(1 for a in args if a is arg) == 1:
+                for arg in args:   # `x = f(x)` where nothing reads x (by any of its values) afterwards
+                    if not isinstance(arg, list) and not _is_literal(arg) and var(arg) not in busy:
                         name = var(arg)
                         break
             if name is None:
@@ -728,7 +738,7 @@ class Ejector:
                     fused[position + 1] = name
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
-                                                           presence.get(statement.slot) == "all"):
+                                                           presence.get(position) == "all"):
                 body.append(_flat(Call(f"{name} = self.{statement.slot}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
@@ -762,6 +772,13 @@ class Ejector:
 
 _MISSING = object()
 REQUIRED = object()  # a constructor parameter without a default
+
+
+def _check_attribute(slot: str) -> None:
+    """A module attribute is written `self.<slot>`: it must be a plain identifier, and no attribute or
+    method that `nn.Module` has (`forward`, `to`, `eval`), which the compiler refuses as well."""
+    if not slot.isidentifier() or keyword.iskeyword(slot) or hasattr(nn.Module, slot):
+        raise EjectError(f"the module name `{slot}` cannot be an attribute of a Python class: rename the node")
 
 
 def _is_literal(value: Any) -> bool:
@@ -902,9 +919,6 @@ def _annotation(default: Any, values: list[Any]) -> str:
     return ""
 
 
-def _docstring(text: str) -> str:
-    text = " ".join(text.split())
-    return text.replace('"""', "'''")
 
 
 def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str | None = None) -> str:

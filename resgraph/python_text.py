@@ -1,0 +1,76 @@
+"""Python source text for the ejector: every string, docstring, number and name from a spec passes
+through one of these functions before it is written into generated Python.
+
+A spec is data, shared like code: nothing in it may close a string, start a statement, or shadow a
+name the generated file relies on.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import math
+import re
+
+# Names the generated file itself uses: its imports, its helpers and what its methods call.
+FILE_NAMES = frozenset({"self", "torch", "nn", "F", "math", "super", "init_conv", "ZeroPadShortcut", "DropPath",
+                        "in_channels", "index"})
+RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | FILE_NAMES
+
+
+def escape_text(text: str) -> str:
+    """`text` as the inside of a double-quoted Python string: backslashes and double quotes escaped,
+    and every character that is not printable (controls, NUL, line and paragraph separators, surrogates,
+    unassigned code points) written as an escape, so the literal is one line that nothing can close."""
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif char.isprintable() and char not in "\u2028\u2029\x85":
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def python_string(text: str) -> str:
+    """A Python string literal whose value is `text`."""
+    return '"' + escape_text(text) + '"'
+
+
+def python_docstring(text: str) -> str:
+    """A docstring (with its quotes) whose text is `text` with runs of whitespace made one space."""
+    return '"""' + escape_text(" ".join(text.split())) + '"""'
+
+
+def python_float(value: float) -> str:
+    """A float literal; NaN and the infinities, which have none, as `float("nan")` and `float("inf")`."""
+    if math.isnan(value):
+        return 'float("nan")'
+    if math.isinf(value):
+        return 'float("inf")' if value > 0 else '-float("inf")'
+    return repr(value)
+
+
+def is_plain_name(text: str) -> bool:
+    """True for a name that can be written as is in generated code: an identifier, not a keyword, a
+    builtin or a name the file uses."""
+    return text.isidentifier() and text.isascii() and text not in RESERVED
+
+
+def python_name(text: str, taken: set[str] | frozenset = frozenset()) -> str:
+    """A Python identifier for the spec name `text`: other characters made `_`, a leading digit
+    prefixed, a keyword, builtin or name the file uses suffixed with `_`, and distinct from `taken`."""
+    name = re.sub(r"\W", "_", text, flags=re.ASCII)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    while name in RESERVED:
+        name += "_"
+    base, suffix = name, 1
+    while name in taken:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    return name

@@ -99,6 +99,7 @@ class Call:
 
     func: str
     args: list[tuple[str | None, Any]]
+    init: bool = False   # written `init_conv(...)`: the compiler's init of a convolution, drawn as it draws it
 
 
 def _same(values: Sequence[Any]) -> Any:
@@ -112,7 +113,7 @@ def constructor(module: nn.Module) -> Call:
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         cls = "nn.Conv1d" if isinstance(module, nn.Conv1d) else "nn.Conv2d"
         padding = module.padding if isinstance(module.padding, str) else _same(module.padding)
-        return Call(cls, [(None, module.in_channels), (None, module.out_channels),
+        return Call(cls, init=True, args=[(None, module.in_channels), (None, module.out_channels),
                           ("kernel_size", _same(module.kernel_size)), ("stride", _same(module.stride)),
                           ("padding", padding), ("dilation", _same(module.dilation)), ("groups", module.groups),
                           ("bias", module.bias is not None), ("padding_mode", module.padding_mode)])
@@ -136,7 +137,7 @@ def constructor(module: nn.Module) -> Call:
     if isinstance(module, DropPath):
         return Call("DropPath", [(None, module.p)])
     if isinstance(module, nn.ConvTranspose2d):
-        return Call("nn.ConvTranspose2d", [
+        return Call("nn.ConvTranspose2d", init=True, args=[
             (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
             ("stride", _same(module.stride)), ("padding", _same(module.padding)),
             ("output_padding", _same(module.output_padding)), ("groups", module.groups),
@@ -201,7 +202,7 @@ def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
                 and _equal(defaults[key], value):
             continue
         args.append((key, value))
-    return Call(call.func, args)
+    return Call(call.func, args, call.init)
 
 
 # ---- rendering Python source, formatted as black would -------------------------------------------
@@ -227,7 +228,17 @@ def _arg_text(key: str | None, value: Any, indent: int) -> list[str]:
     return [" " * indent + (f"{key}=" if key else "") + _literal(value)]
 
 
+def _has_init(call: Call) -> bool:
+    return call.init or any(isinstance(value, Call) and _has_init(value) for _, value in call.args)
+
+
+def _initialised(call: Call) -> Call:
+    """`init_conv(nn.Conv2d(...))` for a convolution (see `Call.init`)."""
+    return Call("init_conv", [(None, Call(call.func, call.args))]) if call.init else call
+
+
 def _flat(call: Call) -> str:
+    call = _initialised(call)
     parts = []
     for key, value in call.args:
         text = _flat(value) if isinstance(value, Call) else _literal(value)
@@ -237,6 +248,7 @@ def _flat(call: Call) -> str:
 
 def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
     """Lines for `prefix + call + suffix`, split the way black splits a call that is too long."""
+    call = _initialised(call)
     pad = " " * indent
     one = pad + prefix + _flat(call) + suffix
     if len(one) <= LINE_LENGTH or not call.args:
@@ -296,11 +308,48 @@ class Scope:
     aliases: dict[str, Any]                     # IR node name -> reference that holds its value
 
 
+@dataclass
+class NetworkDefinition:
+    """The top level of a spec, read as a block definition is: its params (with the values the graph was
+    built with), its nodes, and the other expressions of the top level (input dims, requirements)."""
+
+    params: dict[str, Any]
+    nodes: dict[str, Any]
+    doc: str | None = None
+    texts: list[str] = field(default_factory=list)
+    let: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=lambda: ["input"])
+
+    def shaping(self, written_through: set[tuple[str, str]]) -> set[str]:
+        """The params read anywhere but in attributes written through as the spec's expressions."""
+        found: set[str] = set()
+        texts = list(self.texts)
+        for node, entry in self.nodes.items():
+            for attribute in type(entry).model_fields if hasattr(type(entry), "model_fields") else ():
+                if (node, attribute) not in written_through:
+                    texts += _strings(getattr(entry, attribute, None))
+        for text in texts:
+            found |= _names(text)
+        return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
 class Ejector:
     """Plans and writes the classes. Requires a shaped graph."""
 
-    def __init__(self, graph: Graph, source_name: str = "", doc: str | None = None) -> None:
+    def __init__(self, graph: Graph, source_name: str = "", doc: str | None = None,
+                 network: "NetworkDefinition | None" = None) -> None:
         self.graph, self.source_name, self.doc = graph, source_name, doc
+        self.network = network or NetworkDefinition(dict(graph.params), {}, doc)
         order = graph.topological_order()
         position = {node.name: index for index, node in enumerate(order)}
         builder = SourceBuilder(graph)
@@ -443,8 +492,8 @@ class Ejector:
         """Names a varying constructor argument may be written as, with their values in `instance`."""
         found: dict[str, Any] = {}
         first_input = self.graph.nodes[instance.inputs[0]].shape if instance.inputs else None
-        if first_input:
-            found["in_channels"] = first_input[0]
+        if first_input:   # written `in_channels` (see `_python_expression`)
+            found[f"shape({definition.inputs[0]})[0]"] = first_input[0]
         for key in definition.params:
             found[key] = instance.values[key]
         for key in definition.let:
@@ -461,10 +510,11 @@ class Ejector:
         return found
 
     def _block_class(self, name: str, block: str | None, group: list[str]) -> str:
-        definition = self.definitions[block] if block else None
+        definition = self.definitions[block] if block else self.network
         scopes = [self.scope(i) for i in group]
-        candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if definition else \
-            [{} for _ in group]
+        candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if block else \
+            [dict(self.network.params)]
+        written_through: set[tuple[str, str]] = set()   # (node, attribute) written as the spec's expression
         slots: dict[str, list[Call | None]] = {}      # attribute -> its constructor in each instance
         first: dict[str, int] = {}                     # attribute -> the position of its first statement
         presence: dict[int, list[bool]] = {}            # a shortcut's position -> has it a module, per instance
@@ -475,6 +525,8 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
+                    if call is not None and _has_init(call):
+                        self.helpers.add("init_conv")
                     if statement.kind == "shortcut":   # several identity shortcuts (no module) share a name
                         presence.setdefault(position, []).append(call is not None)
                         if call is None:
@@ -503,26 +555,34 @@ class Ejector:
         fallbacks: list[tuple[str, list[Any]]] = []   # new parameters: (name, value per instance)
         module_params: list[tuple[str, list[Call]]] = []
         flags: list[tuple[str, list[bool]]] = []
-        taken = {"self"} | set(candidates[0])
+        # Spec names as Python names: a param may be called `self`, `nn` or `len` (see `python_name`).
+        rename = {IN_CHANNELS: "in_channels", "index": "index"}
+        if definition is not None:
+            for key in list(definition.params) + list(definition.let):
+                rename.setdefault(key, _identifier(key, set(rename.values())))
+        taken = {"self"} | set(rename.values())
 
         def writable(text: str, seen: frozenset = frozenset()) -> str | None:
             """`text` in Python, where it and the `let` values it reads have a Python spelling in a constructor
             (see `_python_expression`); else None."""
-            code = _python_expression(text, definition.inputs[0] if definition is not None else None)
+            code = _python_expression(text, definition.inputs[0] if block else None, rename)
             lets = definition.let if definition is not None else {}
             for name in _names(text) if code is not None else ():
                 if name in lets and name not in seen and writable(lets[name], seen | {name}) is None:
                     return None
             return code
 
-        def express(values: list[Any], present: list[int], fallback: str, written: Any = None) -> Any:
-            """How to write a constructor argument: as the spec wrote it (`written`), as a literal
+        def express(values: list[Any], present: list[int], fallback: str, written: Any = None,
+                    where: tuple[str, str] | None = None) -> Any:
+            """How to write a constructor argument: as the spec wrote it (`written`, at `where`), as a literal
             when every instance agrees, or as the param whose value it follows."""
             if isinstance(written, str):
                 code = writable(written)
                 if code is not None and all(_equal(_spec_value(written, candidates[i]), v)
                                             for i, v in zip(present, values)):
                     used.append(written)
+                    if where is not None:
+                        written_through.add(where)
                     return Name(code)
             if all(_equal(v, values[0]) for v in values):
                 return values[0]
@@ -562,7 +622,7 @@ class Ejector:
                 argument = _arg_name(calls[present[0]], path)
                 attr_name = ATTRIBUTE_OF.get(argument) if len(path) == 1 else None
                 written = getattr(entry, attr_name, None) if entry is not None and attr_name else None
-                replacements[path] = express(values, present, f"{slot}_{argument}", written)
+                replacements[path] = express(values, present, f"{slot}_{argument}", written, (slot, attr_name))
             call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
                 init += format_call(call, 8, prefix=f"{attribute} = ")
@@ -587,6 +647,8 @@ class Ejector:
             needed = set()
             for candidate in used:
                 needed |= _names(candidate)
+                if "in_channels" in _names(writable(candidate) or ""):
+                    needed.add(IN_CHANNELS)
             changed = True
             while changed:
                 changed = False
@@ -599,22 +661,36 @@ class Ejector:
                     code = writable(text)
                     if code is None:
                         raise EjectError(f"the `let` expression `{text}` of block `{block}` cannot be written in Python")
-                    needed |= _names(code)   # `in_channels`, for a let of the input's channels
-                    lets.append(f"        {key} = {code}")
+                    if "in_channels" in _names(code):   # a let of the input's channels
+                        needed.add(IN_CHANNELS)
+                    lets.append(f"        {rename[key]} = {code}")
                     if "math." in code:
                         self.uses_math = True
-            base = ["in_channels"] + list(definition.params) + ["index"]
+            base = [IN_CHANNELS] + list(definition.params) + ["index"] if block else list(definition.params)
             parameters = [b for b in base if b in needed]
         else:
             parameters = []
         required, optional = [], []
+        checks: list[str] = []
+        if not block:
+            # The network takes every top-level param, with the value it was exported with as the default.
+            # Those that reach only attributes written as the spec's expressions (`nn.Linear(64, num_classes)`)
+            # may take any value; the others shaped the structure written here, and are checked.
+            shaping = self.network.shaping(written_through)
+            for parameter, value in definition.params.items():
+                python = rename[parameter]
+                optional.append((python, value, [value]))
+                if parameter not in parameters or parameter in shaping:
+                    checks += self._param_check(python, parameter, value)
+            parameters = []
         for parameter in parameters:
             default = definition.params.get(parameter, None)
-            values = [c[parameter] for c in candidates]
+            values = [c[f"shape({definition.inputs[0]})[0]" if parameter is IN_CHANNELS else parameter]
+                      for c in candidates]
             if default is None:
-                required.append((parameter, REQUIRED, values))
+                required.append((rename[parameter], REQUIRED, values))
             else:
-                optional.append((parameter, default, values))
+                optional.append((rename[parameter], default, values))
         for parameter, values in fallbacks:
             # A value that only some instances have (an optional module's) defaults to None.
             (optional if any(v is None for v in values) else required).append(
@@ -633,17 +709,18 @@ class Ejector:
                                         for parameter, default, values in signature]
 
         lines = [f"class {name}(nn.Module):"]
-        doc = getattr(definition, "doc", None) if definition is not None else self.doc
+        doc = getattr(definition, "doc", None)
         if doc:
             lines.append("    " + python_docstring(doc))
             lines.append("")
-        params = [(None, Name("self"))] + [
-            (None, Name(f"{p}{_annotation(None if d is REQUIRED else d, v)}"
-                        + ("" if d is REQUIRED else f" = {_literal(_normalised(d))}")))
-            for p, d, v in signature]
+        params = [(None, Name("self"))]
+        for p, d, v in signature:
+            annotation = _annotation(None if d is REQUIRED else d, v)
+            default = "" if d is REQUIRED else (" = " if annotation else "=") + _literal(_normalised(d))
+            params.append((None, Name(p + annotation + default)))
         lines += format_call(Call("def __init__", params), 4, suffix=" -> None:")
         lines.append("        super().__init__()")
-        lines += lets + attributes + init
+        lines += checks + lets + attributes + init
         lines.append("")
         lines += self._forward(scopes[0], shortcuts, kwarg_code)
         return "\n".join(lines)
@@ -654,6 +731,23 @@ class Ejector:
         if instances[0].index is None:
             return calls[0]
         return Call("nn.Sequential", [(None, c) for c in calls])
+
+    def _param_check(self, python: str, parameter: str, value: Any) -> list[str]:
+        """`if n != 3: raise ValueError(...)`: the network param `parameter` (`python` in the file) shaped the
+        structure written out, which holds for its exported `value` only."""
+        if isinstance(value, float) and value != value:
+            self.uses_math = True
+            test = f"not (isinstance({python}, float) and math.isnan({python}))"
+        elif isinstance(value, (list, tuple)):
+            test = f"list({python}) != {_literal(list(value))}"
+        elif value is None or isinstance(value, bool):
+            test = f"{python} is not {_literal(value)}"
+        else:
+            test = f"{python} != {_literal(value)}"
+        shown = f"{parameter}={value}"
+        message = (f"`{parameter}` shapes this network, which was exported with `{shown}`: export the spec again "
+                   f"with `--set {parameter}=...` for another value")
+        return [f"        if {test}:"] + format_call(Call("raise ValueError", [(None, Name(python_string(message)))]), 12)
 
     def _network_class(self, name: str) -> str:
         return self._block_class(name, None, [""])
@@ -816,8 +910,14 @@ PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
 
-# resgraph's own modules, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE}
+INIT_SOURCE = '''def init_conv(module: nn.Module) -> nn.Module:
+    """torchvision's ResNet init, as resgraph's compiler draws it: Kaiming normal, fan_out, for ReLU."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return module'''
+
+# resgraph's own modules and init, written into an ejected file that uses them (it imports only torch).
+HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
+                  "init_conv": INIT_SOURCE}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for
@@ -868,7 +968,10 @@ def _names(text: str) -> set[str]:
         return set()
 
 
-def _python_expression(text: str, first_input: str | None = None) -> str | None:
+IN_CHANNELS = "shape(input)[0]"   # the block's input channels, a constructor parameter written `in_channels`
+
+
+def _python_expression(text: str, first_input: str | None = None, rename: dict[str, str] | None = None) -> str | None:
     """The Python source of a spec expression (already whitelisted), or None if it has no equivalent.
     In a block whose first input is `first_input`, `shape(first_input)[0]` is the constructor's
     `in_channels`; any other `shape(...)` has no spelling in a constructor (there is no tensor yet)."""
@@ -890,8 +993,17 @@ def _python_expression(text: str, first_input: str | None = None) -> str | None:
             self.generic_visit(node)
             return node
 
+        def visit_Name(self, node: ast.Name) -> Any:
+            if rename is not None:
+                if node.id not in rename:   # a name of the spec that is not a param: no Python spelling
+                    raise EjectError(node.id)
+                node.id = rename[node.id]
+            return node
+
         def visit_Call(self, node: ast.Call) -> Any:
-            self.generic_visit(node)
+            node.args = [self.visit(arg) for arg in node.args]   # not `func`: a function's name, not a param's
+            for item in node.keywords:
+                item.value = self.visit(item.value)
             if isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil"):
                 node.func = ast.Attribute(ast.Name("math", ast.Load()), node.func.id, ast.Load())
             elif isinstance(node.func, ast.Name) and node.func.id in ("make_divisible", "shape"):
@@ -921,13 +1033,17 @@ def _annotation(default: Any, values: list[Any]) -> str:
 
 
 
-def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str | None = None) -> str:
+def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str | None = None,
+          network: NetworkDefinition | None = None) -> str:
     """The Python source of a standalone module equivalent to `lower_to_fx(graph)`: same module
-    tree and state_dict keys, same computation."""
-    return Ejector(graph, source_name, doc).write(blocks)
+    tree and state_dict keys, same computation, same initial weights from one seed."""
+    return Ejector(graph, source_name, doc, network).write(blocks)
 
 
 def eject_network(network: Any) -> str:
     """`eject` for a loaded `resgraph.Network`."""
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
-    return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)
+    spec = network.spec
+    texts = _strings(spec.input) + [r if isinstance(r, str) else r.check for r in spec.require]
+    definition = NetworkDefinition(dict(network.graph.params), dict(spec.nodes), spec.doc, texts)
+    return eject(network.graph, blocks, source_name=network.program.source.path, doc=spec.doc, network=definition)

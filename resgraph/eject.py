@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .expr import ExprError, evaluate, names_in, parse_expression
+from .expr import ExprError, evaluate, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
 from .modules import DropPath, ZeroPadShortcut
@@ -404,6 +404,11 @@ class Ejector:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
         taken: set[str] = set(HELPER_SOURCES)
+        # Class names are read in `__init__`s, where params and lets are locals: no class may share a name with one.
+        for definition in list(blocks.values()) + [self.network]:
+            for key in list(definition.params) + list(definition.let):
+                taken.add(_identifier(key))
+                taken.add(key)
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
         for instance in self.graph.instances.values():
@@ -868,10 +873,13 @@ _MISSING = object()
 REQUIRED = object()  # a constructor parameter without a default
 
 
+_MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))   # an instance's: `training` and `_modules` too
+
+
 def _check_attribute(slot: str) -> None:
     """A module attribute is written `self.<slot>`: it must be a plain identifier, and no attribute or
     method that `nn.Module` has (`forward`, `to`, `eval`), which the compiler refuses as well."""
-    if not slot.isidentifier() or keyword.iskeyword(slot) or hasattr(nn.Module, slot):
+    if not slot.isidentifier() or keyword.iskeyword(slot) or slot in _MODULE_ATTRIBUTES:
         raise EjectError(f"the module name `{slot}` cannot be an attribute of a Python class: rename the node")
 
 
@@ -962,10 +970,15 @@ def _arg_name(call: Call, path: tuple) -> str:
 
 
 def _names(text: str) -> set[str]:
+    """The names `text` reads, functions' names aside (a param may be called `int` or `max`)."""
+    import ast
+
     try:
-        return names_in(text) | ({text} if text.isidentifier() else set())
+        tree = parse_expression(text)
     except ExprError:
-        return set()
+        return {text} if text.isidentifier() else set()
+    functions = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in functions}
 
 
 IN_CHANNELS = "shape(input)[0]"   # the block's input channels, a constructor parameter written `in_channels`

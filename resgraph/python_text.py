@@ -58,13 +58,16 @@ def python_float(value: float) -> str:
 def is_plain_name(text: str) -> bool:
     """True for a name that can be written as is in generated code: an identifier, not a keyword, a
     builtin or a name the file uses."""
-    return text.isidentifier() and text.isascii() and text not in RESERVED
+    return text.isidentifier() and text.isascii() and text not in RESERVED and not text.startswith("__")
 
 
 def python_name(text: str, taken: set[str] | frozenset = frozenset()) -> str:
     """A Python identifier for the spec name `text`: other characters made `_`, a leading digit
-    prefixed, a keyword, builtin or name the file uses suffixed with `_`, and distinct from `taken`."""
+    prefixed, a keyword, builtin or name the file uses suffixed with `_`, leading `__` moved to the end (Python
+    mangles such names in a class), and distinct from `taken`."""
     name = re.sub(r"\W", "_", text, flags=re.ASCII)
+    if name.startswith("__"):   # private (`__x`) and dunder names: Python mangles or reserves them in a class
+        name = name.lstrip("_") + "__" if name.strip("_") else "v" + name
     if not name or name[0].isdigit():
         name = "_" + name
     while name in RESERVED:

@@ -9,8 +9,6 @@ generated files use themselves, and `nn.Module` attributes.
 
 from __future__ import annotations
 
-import json
-
 # A payload that, if it ever ran, leaves this file behind (tests look for it).
 SIDE_EFFECT_FILE = "pwned.txt"
 _SHELL = f'__import__("os").system("echo INJECTED > {SIDE_EFFECT_FILE}")'
@@ -57,5 +55,15 @@ NAMES: list[str] = [
 
 
 def yaml_string(text: str) -> str:
-    """`text` as a YAML double-quoted scalar (JSON's escapes are YAML's)."""
-    return json.dumps(text, ensure_ascii=True)
+    """`text` as a YAML double-quoted scalar, every character outside printable ASCII escaped."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+

@@ -949,8 +949,13 @@ def _normalised(value: Any) -> Any:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    """The same value, of the same type (a NaN param's value is its own)."""
     a, b = _normalised(a), _normalised(b)
-    return type(a) is type(b) and a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b or (isinstance(a, float) and a != a and b != b)
 
 
 def _leaf(call: Call, path: tuple) -> Any:

@@ -613,12 +613,12 @@ class Ejector:
             if not present:
                 continue
             shapes = {repr(_shape_of(calls[i])) for i in present}
-            attribute = f"self.{slot}"
+            attribute = _attribute(slot)
             if len(shapes) > 1:  # different structures: the caller builds it
                 parameter = _identifier(slot, taken)
                 taken.add(parameter)
                 module_params.append((parameter, [calls[i] for i in range(len(group))]))
-                init.append(f"        {attribute} = {parameter}")
+                init.append(f"        {_assignment(slot, parameter)}")
                 continue
             replacements = {}
             entry = definition.nodes.get(slot) if definition is not None else None
@@ -630,13 +630,13 @@ class Ejector:
                 replacements[path] = express(values, present, f"{slot}_{argument}", written, (slot, attr_name))
             call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
-                init += format_call(call, 8, prefix=f"{attribute} = ")
+                init += format_call(call, 8, *_assignment_parts(slot))
             else:
                 flag = _identifier(slot, taken)
                 taken.add(flag)
                 flags.append((flag, [calls[i] is not None for i in range(len(group))]))
-                init += [f"        {attribute} = None", f"        if {flag}:"]
-                init += format_call(call, 12, prefix=f"{attribute} = ")
+                init += [f"        {_assignment(slot, 'None')}", f"        if {flag}:"]
+                init += format_call(call, 12, *_assignment_parts(slot))
         kwarg_code: dict[tuple[int, str], Any] = {}
         for (position, key), values in kwargs.items():
             value = express(values, list(range(len(group))), f"{scopes[0].statements[position].output.hint}_{key}")
@@ -828,7 +828,7 @@ class Ejector:
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
                 arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
-                call = _flat(Call(f"{name} = self.{statement.slot}", arguments))
+                call = _flat(Call(f"{name} = {_attribute(statement.slot)}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \
                         resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
@@ -838,10 +838,11 @@ class Ejector:
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
                                                            presence.get(position) == "all"):
-                body.append(_flat(Call(f"{name} = self.{statement.slot}", [(None, r) for r in rendered])))
+                body.append(_flat(Call(f"{name} = {_attribute(statement.slot)}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
-                body.append(f"{name} = self.{statement.slot}({a}) if self.{statement.slot} is not None else {a}")
+                module = _attribute(statement.slot)
+                body.append(f"{name} = {module}({a}) if {module} is not None else {a}")
             elif statement.kind == "binary":
                 symbol = "+" if statement.function is operator.add else "*"
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
@@ -877,10 +878,29 @@ _MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))   # an instance's: `training` a
 
 
 def _check_attribute(slot: str) -> None:
-    """A module attribute is written `self.<slot>`: it must be a plain identifier, and no attribute or
-    method that `nn.Module` has (`forward`, `to`, `eval`), which the compiler refuses as well."""
-    if not slot.isidentifier() or keyword.iskeyword(slot) or slot in _MODULE_ATTRIBUTES:
-        raise EjectError(f"the module name `{slot}` cannot be an attribute of a Python class: rename the node")
+    """A module's name may be no attribute or method that `nn.Module` has (`forward`, `to`, `training`),
+    which the compiler cannot build either."""
+    if slot in _MODULE_ATTRIBUTES:
+        raise EjectError(f"the module name `{slot}` is an attribute of every `nn.Module`: rename the node")
+
+
+def _plain_attribute(slot: str) -> bool:
+    return slot.isidentifier() and not keyword.iskeyword(slot)
+
+
+def _attribute(slot: str) -> str:
+    """`self.conv1`, or `getattr(self, "0a")` for a module name that is no Python identifier (as fx writes it)."""
+    return f"self.{slot}" if _plain_attribute(slot) else f"getattr(self, {python_string(slot)})"
+
+
+def _assignment_parts(slot: str) -> tuple[str, str]:
+    """(prefix, suffix) that assign a module to `slot` in `__init__`."""
+    return (f"self.{slot} = ", "") if _plain_attribute(slot) else (f"setattr(self, {python_string(slot)}, ", ")")
+
+
+def _assignment(slot: str, value: str) -> str:
+    prefix, suffix = _assignment_parts(slot)
+    return prefix + value + suffix
 
 
 def _is_literal(value: Any) -> bool:

@@ -51,6 +51,8 @@ NAMES: list[str] = [
     # nn.Module attributes and methods
     "to", "cuda", "eval", "train", "training", "parameters", "state_dict", "modules", "children", "apply",
     "__init__", "__class__", "__dict__", "_modules", "_parameters", "add_module", "register_buffer", "half",
+    # node names that are no Python identifiers (a node name may start with a digit)
+    "0", "0a", "1_2",
 ]
 
 

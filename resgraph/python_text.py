@@ -18,16 +18,19 @@ FILE_NAMES = frozenset({"self", "torch", "nn", "F", "math", "super", "init_conv"
 RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | FILE_NAMES
 
 
-def escape_text(text: str) -> str:
+def escape_text(text: str, quotes: str = "all") -> str:
     """`text` as the inside of a double-quoted Python string: backslashes and double quotes escaped,
     and every character that is not printable (controls, NUL, line and paragraph separators, surrogates,
-    unassigned code points) written as an escape, so the literal is one line that nothing can close."""
+    unassigned code points) written as an escape, so the literal is one line that nothing can close.
+    `quotes="runs"` (for docstrings) escapes only a double quote that another follows, and a first and a last
+    one: no two unescaped quotes then touch, nor touch the triple quotes, and `"U-Net"` stays readable."""
     out = []
-    for char in text:
+    for index, char in enumerate(text):
         if char == "\\":
             out.append("\\\\")
         elif char == '"':
-            out.append('\\"')
+            following = text[index + 1:index + 2]
+            out.append('\\"' if quotes == "all" or following in ('"', "") or index == 0 else '"')
         elif char.isprintable() and char not in "\u2028\u2029\x85":
             out.append(char)
         else:
@@ -43,7 +46,7 @@ def python_string(text: str) -> str:
 
 def python_docstring(text: str) -> str:
     """A docstring (with its quotes) whose text is `text` with runs of whitespace made one space."""
-    return '"""' + escape_text(" ".join(text.split())) + '"""'
+    return '"""' + escape_text(" ".join(text.split()), quotes="runs") + '"""'
 
 
 def python_float(value: float) -> str:

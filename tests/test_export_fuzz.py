@@ -88,7 +88,10 @@ def check_network(seed: int, directory, formats=("py",), name: str | None = None
         if len(got) != len(expected):
             raise Mismatch(f"{what}: {len(got)} outputs, compiled {len(expected)}\n{text}")
         for index, (a, b) in enumerate(zip(got, expected)):
-            if a.shape != b.shape or not (a - b).abs().max().item() <= 1e-5:
+            # .py runs torch's own kernels: 1e-5 absolute, the parity standard. onnxruntime's kernels round
+            # otherwise: 1e-5 of the output's magnitude (seed 4600 has values of 256, differing by 4.6e-5).
+            tolerance = 1e-5 if what == ".py" else 1e-5 * max(1.0, b.abs().max().item())
+            if a.shape != b.shape or not (a - b).abs().max().item() <= tolerance:
                 raise Mismatch(f"{what}: output {index} differs\n{text}")
 
     if "py" in formats:

@@ -4,6 +4,8 @@ Every op lowers itself once more, through a `SourceBuilder` that records stateme
 fx nodes. Instances of one block definition become one `nn.Module` class: constructor arguments
 that differ between instances become parameters of the class, named after the block's own
 params where their values agree (`planes`, `stride`), so the file reads like torchvision's.
+Module constructors and their formatting are in constructors.py; every text from the spec goes
+through python_text.py.
 """
 
 from __future__ import annotations
@@ -20,18 +22,31 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+from .constructors import (
+    arg_name,
+    ATTRIBUTE_OF,
+    Call,
+    constructor,
+    EjectError,
+    equal,
+    flat_call,
+    format_call,
+    has_init,
+    HELPER_SOURCES,
+    leaf,
+    leaves,
+    literal,
+    Name,
+    normalised,
+    same,
+    shape_of,
+    substitute,
+)
 from .expr import ExprError, evaluate, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
 from .modules import DropPath, ZeroPadShortcut
-from .python_text import escape_text, is_plain_name, python_docstring, python_float, python_name, python_string
-
-LINE_LENGTH = 88  # black's default
-
-
-class EjectError(Exception):
-    """The network uses something the ejector cannot write out."""
-
+from .python_text import escape_text, python_docstring, python_name, python_string
 
 # ---- recording statements ----------------------------------------------------------------------
 
@@ -89,181 +104,6 @@ class SourceBuilder(Builder):
     def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> Temp:
         return self._emit(Statement("method", Temp(self.node.local_name), list(args), function=method,
                                     kwargs=dict(kwargs or {})))
-
-
-# ---- module constructors as expression trees ------------------------------------------------------
-
-@dataclass
-class Call:
-    """`func(arg, ..., key=value, ...)`: args are (keyword or None, value or Call)."""
-
-    func: str
-    args: list[tuple[str | None, Any]]
-    init: bool = False   # written `init_conv(...)`: the compiler's init of a convolution, drawn as it draws it
-
-
-def _same(values: Sequence[Any]) -> Any:
-    """`(3, 3)` -> `3`: how a hand-written module states a square kernel."""
-    values = tuple(values)
-    return values[0] if values and all(v == values[0] for v in values) else values
-
-
-def constructor(module: nn.Module) -> Call:
-    """The call that rebuilds `module` (its structure; weights come from a state_dict)."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        cls = "nn.Conv1d" if isinstance(module, nn.Conv1d) else "nn.Conv2d"
-        padding = module.padding if isinstance(module.padding, str) else _same(module.padding)
-        return Call(cls, init=True, args=[(None, module.in_channels), (None, module.out_channels),
-                          ("kernel_size", _same(module.kernel_size)), ("stride", _same(module.stride)),
-                          ("padding", padding), ("dilation", _same(module.dilation)), ("groups", module.groups),
-                          ("bias", module.bias is not None), ("padding_mode", module.padding_mode)])
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        cls = "nn.BatchNorm1d" if isinstance(module, nn.BatchNorm1d) else "nn.BatchNorm2d"
-        return Call(cls, [(None, module.num_features), ("eps", module.eps), ("momentum", module.momentum),
-                          ("affine", module.affine), ("track_running_stats", module.track_running_stats)])
-    if isinstance(module, nn.LayerNorm):
-        shape = module.normalized_shape
-        return Call("nn.LayerNorm", [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
-                                     ("elementwise_affine", module.elementwise_affine),
-                                     ("bias", getattr(module, "bias", None) is not None or not module.elementwise_affine)])
-    if isinstance(module, nn.GroupNorm):
-        return Call("nn.GroupNorm", [(None, module.num_groups), (None, module.num_channels), ("eps", module.eps),
-                                     ("affine", module.affine)])
-    if isinstance(module, nn.Linear):
-        return Call("nn.Linear", [(None, module.in_features), (None, module.out_features),
-                                  ("bias", module.bias is not None)])
-    if isinstance(module, nn.Dropout):
-        return Call("nn.Dropout", [("p", module.p)])
-    if isinstance(module, DropPath):
-        return Call("DropPath", [(None, module.p)])
-    if isinstance(module, nn.ConvTranspose2d):
-        return Call("nn.ConvTranspose2d", init=True, args=[
-            (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
-            ("stride", _same(module.stride)), ("padding", _same(module.padding)),
-            ("output_padding", _same(module.output_padding)), ("groups", module.groups),
-            ("bias", module.bias is not None), ("dilation", _same(module.dilation))])
-    if isinstance(module, nn.MultiheadAttention):
-        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
-            raise EjectError("can write out self-attention modules (one embedding size, no extra bias) only")
-        return Call("nn.MultiheadAttention", [
-            (None, module.embed_dim), (None, module.num_heads), ("dropout", module.dropout),
-            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)])
-    if isinstance(module, nn.Sequential):
-        return Call("nn.Sequential", [(None, constructor(child)) for child in module])
-    if isinstance(module, ZeroPadShortcut):
-        if len(module.stride) != 2 or module.stride[0] != module.stride[1]:
-            raise EjectError("can write out zero-padding shortcuts of 2-d inputs with a square stride only")
-        return Call("ZeroPadShortcut", [(None, _same(module.stride)), (None, module.in_channels),
-                                        (None, module.out_channels)])
-    raise EjectError(f"cannot write out a `{type(module).__name__}` module")
-
-
-DEFAULTS = {  # keyword arguments left out when they equal torch's default
-    "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
-    "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
-    "p": 0.5, "output_padding": 0, "dropout": 0.0,
-}
-
-
-def _leaves(call: Call, path: tuple = ()) -> list[tuple[tuple, Any]]:
-    found = []
-    for position, (key, value) in enumerate(call.args):
-        if isinstance(value, Call):
-            found += _leaves(value, path + (position,))
-        else:
-            found.append((path + (position,), value))
-    return found
-
-
-def _shape_of(call: Call) -> Any:
-    return (call.func, tuple((key, _shape_of(v) if isinstance(v, Call) else None) for key, v in call.args))
-
-
-@dataclass(frozen=True)
-class Name:
-    """A reference to a constructor parameter (or a local of `__init__`) in generated code."""
-
-    text: str
-
-
-def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
-                class_defaults: dict[str, dict[str, Any]] | None = None) -> Call:
-    """`call` with the leaves at `replacements` replaced, and keyword arguments that equal their
-    default left out (torch's, or those of the ejected classes in `class_defaults`)."""
-    defaults = (class_defaults or {}).get(call.func, DEFAULTS)
-    args = []
-    for position, (key, value) in enumerate(call.args):
-        here = path + (position,)
-        if isinstance(value, Call):
-            value = _substitute(value, replacements, here, class_defaults)
-        elif here in replacements:
-            value = replacements[here]
-        if key is not None and not isinstance(value, (Call, Name)) and key in defaults \
-                and _equal(defaults[key], value):
-            continue
-        args.append((key, value))
-    return Call(call.func, args, call.init)
-
-
-# ---- rendering Python source, formatted as black would -------------------------------------------
-
-def _literal(value: Any) -> str:
-    if isinstance(value, Name):
-        return value.text
-    if isinstance(value, str):
-        return python_string(value)
-    if isinstance(value, float):
-        return python_float(value)
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def _arg_text(key: str | None, value: Any, indent: int) -> list[str]:
-    if isinstance(value, Call):
-        lines = format_call(value, indent, prefix=f"{key}=" if key else "")
-        return lines
-    return [" " * indent + (f"{key}=" if key else "") + _literal(value)]
-
-
-def _has_init(call: Call) -> bool:
-    return call.init or any(isinstance(value, Call) and _has_init(value) for _, value in call.args)
-
-
-def _initialised(call: Call) -> Call:
-    """`init_conv(nn.Conv2d(...))` for a convolution (see `Call.init`)."""
-    return Call("init_conv", [(None, Call(call.func, call.args))]) if call.init else call
-
-
-def _flat(call: Call) -> str:
-    call = _initialised(call)
-    parts = []
-    for key, value in call.args:
-        text = _flat(value) if isinstance(value, Call) else _literal(value)
-        parts.append(f"{key}={text}" if key else text)
-    return f"{call.func}(" + ", ".join(parts) + ")"
-
-
-def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
-    """Lines for `prefix + call + suffix`, split the way black splits a call that is too long."""
-    call = _initialised(call)
-    pad = " " * indent
-    one = pad + prefix + _flat(call) + suffix
-    if len(one) <= LINE_LENGTH or not call.args:
-        return [one]
-    head = pad + prefix + call.func + "("
-    inner = ", ".join((f"{k}=" if k else "") + (_flat(v) if isinstance(v, Call) else _literal(v))
-                      for k, v in call.args)
-    if len(pad) + 4 + len(inner) <= LINE_LENGTH:
-        return [head, pad + "    " + inner, pad + ")" + suffix]
-    lines = [head]
-    for key, value in call.args:
-        arg_lines = _arg_text(key, value, indent + 4)
-        arg_lines[-1] += ","
-        lines += arg_lines
-    return lines + [pad + ")" + suffix]
 
 
 _identifier = python_name
@@ -530,7 +370,7 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
-                    if call is not None and _has_init(call):
+                    if call is not None and has_init(call):
                         self.helpers.add("init_conv")
                     if statement.kind == "shortcut":   # several identity shortcuts (no module) share a name
                         presence.setdefault(position, []).append(call is not None)
@@ -583,17 +423,17 @@ class Ejector:
             when every instance agrees, or as the param whose value it follows."""
             if isinstance(written, str):
                 code = writable(written)
-                if code is not None and all(_equal(_spec_value(written, candidates[i]), v)
+                if code is not None and all(equal(_spec_value(written, candidates[i]), v)
                                             for i, v in zip(present, values)):
                     used.append(written)
                     if where is not None:
                         written_through.add(where)
                     return Name(code)
-            if all(_equal(v, values[0]) for v in values):
+            if all(equal(v, values[0]) for v in values):
                 return values[0]
             # Names already written come first, so that `bn1` follows `conv1` (`width`, not `planes`).
             for candidate in list(dict.fromkeys(used)) + list(candidates[present[0]]):
-                if all(_equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
+                if all(equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
                     code = writable(candidate)
                     if code is None:
                         continue
@@ -612,7 +452,7 @@ class Ejector:
             present = [i for i, c in enumerate(calls) if c is not None]
             if not present:
                 continue
-            shapes = {repr(_shape_of(calls[i])) for i in present}
+            shapes = {repr(shape_of(calls[i])) for i in present}
             attribute = _attribute(slot)
             if len(shapes) > 1:  # different structures: the caller builds it
                 parameter = _identifier(slot, taken)
@@ -622,13 +462,13 @@ class Ejector:
                 continue
             replacements = {}
             entry = definition.nodes.get(slot) if definition is not None else None
-            for path, _ in _leaves(calls[present[0]]):
-                values = [_leaf(calls[i], path) for i in present]
-                argument = _arg_name(calls[present[0]], path)
+            for path, _ in leaves(calls[present[0]]):
+                values = [leaf(calls[i], path) for i in present]
+                argument = arg_name(calls[present[0]], path)
                 attr_name = ATTRIBUTE_OF.get(argument) if len(path) == 1 else None
                 written = getattr(entry, attr_name, None) if entry is not None and attr_name else None
                 replacements[path] = express(values, present, f"{slot}_{argument}", written, (slot, attr_name))
-            call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
+            call = substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
                 init += format_call(call, 8, *_assignment_parts(slot))
             else:
@@ -706,11 +546,11 @@ class Ejector:
             optional.append((parameter, False, values))
         signature = required + optional
         # Every argument is kept here, defaults included, so that calls of this class have one
-        # shape across instances; `_substitute` leaves out the defaults when it writes them.
-        self.class_defaults[name] = {p: _normalised(d) for p, d, _ in signature if d is not REQUIRED}
+        # shape across instances; `substitute` leaves out the defaults when it writes them.
+        self.class_defaults[name] = {p: normalised(d) for p, d, _ in signature if d is not REQUIRED}
         for index, instance in enumerate(group):
             self.class_of[instance] = name
-            self.arguments[instance] = [(None if default is REQUIRED else parameter, _normalised(values[index]))
+            self.arguments[instance] = [(None if default is REQUIRED else parameter, normalised(values[index]))
                                         for parameter, default, values in signature]
 
         lines = [f"class {name}(nn.Module):"]
@@ -721,7 +561,7 @@ class Ejector:
         params = [(None, Name("self"))]
         for p, d, v in signature:
             annotation = _annotation(None if d is REQUIRED else d, v)
-            default = "" if d is REQUIRED else (" = " if annotation else "=") + _literal(_normalised(d))
+            default = "" if d is REQUIRED else (" = " if annotation else "=") + literal(normalised(d))
             params.append((None, Name(p + annotation + default)))
         lines += format_call(Call("def __init__", params), 4, suffix=" -> None:")
         lines.append("        super().__init__()")
@@ -744,11 +584,11 @@ class Ejector:
             self.uses_math = True
             test = f"not (isinstance({python}, float) and math.isnan({python}))"
         elif isinstance(value, (list, tuple)):
-            test = f"list({python}) != {_literal(list(value))}"
+            test = f"list({python}) != {literal(list(value))}"
         elif value is None or isinstance(value, bool):
-            test = f"{python} is not {_literal(value)}"
+            test = f"{python} is not {literal(value)}"
         else:
-            test = f"{python} != {_literal(value)}"
+            test = f"{python} != {literal(value)}"
         shown = f"{parameter}={value}"
         message = (f"`{parameter}` shapes this network, which was exported with `{shown}`: export the spec again "
                    f"with `--set {parameter}=...` for another value")
@@ -822,23 +662,23 @@ class Ejector:
                 else:
                     name = _identifier(statement.output.hint, busy | set(scope.params))
             names[out] = name
-            rendered = [Name(_literal(a)) if _is_literal(a) else
+            rendered = [Name(literal(a)) if _is_literal(a) else
                         Name(f"[{', '.join(var(v) for v in a)}]") if isinstance(a, list) else Name(var(a))
                         for a in args]
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
                 arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
-                call = _flat(Call(f"{name} = {_attribute(statement.slot)}", arguments))
+                call = flat_call(Call(f"{name} = {_attribute(statement.slot)}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \
                         resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
                     # `out = self.attn(x, x, x, need_weights=False)[0]`, as torch's own layers write it
-                    call += f"[{_literal(following.args[1])}]"
+                    call += f"[{literal(following.args[1])}]"
                     fused[position + 1] = name
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
                                                            presence.get(position) == "all"):
-                body.append(_flat(Call(f"{name} = {_attribute(statement.slot)}", [(None, r) for r in rendered])))
+                body.append(flat_call(Call(f"{name} = {_attribute(statement.slot)}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
                 module = _attribute(statement.slot)
@@ -925,73 +765,12 @@ def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) 
             arguments.append((None, text))
     return arguments
 
-PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
-    """The ResNet paper's option A: subsample by striding, then zero-pad the new channels."""
-
-    def __init__(self, stride: int, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.before = (out_channels - in_channels) // 2
-        self.after = out_channels - in_channels - self.before
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
-
-INIT_SOURCE = '''def init_conv(module: nn.Module) -> nn.Module:
-    """torchvision's ResNet init, as resgraph's compiler draws it: Kaiming normal, fan_out, for ReLU."""
-    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    return module'''
-
-# resgraph's own modules and init, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
-                  "init_conv": INIT_SOURCE}
-
-
-# Module constructor arguments that an op attribute sets directly, so the spec's expression for
-# the attribute can be written in their place.
-ATTRIBUTE_OF = {"1": "out", "out_channels": "out", "kernel_size": "kernel", "stride": "stride", "padding": "padding",
-                "dilation": "dilation", "groups": "groups", "bias": "bias", "p": "p", "eps": "eps",
-                "momentum": "momentum", "output_padding": "output_padding", "dropout": "dropout"}
-
-
 def _spec_value(text: str, scope: dict[str, Any]) -> Any:
     try:
-        return _same(evaluate(text, scope)) if isinstance(evaluate(text, scope), (list, tuple)) else \
+        return same(evaluate(text, scope)) if isinstance(evaluate(text, scope), (list, tuple)) else \
             evaluate(text, scope)
     except ExprError:
         return _MISSING
-
-
-def _normalised(value: Any) -> Any:
-    """Lists as tuples, so that a list param and a module's tuple argument compare equal."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """The same value, of the same type (a NaN param's value is its own)."""
-    a, b = _normalised(a), _normalised(b)
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b or (isinstance(a, float) and a != a and b != b)
-
-
-def _leaf(call: Call, path: tuple) -> Any:
-    value: Any = call
-    for position in path:
-        value = value.args[position][1]
-    return value
-
-
-def _arg_name(call: Call, path: tuple) -> str:
-    parts = []
-    value: Any = call
-    for position in path:
-        key, value = value.args[position]
-        parts.append(key or str(position))
-    return "_".join(parts)
 
 
 def _names(text: str) -> set[str]:

@@ -58,12 +58,6 @@ def python_float(value: float) -> str:
     return repr(value)
 
 
-def is_plain_name(text: str) -> bool:
-    """True for a name that can be written as is in generated code: an identifier, not a keyword, a
-    builtin or a name the file uses."""
-    return text.isidentifier() and text.isascii() and text not in RESERVED and not text.startswith("__")
-
-
 def python_name(text: str, taken: set[str] | frozenset = frozenset()) -> str:
     """A Python identifier for the spec name `text`: other characters made `_`, a leading digit
     prefixed, a keyword, builtin or name the file uses suffixed with `_`, leading `__` moved to the end (Python

@@ -21,6 +21,15 @@ from .conftest import SPECS
 
 PAYLOAD = '__import__("os").system("echo INJECTED > pwned.txt")'
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is several times faster than many on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # Each spec exports with exit 0 and the file imports, and builds, without running anything.
 INERT = {
     "name_closes_the_docstring": f"""
@@ -78,6 +87,7 @@ def _write(tmp_path, name, text):
 IMPORTER = textwrap.dedent("""
     import importlib.util, pathlib, sys
     import torch
+    torch.set_num_threads(1)
     for path in sys.argv[1:]:
         spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
         module = importlib.util.module_from_spec(spec)

@@ -244,3 +244,16 @@ def test_eject_init_draws_compiles_initial_weights(tmp_path):
         assert torch.equal(ejected[key], compiled[key]), key
     # Kaiming normal, fan_out: std sqrt(2 / (16 * 9)) = 0.118 for conv1, not the default uniform's 0.11
     assert abs(ejected["conv1.weight"].std().item() - (2 / (16 * 9)) ** 0.5) < 0.01
+
+
+@pytest.mark.parametrize("name", ["preact_resnet164", "residual_mlp"])
+def test_eject_init_with_projections_variants_and_linear_blocks(tmp_path, name):
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    module = _ejected(network, tmp_path)
+    classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)]
+    torch.manual_seed(11)
+    ejected = classes[-1]().state_dict()
+    torch.manual_seed(11)
+    compiled = resgraph.compile(network, seed=None).state_dict()
+    assert ejected.keys() == compiled.keys()
+    assert all(torch.equal(ejected[key], compiled[key]) for key in compiled)

@@ -4,6 +4,8 @@ Every op lowers itself once more, through a `SourceBuilder` that records stateme
 fx nodes. Instances of one block definition become one `nn.Module` class: constructor arguments
 that differ between instances become parameters of the class, named after the block's own
 params where their values agree (`planes`, `stride`), so the file reads like torchvision's.
+Module constructors and their formatting are in constructors.py; every text from the spec goes
+through python_text.py.
 """
 
 from __future__ import annotations
@@ -20,18 +22,30 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .expr import YAML_CONSTANTS, ExprError, evaluate, names_in, parse_expression
+from .constructors import (
+    arg_name,
+    ATTRIBUTE_OF,
+    Call,
+    constructor,
+    EjectError,
+    equal,
+    flat_call,
+    format_call,
+    has_init,
+    HELPER_SOURCES,
+    leaf,
+    leaves,
+    literal,
+    Name,
+    normalised,
+    same,
+    shape_of,
+    substitute,
+)
+from .expr import YAML_CONSTANTS, ExprError, evaluate, parse_expression
 from .graph import Graph, Instance
 from .lower import Builder
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
-                      ZeroPadShortcut)
-
-LINE_LENGTH = 88  # black's default
-
-
-class EjectError(Exception):
-    """The network uses something the ejector cannot write out."""
-
+from .python_text import escape_text, python_docstring, python_name, python_string
 
 # ---- recording statements ----------------------------------------------------------------------
 
@@ -70,9 +84,9 @@ class SourceBuilder(Builder):
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> Temp:
         slot = name or self.node.module_name
-        if not slot.isidentifier():
-            raise EjectError(f"cannot write out `{self.node.name}`: its `key: {slot}` is not a Python attribute "
-                             "name (keys with dots or dashes are compiled, not exported, for now)")
+        if "." in slot:   # a name that is no identifier is written `getattr(self, "0a")`; a dotted path is a tree
+            raise EjectError(f"cannot write out `{self.node.name}`: its `key: {slot}` is a dotted module path "
+                             "(keys with dots are compiled, not exported, for now)")
         return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module,
                                     kwargs=dict(kwargs or {})))
 
@@ -98,231 +112,7 @@ class SourceBuilder(Builder):
                                     kwargs=dict(kwargs or {})))
 
 
-# ---- module constructors as expression trees ------------------------------------------------------
-
-@dataclass
-class Call:
-    """`func(arg, ..., key=value, ...)`: args are (keyword or None, value or Call)."""
-
-    func: str
-    args: list[tuple[str | None, Any]]
-
-
-def _same(values: Sequence[Any]) -> Any:
-    """`(3, 3)` -> `3`: how a hand-written module states a square kernel."""
-    values = tuple(values)
-    return values[0] if values and all(v == values[0] for v in values) else values
-
-
-def constructor(module: nn.Module) -> Call:
-    """The call that rebuilds `module` (its structure; weights come from a state_dict)."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        cls = "nn.Conv1d" if isinstance(module, nn.Conv1d) else "nn.Conv2d"
-        padding = module.padding if isinstance(module.padding, str) else _same(module.padding)
-        return Call(cls, [(None, module.in_channels), (None, module.out_channels),
-                          ("kernel_size", _same(module.kernel_size)), ("stride", _same(module.stride)),
-                          ("padding", padding), ("dilation", _same(module.dilation)), ("groups", module.groups),
-                          ("bias", module.bias is not None), ("padding_mode", module.padding_mode)])
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        cls = "nn.BatchNorm1d" if isinstance(module, nn.BatchNorm1d) else "nn.BatchNorm2d"
-        return Call(cls, [(None, module.num_features), ("eps", module.eps), ("momentum", module.momentum),
-                          ("affine", module.affine), ("track_running_stats", module.track_running_stats)])
-    if isinstance(module, (nn.RMSNorm, ChannelRMSNorm)):
-        shape = module.normalized_shape
-        return Call(type(module).__name__ if isinstance(module, ChannelRMSNorm) else "nn.RMSNorm",
-                    [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
-                     ("elementwise_affine", module.elementwise_affine)])
-    if isinstance(module, nn.LayerNorm):
-        shape = module.normalized_shape
-        return Call("ChannelLayerNorm" if isinstance(module, ChannelLayerNorm) else "nn.LayerNorm", [(None, shape[0] if len(shape) == 1 else list(shape)), ("eps", module.eps),
-                                     ("elementwise_affine", module.elementwise_affine),
-                                     ("bias", getattr(module, "bias", None) is not None or not module.elementwise_affine)])
-    if isinstance(module, nn.GroupNorm):
-        return Call("nn.GroupNorm", [(None, module.num_groups), (None, module.num_channels), ("eps", module.eps),
-                                     ("affine", module.affine)])
-    if isinstance(module, nn.Linear):
-        return Call("nn.Linear", [(None, module.in_features), (None, module.out_features),
-                                  ("bias", module.bias is not None)])
-    if isinstance(module, nn.Dropout):
-        return Call("nn.Dropout", [("p", module.p)])
-    if isinstance(module, DropPath):
-        return Call("DropPath", [(None, module.p)])
-    if isinstance(module, nn.ConvTranspose2d):
-        return Call("nn.ConvTranspose2d", [
-            (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
-            ("stride", _same(module.stride)), ("padding", _same(module.padding)),
-            ("output_padding", _same(module.output_padding)), ("groups", module.groups),
-            ("bias", module.bias is not None), ("dilation", _same(module.dilation))])
-    if isinstance(module, nn.MultiheadAttention):
-        if module.bias_k is not None or module.add_zero_attn:
-            raise EjectError("can write out attention modules without extra key/value biases only")
-        extra = [] if module._qkv_same_embed_dim else [("kdim", module.kdim), ("vdim", module.vdim)]
-        return Call("nn.MultiheadAttention", [
-            (None, module.embed_dim), (None, module.num_heads), ("dropout", module.dropout),
-            ("bias", module.in_proj_bias is not None), ("batch_first", module.batch_first)] + extra)
-    if isinstance(module, nn.Embedding):
-        return Call("nn.Embedding", [(None, module.num_embeddings), (None, module.embedding_dim),
-                                     ("padding_idx", module.padding_idx)])
-    if isinstance(module, (nn.LSTM, nn.GRU)) and type(module) in (nn.LSTM, nn.GRU):
-        if getattr(module, "proj_size", 0):
-            raise EjectError("can write out LSTMs without `proj_size` only")
-        return Call(f"nn.{type(module).__name__}", [
-            (None, module.input_size), (None, module.hidden_size), ("num_layers", module.num_layers),
-            ("bias", module.bias), ("batch_first", module.batch_first), ("dropout", module.dropout),
-            ("bidirectional", module.bidirectional)])
-    if isinstance(module, ScaledDotProductAttention):
-        return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
-                                                  ("causal", module.causal), ("dropout", module.dropout),
-                                                  ("scale", module.scale)])
-    if isinstance(module, RotaryEmbedding):
-        return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
-                                        ("interleaved", module.interleaved)])
-    if isinstance(module, nn.Sequential):
-        return Call("nn.Sequential", [(None, constructor(child)) for child in module])
-    if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
-        return _plugin_constructor(module)
-    if isinstance(module, ZeroPadShortcut):
-        if len(module.stride) != 2 or module.stride[0] != module.stride[1]:
-            raise EjectError("can write out zero-padding shortcuts of 2-d inputs with a square stride only")
-        return Call("ZeroPadShortcut", [(None, _same(module.stride)), (None, module.in_channels),
-                                        (None, module.out_channels)])
-    raise EjectError(f"cannot write out a `{type(module).__name__}` module")
-
-
-def _plugin_constructor(module: nn.Module) -> Call:
-    """A plugin's module: `Class(arg=value, ...)` from its `__init__` arguments, which it keeps as attributes of
-    the same names (docs/plugins.md); the ejected file imports the class from the plugin."""
-    cls = type(module)
-    parameters = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
-                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    missing = [p.name for p in parameters if not hasattr(module, p.name)]
-    if missing:
-        raise EjectError(f"cannot write out a `{cls.__module__}.{cls.__qualname__}` module: its `__init__` argument "
-                         f"`{missing[0]}` is not kept as an attribute of the same name")
-    args = []
-    for parameter in parameters:
-        value = getattr(module, parameter.name)
-        if not _is_literal(value) and not isinstance(value, (str, tuple, list)):
-            raise EjectError(f"cannot write out a `{cls.__qualname__}` module: its argument `{parameter.name}` is a "
-                             f"`{type(value).__name__}`")
-        if parameter.default is not inspect.Parameter.empty and _equal(parameter.default, value):
-            continue
-        args.append((None if parameter.default is inspect.Parameter.empty else parameter.name, value))
-    return Call(cls.__name__, args)
-
-
-DEFAULTS = {  # keyword arguments left out when they equal torch's default
-    "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
-    "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
-    "p": 0.5, "output_padding": 0, "dropout": 0.0, "padding_idx": None, "num_layers": 1,
-    "bidirectional": False, "batch_first": False, "causal": False, "scale": None, "base": 10000.0,
-    "interleaved": False,
-}
-
-
-def _leaves(call: Call, path: tuple = ()) -> list[tuple[tuple, Any]]:
-    found = []
-    for position, (key, value) in enumerate(call.args):
-        if isinstance(value, Call):
-            found += _leaves(value, path + (position,))
-        else:
-            found.append((path + (position,), value))
-    return found
-
-
-def _shape_of(call: Call) -> Any:
-    return (call.func, tuple((key, _shape_of(v) if isinstance(v, Call) else None) for key, v in call.args))
-
-
-@dataclass(frozen=True)
-class Name:
-    """A reference to a constructor parameter (or a local of `__init__`) in generated code."""
-
-    text: str
-
-
-def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
-                class_defaults: dict[str, dict[str, Any]] | None = None) -> Call:
-    """`call` with the leaves at `replacements` replaced, and keyword arguments that equal their
-    default left out (torch's, or those of the ejected classes in `class_defaults`)."""
-    defaults = (class_defaults or {}).get(call.func, DEFAULTS)
-    args = []
-    for position, (key, value) in enumerate(call.args):
-        here = path + (position,)
-        if isinstance(value, Call):
-            value = _substitute(value, replacements, here, class_defaults)
-        elif here in replacements:
-            value = replacements[here]
-        if key is not None and not isinstance(value, (Call, Name)) and key in defaults \
-                and _equal(defaults[key], value):
-            continue
-        args.append((key, value))
-    return Call(call.func, args)
-
-
-# ---- rendering Python source, formatted as black would -------------------------------------------
-
-def _literal(value: Any) -> str:
-    if isinstance(value, Name):
-        return value.text
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, slice):
-        return f"slice({_literal(value.start)}, {_literal(value.stop)}, {_literal(value.step)})"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def _arg_text(key: str | None, value: Any, indent: int) -> list[str]:
-    if isinstance(value, Call):
-        lines = format_call(value, indent, prefix=f"{key}=" if key else "")
-        return lines
-    return [" " * indent + (f"{key}=" if key else "") + _literal(value)]
-
-
-def _flat(call: Call) -> str:
-    parts = []
-    for key, value in call.args:
-        text = _flat(value) if isinstance(value, Call) else _literal(value)
-        parts.append(f"{key}={text}" if key else text)
-    return f"{call.func}(" + ", ".join(parts) + ")"
-
-
-def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
-    """Lines for `prefix + call + suffix`, split the way black splits a call that is too long."""
-    pad = " " * indent
-    one = pad + prefix + _flat(call) + suffix
-    if len(one) <= LINE_LENGTH or not call.args:
-        return [one]
-    head = pad + prefix + call.func + "("
-    inner = ", ".join((f"{k}=" if k else "") + (_flat(v) if isinstance(v, Call) else _literal(v))
-                      for k, v in call.args)
-    if len(pad) + 4 + len(inner) <= LINE_LENGTH:
-        return [head, pad + "    " + inner, pad + ")" + suffix]
-    lines = [head]
-    for key, value in call.args:
-        arg_lines = _arg_text(key, value, indent + 4)
-        arg_lines[-1] += ","
-        lines += arg_lines
-    return lines + [pad + ")" + suffix]
-
-
-def _identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
-    name = re.sub(r"\W", "_", text)
-    if not name or name[0].isdigit():
-        name = "_" + name
-    if keyword.iskeyword(name) or name in ("self", "nn", "F", "torch", "super"):
-        name += "_"
-    base, suffix = name, 1
-    while name in taken:
-        suffix += 1
-        name = f"{base}_{suffix}"
-    return name
+_identifier = python_name
 
 
 def class_name(name: str, taken: set[str]) -> str:
@@ -358,16 +148,54 @@ class Scope:
 
     name: str                                   # "" for the network, else the instance path
     params: list[str]                           # forward's parameters (variable names)
+    param_values: list[Temp]                    # the values they hold
     statements: list[Statement]
     outputs: list[Any]                          # references
     aliases: dict[str, Any]                     # IR node name -> reference that holds its value
 
 
+@dataclass
+class NetworkDefinition:
+    """The top level of a spec, read as a block definition is: its params (with the values the graph was
+    built with), its nodes, and the other expressions of the top level (input dims, requirements)."""
+
+    params: dict[str, Any]
+    nodes: dict[str, Any]
+    doc: str | None = None
+    texts: list[str] = field(default_factory=list)
+    let: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=lambda: ["input"])
+
+    def shaping(self, written_through: set[tuple[str, str]]) -> set[str]:
+        """The params read anywhere but in attributes written through as the spec's expressions."""
+        found: set[str] = set()
+        texts = list(self.texts)
+        for node, entry in self.nodes.items():
+            for attribute in type(entry).model_fields if hasattr(type(entry), "model_fields") else ():
+                if (node, attribute) not in written_through:
+                    texts += _strings(getattr(entry, attribute, None))
+        for text in texts:
+            found |= _names(text)
+        return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
 class Ejector:
     """Plans and writes the classes. Requires a shaped graph."""
 
-    def __init__(self, graph: Graph, source_name: str = "", doc: str | None = None) -> None:
+    def __init__(self, graph: Graph, source_name: str = "", doc: str | None = None,
+                 network: "NetworkDefinition | None" = None) -> None:
         self.graph, self.source_name, self.doc = graph, source_name, doc
+        self.network = network or NetworkDefinition(dict(graph.params), {}, doc)
         order = graph.topological_order()
         position = {node.name: index for index, node in enumerate(order)}
         builder = SourceBuilder(graph)
@@ -388,17 +216,20 @@ class Ejector:
         if name:
             instance = self.graph.instances[name]
             definition_inputs = list(self.definitions[instance.block].inputs)
-            params = [_identifier("x" if p == "input" and len(definition_inputs) == 1 else p)
-                      for p in definition_inputs]
-            aliases = {}
-            for param, ref in zip(params, instance.inputs):
-                aliases.setdefault(ref, param)
+            spec_names = ["x"] if definition_inputs == ["input"] else definition_inputs
+            refs = list(instance.inputs)
             outputs = [instance.output]
         else:
-            names = self.graph.inputs
-            params = [_identifier("x" if names == ["input"] else n) for n in names]
-            aliases = dict(zip(names, params))
+            refs = list(self.graph.inputs)
+            spec_names = ["x"] if refs == ["input"] else refs
             outputs = list(self.graph.outputs)
+        params: list[str] = []
+        for spec_name in spec_names:   # IR names and Python names are kept apart: a node may be named `x`
+            params.append(_identifier(spec_name, set(params)))
+        values = [Temp(param) for param in params]
+        aliases: dict[str, Any] = {}
+        for value, ref in zip(values, refs):
+            aliases.setdefault(ref, value)
         statements = list(self.own.get(name, []))
         for call, instances in self.calls.get(name, {}).items():
             local = call.rpartition(".")[2]
@@ -416,7 +247,7 @@ class Ejector:
         for node_name, result in self.results.items():
             if self.graph.nodes[node_name].prefix[:-1] == name:
                 aliases.setdefault(node_name, result)
-        return Scope(name, params, statements, outputs, aliases)
+        return Scope(name, params, values, statements, outputs, aliases)
 
     # ---- planning classes
 
@@ -425,6 +256,11 @@ class Ejector:
         self.definitions = blocks
         self.plugin_imports: set[tuple[str, str]] = set()
         taken: set[str] = set(HELPER_SOURCES)
+        # Class names are read in `__init__`s, where params and lets are locals: no class may share a name with one.
+        for definition in list(blocks.values()) + [self.network]:
+            for key in list(definition.params) + list(definition.let):
+                taken.add(_identifier(key))
+                taken.add(key)
         by_block: dict[str, list[str]] = {}
         depth: dict[str, int] = {}
         for instance in self.graph.instances.values():
@@ -443,7 +279,8 @@ class Ejector:
                 sections.append(self._block_class(name, block, group))
         network_class = class_name(self.graph.name, taken)
         sections.append(self._network_class(network_class))
-        header = [f'"""{self.graph.name}, ejected by resgraph{" from " + self.source_name if self.source_name else ""}.',
+        origin = f"{self.graph.name}, ejected by resgraph" + (f" from {self.source_name}" if self.source_name else "")
+        header = ['"""' + escape_text(" ".join(origin.split())) + ".",
                   "", "A standalone PyTorch module: it imports only torch, and its state_dict keys are those of the",
                   'compiled spec."""', ""]
         if self.plugin_imports:
@@ -461,8 +298,8 @@ class Ejector:
     def _signature(self, scope: Scope) -> tuple:
         """What must agree for instances to share a class: statements, their wiring and module shapes."""
         index = {}
-        for position, param in enumerate(scope.params):
-            index[param] = ("param", position)
+        for position, value in enumerate(scope.param_values):
+            index[id(value)] = ("param", position)
         items = []
         for position, statement in enumerate(scope.statements):
             args = tuple(self._ref_key(a, scope, index) for a in statement.args)
@@ -517,8 +354,8 @@ class Ejector:
         """Names a varying constructor argument may be written as, with their values in `instance`."""
         found: dict[str, Any] = {}
         first_input = self.graph.nodes[instance.inputs[0]].shape if instance.inputs else None
-        if first_input:
-            found["in_channels"] = first_input[0]
+        if first_input:   # written `in_channels` (see `_python_expression`)
+            found[f"shape({definition.inputs[0]})[0]"] = first_input[0]
         for key in definition.params:
             found[key] = instance.values[key]
         for key in definition.let:
@@ -535,14 +372,16 @@ class Ejector:
         return found
 
     def _block_class(self, name: str, block: str | None, group: list[str]) -> str:
-        definition = self.definitions[block] if block else None
+        definition = self.definitions[block] if block else self.network
         scopes = [self.scope(i) for i in group]
-        candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if definition else \
-            [{} for _ in group]
-        slots: dict[str, list[Call | None]] = {}
-        shortcuts: dict[str, list[Call | None]] = {}   # kept apart: an identity shortcut has no module
+        candidates = [self._candidates(self.graph.instances[i], definition) for i in group] if block else \
+            [dict(self.network.params)]
+        written_through: set[tuple[str, str]] = set()   # (node, attribute) written as the spec's expression
+        slots: dict[str, list[Call | None]] = {}      # attribute -> its constructor in each instance
+        first: dict[str, int] = {}                     # attribute -> the position of its first statement
+        presence: dict[int, list[bool]] = {}            # a shortcut's position -> has it a module, per instance
         kwargs: dict[tuple[int, str], list[Any]] = {}
-        for scope in scopes:
+        for index, scope in enumerate(scopes):
             for position, statement in enumerate(scope.statements):
                 if statement.kind in ("module", "shortcut"):
                     call = constructor(statement.module) if statement.module is not None else None
@@ -551,45 +390,70 @@ class Ejector:
                     elif statement.module is not None and \
                             type(statement.module).__module__.split(".")[0] not in ("torch", "resgraph"):
                         self.plugin_imports.add((type(statement.module).__module__, type(statement.module).__name__))
-                    (shortcuts if statement.kind == "shortcut" else slots).setdefault(statement.slot, []).append(call)
+                    if call is not None and has_init(call):
+                        self.helpers.add("init_conv")
+                    if statement.kind == "shortcut":   # several identity shortcuts (no module) share a name
+                        presence.setdefault(position, []).append(call is not None)
+                        if call is None:
+                            continue
                 elif statement.kind == "call":
-                    slots.setdefault(statement.slot, []).append(self._child_call(statement))
+                    call = self._child_call(statement)
+                else:
+                    call = None
+                if call is not None:
+                    _check_attribute(statement.slot)
+                    calls = slots.setdefault(statement.slot, [None] * len(group))
+                    if calls[index] is not None or first.get(statement.slot, position) != position:
+                        raise EjectError(f"two modules would be named `{statement.slot}` in one class "
+                                         f"(`{block or self.graph.name}`): give their nodes other `shortcut_name`s")
+                    calls[index] = call
+                    first[statement.slot] = position
                 for key, value in statement.kwargs.items():
                     kwargs.setdefault((position, key), []).append(value)
-        for slot, calls in shortcuts.items():
-            if any(call is not None for call in calls):
-                slots[slot] = calls
+        # Modules are made in the order the compiler makes them (that of the statements), so that both draw
+        # the same initial weights from one seed.
+        slots = dict(sorted(slots.items(), key=lambda item: first[item[0]]))
+        shortcuts = {position: ("all" if all(flags) else "none" if not any(flags) else "optional")
+                     for position, flags in presence.items()}
 
         used: list[str] = []            # candidate names written in the class
         fallbacks: list[tuple[str, list[Any]]] = []   # new parameters: (name, value per instance)
         module_params: list[tuple[str, list[Call]]] = []
         flags: list[tuple[str, list[bool]]] = []
-        taken = {"self"} | set(candidates[0])
+        # Spec names as Python names: a param may be called `self`, `nn` or `len` (see `python_name`).
+        rename = {IN_CHANNELS: "in_channels", "index": "index"}
+        if definition is not None:
+            for key in list(definition.params) + list(definition.let):
+                rename.setdefault(key, _identifier(key, set(rename.values())))
+        taken = {"self"} | set(rename.values())
 
         def writable(text: str, seen: frozenset = frozenset()) -> str | None:
             """`text` in Python, where it and the `let` values it reads have a Python spelling in a constructor
             (see `_python_expression`); else None."""
-            code = _python_expression(text, definition.inputs[0] if definition is not None else None)
+            code = _python_expression(text, definition.inputs[0] if block else None, rename)
             lets = definition.let if definition is not None else {}
             for name in _names(text) if code is not None else ():
                 if name in lets and name not in seen and writable(lets[name], seen | {name}) is None:
                     return None
             return code
 
-        def express(values: list[Any], present: list[int], fallback: str, written: Any = None) -> Any:
-            """How to write a constructor argument: as the spec wrote it (`written`), as a literal
+        def express(values: list[Any], present: list[int], fallback: str, written: Any = None,
+                    where: tuple[str, str] | None = None) -> Any:
+            """How to write a constructor argument: as the spec wrote it (`written`, at `where`), as a literal
             when every instance agrees, or as the param whose value it follows."""
             if isinstance(written, str):
                 code = writable(written)
-                if code is not None and all(_equal(_spec_value(written, candidates[i]), v)
+                if code is not None and all(equal(_spec_value(written, candidates[i]), v)
                                             for i, v in zip(present, values)):
                     used.append(written)
+                    if where is not None:
+                        written_through.add(where)
                     return Name(code)
-            if all(_equal(v, values[0]) for v in values):
+            if all(equal(v, values[0]) for v in values):
                 return values[0]
             # Names already written come first, so that `bn1` follows `conv1` (`width`, not `planes`).
             for candidate in list(dict.fromkeys(used)) + list(candidates[present[0]]):
-                if all(_equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
+                if all(equal(candidates[i].get(candidate, _MISSING), v) for i, v in zip(present, values)):
                     code = writable(candidate)
                     if code is None:
                         continue
@@ -608,31 +472,30 @@ class Ejector:
             present = [i for i, c in enumerate(calls) if c is not None]
             if not present:
                 continue
-            shapes = {repr(_shape_of(calls[i])) for i in present}
-            attribute = f"self.{slot}"
+            shapes = {repr(shape_of(calls[i])) for i in present}
             if len(shapes) > 1:  # different structures: the caller builds it
                 parameter = _identifier(slot, taken)
                 taken.add(parameter)
                 module_params.append((parameter, [calls[i] for i in range(len(group))]))
-                init.append(f"        {attribute} = {parameter}")
+                init.append(f"        {_assignment(slot, parameter)}")
                 continue
             replacements = {}
             entry = definition.nodes.get(slot) if definition is not None else None
-            for path, _ in _leaves(calls[present[0]]):
-                values = [_leaf(calls[i], path) for i in present]
-                argument = _arg_name(calls[present[0]], path)
+            for path, _ in leaves(calls[present[0]]):
+                values = [leaf(calls[i], path) for i in present]
+                argument = arg_name(calls[present[0]], path)
                 attr_name = ATTRIBUTE_OF.get(argument) if len(path) == 1 else None
                 written = getattr(entry, attr_name, None) if entry is not None and attr_name else None
-                replacements[path] = express(values, present, f"{slot}_{argument}", written)
-            call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
+                replacements[path] = express(values, present, f"{slot}_{argument}", written, (slot, attr_name))
+            call = substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
-                init += format_call(call, 8, prefix=f"{attribute} = ")
+                init += format_call(call, 8, *_assignment_parts(slot))
             else:
                 flag = _identifier(slot, taken)
                 taken.add(flag)
                 flags.append((flag, [calls[i] is not None for i in range(len(group))]))
-                init += [f"        {attribute} = None", f"        if {flag}:"]
-                init += format_call(call, 12, prefix=f"{attribute} = ")
+                init += [f"        {_assignment(slot, 'None')}", f"        if {flag}:"]
+                init += format_call(call, 12, *_assignment_parts(slot))
         kwarg_code: dict[tuple[int, str], Any] = {}
         for (position, key), values in kwargs.items():
             value = express(values, list(range(len(group))), f"{scopes[0].statements[position].output.hint}_{key}")
@@ -648,6 +511,8 @@ class Ejector:
             needed = set()
             for candidate in used:
                 needed |= _names(candidate)
+                if "in_channels" in _names(writable(candidate) or ""):
+                    needed.add(IN_CHANNELS)
             changed = True
             while changed:
                 changed = False
@@ -660,22 +525,36 @@ class Ejector:
                     code = writable(text)
                     if code is None:
                         raise EjectError(f"the `let` expression `{text}` of block `{block}` cannot be written in Python")
-                    needed |= _names(code)   # `in_channels`, for a let of the input's channels
-                    lets.append(f"        {key} = {code}")
+                    if "in_channels" in _names(code):   # a let of the input's channels
+                        needed.add(IN_CHANNELS)
+                    lets.append(f"        {rename[key]} = {code}")
                     if "math." in code:
                         self.uses_math = True
-            base = ["in_channels"] + list(definition.params) + ["index"]
+            base = [IN_CHANNELS] + list(definition.params) + ["index"] if block else list(definition.params)
             parameters = [b for b in base if b in needed]
         else:
             parameters = []
         required, optional = [], []
+        checks: list[str] = []
+        if not block:
+            # The network takes every top-level param, with the value it was exported with as the default.
+            # Those that reach only attributes written as the spec's expressions (`nn.Linear(64, num_classes)`)
+            # may take any value; the others shaped the structure written here, and are checked.
+            shaping = self.network.shaping(written_through)
+            for parameter, value in definition.params.items():
+                python = rename[parameter]
+                optional.append((python, value, [value]))
+                if parameter not in parameters or parameter in shaping:
+                    checks += self._param_check(python, parameter, value)
+            parameters = []
         for parameter in parameters:
             default = definition.params.get(parameter, None)
-            values = [c[parameter] for c in candidates]
+            values = [c[f"shape({definition.inputs[0]})[0]" if parameter is IN_CHANNELS else parameter]
+                      for c in candidates]
             if default is None:
-                required.append((parameter, REQUIRED, values))
+                required.append((rename[parameter], REQUIRED, values))
             else:
-                optional.append((parameter, default, values))
+                optional.append((rename[parameter], default, values))
         for parameter, values in fallbacks:
             # A value that only some instances have (an optional module's) defaults to None.
             (optional if any(v is None for v in values) else required).append(
@@ -686,25 +565,26 @@ class Ejector:
             optional.append((parameter, False, values))
         signature = required + optional
         # Every argument is kept here, defaults included, so that calls of this class have one
-        # shape across instances; `_substitute` leaves out the defaults when it writes them.
-        self.class_defaults[name] = {p: _normalised(d) for p, d, _ in signature if d is not REQUIRED}
+        # shape across instances; `substitute` leaves out the defaults when it writes them.
+        self.class_defaults[name] = {p: normalised(d) for p, d, _ in signature if d is not REQUIRED}
         for index, instance in enumerate(group):
             self.class_of[instance] = name
-            self.arguments[instance] = [(None if default is REQUIRED else parameter, _normalised(values[index]))
+            self.arguments[instance] = [(None if default is REQUIRED else parameter, normalised(values[index]))
                                         for parameter, default, values in signature]
 
         lines = [f"class {name}(nn.Module):"]
-        doc = getattr(definition, "doc", None) if definition is not None else self.doc
+        doc = getattr(definition, "doc", None)
         if doc:
-            lines.append(f'    """{_docstring(doc)}"""')
+            lines.append("    " + python_docstring(doc))
             lines.append("")
-        params = [(None, Name("self"))] + [
-            (None, Name(f"{p}{_annotation(None if d is REQUIRED else d, v)}"
-                        + ("" if d is REQUIRED else f" = {_literal(_normalised(d))}")))
-            for p, d, v in signature]
+        params = [(None, Name("self"))]
+        for p, d, v in signature:
+            annotation = _annotation(None if d is REQUIRED else d, v)
+            default = "" if d is REQUIRED else (" = " if annotation else "=") + literal(normalised(d))
+            params.append((None, Name(p + annotation + default)))
         lines += format_call(Call("def __init__", params), 4, suffix=" -> None:")
         lines.append("        super().__init__()")
-        lines += lets + attributes + init
+        lines += checks + lets + attributes + init
         lines.append("")
         lines += self._forward(scopes[0], shortcuts, kwarg_code)
         return "\n".join(lines)
@@ -716,12 +596,29 @@ class Ejector:
             return calls[0]
         return Call("nn.Sequential", [(None, c) for c in calls])
 
+    def _param_check(self, python: str, parameter: str, value: Any) -> list[str]:
+        """`if n != 3: raise ValueError(...)`: the network param `parameter` (`python` in the file) shaped the
+        structure written out, which holds for its exported `value` only."""
+        if isinstance(value, float) and value != value:
+            self.uses_math = True
+            test = f"not (isinstance({python}, float) and math.isnan({python}))"
+        elif isinstance(value, (list, tuple)):
+            test = f"list({python}) != {literal(list(value))}"
+        elif value is None or isinstance(value, bool):
+            test = f"{python} is not {literal(value)}"
+        else:
+            test = f"{python} != {literal(value)}"
+        shown = f"{parameter}={value}"
+        message = (f"`{parameter}` shapes this network, which was exported with `{shown}`: export the spec again "
+                   f"with `--set {parameter}=...` for another value")
+        return [f"        if {test}:"] + format_call(Call("raise ValueError", [(None, Name(python_string(message)))]), 12)
+
     def _network_class(self, name: str) -> str:
         return self._block_class(name, None, [""])
 
     # ---- forward
 
-    def _forward(self, scope: Scope, shortcuts: dict[str, list[Call | None]], kwarg_code: dict) -> list[str]:
+    def _forward(self, scope: Scope, presence: dict[int, str], kwarg_code: dict) -> list[str]:
         """The forward method of a class, from its first instance's statements."""
         statements = scope.statements
         resolve = functools.partial(self._resolve, scope=scope)
@@ -730,11 +627,10 @@ class Ejector:
             return [resolve(a) for a in arg] if isinstance(arg, list) else [resolve(arg)]
 
         def key_of(value: Any) -> Any:
-            return value if isinstance(value, str) else id(value)
+            if not isinstance(value, Temp):  # every reference resolves to a value of this scope
+                raise EjectError(f"the reference `{value}` has no value in scope `{scope.name}`")
+            return id(value)
 
-        presence = {slot: ("all" if all(c is not None for c in calls) else
-                           "none" if all(c is None for c in calls) else "optional")
-                    for slot, calls in shortcuts.items()}
         last_use: dict[Any, int] = {}
         for position, statement in enumerate(statements):
             for arg in statement.args:
@@ -744,11 +640,11 @@ class Ejector:
                     last_use[key_of(value)] = position
         for output in scope.outputs:
             last_use[key_of(resolve(output))] = len(statements)
-        names: dict[Any, str] = {p: p for p in scope.params}
-        for p in scope.params:
-            names[p] = p
+        names: dict[Any, str] = {id(v): p for v, p in zip(scope.param_values, scope.params)}
 
         def live(position: int) -> set[str]:
+            """The variables that hold a value read after `position`. Several values can share one variable
+            (an identity shortcut is its input), so a variable is free only when none of them is read later."""
             return {names[k] for k, last in last_use.items() if k in names and last > position}
 
         def var(value: Any) -> str:
@@ -762,7 +658,7 @@ class Ejector:
                 continue
             args = [a if _is_literal(a) else keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
             out = key_of(statement.output)
-            if statement.kind == "shortcut" and presence.get(statement.slot, "none") == "none":
+            if statement.kind == "shortcut" and presence.get(position, "none") == "none":
                 names[out] = var(args[0])
                 continue
             if statement.kind == "iadd":
@@ -772,9 +668,8 @@ class Ejector:
             busy = live(position)
             name = None
             if statement.kind != "shortcut":
-                for arg in args:
-                    if not isinstance(arg, list) and not _is_literal(arg) and \
-                            last_use.get(key_of(arg)) == position and sum(1 for a in args if a is arg) == 1:
+                for arg in args:   # `x = f(x)` where nothing reads x (by any of its values) afterwards
+                    if not isinstance(arg, list) and not _is_literal(arg) and var(arg) not in busy:
                         name = var(arg)
                         break
             if name is None:
@@ -786,26 +681,27 @@ class Ejector:
                 else:
                     name = _identifier(statement.output.hint, busy | set(scope.params))
             names[out] = name
-            rendered = [Name(_literal(a)) if _is_literal(a) else
+            rendered = [Name(literal(a)) if _is_literal(a) else
                         Name(f"[{', '.join(var(v) for v in a)}]") if isinstance(a, list) else Name(var(a))
                         for a in args]
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
                 arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
-                call = _flat(Call(f"{name} = self.{statement.slot}", arguments))
+                call = flat_call(Call(f"{name} = {_attribute(statement.slot)}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \
                         resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
                     # `out = self.attn(x, x, x, need_weights=False)[0]`, as torch's own layers write it
-                    call += f"[{_literal(following.args[1])}]"
+                    call += f"[{literal(following.args[1])}]"
                     fused[position + 1] = name
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
-                                                           presence.get(statement.slot) == "all"):
-                body.append(_flat(Call(f"{name} = self.{statement.slot}", [(None, r) for r in rendered])))
+                                                           presence.get(position) == "all"):
+                body.append(flat_call(Call(f"{name} = {_attribute(statement.slot)}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
-                body.append(f"{name} = self.{statement.slot}({a}) if self.{statement.slot} is not None else {a}")
+                module = _attribute(statement.slot)
+                body.append(f"{name} = {module}({a}) if {module} is not None else {a}")
             elif statement.kind == "binary":
                 symbol = "+" if statement.function is operator.add else "*"
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
@@ -848,6 +744,35 @@ def _slice_text(index: slice) -> str:
     return text + (f":{index.step}" if index.step is not None else "")
 
 
+_MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))   # an instance's: `training` and `_modules` too
+
+
+def _check_attribute(slot: str) -> None:
+    """A module's name may be no attribute or method that `nn.Module` has (`forward`, `to`, `training`),
+    which the compiler cannot build either."""
+    if slot in _MODULE_ATTRIBUTES:
+        raise EjectError(f"the module name `{slot}` is an attribute of every `nn.Module`: rename the node")
+
+
+def _plain_attribute(slot: str) -> bool:
+    return slot.isidentifier() and not keyword.iskeyword(slot)
+
+
+def _attribute(slot: str) -> str:
+    """`self.conv1`, or `getattr(self, "0a")` for a module name that is no Python identifier (as fx writes it)."""
+    return f"self.{slot}" if _plain_attribute(slot) else f"getattr(self, {python_string(slot)})"
+
+
+def _assignment_parts(slot: str) -> tuple[str, str]:
+    """(prefix, suffix) that assign a module to `slot` in `__init__`."""
+    return (f"self.{slot} = ", "") if _plain_attribute(slot) else (f"setattr(self, {python_string(slot)}, ", ")")
+
+
+def _assignment(slot: str, value: str) -> str:
+    prefix, suffix = _assignment_parts(slot)
+    return prefix + value + suffix
+
+
 def _is_literal(value: Any) -> bool:
     """A constant argument of a statement (references are node names, Temps or lists of them): a number,
     a slice, or a tuple or list of constants (`split`'s sizes, `slice`'s index)."""
@@ -876,76 +801,30 @@ def _module_arguments(module: nn.Module, args: list[Any], rendered: list[Name]) 
             arguments.append((None, text))
     return arguments
 
-PAD_SOURCE = '''class ZeroPadShortcut(nn.Module):
-    """The ResNet paper's option A: subsample by striding, then zero-pad the new channels."""
-
-    def __init__(self, stride: int, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.before = (out_channels - in_channels) // 2
-        self.after = out_channels - in_channels - self.before
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.before, self.after))'''
-
-# resgraph's own modules, written into an ejected file that uses them (it imports only torch).
-HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShortcut": PAD_SOURCE,
-                  "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
-                  "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
-                  "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
-                  "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip()}
-
-
-# Module constructor arguments that an op attribute sets directly, so the spec's expression for
-# the attribute can be written in their place.
-ATTRIBUTE_OF = {"1": "out", "out_channels": "out", "kernel_size": "kernel", "stride": "stride", "padding": "padding",
-                "dilation": "dilation", "groups": "groups", "bias": "bias", "p": "p", "eps": "eps",
-                "momentum": "momentum", "output_padding": "output_padding", "dropout": "dropout"}
-
-
 def _spec_value(text: str, scope: dict[str, Any]) -> Any:
     try:
-        return _same(evaluate(text, scope)) if isinstance(evaluate(text, scope), (list, tuple)) else \
+        return same(evaluate(text, scope)) if isinstance(evaluate(text, scope), (list, tuple)) else \
             evaluate(text, scope)
     except ExprError:
         return _MISSING
 
 
-def _normalised(value: Any) -> Any:
-    """Lists as tuples, so that a list param and a module's tuple argument compare equal."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _equal(a: Any, b: Any) -> bool:
-    a, b = _normalised(a), _normalised(b)
-    return type(a) is type(b) and a == b
-
-
-def _leaf(call: Call, path: tuple) -> Any:
-    value: Any = call
-    for position in path:
-        value = value.args[position][1]
-    return value
-
-
-def _arg_name(call: Call, path: tuple) -> str:
-    parts = []
-    value: Any = call
-    for position in path:
-        key, value = value.args[position]
-        parts.append(key or str(position))
-    return "_".join(parts)
-
-
 def _names(text: str) -> set[str]:
+    """The names `text` reads, functions' names aside (a param may be called `int` or `max`)."""
+    import ast
+
     try:
-        return names_in(text) | ({text} if text.isidentifier() else set())
+        tree = parse_expression(text)
     except ExprError:
-        return set()
+        return {text} if text.isidentifier() else set()
+    functions = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in functions}
 
 
-def _python_expression(text: str, first_input: str | None = None) -> str | None:
+IN_CHANNELS = "shape(input)[0]"   # the block's input channels, a constructor parameter written `in_channels`
+
+
+def _python_expression(text: str, first_input: str | None = None, rename: dict[str, str] | None = None) -> str | None:
     """The Python source of a spec expression (already whitelisted), or None if it has no equivalent.
     In a block whose first input is `first_input`, `shape(first_input)[0]` is the constructor's
     `in_channels`; any other `shape(...)` has no spelling in a constructor (there is no tensor yet)."""
@@ -957,10 +836,6 @@ def _python_expression(text: str, first_input: str | None = None) -> str | None:
         return None
 
     class Rewrite(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name) -> Any:
-            # YAML's `true`, `false` and `null`, which expressions accept, are Python's constants
-            return ast.Constant(YAML_CONSTANTS[node.id]) if node.id in YAML_CONSTANTS else node
-
         def visit_Subscript(self, node: ast.Subscript) -> Any:
             value, index = node.value, node.slice
             if (first_input is not None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
@@ -971,8 +846,19 @@ def _python_expression(text: str, first_input: str | None = None) -> str | None:
             self.generic_visit(node)
             return node
 
+        def visit_Name(self, node: ast.Name) -> Any:
+            if node.id in YAML_CONSTANTS:   # YAML's `true`, `false` and `null`, which expressions accept
+                return ast.Constant(YAML_CONSTANTS[node.id])
+            if rename is not None:
+                if node.id not in rename:   # a name of the spec that is not a param: no Python spelling
+                    raise EjectError(node.id)
+                node.id = rename[node.id]
+            return node
+
         def visit_Call(self, node: ast.Call) -> Any:
-            self.generic_visit(node)
+            node.args = [self.visit(arg) for arg in node.args]   # not `func`: a function's name, not a param's
+            for item in node.keywords:
+                item.value = self.visit(item.value)
             if isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil"):
                 node.func = ast.Attribute(ast.Name("math", ast.Load()), node.func.id, ast.Load())
             elif isinstance(node.func, ast.Name) and node.func.id in ("make_divisible", "shape"):
@@ -1000,15 +886,13 @@ def _annotation(default: Any, values: list[Any]) -> str:
     return ""
 
 
-def _docstring(text: str) -> str:
-    text = " ".join(text.split())
-    return text.replace('"""', "'''")
 
 
-def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str | None = None) -> str:
+def eject(graph: Graph, blocks: dict[str, Any], source_name: str = "", doc: str | None = None,
+          network: NetworkDefinition | None = None) -> str:
     """The Python source of a standalone module equivalent to `lower_to_fx(graph)`: same module
-    tree and state_dict keys, same computation."""
-    return Ejector(graph, source_name, doc).write(blocks)
+    tree and state_dict keys, same computation, same initial weights from one seed."""
+    return Ejector(graph, source_name, doc, network).write(blocks)
 
 
 def eject_network(network: Any) -> str:
@@ -1022,4 +906,7 @@ def eject_network(network: Any) -> str:
         raise EjectError("cannot write out `training_outputs` as Python yet (the forward would need a branch on "
                          "`self.training`); export .pt2 or .onnx, which hold the eval-mode network")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
-    return eject(network.graph, blocks, source_name=network.program.source.path, doc=network.spec.doc)
+    spec = network.spec
+    texts = _strings(spec.input) + [r if isinstance(r, str) else r.check for r in spec.require]
+    definition = NetworkDefinition(dict(network.graph.params), dict(spec.nodes), spec.doc, texts)
+    return eject(network.graph, blocks, source_name=network.program.source.path, doc=spec.doc, network=definition)

@@ -1030,7 +1030,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
                               help=did_you_mean(key, spec.params) or f"its parameters: {known}")
         else:
             values[key] = _literal(_given(key, value, spec.params[key], source, diagnostics))
-    graph = Graph(spec.name or Path(source.path).stem)
+    graph = Graph(spec.name or Path(source.path).stem, params=dict(values))
     expander = _Expander(program, graph, diagnostics)
     if spec.nodes and spec.input is None:
         diagnostics.error("RG010", "the network has nodes but no `input`", source.span(("nodes",), key=True),

@@ -111,6 +111,7 @@ class Graph:
     training_outputs: list[str] = field(default_factory=list)   # returned in training only, after `outputs`
     output_spans: list[Span | None] = field(default_factory=list)
     instances: dict[str, Instance] = field(default_factory=dict)   # in the order they were made
+    params: dict[str, Any] = field(default_factory=dict)   # the top-level params' values it was built with
 
     _digraph: "nx.DiGraph | None" = field(default=None, repr=False)
 

@@ -95,7 +95,7 @@ class Builder:
 
 def _identifier(name: str) -> str:
     text = re.sub(r"\W", "_", name)
-    if not text or text[0].isdigit() or keyword.iskeyword(text):
+    if not text or text[0].isdigit() or keyword.iskeyword(text) or text == "self":  # `self`: forward's own
         text = "_" + text
     return text
 

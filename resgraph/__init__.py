@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .diagnostics import Diagnostic, Diagnostics, Severity, SpecError, Span
 from .expand import Program, expand_blocks, load_program
 from .graph import Graph, check_graph
+from .module_names import warn_reserved_names
 from .shapes import infer_shapes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +126,7 @@ def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | No
         return None, diagnostics
     if not check_graph(graph, diagnostics) or not infer_shapes(graph, diagnostics) or diagnostics.has_errors:
         return None, diagnostics
+    warn_reserved_names(graph, diagnostics)
     warnings = [d for d in diagnostics.items if not d.is_error]
     return Network(program, graph, warnings, diagnostics.sources), diagnostics
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .diagnostics import Diagnostics
 from .graph import Graph
-from .ops.base import ShapeError
+from .ops.base import ShapeError, fmt_shape
 
 
 def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
@@ -21,6 +21,12 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
     complete = True
     for node in graph.topological_order():
         if node.is_input:
+            try:
+                check_tensor_limits(node.shape or (), 0, "its shape")
+            except ShapeError as exc:
+                diagnostics.error(exc.code, f"input `{node.name}`: {exc.message}", node.span, notes=node.notes,
+                                  help="check the input's dims")
+                node.shape, complete = None, False
             continue
         shapes = [graph.nodes[name].shape for name in node.inputs]
         if node.op is None or any(shape is None for shape in shapes):
@@ -28,13 +34,14 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
             continue
         try:
             shape = node.op.infer_shape(shapes, node.meta)
+            node.meta["params"] = node.op.count_params(shapes, tuple(shape), node.meta)
+            check_tensor_limits(shape, node.meta["params"])
         except ShapeError as exc:
             diagnostics.error(exc.code, f"`{node.name}`: {exc.message}", node.attr_span(exc.attr) or node.span,
                               help=exc.help, notes=node.notes)
             complete = False
             continue
         node.shape = tuple(shape)
-        node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
         node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
         _warn_needless_projection(node, diagnostics)
         if node.meta["params"] > OVERSIZED:
@@ -43,6 +50,29 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
                                 "float32)", node.span, notes=node.notes,
                                 help="check its sizes; `resgraph compile` refuses networks over `--max-memory`")
     return complete
+
+
+# torch keeps sizes, element counts and byte counts in int64: a tensor of n elements of 8 bytes (float64, the
+# widest dtype `compile` offers) needs 8·n < 2**63. Every output (per sample) and every node's parameters (all its
+# tensors together, so each one) stay below this, so that a spec `validate` accepts always compiles.
+MAX_ELEMENTS = 2**60 - 1
+
+
+def check_tensor_limits(shape: "tuple[int, ...]", params: int, what: str = "the output") -> None:
+    """Raise ShapeError (RG046) where an output shape or a parameter count is beyond what torch can hold."""
+    numel = 1
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise ShapeError(f"{what} would have the dimension {dim!r}", code="RG046")
+        numel *= dim
+        if numel > MAX_ELEMENTS:
+            shown = fmt_shape(shape) if sum(len(str(d)) for d in shape) < 120 else f"{len(shape)} dimensions"
+            raise ShapeError(f"{what} ({shown}) would have more than 2**60 elements per sample, beyond "
+                             "what a torch tensor can hold", code="RG046",
+                             help="check the sizes that lead here (input dims, `out`, `scale`, kernel and stride)")
+    if params > MAX_ELEMENTS:
+        raise ShapeError(f"the parameters ({params:,}) are more than 2**60 elements, beyond what a torch tensor "
+                         "can hold", code="RG046", help="check the sizes that lead here (input dims and `out`)")
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

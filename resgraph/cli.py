@@ -109,6 +109,12 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def _finite(value: float) -> float:
+    if value != value:   # NaN passes FloatRange
+        raise click.BadParameter("give a number of GiB, e.g. `--max-memory 64`", param_hint="--max-memory")
+    return value
+
+
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                           help="Override a spec parameter (repeatable), e.g. --set num_classes=10.")
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
@@ -156,7 +162,8 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
 @click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
 @click.option("--zero-init-residual", is_flag=True, help="Zero the norm that ends each residual branch.")
-@click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
+@click.option("--max-memory", type=click.FloatRange(0, 2**40), callback=lambda ctx, param, value: _finite(value),
+              default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
               metavar="GIB", help="Refuse networks whose parameters and activations (for --batch samples) "
                                   "would need more memory than this.")
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
@@ -177,6 +184,11 @@ def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, s
         raise click.BadParameter(str(exc), param_hint="--device") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    try:
+        torch.empty(0, device=torch_device)   # torch knows the name but may not be built for it (xla, mps)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise click.BadParameter(f"this torch cannot allocate tensors on `{device}` ({str(exc).split('. ')[0][:160]}); "
+                                 "use cpu, meta or an available cuda device", param_hint="--device") from None
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. zero_init_residual without effect
         warnings.simplefilter("always")

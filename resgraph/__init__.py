@@ -92,10 +92,13 @@ class Network:
         """The diagram in a notebook; None (Jupyter then shows the text repr) where graphviz's `dot` is missing."""
         import graphviz
 
-        from .diagram import to_digraph
+        from .diagram import RenderError, drawing_depth, to_digraph
 
         try:
-            return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
+            depth = drawing_depth(self.graph, None)   # a big network's deeper blocks collapsed, as `render` does
+            return to_digraph(self.graph, depth).pipe(format="svg").decode("utf-8")
+        except RenderError:
+            return None
         except graphviz.ExecutableNotFound:
             return None
 

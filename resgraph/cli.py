@@ -225,7 +225,13 @@ def render(spec: str, output: str, sets: tuple[str, ...], depth: int | None) -> 
     """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
     network = resgraph.load(spec, _parse_sets(sets) or None)
     _print_diagnostics(network.warnings, network.sources)
-    path = resgraph.render(network, output, depth=depth)
+    from .diagram import DiagramCollapsed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DiagramCollapsed)
+        path = resgraph.render(network, output, depth=depth)
+    for warning in caught:
+        click.echo(f"note: {warning.message}", err=True)
     click.echo(f"wrote {path}")
 
 

@@ -64,3 +64,40 @@ def test_depth_collapses_block_instances():
     assert '"layer2.0" [label="0\nbottleneck"' in units and "cluster_layer2" in units
     assert '"layer1.2" -> "layer2.0" [label="256×56×56"]' in units
     assert "layer2.0.conv1" not in units
+
+
+def test_big_networks_collapse_past_the_node_budget(tmp_path, monkeypatch):
+    """Issue 14: graphviz ran for minutes on 8,400 nodes and out of memory on 21,000. Images collapse deeper
+    blocks automatically past NODE_BUDGET, and say so; `.dot` text keeps every node."""
+    import resgraph.diagram as diagram
+
+    network = resgraph.load(SPECS / "resnet18.yaml")
+    monkeypatch.setattr(diagram, "NODE_BUDGET", 30)
+    with pytest.warns(diagram.DiagramCollapsed, match=r"has \d+ nodes.*`--depth`"):
+        render_to_file(network.graph, tmp_path / "net.svg")
+    assert (tmp_path / "net.svg").read_text().count("<g id=\"node") <= 30
+    render_to_file(network.graph, tmp_path / "net.dot")   # no warning: text for every node
+    assert "layer4.1.conv2" in (tmp_path / "net.dot").read_text()
+    monkeypatch.setattr(diagram, "MAX_DRAWN", 10)
+    with pytest.warns(diagram.DiagramCollapsed), pytest.raises(RenderError, match="more than graphviz can lay out"):
+        render_to_file(network.graph, tmp_path / "other.svg")
+    assert not (tmp_path / "other.svg").exists()
+
+
+def test_graphviz_runs_under_a_time_limit(tmp_path, monkeypatch):
+    network = resgraph.load(SPECS / "resnet50.yaml")
+    monkeypatch.setenv("RESGRAPH_RENDER_TIMEOUT", "0.001")
+    with pytest.raises(RenderError, match=r"did not finish within 0.001 s.*--depth"):
+        render_to_file(network.graph, tmp_path / "net.svg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_says_when_it_collapses(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import resgraph.diagram as diagram
+    from resgraph.cli import main
+
+    monkeypatch.setattr(diagram, "NODE_BUDGET", 30)
+    result = CliRunner().invoke(main, ["render", str(SPECS / "resnet18.yaml"), "-o", str(tmp_path / "n.svg")])
+    assert result.exit_code == 0 and "note: `resnet18` has" in result.output

@@ -166,7 +166,8 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], output_format: str) 
               default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
               metavar="GIB", help="Refuse networks whose parameters and activations (for --batch samples) "
                                   "would need more memory than this.")
-@click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
+@click.option("--batch", type=click.IntRange(1, 2**31 - 1), default=2, show_default=True,
+              help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
 @_handle_errors
 def compile_command(spec: str, sets: tuple[str, ...], device: str, dtype: str, seed: int, zero_init_residual: bool,
@@ -275,7 +276,7 @@ def export(spec: str, output: str, sets: tuple[str, ...], seed: int) -> None:
 @click.option("--compare", type=click.Path(dir_okay=False, path_type=str), metavar="SPEC",
               help="A second spec analysed alongside, e.g. a plain net against its residual twin.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, batch and labels.")
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 2**31 - 1), default=8, show_default=True)
 @_handle_errors
 def analyze(spec: str, sets: tuple[str, ...], grad: bool, plot: str | None, compare: str | None, seed: int,
             batch: int) -> None:

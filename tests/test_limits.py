@@ -6,7 +6,6 @@ cannot have as attributes are renamed with a warning."""
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import pytest

@@ -6,8 +6,8 @@ import math
 from fractions import Fraction
 from typing import ClassVar, Literal
 
-from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod, register,
-                   spatial)
+from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod,
+                   register, spatial)
 from .conv import init_conv
 
 

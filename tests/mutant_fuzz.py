@@ -98,7 +98,9 @@ def mutate(data: dict, rng: random.Random, steps: int) -> list[str]:
             path, _ = rng.choice(numbers + strings)
             _parent(data, path)[path[-1]] = rng.choice(EXTREME_EXPRESSIONS)
         elif kind == "rename" and mappings:
-            path, mapping = rng.choice(mappings)
+            # mostly a node or a block call (those names reach generated code and module attributes)
+            scopes = [(p, m) for p, m in mappings if p[-1] == "nodes"]
+            path, mapping = rng.choice(scopes if scopes and rng.random() < 0.8 else mappings)
             old = rng.choice(list(mapping))
             new = rng.choice(NAMES)
             if new not in mapping:
@@ -222,7 +224,7 @@ def mutant(seeds: list[Path], rng: random.Random) -> tuple[Path, str, list[str]]
 
     path = rng.choice(seeds)
     data = copy.deepcopy(load_source(path, Diagnostics()).data)
-    done = mutate(data, rng, rng.randint(1, 3))
+    done = mutate(data, rng, 1 if rng.random() < 0.5 else rng.randint(2, 3))
     # JSON is YAML; non-finite floats as YAML writes them
     text = json.dumps(data, allow_nan=True).replace("-Infinity", "-.inf").replace("Infinity", ".inf") \
         .replace("NaN", ".nan")

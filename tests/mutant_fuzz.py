@@ -49,10 +49,18 @@ def _seed_specs() -> tuple[Path, ...]:
     return tuple(seed_specs())
 
 
-def seed_specs() -> list[Path]:
-    """The valid specs that mutants start from (a block library or an invalid case is no good seed)."""
+def seed_specs(bad: bool = False) -> list[Path]:
+    """The valid specs that mutants start from (a block library is no good seed); with `bad`, the invalid cases of
+    tests/cases/bad/ instead (their mutants exercise `validate` on specs that are wrong to begin with)."""
     import resgraph
 
+    if bad:   # those that are YAML mappings at least
+        from resgraph.diagnostics import Diagnostics
+        from resgraph.source import load_source
+
+        paths = sorted((ROOT / "tests" / "cases" / "bad").glob("*.yaml"))
+        found = [(path, load_source(path, Diagnostics())) for path in paths]
+        return [path for path, source in found if source is not None and isinstance(source.data, dict)]
     paths = sorted((ROOT / "specs").glob("*.yaml")) + sorted((ROOT / "tests" / "cases").rglob("*.yaml"))
     seeds = []
     for path in paths:
@@ -235,7 +243,7 @@ def run(count: int, seed: int = 0, seeds: list[Path] | None = None, progress=Non
     import resgraph
 
     seeds = seeds if seeds is not None else list(_seed_specs())
-    resgraph.compile(seeds[0], device="meta")   # import torch before the clock runs
+    resgraph.compile(ROOT / "specs" / "resnet18.yaml", device="meta")   # import torch before the clock runs
     report = Report()
     start, cpu = time.perf_counter(), time.process_time()
     for index in range(count):
@@ -264,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the report here (rewritten every 100 cases)")
+    parser.add_argument("--bad", action="store_true", help="mutate tests/cases/bad/ instead of the valid specs")
     parser.add_argument("--show", type=int, metavar="INDEX", help="print mutant INDEX's seed, mutations and text")
     args = parser.parse_args(argv)
     if args.show is not None:
-        path, text, done = mutant(seed_specs(), random.Random(f"{args.seed}:{args.show}"))
+        path, text, done = mutant(seed_specs(args.bad), random.Random(f"{args.seed}:{args.show}"))
         print(path, done, text, sep="\n")
         return 0
 
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and (index + 1) % 100 == 0:
             _write(args.json, report)
 
-    report = run(args.count, args.seed, progress=progress)
+    report = run(args.count, args.seed, seeds=seed_specs(True) if args.bad else None, progress=progress)
     if args.json:
         _write(args.json, report)
     print(json.dumps({"count": report.count, "outcomes": dict(report.outcomes), "seconds": round(report.seconds, 1),

@@ -146,8 +146,9 @@ def _integer(text: str, node: yaml.Node) -> int:
     from .expr import MAX_INT
 
     base, digits = (8, text[2:]) if text.startswith("0o") else (16, text[2:]) if text.startswith("0x") else (10, text)
-    significant = digits.lstrip("+-").lstrip("0")
-    value = int(digits, base) if len(significant) <= _INT_DIGITS[base] else None
+    significant = digits.lstrip("+-").lstrip("0")   # leading zeros count towards Python's 4,300-digit limit
+    sign = -1 if digits.startswith("-") else 1
+    value = sign * int(significant or "0", base) if len(significant) <= _INT_DIGITS[base] else None
     if value is None or abs(value) > MAX_INT:
         shown = text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(significant):,} digits)"
         raise _Unsupported(f"the number `{shown}` is too large: integers in a spec are limited to 2**62", node,

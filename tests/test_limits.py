@@ -166,7 +166,8 @@ def test_integer_literals_past_2_62_are_located_errors(value):
     assert (error.code, error.span.line, error.span.col) == ("RG038", 3, 13)
 
 
-@pytest.mark.parametrize("value", [str(2**62), "0x4000000000000000", "-" + str(2**62), "0x" + "0" * 1000 + "8"])
+@pytest.mark.parametrize("value", [str(2**62), "0x4000000000000000", "-" + str(2**62), "0x" + "0" * 1000 + "8",
+                                   "0" * 5000 + "8", "-" + "0" * 5000 + "8", "+8", "-0", "0o" + "0" * 5000 + "7"])
 def test_integer_literals_up_to_2_62_are_read(value):
     diagnostics = resgraph.validate("big.yaml", text=_one_value(value))
     assert all(d.code != "RG038" for d in diagnostics)

@@ -6,6 +6,7 @@ module already has (`forward`, `to`, `eval`, `training`, ...). Used by `validate
 from __future__ import annotations
 
 import keyword
+import re
 from typing import TYPE_CHECKING, Collection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,9 +42,12 @@ MODULE_ATTRIBUTES = frozenset({
 })
 
 
+_DUNDER = re.compile(r"__[A-Za-z0-9](?:\w*[A-Za-z0-9])?__")   # Python's special names: `__init__`, not `__init___`
+
+
 def is_reserved(name: str, attributes: Collection[str] = MODULE_ATTRIBUTES) -> bool:
     """True when `name` cannot be a submodule attribute: a keyword, a dunder or an attribute modules have."""
-    return keyword.iskeyword(name) or (name.startswith("__") and name.endswith("__")) or name in attributes
+    return keyword.iskeyword(name) or _DUNDER.fullmatch(name) is not None or name in attributes
 
 
 def module_attribute(name: str, taken: Collection[str], attributes: Collection[str] = MODULE_ATTRIBUTES) -> str:

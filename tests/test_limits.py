@@ -188,7 +188,7 @@ def test_params_from_python_and_the_command_line_are_bounded():
 
 RESERVED = ["class", "def", "None", "True", "lambda", "import", "forward", "to", "cuda", "eval", "train",
             "parameters", "training", "state_dict", "modules", "children", "apply", "half", "float", "type",
-            "graph", "code", "meta", "_modules", "register_buffer"]
+            "graph", "code", "meta", "_modules", "register_buffer", "__init__", "__class__", "__dict__"]
 
 
 @pytest.mark.parametrize("name", RESERVED)
@@ -250,3 +250,16 @@ def test_compile_options_torch_cannot_use_are_usage_errors(tmp_path, args, messa
     result = CliRunner().invoke(main, ["compile", str(spec), *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_renaming_ends_for_every_reserved_name():
+    """The mutant fuzz found `__init__` looping forever (`__init___` still looked like a dunder)."""
+    import keyword
+
+    from resgraph.module_names import MODULE_ATTRIBUTES, is_reserved, module_attribute
+
+    names = sorted(MODULE_ATTRIBUTES) + keyword.kwlist + ["__init__", "__x__", "__", "___", "_"]
+    taken = frozenset(name + "_" for name in names)
+    for name in names:
+        attribute = module_attribute(name, taken)
+        assert not is_reserved(attribute) and (attribute == name or attribute not in taken), name

@@ -31,7 +31,7 @@ SLOW_SECONDS = 5.0   # of CPU time (time.process_time): seven people share two c
 # network of more than LARGE nodes may take longer than SLOW_SECONDS, but never more than SLOW_PER_NODE a node.
 LARGE = 2_000
 SLOW_PER_NODE = 0.005
-HANG_SECONDS = 30.0   # of CPU time: SIGPROF stops a case stuck in Python code; it counts as a hang
+HANG_SECONDS = 30.0   # of CPU time (validate; compile: at least): SIGPROF stops a case stuck in Python code, a hang
 
 EXTREME_NUMBERS = [0, 1, -1, 2, 3, 2**31 - 1, 2**31, 2**62, -(2**62), 2**63, 10**30, 0.5, 1e-300, 5e-324, 1e300,
                    1e308, -1e308, 1.7976931348623157e308, float("nan"), float("inf"), float("-inf")]
@@ -188,6 +188,8 @@ def run_case(path: Path, text: str) -> Outcome:
         if network is None or not network.graph.outputs:
             return Outcome("error", time.process_time() - start)
         stage, nodes = "compile", len(network.graph)
+        # a big valid network may compile for SLOW_PER_NODE a node; twice that is a hang
+        signal.setitimer(signal.ITIMER_PROF, max(HANG_SECONDS, 2 * SLOW_PER_NODE * nodes))
         model = resgraph.compile(network, device="meta")
         counted = sum(p.numel() for p in model.parameters())
         if counted != network.params:

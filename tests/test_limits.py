@@ -239,6 +239,7 @@ def test_upsample_scale_past_int64_is_located(scale):
     (["--max-memory", "inf"], "--max-memory"),
     (["--max-memory", "nan"], "--max-memory"),
     (["--max-memory", "-1"], "--max-memory"),
+    (["--batch", str(2**31)], "--batch"),
 ])
 def test_compile_options_torch_cannot_use_are_usage_errors(tmp_path, args, message):
     from click.testing import CliRunner

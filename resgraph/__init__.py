@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from .diagnostics import Diagnostic, Diagnostics, Severity, SpecError, Span
 from .expand import FileCache, Program, expand_blocks, load_program
 from .graph import Graph, check_graph
+from .module_names import warn_reserved_names
 from .shapes import infer_shapes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,10 +98,13 @@ class Network:
         """The diagram in a notebook; None (Jupyter then shows the text repr) where graphviz's `dot` is missing."""
         import graphviz
 
-        from .diagram import to_digraph
+        from .diagram import RenderError, drawing_depth, to_digraph
 
         try:
-            return to_digraph(self.graph).pipe(format="svg").decode("utf-8")
+            depth = drawing_depth(self.graph, None)   # a big network's deeper blocks collapsed, as `render` does
+            return to_digraph(self.graph, depth).pipe(format="svg").decode("utf-8")
+        except RenderError:
+            return None
         except graphviz.ExecutableNotFound:
             return None
 
@@ -153,6 +157,7 @@ def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: st
     if graph is not None:
         state.graph = graph
         if check_graph(graph, diagnostics) and infer_shapes(graph, diagnostics) and not diagnostics.has_errors:
+            warn_reserved_names(graph, diagnostics)
             lint_graph(graph, diagnostics)
     diagnostics.items = [d for d in diagnostics.items if not allowed(program, d)]
     if graph is not None and not diagnostics.has_errors:

@@ -23,26 +23,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class PathStats:
-    """The input -> output paths of one output, by length in weight layers."""
+    """The input -> output paths of one output: their number, depths in weight layers and (where the network is
+    small enough to list it, see HISTOGRAM_BUDGET) how many paths have each length."""
 
     output: str
-    histogram: dict[int, int]            # length -> number of paths
+    histogram: dict[int, int] | None     # length -> number of paths; None: not computed for a network this size
+    count: int = 0
+    longest: int = 0
+    shortest: int = 0
+    total_length: int = 0                # the sum of every path's length, for the mean
 
-    @property
-    def count(self) -> int:
-        return sum(self.histogram.values())
-
-    @property
-    def longest(self) -> int:
-        return max(self.histogram)
-
-    @property
-    def shortest(self) -> int:
-        return min(self.histogram)
+    def __post_init__(self) -> None:
+        if self.histogram is not None and not self.count:
+            self.count = sum(self.histogram.values())
+            self.longest, self.shortest = max(self.histogram), min(self.histogram)
+            self.total_length = sum(length * n for length, n in self.histogram.items())
 
     @property
     def mean(self) -> float:
-        return sum(length * n for length, n in self.histogram.items()) / self.count
+        return self.total_length / self.count
 
 
 @dataclass
@@ -61,6 +60,10 @@ class Analysis:
                 f"mean {stats.mean:.2f}",
                 "  paths by length:",
             ]
+            if stats.histogram is None:
+                lines[-1] = (f"  paths by length: not listed for a network this size (more than "
+                             f"{HISTOGRAM_BUDGET:,} length counts to add up); the figures above are exact")
+                continue
             top = max(stats.histogram.values())
             for length in sorted(stats.histogram):
                 n = stats.histogram[length]
@@ -84,37 +87,101 @@ def _added(a: list[int], b: list[int]) -> list[int]:
     return [x + (b[i] if i < len(b) else 0) for i, x in enumerate(a)]
 
 
+# The histograms of path lengths cost, in all, one addition per node and length a path to it can have; past this
+# many (a chain of thousands of residual blocks) they are left out, and only the count, the longest, the shortest
+# and the mean are computed, each with one number per node.
+HISTOGRAM_BUDGET = 5_000_000
+
+
+@dataclass
+class _Paths:
+    """The paths from the inputs to one node: how many, their longest and shortest lengths and the sum of the
+    lengths, exactly (Python integers: 2^10000 paths is fine), in constant memory per node."""
+
+    count: int
+    longest: int
+    shortest: int
+    total: int
+
+    def extended(self, by: int) -> "_Paths":
+        return _Paths(self.count, self.longest + by, self.shortest + by, self.total + by * self.count)
+
+
+def _merged(parts: list[_Paths]) -> _Paths:
+    return _Paths(sum(p.count for p in parts), max(p.longest for p in parts), min(p.shortest for p in parts),
+                  sum(p.total for p in parts))
+
+
 def analyse_paths(graph: Graph) -> Analysis:
-    """Requires inferred shapes. Counts paths exactly (Python integers: 2^333 is fine).
+    """Requires inferred shapes. Counts paths exactly, by dynamic programming over the DAG (paths to a node are
+    the paths to its inputs, one layer longer through a weight layer), never listing them.
 
     A path's length is the number of weight layers (convolutions, linear layers, and the 1x1
-    convolution of a projection shortcut) it passes through."""
-    histograms: dict[str, list[int]] = {}
+    convolution of a projection shortcut) it passes through. Each node's figures are dropped after
+    its last consumer, so memory follows the widest cut of the graph, not its size."""
+    order = graph.topological_order()
+    last_use = {name: position for position, node in enumerate(order) for name in node.inputs}
+    outputs = set(graph.outputs)
+    paths: dict[str, _Paths] = {}
     fields: dict[str, ReceptiveField | None] = {}
     receptive: dict[str, ReceptiveField] = {}
     weight_layers = 0
-    for node in graph.topological_order():
+    cost = 0
+    for position, node in enumerate(order):
         if node.is_input:
-            histograms[node.name] = [1]
+            paths[node.name] = _Paths(1, 0, 0, 0)
             rank = len(node.shape)
             fields[node.name] = ((1,) * (rank - 1), (1,) * (rank - 1)) if rank >= 2 else None
             continue
-        plans = node.meta.get("shortcuts") or []
-        total: list[int] = []
-        for position, producer in enumerate(node.inputs):
-            extra = 1 if position >= 1 and position - 1 < len(plans) and \
-                plans[position - 1].kind is Shortcut.PROJECT else 0
-            total = _added(total, _shifted(histograms[producer], extra))
-        weight_layers += int(type(node.op).weight_layer) + sum(p.kind is Shortcut.PROJECT for p in plans)
-        histograms[node.name] = _shifted(total, int(type(node.op).weight_layer))
+        weight = int(type(node.op).weight_layer)
+        lengths = _input_lengths(node)
+        paths[node.name] = _merged([paths[producer].extended(extra)
+                                    for producer, extra in zip(node.inputs, lengths)]).extended(weight)
+        cost += paths[node.name].longest + 1
+        weight_layers += weight + sum(lengths)
         shapes = [graph.nodes[name].shape for name in node.inputs]
         fields[node.name] = node.op.receptive_field([fields[name] for name in node.inputs], shapes, node.shape,
                                                     node.meta)
         if fields[node.name] is not None:
             receptive[node.name] = fields[node.name]
-    paths = [PathStats(output, {length: n for length, n in enumerate(histograms[output]) if n})
-             for output in graph.outputs]
-    return Analysis(graph.name, paths, receptive, weight_layers)
+        for producer in node.inputs:
+            if last_use.get(producer) == position and producer not in outputs:
+                del paths[producer], fields[producer]
+    histograms = _histograms(graph, order, last_use) if cost <= HISTOGRAM_BUDGET else {}
+    stats = []
+    for output in graph.outputs:
+        found = paths[output]
+        histogram = histograms.get(output)
+        stats.append(PathStats(output, None if histogram is None else
+                               {length: n for length, n in enumerate(histogram) if n},
+                               found.count, found.longest, found.shortest, found.total))
+    return Analysis(graph.name, stats, receptive, weight_layers)
+
+
+def _input_lengths(node) -> list[int]:
+    """The weight layers between each input and the node itself: 1 through a projection shortcut, else 0."""
+    plans = node.meta.get("shortcuts") or []
+    return [1 if position >= 1 and position - 1 < len(plans) and plans[position - 1].kind is Shortcut.PROJECT
+            else 0 for position in range(len(node.inputs))]
+
+
+def _histograms(graph: Graph, order: list, last_use: dict[str, int]) -> dict[str, list[int]]:
+    """The number of paths of each length to every output (index: length), dropping each node's after its last
+    consumer. The caller checks the cost first (HISTOGRAM_BUDGET)."""
+    outputs = set(graph.outputs)
+    histograms: dict[str, list[int]] = {}
+    for position, node in enumerate(order):
+        if node.is_input:
+            histograms[node.name] = [1]
+            continue
+        total: list[int] = []
+        for producer, extra in zip(node.inputs, _input_lengths(node)):
+            total = _added(total, _shifted(histograms[producer], extra))
+        histograms[node.name] = _shifted(total, int(type(node.op).weight_layer))
+        for producer in node.inputs:
+            if last_use.get(producer) == position and producer not in outputs:
+                del histograms[producer]
+    return {name: histograms[name] for name in graph.outputs}
 
 
 # ---- dynamic: gradients at initialisation ----------------------------------------------------------

@@ -130,6 +130,12 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def _finite(value: float) -> float:
+    if value != value:   # NaN passes FloatRange
+        raise click.BadParameter("give a number of GiB, e.g. `--max-memory 64`", param_hint="--max-memory")
+    return value
+
+
 include_path_option = click.option(
     "-I", "--include-path", "include_path", multiple=True, metavar="DIR",
     type=click.Path(exists=True, file_okay=False, path_type=str),
@@ -190,10 +196,12 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[
 @click.option("--dtype", type=click.Choice(list(resgraph.DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weight initialisation.")
 @click.option("--zero-init-residual", is_flag=True, help="Zero the norm that ends each residual branch.")
-@click.option("--max-memory", type=float, default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
+@click.option("--max-memory", type=click.FloatRange(0, 2**40), callback=lambda ctx, param, value: _finite(value),
+              default=resgraph.DEFAULT_MAX_MEMORY_BYTES / 2**30, show_default=True,
               metavar="GIB", help="Refuse networks whose parameters and activations (for --batch samples) "
                                   "would need more memory than this.")
-@click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the check pass.")
+@click.option("--batch", type=click.IntRange(1, 2**31 - 1), default=2, show_default=True,
+              help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
 @plugins_option
 @_handle_errors
@@ -214,6 +222,11 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
         raise click.BadParameter(str(exc), param_hint="--device") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    try:
+        torch.empty(0, device=torch_device)   # torch knows the name but may not be built for it (xla, mps)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise click.BadParameter(f"this torch cannot allocate tensors on `{device}` ({str(exc).split('. ')[0][:160]}); "
+                                 "use cpu, meta or an available cuda device", param_hint="--device") from None
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. zero_init_residual without effect
         warnings.simplefilter("always")
@@ -254,7 +267,13 @@ def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
     network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
                             plugins=not no_plugins)
     _print_diagnostics(network.warnings, network.sources)
-    path = resgraph.render(network, output, depth=depth)
+    from .diagram import DiagramCollapsed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DiagramCollapsed)
+        path = resgraph.render(network, output, depth=depth)
+    for warning in caught:
+        click.echo(f"note: {warning.message}", err=True)
     click.echo(f"wrote {path}")
 
 
@@ -307,7 +326,7 @@ def export(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
 @click.option("--compare", type=click.Path(dir_okay=False, path_type=str), metavar="SPEC",
               help="A second spec analysed alongside, e.g. a plain net against its residual twin.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, batch and labels.")
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 2**31 - 1), default=8, show_default=True)
 @_handle_errors
 def analyze(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], grad: bool, plot: str | None,
             compare: str | None, seed: int, batch: int) -> None:

@@ -6,7 +6,11 @@ edges into an `add` are drawn by shortcut kind: identity, projection or zero-pad
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -28,7 +32,36 @@ OP_COLORS = {"conv1d": "#e3f2fd", "conv2d": "#e3f2fd", "linear": "#e3f2fd", "add
 
 
 class RenderError(Exception):
-    """The diagram could not be produced (unknown suffix, graphviz's `dot` missing or failing)."""
+    """The diagram could not be produced (unknown suffix, graphviz's `dot` missing, failing or too slow)."""
+
+
+class DiagramCollapsed(UserWarning):
+    """A big network was drawn with its deeper blocks collapsed (see NODE_BUDGET); the message says how."""
+
+
+# graphviz's layout grows much faster than the number of boxes: 2,800 boxes in clusters took 8 s, 8,400 more than
+# 120 s, and 21,000 ran out of memory. Images (not .dot text) of bigger networks collapse their deeper block
+# instances until at most NODE_BUDGET boxes are left; where even depth 0 leaves more than MAX_DRAWN, they are
+# refused; and `dot` gets DOT_TIMEOUT seconds (RESGRAPH_RENDER_TIMEOUT overrides it).
+NODE_BUDGET = 1000
+MAX_DRAWN = 5000
+DOT_TIMEOUT = 60.0
+
+
+def automatic_depth(graph: Graph) -> int | None:
+    """None where every node fits in NODE_BUDGET boxes; else the deepest nesting level whose collapsed drawing
+    fits (0 where none does)."""
+    if len(graph) <= NODE_BUDGET:
+        return None
+    deepest = max((len(node.scopes) for node in graph), default=0)
+    for depth in range(deepest - 1, -1, -1):
+        if _drawn_count(graph, depth) <= NODE_BUDGET:
+            return depth
+    return 0
+
+
+def _drawn_count(graph: Graph, depth: int) -> int:
+    return len({node.scopes[depth] if len(node.scopes) > depth else node.name for node in graph})
 
 
 def check_output_or_fail(output: Path, inputs: Iterable[str]) -> None:
@@ -207,6 +240,42 @@ class _GroupOp:
         return self._label
 
 
+def drawing_depth(graph: Graph, depth: int | None) -> int | None:
+    """`depth`, or where none is given and the network is too big to lay out quickly, the automatic one (with a
+    DiagramCollapsed warning); raises RenderError where the drawing would still be too big."""
+    if depth is None:
+        depth = automatic_depth(graph)
+        if depth is not None:
+            warnings.warn(DiagramCollapsed(
+                f"`{graph.name}` has {len(graph):,} nodes, more than graphviz lays out in reasonable time "
+                f"({NODE_BUDGET:,}): block instances below nesting level {depth} are drawn as one box each "
+                f"({_drawn_count(graph, depth):,} boxes); choose with `--depth`, or write `.dot` for every node"),
+                stacklevel=3)
+    drawn = len(graph) if depth is None else _drawn_count(graph, depth)
+    if drawn > MAX_DRAWN:
+        raise RenderError(f"the drawing would have {drawn:,} boxes, more than graphviz can lay out ({MAX_DRAWN:,}); "
+                          "use a smaller `--depth` (blocks collapse to one box each), or write `.dot` text")
+    return depth
+
+
+def _run_dot(source: str, suffix: str) -> bytes:
+    """graphviz's `dot` on `source`, within DOT_TIMEOUT seconds."""
+    program = shutil.which("dot")
+    if program is None:
+        raise RenderError("graphviz's `dot` program is not installed (Debian/Ubuntu: `apt-get install "
+                          "graphviz`; macOS: `brew install graphviz`); `-o file.dot` works without it")
+    timeout = float(os.environ.get("RESGRAPH_RENDER_TIMEOUT") or DOT_TIMEOUT)
+    try:
+        done = subprocess.run([program, f"-T{suffix}"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"graphviz's `dot` did not finish within {timeout:g} s; draw fewer boxes with `--depth` "
+                          "(e.g. `--depth 1`), or write `.dot` text; RESGRAPH_RENDER_TIMEOUT sets the limit") from None
+    if done.returncode != 0:
+        raise RenderError(f"graphviz's `dot` failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
+
+
 def render_to_file(graph: Graph, output: Path, depth: int | None = None, inputs: Iterable[str] = ()) -> Path:
     """Write the diagram atomically: to a temporary file beside `output`, then renamed over it,
     so a failure leaves no partial file. `inputs`, the files the run read, are never replaced."""
@@ -214,19 +283,13 @@ def render_to_file(graph: Graph, output: Path, depth: int | None = None, inputs:
     if suffix not in FORMATS:
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf or .dot suffix")
     check_output_or_fail(output, inputs)
+    if suffix != "dot":
+        depth = drawing_depth(graph, depth)
     digraph = to_digraph(graph, depth)
     if suffix == "dot":
         data = digraph.source.encode("utf-8")
     else:
-        import graphviz
-
-        try:
-            data = digraph.pipe(format=suffix)
-        except graphviz.ExecutableNotFound:
-            raise RenderError("graphviz's `dot` program is not installed (Debian/Ubuntu: `apt-get install "
-                              "graphviz`; macOS: `brew install graphviz`); `-o file.dot` works without it") from None
-        except graphviz.CalledProcessError as exc:
-            raise RenderError(f"graphviz's `dot` failed: {exc.stderr.decode(errors='replace').strip()}") from None
+        data = _run_dot(digraph.source, suffix)
     try:
         write_atomically(output, data, inputs=inputs)
     except FileNotFoundError as exc:

@@ -44,7 +44,8 @@ from .constructors import (
 )
 from .expr import YAML_CONSTANTS, ExprError, evaluate, parse_expression
 from .graph import Graph, Instance
-from .lower import Builder
+from .lower import Builder, _module_attributes
+from .module_names import module_attribute
 from .python_text import escape_text, python_docstring, python_name, python_string
 
 # ---- recording statements ----------------------------------------------------------------------
@@ -75,6 +76,14 @@ class SourceBuilder(Builder):
     def __init__(self, graph: Graph) -> None:
         super().__init__(graph)
         self.statements: dict[str, list[Statement]] = {}
+        self._names: dict[str, frozenset[str]] = {}
+
+    def _scope_names(self, prefix: str) -> frozenset[str]:
+        """The spec's names in the scope of `prefix` (its nodes and block calls), which a renamed module avoids."""
+        if prefix not in self._names:
+            calls = {name[len(prefix):].split(".")[0] for name in self.ir.instances if name.startswith(prefix)}
+            self._names[prefix] = frozenset({n.local_name for n in self.ir if n.prefix == prefix} | calls)
+        return self._names[prefix]
 
     def _emit(self, statement: Statement) -> Temp:
         statement.position = self.position
@@ -87,6 +96,7 @@ class SourceBuilder(Builder):
         if "." in slot:   # a name that is no identifier is written `getattr(self, "0a")`; a dotted path is a tree
             raise EjectError(f"cannot write out `{self.node.name}`: its `key: {slot}` is a dotted module path "
                              "(keys with dots are compiled, not exported, for now)")
+        slot = module_attribute(slot, self._scope_names(self.node.prefix), _module_attributes())   # as compile does
         return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module,
                                     kwargs=dict(kwargs or {})))
 

@@ -604,9 +604,28 @@ def _shown(value: Any) -> str:
     return "null" if value is None else repr(value)
 
 
+def _too_large(value: Any) -> bool:
+    """An integer a spec could not hold (see source.py), given as a param from Python."""
+    from .expr import MAX_INT
+
+    if isinstance(value, (list, tuple)):
+        return any(_too_large(item) for item in value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT
+
+
 def _literal(value: Any) -> Any:
     """Normalise a literal param value (lists become tuples so that they stay immutable)."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _counted(node: Node, shapes: list) -> list:
+    """`shapes`, where the node's op takes that many inputs (the graph check reports it later, with its place)."""
+    op = type(node.op)
+    if len(shapes) < op.min_inputs or (op.max_inputs is not None and len(shapes) > op.max_inputs):
+        most = "" if op.max_inputs == op.min_inputs else " or more" if op.max_inputs is None else f" to {op.max_inputs}"
+        raise ShapeError(f"`{op.op_name()}` takes {op.min_inputs}{most} input{'s' * (op.max_inputs != 1)}, "
+                         f"got {len(shapes)}")
+    return shapes
 
 
 class _ShapeLookup:
@@ -696,7 +715,7 @@ class _Expander:
             else:
                 try:
                     meta: dict = {}
-                    self.shapes[name] = tuple(node.op.infer_shape(shapes, meta))
+                    self.shapes[name] = tuple(node.op.infer_shape(_counted(node, shapes), meta))
                     if "outputs" in meta:
                         self.several_outputs[name] = meta["outputs"]
                 except ShapeError as exc:
@@ -1028,6 +1047,10 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             diagnostics.error("RG033", f"the spec has no parameter `{key}` to set",
                               source.span(("params",), key=True) if "params" in source.data else None,
                               help=did_you_mean(key, spec.params) or f"its parameters: {known}")
+        elif _too_large(value):
+            diagnostics.error("RG038", f"the value given for parameter `{key}` is too large: integers are limited "
+                              "to 2**62", source.span(("params", key), key=True),
+                              help="sizes and counts this large cannot be allocated; check the value")
         else:
             values[key] = _literal(_given(key, value, spec.params[key], source, diagnostics))
     graph = Graph(spec.name or Path(source.path).stem, params=dict(values))

@@ -27,8 +27,69 @@ class ExprError(Exception):
         self.message, self.kind, self.help, self.name = message, kind, help, name
 
 
-def _make_divisible(value: Value, divisor: Value, min_value: Value = None) -> int:
+MAX_DIGITS = 64         # `round(x, n)`: |n| at most this (10**n is computed for int rounding)
+MAX_ARGS = 16           # arguments of `min` and `max`, like list items
+MAX_TEXT = 32           # characters of a string that `int(...)` or `float(...)` converts
+
+
+def _numbers(name: str, args: tuple, least: int, most: int) -> None:
+    """The bounds every builtin checks first: a few arguments, each a bounded number."""
+    if not least <= len(args) <= most:
+        count = f"{least}" if least == most else f"{least} to {most}"
+        raise ExprError(f"`{name}(...)` takes {count} argument{'s' * (most != 1)}, got {len(args)}")
+    for value in args:
+        _number(value, f"`{name}(...)`")
+        _bounded(value)
+
+
+def _min_max(name: str, function: Callable[..., Value]) -> Callable[..., Value]:
+    def bounded(*args: Value) -> Value:
+        items = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+        if not 1 <= len(items) <= MAX_ARGS:
+            raise ExprError(f"`{name}(...)` takes 1 to {MAX_ARGS} values, got {len(items)}")
+        for value in items:
+            _bounded(value)
+        return function(items)
+    return bounded
+
+
+def _abs(*args: Value) -> Value:
+    _numbers("abs", args, 1, 1)
+    return abs(args[0])
+
+
+def _convert(name: str, kind: type) -> Callable[..., Value]:
+    def convert(*args: Value) -> Value:
+        if len(args) == 1 and isinstance(args[0], str):
+            if len(args[0]) > MAX_TEXT:
+                raise ExprError(f"`{name}(...)` converts strings of at most {MAX_TEXT} characters")
+            return kind(args[0])
+        _numbers(name, args, 1, 1)
+        return kind(args[0])
+    return convert
+
+
+def _round(*args: Value) -> Value:
+    _numbers("round", args, 1, 2)
+    if len(args) == 2:
+        if not isinstance(args[1], int):
+            raise ExprError(f"`round(x, digits)` needs an integer number of digits, got `{args[1]!r}`")
+        if abs(args[1]) > MAX_DIGITS:
+            raise ExprError(f"`round(x, digits)` takes digits from -{MAX_DIGITS} to {MAX_DIGITS}, got {args[1]}")
+    return round(*args)
+
+
+def _rounding(name: str, function: Callable[[Value], Value]) -> Callable[..., Value]:
+    def rounding(*args: Value) -> Value:
+        _numbers(name, args, 1, 1)
+        return function(args[0])
+    return rounding
+
+
+def _make_divisible(*args: Value) -> int:
     # As in timm and torchvision: round to the nearest multiple, never below 90 % of the value.
+    _numbers("make_divisible", args, 2, 3)
+    value, divisor, min_value = (*args, None)[:3]
     min_value = min_value or divisor
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
@@ -40,8 +101,9 @@ def _shape_unavailable(*args: Value) -> Value:
 
 
 FUNCTIONS: dict[str, Callable[..., Value]] = {
-    "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
-    "floor": math.floor, "ceil": math.ceil, "make_divisible": _make_divisible, "shape": _shape_unavailable,
+    "min": _min_max("min", min), "max": _min_max("max", max), "abs": _abs, "int": _convert("int", int),
+    "float": _convert("float", float), "round": _round, "floor": _rounding("floor", math.floor),
+    "ceil": _rounding("ceil", math.ceil), "make_divisible": _make_divisible, "shape": _shape_unavailable,
 }
 
 
@@ -133,6 +195,8 @@ def _bounded(value: Value) -> Value:
         raise ExprError("the value is too large (more than 2**62)")
     if isinstance(value, float) and not math.isfinite(value):
         raise ExprError(f"the value is not finite ({value})")
+    if isinstance(value, complex):
+        raise ExprError("the value is a complex number", help="a negative number to a fractional power has none")
     return value
 
 

@@ -21,6 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .graph import Graph, Node
+from .module_names import MODULE_ATTRIBUTES, module_attribute
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
@@ -28,10 +29,13 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNor
 class Builder:
     """What an op's `lower` may do: add a submodule call or a function call for the current node."""
 
-    def __init__(self, graph: Graph, users: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, graph: Graph, users: dict[str, list[str]] | None = None, taken: frozenset[str] = frozenset()
+                 ) -> None:
         self.ir = graph
         self.fx = fx.Graph()
         self.modules: dict[str, nn.Module] = {}   # attribute name (within the scope) -> module
+        self.spec_names: dict[str, str] = {}      # attribute name -> the spec's name, where they differ
+        self.taken = taken                        # the spec's names in the scope, which renamed ones avoid
         self.node: Node | None = None
         self._users = users if users is not None else graph.users()
         self._outputs = set(graph.outputs) | set(graph.training_outputs)   # returned: never overwritten
@@ -41,6 +45,8 @@ class Builder:
         """Register `module` as the node's (or as `name` within the node's block) and call it."""
         assert self.node is not None
         target = name or self.node.module_name
+        if "." not in target:   # a `key` is a path the user chose; a plain name may be one torch reserves
+            target = self.attribute(target)
         if target in self.modules:
             raise ValueError(f"two modules would be named `{self.node.prefix + target}`")
         self.modules[target] = module
@@ -58,6 +64,14 @@ class Builder:
             raise ValueError(f"two attributes would be named `{self.node.prefix + target}`")
         self.modules[target] = tensor if persistent or isinstance(tensor, nn.Parameter) else _Volatile(tensor)
         return self._traced(self.fx.create_node("get_attr", target, name=_identifier(self.node.local_name)))
+
+    def attribute(self, name: str) -> str:
+        """The attribute of the module named `name` in the spec: `forward` or `class` cannot be one (see
+        module_names.py; `validate` warns), and become `forward_`, `class_`."""
+        attribute = module_attribute(name, self.taken, _module_attributes())
+        if attribute != name:
+            self.spec_names[attribute] = name
+        return attribute
 
     def shortcut(self, module: nn.Module | None, arg: Any, name: str) -> Any:
         """A shortcut path: `module` (a projection or zero-padding) applied to `arg`, or `arg` itself."""
@@ -91,6 +105,18 @@ class Builder:
         producer = self.ir.nodes[self.node.inputs[position]]
         return (producer.op is not None and type(producer.op).fresh_output
                 and len(self._users[producer.name]) == 1 and producer.name not in self._outputs)
+
+
+_ATTRIBUTES: list[frozenset[str]] = []
+
+
+def _module_attributes() -> frozenset[str]:
+    """module_names.MODULE_ATTRIBUTES, and any attribute this torch's modules have beyond it."""
+    if not _ATTRIBUTES:
+        probe = CompiledNetwork(nn.Module(), fx.Graph(), class_name="Probe")
+        found = set(dir(probe)) | set(vars(probe)) | set(dir(nn.Sequential()))
+        _ATTRIBUTES.append(MODULE_ATTRIBUTES | {name for name in found if not name.startswith("__")})
+    return _ATTRIBUTES[0]
 
 
 def _identifier(name: str) -> str:
@@ -166,7 +192,9 @@ class _ScopeLowering:
 
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph
-        b = Builder(graph, self.users)
+        taken = frozenset([n.local_name for n in self.own.get(scope, [])]
+                          + [call.rpartition(".")[2] for call in self.calls.get(scope, {})])
+        b = Builder(graph, self.users, taken)
         values: dict[str, fx.Node] = {}
         if scope:
             instance = graph.instances[scope]
@@ -185,7 +213,6 @@ class _ScopeLowering:
         called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
-        keys = {}   # call path -> its module path within the scope
         for _, item in sorted(items, key=lambda pair: pair[0]):
             if isinstance(item, Node):
                 b.node = item
@@ -194,13 +221,13 @@ class _ScopeLowering:
                 values[item.name] = item.op.lower(b, args, shapes, item.shape, item.meta)
                 for attribute, module in b.modules.items():
                     if isinstance(module, nn.Module):
-                        self.modules.setdefault(item.prefix + attribute, module)
+                        self.modules.setdefault(item.prefix + b.spec_names.get(attribute, attribute), module)
                 continue
             instances = self.calls[scope][item]
             children = [self.build(i.name) for i in instances]
             child = children[0] if instances[0].index is None else \
                 nn.Sequential(OrderedDict((i.name.rpartition(".")[2], c) for i, c in zip(instances, children)))
-            local = instances[0].key or item.rpartition(".")[2]
+            local = instances[0].key or b.attribute(item.rpartition(".")[2])
             if local in b.modules:
                 raise ValueError(f"two modules would be named `{scope + '.' if scope else ''}{local}`")
             b.node = None

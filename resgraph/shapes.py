@@ -22,6 +22,12 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
     complete = True
     for node in graph.topological_order():
         if node.is_input:
+            try:
+                check_tensor_limits(node.shape or (), 0, "its shape")
+            except ShapeError as exc:
+                diagnostics.error(exc.code, f"input `{node.name}`: {exc.message}", node.span, notes=node.notes,
+                                  help="check the input's dims")
+                node.shape, complete = None, False
             continue
         shapes = [graph.nodes[name].shape for name in node.inputs]
         if node.op is None or any(shape is None for shape in shapes):
@@ -35,6 +41,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
             shape = node.op.infer_shape(shapes, node.meta)
             node.shape = tuple(shape)
             node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
+            check_tensor_limits(node.shape, node.meta["params"])
             node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
         except ShapeError as exc:
             node.shape = None
@@ -70,6 +77,8 @@ def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> No
                       f"op `{node.op.op_name()}`" + (f" (at {where})" if where else ""), node.span,
                       help="this is a bug in the plugin: report it to its authors; a shape rule rejects an input by "
                            "raising `ShapeError(message, help=...)`", notes=node.notes)
+
+
 def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
     """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
     (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
@@ -131,6 +140,29 @@ def _batch_of_one(graph: Graph, node, diagnostics: Diagnostics) -> bool:
                           help=f"bring it to the batch first: `{{op: expand, inputs: [{local(one)}, {local(other)}]}}`")
         return False
     return True   # add and mul broadcast; other ops read one input
+
+
+# torch keeps sizes, element counts and byte counts in int64: a tensor of n elements of 8 bytes (float64, the
+# widest dtype `compile` offers) needs 8·n < 2**63. Every output (per sample) and every node's parameters (all its
+# tensors together, so each one) stay below this, so that a spec `validate` accepts always compiles.
+MAX_ELEMENTS = 2**60 - 1
+
+
+def check_tensor_limits(shape: "tuple[int, ...]", params: int, what: str = "the output") -> None:
+    """Raise ShapeError (RG046) where an output shape or a parameter count is beyond what torch can hold."""
+    numel = 1
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise ShapeError(f"{what} would have the dimension {dim!r}", code="RG046")
+        numel *= dim
+        if numel > MAX_ELEMENTS:
+            shown = fmt_shape(shape) if sum(len(str(d)) for d in shape) < 120 else f"{len(shape)} dimensions"
+            raise ShapeError(f"{what} ({shown}) would have more than 2**60 elements per sample, beyond "
+                             "what a torch tensor can hold", code="RG046",
+                             help="check the sizes that lead here (input dims, `out`, `scale`, kernel and stride)")
+    if params > MAX_ELEMENTS:
+        raise ShapeError(f"the parameters ({params:,}) are more than 2**60 elements, beyond what a torch tensor "
+                         "can hold", code="RG046", help="check the sizes that lead here (input dims and `out`)")
 
 
 # More parameters than any real layer has (2^31: more than an int32 can index); almost surely a

@@ -129,11 +129,7 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if tag == _BOOL:
         return value.lower() == "true"
     if tag == _INT:
-        if value.startswith("0o"):
-            return int(value[2:], 8)
-        if value.startswith("0x"):
-            return int(value[2:], 16)
-        return int(value)
+        return _integer(value, node)
     if tag == _FLOAT:
         lowered = value.lower()
         if lowered.endswith(".inf"):
@@ -142,6 +138,25 @@ def _scalar(node: yaml.ScalarNode) -> Any:
             return math.nan
         return float(value)
     raise _Unsupported(f"the yaml tag `{tag}` is not allowed in a spec", node)
+
+
+# Integers in specs are bounded as expression values are (|n| <= 2**62, see expr.MAX_INT), however they are
+# written; the digits are counted before converting, so a two-million-digit literal costs nothing.
+_INT_DIGITS = {8: 21, 10: 19, 16: 16}   # digits of 2**62 in each base
+
+
+def _integer(text: str, node: yaml.Node) -> int:
+    from .expr import MAX_INT
+
+    base, digits = (8, text[2:]) if text.startswith("0o") else (16, text[2:]) if text.startswith("0x") else (10, text)
+    significant = digits.lstrip("+-").lstrip("0")   # leading zeros count towards Python's 4,300-digit limit
+    sign = -1 if digits.startswith("-") else 1
+    value = sign * int(significant or "0", base) if len(significant) <= _INT_DIGITS[base] else None
+    if value is None or abs(value) > MAX_INT:
+        shown = text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(significant):,} digits)"
+        raise _Unsupported(f"the number `{shown}` is too large: integers in a spec are limited to 2**62", node,
+                           code="RG038", help="sizes and counts this large cannot be allocated; check the value")
+    return value
 
 
 class _Unsupported(Exception):

@@ -42,6 +42,7 @@ TESTED_ELSEWHERE = {
     "RG007": "test_a_spec_that_is_not_a_regular_file",
     "RG036": "test_compile_memory_limit",
     "RG037": "test_compile_memory_limit",
+    "RG039": "test_reserved_node_names_compile_with_a_warning",
     "RG043": "test_warning_for_unused_node_is_not_an_error",
     "RG053": "test_projection_of_an_unchanged_shape_is_a_warning",
     "RG060": "test_import_of_an_unsupported_layer",
@@ -654,3 +655,17 @@ def test_help_texts_name_ops_that_exist():
     assert not wrong, f"help texts name ops that do not exist: {wrong}"
     # the detector sees ops that do not exist, and lets field names through
     assert _op_like("view") and _op_like("reshape") and not _op_like("groups") and not _op_like("shortcut")
+def test_reserved_node_names_compile_with_a_warning(validate_text, load_text):
+    """RG039: a node named like a keyword or a module attribute is renamed in the module, with a warning."""
+    text = """
+        resgraph: 1
+        input: [8]
+        nodes:
+          forward: {op: linear, out: 4}
+          fc: {op: linear, out: 2}
+        """
+    (warning,) = validate_text(text)
+    assert (warning.code, warning.severity.value, warning.span.line) == ("RG039", "warning", 4)
+    assert "`forward_`" in warning.message
+    model = resgraph.compile(load_text(text), device="meta")
+    assert [k for k in model.state_dict()] == ["forward_.weight", "forward_.bias", "fc.weight", "fc.bias"]

@@ -40,12 +40,7 @@ def test_failed_render_keeps_the_existing_file(tmp_path, monkeypatch):
     network = resgraph.load(SPECS / "resnet18.yaml")
     out = tmp_path / "net.svg"
     out.write_text("previous")
-    import graphviz
-
-    def broken(*args, **kwargs):
-        raise graphviz.ExecutableNotFound(["dot"])
-
-    monkeypatch.setattr(graphviz.Digraph, "pipe", broken)
+    monkeypatch.setenv("PATH", "")   # graphviz's `dot` cannot be found
     with pytest.raises(RenderError, match="not installed"):
         render_to_file(network.graph, out)
     assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["net.svg"]
@@ -81,3 +76,40 @@ def test_outputs_of_chunk_are_nodes_graphviz_reads_as_such(tmp_path):
     assert '\t"stage2.1.halves:1" [' not in source and '-> "stage2.1.halves:1"' not in source
     result = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "port" not in result.stderr, result.stderr
+
+
+def test_big_networks_collapse_past_the_node_budget(tmp_path, monkeypatch):
+    """Issue 14: graphviz ran for minutes on 8,400 nodes and out of memory on 21,000. Images collapse deeper
+    blocks automatically past NODE_BUDGET, and say so; `.dot` text keeps every node."""
+    import resgraph.diagram as diagram
+
+    network = resgraph.load(SPECS / "resnet18.yaml")
+    monkeypatch.setattr(diagram, "NODE_BUDGET", 30)
+    with pytest.warns(diagram.DiagramCollapsed, match=r"has \d+ nodes.*`--depth`"):
+        render_to_file(network.graph, tmp_path / "net.svg")
+    assert (tmp_path / "net.svg").read_text().count("<g id=\"node") <= 30
+    render_to_file(network.graph, tmp_path / "net.dot")   # no warning: text for every node
+    assert "layer4.1.conv2" in (tmp_path / "net.dot").read_text()
+    monkeypatch.setattr(diagram, "MAX_DRAWN", 10)
+    with pytest.warns(diagram.DiagramCollapsed), pytest.raises(RenderError, match="more than graphviz can lay out"):
+        render_to_file(network.graph, tmp_path / "other.svg")
+    assert not (tmp_path / "other.svg").exists()
+
+
+def test_graphviz_runs_under_a_time_limit(tmp_path, monkeypatch):
+    network = resgraph.load(SPECS / "resnet50.yaml")
+    monkeypatch.setenv("RESGRAPH_RENDER_TIMEOUT", "0.001")
+    with pytest.raises(RenderError, match=r"did not finish within 0.001 s.*--depth"):
+        render_to_file(network.graph, tmp_path / "net.svg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_says_when_it_collapses(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import resgraph.diagram as diagram
+    from resgraph.cli import main
+
+    monkeypatch.setattr(diagram, "NODE_BUDGET", 30)
+    result = CliRunner().invoke(main, ["render", str(SPECS / "resnet18.yaml"), "-o", str(tmp_path / "n.svg")])
+    assert result.exit_code == 0 and "note: `resnet18` has" in result.output

@@ -6,8 +6,8 @@ import math
 from fractions import Fraction
 from typing import ClassVar, Literal
 
-from .base import (Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod, register,
-                   spatial)
+from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod,
+                   register, spatial)
 from .conv import init_conv
 
 
@@ -167,7 +167,12 @@ class Upsample(Op):
                              help="leave `align_corners` out for `nearest`")
         if self.size is not None:
             return (shape[0], *spatial(self.size, len(shape) - 1, "size"))
-        out = tuple(math.floor(s * self.scale) for s in shape[1:])
+        scaled = [s * self.scale for s in shape[1:]]   # in floating point, as torch computes it
+        if not all(math.isfinite(x) and x <= MAX_DIM for x in scaled):
+            raise ShapeError(f"`scale: {self.scale}` makes {fmt_shape(shape[1:])} larger than {MAX_DIM:,} per "
+                             "dimension", attr="scale", code="RG046",
+                             help="use a scale that gives a size torch can hold, e.g. 2")
+        out = tuple(math.floor(x) for x in scaled)
         if any(o < 1 for o in out):
             raise ShapeError(f"`scale: {self.scale}` shrinks {fmt_shape(shape[1:])} to nothing ({fmt_shape(out)})",
                              attr="scale", help="every output size, floor(size * scale), must be at least 1")

@@ -1,7 +1,8 @@
 """The op registry: every op is one class in one file of this package, registered by name."""
 
 # registration side effects: importing a module registers its ops
-from . import activation, attention, conv, dense, merge, named_activation, norm, pool, resample  # noqa: F401
+from . import (activation, arithmetic, attention, conv, dense, merge, named_activation, norm, pad, pool,  # noqa: F401
+               reduce, resample)
 from .base import REGISTRY, Op, Shape, ShapeError
 
 __all__ = ["REGISTRY", "Op", "Shape", "ShapeError"]

@@ -1,6 +1,6 @@
 """activation: an element-wise activation chosen by name, so that a param can choose it (`op` itself is literal).
 
-It lowers exactly as the op it names (relu, gelu, silu, sigmoid or tanh), giving the same code and modules."""
+It lowers exactly as the op it names, with that op's defaults, giving the same code and modules."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from typing import ClassVar, Literal
 
 from .base import REGISTRY, Choice, Op, Shape, register
 
-FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh")
+FUNCTIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leaky_relu", "elu",
+             "prelu", "mish", "softplus", "softmax", "log_softmax")
 
 
 @register
 class Activation(Op):
     """`{op: activation, function: act}` with a param `act: relu` runs `relu`; as torch's Transformer layers
-    take `activation="relu"` or `"gelu"`."""
+    take `activation="relu"` or `"gelu"`, and torchvision's MobileNetV3 `nn.ReLU` or `nn.Hardswish`. The named
+    op runs with its defaults (`leaky_relu`: slope 0.01, `elu`: alpha 1, `prelu`: one learnable slope,
+    `softplus`: beta 1, `softmax` / `log_softmax`: the last dimension); one input, its shape unchanged."""
 
     op: Literal["activation"]
     function: Choice(*FUNCTIONS) = "relu"
@@ -27,6 +30,12 @@ class Activation(Op):
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         return self.named().infer_shape(inputs, meta)
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return self.named().count_params(inputs, output, meta)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return self.named().receptive_field(fields, inputs, output, meta)
 
     def lower(self, b, args, inputs, output, meta):
         return self.named().lower(b, args, inputs, output, meta)

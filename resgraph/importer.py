@@ -121,9 +121,27 @@ def _resolve_target(target: str | nn.Module, kwargs: dict[str, Any]) -> tuple[nn
 
 # ---- tracing and shapes ------------------------------------------------------------------------
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, with one more kind of leaf: a subclass of a torch.nn layer resgraph maps that keeps the
+    layer's forward (torchvision's `Conv3DSimple` is an `nn.Conv3d` with another constructor)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return super().is_leaf_module(m, module_qualified_name) or _layer_type(m) is not None
+
+
+def _layer_type(module: nn.Module) -> type | None:
+    """The torch.nn layer class in `_MODULES` that `module` is, or is a subclass of with the same forward."""
+    if type(module) in _MODULES:
+        return type(module)
+    for base in type(module).__mro__[1:]:
+        if base in _MODULES:
+            return base if type(module).forward is base.forward else None
+    return None
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace; torch.nn's own layers stay leaves (`call_module` nodes)."""
-    tracer = fx.Tracer()
+    tracer = _Tracer()
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds for untraceable code
@@ -640,7 +658,8 @@ def _describe_module(module: nn.Module) -> str:
 def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
-        entry = _MODULES.get(type(module))
+        layer = _layer_type(module)
+        entry = _MODULES.get(layer) if layer is not None else None
         if entry is None:
             raise _Unsupported(_describe_module(module))
         op, attributes = entry
@@ -1550,6 +1569,7 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
                             or any(True for _ in module.buffers(recurse=False))):
             continue
         original = modules.get(path)
-        if type(original) is not type(module) or original.extra_repr() != module.extra_repr():
+        same_layer = type(original) is type(module) or (original is not None and _layer_type(original) is type(module))
+        if not same_layer or original.extra_repr() != module.extra_repr():
             raise _fail(f"`{path}` would be `{module!r}` in the imported spec but is `{original!r}` in the model",
                         help="the model uses a setting the importer does not map")

@@ -79,7 +79,7 @@ class SourceBuilder(Builder):
         hint = self.node.local_name
         if function is operator.iadd:
             return self._emit(Statement("iadd", Temp(hint), list(args)))
-        if function in (operator.add, operator.mul):
+        if function in BINARY_SYMBOLS:
             return self._emit(Statement("binary", Temp(hint), list(args), function=function))
         if function is operator.getitem:  # `result[0]`: an item of a module's tuple result
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
@@ -88,6 +88,9 @@ class SourceBuilder(Builder):
     def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> Temp:
         return self._emit(Statement("method", Temp(self.node.local_name), list(args), function=method,
                                     kwargs=dict(kwargs or {})))
+
+
+BINARY_SYMBOLS = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
 
 
 # ---- module constructors as expression trees ------------------------------------------------------
@@ -108,15 +111,16 @@ def _same(values: Sequence[Any]) -> Any:
 
 def constructor(module: nn.Module) -> Call:
     """The call that rebuilds `module` (its structure; weights come from a state_dict)."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        cls = "nn.Conv1d" if isinstance(module, nn.Conv1d) else "nn.Conv2d"
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        cls = f"nn.{type(module).__name__}"
         padding = module.padding if isinstance(module.padding, str) else _same(module.padding)
         return Call(cls, [(None, module.in_channels), (None, module.out_channels),
                           ("kernel_size", _same(module.kernel_size)), ("stride", _same(module.stride)),
                           ("padding", padding), ("dilation", _same(module.dilation)), ("groups", module.groups),
                           ("bias", module.bias is not None), ("padding_mode", module.padding_mode)])
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        cls = "nn.BatchNorm1d" if isinstance(module, nn.BatchNorm1d) else "nn.BatchNorm2d"
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                           nn.InstanceNorm3d)):
+        cls = f"nn.{type(module).__name__}"
         return Call(cls, [(None, module.num_features), ("eps", module.eps), ("momentum", module.momentum),
                           ("affine", module.affine), ("track_running_stats", module.track_running_stats)])
     if isinstance(module, nn.LayerNorm):
@@ -134,8 +138,10 @@ def constructor(module: nn.Module) -> Call:
         return Call("nn.Dropout", [("p", module.p)])
     if isinstance(module, DropPath):
         return Call("DropPath", [(None, module.p)])
-    if isinstance(module, nn.ConvTranspose2d):
-        return Call("nn.ConvTranspose2d", [
+    if isinstance(module, nn.PReLU):
+        return Call("nn.PReLU", [(None, module.num_parameters), ("init", module.init)])
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return Call(f"nn.{type(module).__name__}", [
             (None, module.in_channels), (None, module.out_channels), ("kernel_size", _same(module.kernel_size)),
             ("stride", _same(module.stride)), ("padding", _same(module.padding)),
             ("output_padding", _same(module.output_padding)), ("groups", module.groups),
@@ -160,6 +166,11 @@ DEFAULTS = {  # keyword arguments left out when they equal torch's default
     "stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros",
     "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "elementwise_affine": True,
     "p": 0.5, "output_padding": 0, "dropout": 0.0,
+}
+# Classes whose defaults differ from DEFAULTS (instance norms have neither affine weights nor running stats).
+CLASS_DEFAULTS = {
+    **{f"nn.InstanceNorm{n}d": {**DEFAULTS, "affine": False, "track_running_stats": False} for n in (1, 2, 3)},
+    "nn.PReLU": {"init": 0.25},
 }
 
 
@@ -188,7 +199,7 @@ def _substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
                 class_defaults: dict[str, dict[str, Any]] | None = None) -> Call:
     """`call` with the leaves at `replacements` replaced, and keyword arguments that equal their
     default left out (torch's, or those of the ejected classes in `class_defaults`)."""
-    defaults = (class_defaults or {}).get(call.func, DEFAULTS)
+    defaults = (class_defaults or {}).get(call.func) or CLASS_DEFAULTS.get(call.func, DEFAULTS)
     args = []
     for position, (key, value) in enumerate(call.args):
         here = path + (position,)
@@ -232,6 +243,26 @@ def _flat(call: Call) -> str:
         text = _flat(value) if isinstance(value, Call) else _literal(value)
         parts.append(f"{key}={text}" if key else text)
     return f"{call.func}(" + ", ".join(parts) + ")"
+
+
+def _module_attribute(slot: str) -> str:
+    """How a forward reads submodule `slot`: `self.conv1`, or `getattr(self, "0")` for a name that is not a
+    Python identifier (torchvision's Sequential indices, `features.0`)."""
+    return f"self.{slot}" if slot.isidentifier() and not keyword.iskeyword(slot) else f"getattr(self, {slot!r})"
+
+
+def _assign_module(slot: str, call: Call, indent: int) -> list[str]:
+    """`self.slot = call`, or `self.add_module("0", call)` for a name that is not an identifier."""
+    if slot.isidentifier() and not keyword.iskeyword(slot):
+        return format_call(call, indent, prefix=f"self.{slot} = ")
+    return format_call(call, indent, prefix=f"self.add_module({slot!r}, ", suffix=")")
+
+
+def _assign_text(slot: str, value: str) -> str:
+    """`self.slot = value` (a name or `None`), or `self.add_module("0", value)`."""
+    if slot.isidentifier() and not keyword.iskeyword(slot):
+        return f"self.{slot} = {value}"
+    return f"self.add_module({slot!r}, {value})"
 
 
 def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
@@ -536,12 +567,11 @@ class Ejector:
             if not present:
                 continue
             shapes = {repr(_shape_of(calls[i])) for i in present}
-            attribute = f"self.{slot}"
             if len(shapes) > 1:  # different structures: the caller builds it
                 parameter = _identifier(slot, taken)
                 taken.add(parameter)
                 module_params.append((parameter, [calls[i] for i in range(len(group))]))
-                init.append(f"        {attribute} = {parameter}")
+                init.append("        " + _assign_text(slot, parameter))
                 continue
             replacements = {}
             entry = definition.nodes.get(slot) if definition is not None else None
@@ -553,13 +583,13 @@ class Ejector:
                 replacements[path] = express(values, present, f"{slot}_{argument}", written)
             call = _substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
-                init += format_call(call, 8, prefix=f"{attribute} = ")
+                init += _assign_module(slot, call, 8)
             else:
                 flag = _identifier(slot, taken)
                 taken.add(flag)
                 flags.append((flag, [calls[i] is not None for i in range(len(group))]))
-                init += [f"        {attribute} = None", f"        if {flag}:"]
-                init += format_call(call, 12, prefix=f"{attribute} = ")
+                init += ["        " + _assign_text(slot, "None"), f"        if {flag}:"]
+                init += _assign_module(slot, call, 12)
         kwarg_code: dict[tuple[int, str], Any] = {}
         for (position, key), values in kwargs.items():
             value = express(values, list(range(len(group))), f"{scopes[0].statements[position].output.hint}_{key}")
@@ -719,7 +749,7 @@ class Ejector:
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
                 arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
-                call = _flat(Call(f"{name} = self.{statement.slot}", arguments))
+                call = _flat(Call(f"{name} = {_module_attribute(statement.slot)}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \
                         resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
@@ -729,12 +759,13 @@ class Ejector:
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
                                                            presence.get(statement.slot) == "all"):
-                body.append(_flat(Call(f"{name} = self.{statement.slot}", [(None, r) for r in rendered])))
+                body.append(_flat(Call(f"{name} = {_module_attribute(statement.slot)}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
-                body.append(f"{name} = self.{statement.slot}({a}) if self.{statement.slot} is not None else {a}")
+                module = _module_attribute(statement.slot)
+                body.append(f"{name} = {module}({a}) if {module} is not None else {a}")
             elif statement.kind == "binary":
-                symbol = "+" if statement.function is operator.add else "*"
+                symbol = BINARY_SYMBOLS[statement.function]
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
             elif statement.kind == "subscript":
                 body.append(f"{name} = {rendered[0].text}[{rendered[1].text}]")

@@ -13,7 +13,7 @@ import torch
 import resgraph
 from resgraph.eject import eject_network
 
-from .conftest import SPECS
+from .conftest import ROOT, SPECS
 
 CHECK = textwrap.dedent("""
     import importlib.util, sys
@@ -163,46 +163,10 @@ def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):
         assert (ejected(x) - compiled(x)).abs().max().item() <= 1e-5
 
 
-# Issue 10's ops in one network: a 3-d input, reduced to 2-d and 1-d by `mean` over a dimension.
-ISSUE10_OPS = """
-    resgraph: 1
-    name: issue10_ops
-    input: [2, 4, 6, 6]
-    nodes:
-      conv: {op: conv3d, out: 4, kernel: 3, padding: 1, bias: false}
-      bn: batchnorm3d
-      act: hardswish
-      res: {op: add, inputs: [act, input], shortcut: project}
-      pool: {op: maxpool3d, kernel: 2, stride: [1, 2, 2]}
-      inorm: {op: instancenorm3d, affine: true}
-      up: {op: conv_transpose3d, out: 3, kernel: 2, stride: 2}
-      plane: {op: mean, dims: 2}
-      pad: {op: pad, widths: [1, 1, 1, 1], mode: reflect}
-      prelu: {op: prelu, num_parameters: 3}
-      half: {op: scale, factor: 0.5}
-      plus: {op: shift, value: 1.0}
-      leaky: {op: leaky_relu, negative_slope: 0.2, inputs: pad}
-      smooth: {op: avgpool2d, kernel: 3, stride: 1, padding: 1}
-      diff: {op: sub, inputs: [plus, smooth]}
-      shuffle: {op: pixel_shuffle, factor: 1}
-      prod: {op: matmul, inputs: [diff, shuffle]}
-      row: {op: amax, dims: -1}
-      conv1: {op: conv1d, out: 4, kernel: 3, padding: 1}
-      gate: {op: activation, function: hardsigmoid}
-      elu: {op: elu, alpha: 0.5}
-      pool1: {op: avgpool1d, kernel: 2}
-      inorm1: {op: instancenorm1d}
-      padc: {op: pad, widths: [0, 0, 1, 1], value: 0.5}
-      glob: {op: adaptive_maxpool1d, size: 1}
-      flat: flatten
-      soft: {op: log_softmax, dim: 1}
-"""
-
-
 @pytest.mark.parametrize("name", ["issue10_ops", "mobilenet_v3_large"])
-def test_ejected_file_of_the_issue10_ops_matches(tmp_path, load_text, name):
-    if name == "issue10_ops":
-        network = load_text(ISSUE10_OPS)
+def test_ejected_file_of_the_issue10_ops_matches(tmp_path, name):
+    if name == "issue10_ops":  # issue 10's ops in one network (a 3-d input, reduced to 2-d and 1-d by `mean`)
+        network = resgraph.load(ROOT / "tests" / "data" / "issue10_ops.yaml")
         model = resgraph.compile(network, seed=1).eval()
         x = torch.randn(2, 2, 4, 6, 6, generator=torch.Generator().manual_seed(2))
     else:

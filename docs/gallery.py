@@ -41,10 +41,13 @@ ENTRIES = {
     "residual_mlp": ("residual MLP, a[l+2] = g(z[l+2] + a[l])", "recomputed by hand in plain torch"),
     "transformer_encoder": ("pre-norm Transformer encoder", "torch.nn.TransformerEncoderLayer(768, 12, 3072, norm_first=True): count and outputs"),
     "unet": ("U-Net with concat skips (Ronneberger et al. 2015)", "shapes; a skip from the wrong resolution is RG051"),
+    "mobilenet_v3_large": ("MobileNetV3-Large (Howard et al. 2019)", "torchvision.models.mobilenet_v3_large: state_dict strict, equal outputs"),
+    "r3d_18": ("R3D-18, 3-d convolutions over video (Tran et al. 2018)", "torchvision.models.video.r3d_18: state_dict strict, equal outputs (8 x 56 x 56 clips)"),
+    "resnet1d": ("1-d residual CNN for time series, 5 classes", "a hand-written torch module: state_dict strict, equal outputs"),
 }
 # Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.
 DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": None, "unet": None,
-         "resnet18": None, "cifar_plain20": None}
+         "resnet18": None, "cifar_plain20": None, "resnet1d": None}
 
 
 def main() -> None:

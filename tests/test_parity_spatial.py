@@ -30,6 +30,7 @@ def _assert_parity(model: nn.Module, reference: nn.Module, x: torch.Tensor) -> N
 def test_mobilenet_v3_large_is_torchvisions():
     network = resgraph.load(SPECS / "mobilenet_v3_large.yaml")
     assert network.params == 5_483_032
+    assert round(network.macs / 1e9, 2) == 0.22   # torchvision's published GFLOPS (MACs) at 224x224
     model = resgraph.compile(network)
     torch.manual_seed(0)
     reference = torchvision.models.mobilenet_v3_large()
@@ -39,6 +40,7 @@ def test_mobilenet_v3_large_is_torchvisions():
 
 def test_r3d_18_is_torchvisions():
     # The spec declares torchvision's 16 x 112 x 112 clips; shapes are inferred, so a smaller clip runs here.
+    assert round(resgraph.load(SPECS / "r3d_18.yaml").macs / 1e9, 2) == 40.70   # torchvision's GFLOPS, 16x112x112
     params = {"frames": 8, "size": 56}
     network = resgraph.load(SPECS / "r3d_18.yaml", params=params)
     assert network.params == 33_371_472

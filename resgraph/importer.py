@@ -385,9 +385,9 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
 }
 _INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.ELU,
                     nn.Mish)
-_SUPPORTED_HELP = ("resgraph imports " + ", ".join(cls.__name__ for cls in _MODULES) + " (the layers or their "
-                   "functions), `+`, `*` and torch.cat; replace the layer in the model, or add an op for it (one "
-                   "class in resgraph/ops/)")
+_SUPPORTED_HELP = ("resgraph imports the torch.nn layers docs/import.md lists (Conv1d, Conv2d, BatchNorm1d, ...), "
+                   "their functions, tensor arithmetic and torch.cat; replace the layer in the model, or add an op "
+                   "for it (one class in resgraph/ops/)")
 
 
 def _bind(node: fx.Node, names: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,7 @@ def test_ejected_source_is_black_formatted_and_equivalent(tmp_path, name):
         assert (ejected(x) - compiled(x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["issue10_ops", "mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["issue10_ops", pytest.param("mobilenet_v3_large", marks=pytest.mark.slow)])
 def test_ejected_file_of_the_issue10_ops_matches(tmp_path, name):
     if name == "issue10_ops":  # issue 10's ops in one network (a 3-d input, reduced to 2-d and 1-d by `mean`)
         network = resgraph.load(ROOT / "tests" / "data" / "issue10_ops.yaml")

@@ -33,14 +33,14 @@ def _scaled_field(field: ReceptiveField | None, taps: list[int], steps: list[Fra
 
 
 class _ConvTransposeNd(Op):
-    out: Int(1)
-    kernel: Ints(1)
-    stride: Ints(1) = 1
-    padding: Ints(0) = 0
-    output_padding: Ints(0) = 0
-    dilation: Ints(1) = 1
-    groups: Int(1) = 1
-    bias: Bool = True
+    out: Int(1) = Field(description="output channels")
+    kernel: Ints(1) = Field(description="kernel size: an integer, or one per spatial dimension")
+    stride: Ints(1) = Field(1, description="the upsampling factor")
+    padding: Ints(0) = Field(0, description="rows and columns removed from each side of the output")
+    output_padding: Ints(0) = Field(0, description="extra size on one side, smaller than the stride or dilation")
+    dilation: Ints(1) = Field(1, description="spacing between kernel taps")
+    groups: Int(1) = Field(1, description="blocked connections from input to output channels")
+    bias: Bool = Field(True, description="a learnable bias per output channel")
 
     spatial_dims: ClassVar[int]
     fresh_output: ClassVar[bool] = True

@@ -211,8 +211,8 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
         return (f"a {pool_dims}-d pool or norm of an input with only {pool_dims} dimensions per sample: torch "
                 "would read the batch as the channels of one unbatched sample")
     if name.startswith("instancenorm") and len(shapes[0]) > 1 and math.prod(shapes[0][1:]) == 1:
-        return ("instance norm over a single spatial element: every output is its bias, and torch refuses it "
-                "in training (resgraph's harness runs modules in eval mode)")
+        return ("instance norm over a single spatial element: every output is its bias in training, which torch "
+                "refuses; only eval mode with running statistics runs it")
     if name == "adaptive_avgpool2d" and attrs.get("size", 1) in (1, [1, 1]) and len(shapes[0]) > 3:
         return ("global average pooling of an input with more than [channels, height, width]: torch's fast "
                 "path for size 1 averages the last two dimensions of a tensor of any rank")
@@ -770,6 +770,15 @@ RESTRICTIONS = [
     ("add", {"shortcut": "project"}, [[8, 3, 3], [4, 6, 6], [2, 5, 5]]),
     ("add", {"shortcut": "pad"}, [[4, 6, 6], [8, 6, 6]]),
     ("multihead_attention", {"heads": 2}, [[8]]),
+    # issue 10's ops
+    ("conv3d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 5, 5, 5]]),
+    ("maxpool1d", {"kernel": 2}, [[8]]),
+    ("adaptive_maxpool3d", {"size": 2}, [[3, 4, 4]]),
+    ("instancenorm2d", {"track_running_stats": True}, [[4, 1, 1]]),
+    ("pixel_shuffle", {"factor": 1}, [[4, 4]]),
+    ("pad", {"widths": [-2, 0]}, [[4, 2]]),
+    ("softmax", {"dim": 0}, [[5]]),
+    ("activation", {"function": "log_softmax"}, [[]]),
 ]
 
 
@@ -800,6 +809,12 @@ REGRESSIONS = [
     # per-sample ranks differ: with the batch in front, torch aligns the batch with a sample dimension
     ("mul", {}, [[3, 4, 5], [5]]),
     ("mul", {}, [[1, 5], [5]]),
+    # torch's avg_pool3d wants the unpadded input to cover the kernel (max_pool3d does not)
+    ("avgpool3d", {"kernel": [3, 5, 5], "ceil_mode": True, "count_include_pad": False}, [[7, 8, 2, 1]]),
+    # a constant pad crops before it pads: a crop larger than the dimension fails even if the widths sum to > 0
+    ("pad", {"widths": [4, -2, 4, 4]}, [[4, 1, 2, 1]]),
+    # reflect and friends pad the last k dimensions of an input with k or k + 1 of them
+    ("pad", {"widths": [2, 2], "mode": "replicate"}, [[4, 2, 2]]),
 ]
 
 

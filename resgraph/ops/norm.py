@@ -93,8 +93,9 @@ class _InstanceNorm(Op):
                                   "dimensions: use the op that matches the input's rank")
         if prod(shape[1:]) == 1:
             raise ShapeError(f"`{self.op_name()}` over a single spatial element ({fmt_shape(shape)}) normalises "
-                             "every value to 0", help="torch refuses it in training; normalise before the "
-                                                      "spatial size shrinks to 1, or use batch norm")
+                             "every value to 0", help="torch refuses it unless it uses running statistics in eval "
+                                                      "mode; normalise before the spatial size shrinks to 1, or use "
+                                                      "batch norm")
         return shape
 
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:

@@ -441,6 +441,8 @@ def _with(op: str, names: tuple[str, ...], defaults: dict[str, Any], keep: tuple
                        and key != "dim" else args[key]) for key in keep}
         if "dim" in attrs and attrs["dim"] is None:
             raise _Unsupported(f"`{_function_name(node)}` without `dim`")
+        if "dim" in attrs:
+            _not_the_batch(node, attrs["dim"], args["input"])
         return _Mapped(op, attrs, [args["input"]], inplace=bool(args.get("inplace")))
     return mapping
 

@@ -45,10 +45,13 @@ ENTRIES = {
     "vit_b_16": ("ViT-B/16 (Dosovitskiy et al. 2021)", "torchvision.models.vit_b_16: keys and shapes; state_dict strict, equal outputs (a small configuration against torchvision's VisionTransformer class by default, full size with RESGRAPH_SLOW=1)"),
     "shufflenet_v2_x1_0": ("ShuffleNet V2 1.0x (Ma et al. 2018)", "torchvision.models.shufflenet_v2_x1_0: state_dict strict, equal outputs"),
     "regnet_y_400mf": ("RegNetY-400MF (Radosavovic et al. 2020)", "torchvision.models.regnet_y_400mf: state_dict strict, equal outputs"),
+    "mobilenet_v3_large": ("MobileNetV3-Large (Howard et al. 2019)", "torchvision.models.mobilenet_v3_large: state_dict strict, equal outputs"),
+    "r3d_18": ("R3D-18, 3-d convolutions over video (Tran et al. 2018)", "torchvision.models.video.r3d_18: state_dict strict, equal outputs (8 x 56 x 56 clips)"),
+    "resnet1d": ("1-d residual CNN for time series, 5 classes", "a hand-written torch module: state_dict strict, equal outputs"),
 }
 # Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.
 DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": None, "unet": None,
-         "resnet18": None, "cifar_plain20": None}
+         "resnet18": None, "cifar_plain20": None, "resnet1d": None}
 
 
 def main() -> None:

@@ -207,7 +207,7 @@ def weight_layer_modules(model: "torch.nn.Module") -> list[tuple[str, Any]]:
     """Convolution and linear modules, in the order the forward code calls them."""
     import torch.nn as nn
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
     return [(name, module) for name, module in model.named_modules() if isinstance(module, kinds)]
 
 

@@ -40,15 +40,16 @@ def same(values: Sequence[Any]) -> Any:
 
 def constructor(module: nn.Module) -> Call:
     """The call that rebuilds `module` (its structure; weights come from a state_dict)."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        cls = "nn.Conv1d" if isinstance(module, nn.Conv1d) else "nn.Conv2d"
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        cls = f"nn.{type(module).__name__}"
         padding = module.padding if isinstance(module.padding, str) else same(module.padding)
         return Call(cls, init=True, args=[(None, module.in_channels), (None, module.out_channels),
                           ("kernel_size", same(module.kernel_size)), ("stride", same(module.stride)),
                           ("padding", padding), ("dilation", same(module.dilation)), ("groups", module.groups),
                           ("bias", module.bias is not None), ("padding_mode", module.padding_mode)])
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        cls = "nn.BatchNorm1d" if isinstance(module, nn.BatchNorm1d) else "nn.BatchNorm2d"
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                           nn.InstanceNorm3d)):
+        cls = f"nn.{type(module).__name__}"
         return Call(cls, [(None, module.num_features), ("eps", module.eps), ("momentum", module.momentum),
                           ("affine", module.affine), ("track_running_stats", module.track_running_stats)])
     if isinstance(module, (nn.RMSNorm, ChannelRMSNorm)):
@@ -72,8 +73,10 @@ def constructor(module: nn.Module) -> Call:
         return Call("nn.Dropout", [("p", module.p)])
     if isinstance(module, DropPath):
         return Call("DropPath", [(None, module.p)])
-    if isinstance(module, nn.ConvTranspose2d):
-        return Call("nn.ConvTranspose2d", init=True, args=[
+    if isinstance(module, nn.PReLU):
+        return Call("nn.PReLU", [(None, module.num_parameters), ("init", module.init)])
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return Call(f"nn.{type(module).__name__}", init=True, args=[
             (None, module.in_channels), (None, module.out_channels), ("kernel_size", same(module.kernel_size)),
             ("stride", same(module.stride)), ("padding", same(module.padding)),
             ("output_padding", same(module.output_padding)), ("groups", module.groups),
@@ -143,6 +146,11 @@ DEFAULTS = {  # keyword arguments left out when they equal torch's default
     "bidirectional": False, "batch_first": False, "causal": False, "scale": None, "base": 10000.0,
     "interleaved": False,
 }
+# Classes whose defaults differ from DEFAULTS (instance norms have neither affine weights nor running stats).
+CLASS_DEFAULTS = {
+    **{f"nn.InstanceNorm{n}d": {**DEFAULTS, "affine": False, "track_running_stats": False} for n in (1, 2, 3)},
+    "nn.PReLU": {"init": 0.25},
+}
 
 
 def leaves(call: Call, path: tuple = ()) -> list[tuple[tuple, Any]]:
@@ -170,7 +178,7 @@ def substitute(call: Call, replacements: dict[tuple, Any], path: tuple = (),
                 class_defaults: dict[str, dict[str, Any]] | None = None) -> Call:
     """`call` with the leaves at `replacements` replaced, and keyword arguments that equal their
     default left out (torch's, or those of the ejected classes in `class_defaults`)."""
-    defaults = (class_defaults or {}).get(call.func, DEFAULTS)
+    defaults = (class_defaults or {}).get(call.func) or CLASS_DEFAULTS.get(call.func, DEFAULTS)
     args = []
     for position, (key, value) in enumerate(call.args):
         here = path + (position,)

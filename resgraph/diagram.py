@@ -28,7 +28,9 @@ SKIP_STYLES = {
 SKIP_LABELS = {"identity": "identity", "project": "1x1 conv + bn", "pad": "zero-pad"}
 OP_COLORS = {"conv1d": "#e3f2fd", "conv2d": "#e3f2fd", "linear": "#e3f2fd", "add": "#e8f5e9", "concat": "#e8f5e9",
              "mul": "#e8f5e9", "batchnorm1d": "#fff8e1", "batchnorm2d": "#fff8e1", "layernorm": "#fff8e1",
-             "groupnorm": "#fff8e1"}
+             "groupnorm": "#fff8e1", "conv3d": "#e3f2fd", "conv_transpose1d": "#e3f2fd", "conv_transpose2d": "#e3f2fd",
+             "conv_transpose3d": "#e3f2fd", "matmul": "#e3f2fd", "sub": "#e8f5e9", "batchnorm3d": "#fff8e1",
+             "instancenorm1d": "#fff8e1", "instancenorm2d": "#fff8e1", "instancenorm3d": "#fff8e1"}
 
 
 class RenderError(Exception):

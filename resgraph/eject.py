@@ -107,7 +107,7 @@ class SourceBuilder(Builder):
         hint = self.node.local_name
         if function is operator.iadd:
             return self._emit(Statement("iadd", Temp(hint), list(args)))
-        if function in (operator.add, operator.mul):
+        if function in BINARY_SYMBOLS:
             return self._emit(Statement("binary", Temp(hint), list(args), function=function))
         if function is operator.getitem:  # `result[0]`: an item of a module's tuple result
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
@@ -123,6 +123,9 @@ class SourceBuilder(Builder):
 
 
 _identifier = python_name
+
+
+BINARY_SYMBOLS = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
 
 
 def class_name(name: str, taken: set[str]) -> str:
@@ -713,7 +716,7 @@ class Ejector:
                 module = _attribute(statement.slot)
                 body.append(f"{name} = {module}({a}) if {module} is not None else {a}")
             elif statement.kind == "binary":
-                symbol = "+" if statement.function is operator.add else "*"
+                symbol = BINARY_SYMBOLS[statement.function]
                 body.append(f"{name} = {rendered[0].text} {symbol} {rendered[1].text}")
             elif statement.kind == "subscript":
                 index = args[1]

@@ -137,10 +137,23 @@ def _plugin_imports() -> dict[str, type]:
 
 
 class _LeafTracer(fx.Tracer):
-    """torch.nn's layers, and the modules that plugin ops import, stay leaves (`call_module` nodes)."""
+    """fx's tracer, with more kinds of leaf (`call_module` nodes): the modules that plugin ops import, and a
+    subclass of a torch.nn layer resgraph maps that keeps the layer's forward (torchvision's `Conv3DSimple` is
+    an `nn.Conv3d` with another constructor)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return _qualified(type(m)) in _plugin_imports() or super().is_leaf_module(m, module_qualified_name)
+        return (_qualified(type(m)) in _plugin_imports() or super().is_leaf_module(m, module_qualified_name)
+                or _layer_type(m) is not None)
+
+
+def _layer_type(module: nn.Module) -> type | None:
+    """The torch.nn layer class in `_MODULES` that `module` is, or is a subclass of with the same forward."""
+    if type(module) in _MODULES:
+        return type(module)
+    for base in type(module).__mro__[1:]:
+        if base in _MODULES:
+            return base if type(module).forward is base.forward else None
+    return None
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -312,22 +325,22 @@ def _rmsnorm(m, shape):
 
 def _maxpool(m, shape):
     if m.return_indices:
-        raise _Unsupported("`torch.nn.MaxPool2d` with `return_indices=True`")
+        raise _Unsupported(f"`{_qualified(type(m))}` with `return_indices=True`")
     return {"kernel": _compact(m.kernel_size), "stride": _compact(m.stride if m.stride is not None else m.kernel_size),
             "padding": _compact(m.padding), "dilation": _compact(m.dilation), "ceil_mode": m.ceil_mode}
 
 
 def _avgpool(m, shape):
-    if m.divisor_override is not None:
-        raise _Unsupported("`torch.nn.AvgPool2d` with `divisor_override`")
+    if getattr(m, "divisor_override", None) is not None:
+        raise _Unsupported(f"`{_qualified(type(m))}` with `divisor_override`")
     return {"kernel": _compact(m.kernel_size), "stride": _compact(m.stride if m.stride is not None else m.kernel_size),
             "padding": _compact(m.padding), "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad}
 
 
-def _adaptive_size(size):
-    sizes = (size, size) if isinstance(size, int) or size is None else tuple(size)
+def _adaptive_size(size, n: int = 2):
+    sizes = (size,) * n if isinstance(size, int) or size is None else tuple(size)
     if any(s is None for s in sizes):
-        raise _Unsupported("`adaptive_avg_pool2d` with a `None` output size")
+        raise _Unsupported("an adaptive pool with a `None` output size (keeping that dimension)")
     return _compact(sizes)
 
 
@@ -342,6 +355,37 @@ def _recurrent(m, shape):
         raise _Unsupported(f"`{_qualified(type(m))}` other than with `batch_first=True` (and no `proj_size`)")
     return {"hidden": m.hidden_size, "layers": m.num_layers, "bidirectional": m.bidirectional,
             "dropout": float(m.dropout), "bias": m.bias}
+
+
+def _adaptive(n: int) -> Callable[[nn.Module, tuple], dict]:
+    return lambda m, shape: {"size": _adaptive_size(m.output_size, n)}
+
+
+def _instancenorm(m, shape):
+    if m.track_running_stats and m.momentum is None:
+        raise _Unsupported(f"`{_qualified(type(m))}` with `momentum=None` (a cumulative average)")
+    return {"eps": float(m.eps), "momentum": float(m.momentum if m.momentum is not None else 0.1),
+            "affine": m.affine, "track_running_stats": m.track_running_stats}
+
+
+def _conv_transpose(m, shape):
+    if m.padding_mode != "zeros":
+        raise _Unsupported(f"`{_qualified(type(m))}` with `padding_mode={m.padding_mode!r}`")
+    return {"out": m.out_channels, "kernel": _compact(m.kernel_size), "stride": _compact(m.stride),
+            "padding": _compact(m.padding), "output_padding": _compact(m.output_padding),
+            "dilation": _compact(m.dilation), "groups": m.groups, "bias": m.bias is not None}
+
+
+def _pad_module(mode: str) -> Callable[[nn.Module, tuple], dict]:
+    def attrs(m, shape):
+        return {"widths": [int(w) for w in m.padding], "mode": mode, "value": float(getattr(m, "value", 0.0))}
+    return attrs
+
+
+def _softmax_module(m, shape):
+    if m.dim is None:
+        raise _Unsupported(f"`{_qualified(type(m))}` without `dim` (torch's implicit choice is deprecated)")
+    return {"dim": m.dim}
 
 
 class _Unsupported(Exception):
@@ -379,13 +423,46 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.RMSNorm: ("rmsnorm", _rmsnorm),
     nn.ChannelShuffle: ("channel_shuffle", lambda m, s: {"groups": m.groups}),
     nn.Unflatten: ("unflatten", lambda m, s: {"dim": m.dim, "sizes": list(m.unflattened_size)}),
+    # issue 10: the spatial ops in 1-d, 2-d and 3-d, activations and padding
+    nn.Conv3d: ("conv3d", _conv("conv3d")),
+    nn.ConvTranspose1d: ("conv_transpose1d", _conv_transpose),
+    nn.ConvTranspose2d: ("conv_transpose2d", _conv_transpose),
+    nn.ConvTranspose3d: ("conv_transpose3d", _conv_transpose),
+    nn.BatchNorm3d: ("batchnorm3d", _batchnorm),
+    nn.InstanceNorm1d: ("instancenorm1d", _instancenorm),
+    nn.InstanceNorm2d: ("instancenorm2d", _instancenorm),
+    nn.InstanceNorm3d: ("instancenorm3d", _instancenorm),
+    nn.MaxPool1d: ("maxpool1d", _maxpool),
+    nn.MaxPool3d: ("maxpool3d", _maxpool),
+    nn.AvgPool1d: ("avgpool1d", _avgpool),
+    nn.AvgPool3d: ("avgpool3d", _avgpool),
+    nn.AdaptiveAvgPool1d: ("adaptive_avgpool1d", _adaptive(1)),
+    nn.AdaptiveAvgPool3d: ("adaptive_avgpool3d", _adaptive(3)),
+    nn.AdaptiveMaxPool1d: ("adaptive_maxpool1d", _adaptive(1)),
+    nn.AdaptiveMaxPool2d: ("adaptive_maxpool2d", _adaptive(2)),
+    nn.AdaptiveMaxPool3d: ("adaptive_maxpool3d", _adaptive(3)),
+    nn.PixelShuffle: ("pixel_shuffle", lambda m, s: {"factor": m.upscale_factor}),
+    nn.PixelUnshuffle: ("pixel_unshuffle", lambda m, s: {"factor": m.downscale_factor}),
+    nn.Hardswish: ("hardswish", lambda m, s: {}),
+    nn.Hardsigmoid: ("hardsigmoid", lambda m, s: {}),
+    nn.Mish: ("mish", lambda m, s: {}),
+    nn.LeakyReLU: ("leaky_relu", lambda m, s: {"negative_slope": float(m.negative_slope)}),
+    nn.ELU: ("elu", lambda m, s: {"alpha": float(m.alpha)}),
+    nn.Softplus: ("softplus", lambda m, s: {"beta": float(m.beta), "threshold": float(m.threshold)}),
+    nn.PReLU: ("prelu", lambda m, s: {"num_parameters": m.num_parameters, "init": float(m.init)}),
+    nn.Softmax: ("softmax", _softmax_module),
+    nn.LogSoftmax: ("log_softmax", _softmax_module),
+    **{getattr(nn, f"{kind}Pad{n}d"): ("pad", _pad_module(mode)) for n in (1, 2, 3) for kind, mode in
+       (("Zero", "constant"), ("Constant", "constant"), ("Reflection", "reflect"), ("Replication", "replicate"),
+        ("Circular", "circular"))},
 }
 # Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
 _TUPLE_MODULES = (nn.LSTM, nn.GRU)
-_INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout)
-_SUPPORTED_HELP = ("resgraph imports " + ", ".join(cls.__name__ for cls in _MODULES) + " (the layers or their "
-                   "functions), `+`, `*` and torch.cat; replace the layer in the model, or add an op for it (one "
-                   "class in resgraph/ops/)")
+_INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.ELU,
+                    nn.Mish)
+_SUPPORTED_HELP = ("resgraph imports the torch.nn layers docs/import.md lists (Conv1d, Conv2d, BatchNorm1d, ...), "
+                   "their functions, tensor arithmetic and torch.cat; replace the layer in the model, or add an op "
+                   "for it (one class in resgraph/ops/)")
 
 
 def _bind(node: fx.Node, names: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -405,16 +482,70 @@ def _unary(op: str, extra: Callable[[dict], dict] = lambda a: {}, inplace: bool 
     return mapping
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _binary(op: str):
     def mapping(node: fx.Node) -> _Mapped:
         args = _bind(node, ("input", "other", "alpha"), {"alpha": 1})
         if args.get("alpha", 1) != 1:
             raise _Unsupported(f"`{_function_name(node)}` with `alpha`")
         operands = [args["input"], args["other"]]
-        if not all(isinstance(a, fx.Node) for a in operands):
+        tensors = [a for a in operands if isinstance(a, fx.Node)]
+        constants = [a for a in operands if _is_number(a)]
+        if len(tensors) == 1 and len(constants) == 1:
+            # `x * 0.5`, `x + 1`, `x - 1`: the scalar ops (a constant minus a tensor has no op)
+            if op == "mul":
+                return _Mapped("scale", {"factor": float(constants[0])}, tensors)
+            if op == "add":
+                return _Mapped("shift", {"value": float(constants[0])}, tensors)
+            if op == "sub" and operands[0] is tensors[0]:
+                return _Mapped("shift", {"value": -float(constants[0])}, tensors)
+        if len(tensors) != 2:
             raise _Unsupported(f"`{_function_name(node)}` with a constant operand")
         return _Mapped(op, {}, operands)
     return mapping
+
+
+def _with(op: str, names: tuple[str, ...], defaults: dict[str, Any], keep: tuple[str, ...]):
+    """A function whose attributes are some of its arguments (by parameter name), e.g. F.leaky_relu."""
+    def mapping(node: fx.Node) -> _Mapped:
+        args = _bind(node, names, defaults)
+        attrs = {key: (float(args[key]) if isinstance(args[key], (int, float)) and not isinstance(args[key], bool)
+                       and key != "dim" else args[key]) for key in keep}
+        if "dim" in attrs and attrs["dim"] is None:
+            raise _Unsupported(f"`{_function_name(node)}` without `dim`")
+        if "dim" in attrs:
+            _not_the_batch(node, attrs["dim"], args["input"])
+        return _Mapped(op, attrs, [args["input"]], inplace=bool(args.get("inplace")))
+    return mapping
+
+
+def _reduction(op: str):
+    """torch.mean / sum / amax and their Tensor methods over explicit dimensions (not the batch)."""
+    def mapping(node: fx.Node) -> _Mapped:
+        args = _bind(node, ("input", "dim", "keepdim"), {"dim": None, "keepdim": False})
+        dims = args["dim"]
+        if dims is None or dims == [] or dims == ():
+            raise _Unsupported(f"`{_function_name(node)}` over every dimension (the batch included)")
+        if "dtype" in node.kwargs:
+            raise _Unsupported(f"`{_function_name(node)}` with `dtype`")
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        for dim in dims:
+            _not_the_batch(node, dim, args["input"])
+        return _Mapped(op, {"dims": dims[0] if len(dims) == 1 else dims, "keepdim": bool(args["keepdim"])},
+                       [args["input"]])
+    return mapping
+
+
+def _pad_function(node: fx.Node) -> _Mapped:
+    args = _bind(node, ("input", "pad", "mode", "value"), {"mode": "constant", "value": None})
+    widths = list(args["pad"])
+    if not all(isinstance(w, int) for w in widths):
+        raise _Unsupported(f"`{_function_name(node)}` with widths computed at run time")
+    return _Mapped("pad", {"widths": widths, "mode": args["mode"], "value": float(args["value"] or 0.0)},
+                   [args["input"]])
 
 
 def _not_the_batch(node: fx.Node, dim: int, tensor: Any) -> None:
@@ -481,13 +612,13 @@ def _pool_function(op: str, names: tuple[str, ...], defaults: dict[str, Any]):
         args = _bind(node, names, defaults)
         if args.get("return_indices") or args.get("divisor_override") is not None:
             raise _Unsupported(f"`{_function_name(node)}` with `return_indices` or `divisor_override`")
-        if op == "adaptive_avgpool2d":
-            return _Mapped(op, {"size": _adaptive_size(args["output_size"])}, [args["input"]])
+        if op.startswith("adaptive_"):
+            return _Mapped(op, {"size": _adaptive_size(args["output_size"], int(op[-2]))}, [args["input"]])
         kernel = _compact(args["kernel_size"])
         stride = _compact(args["stride"]) if args["stride"] not in (None, [], ()) else kernel
         attrs = {"kernel": kernel, "stride": stride, "padding": _compact(args["padding"]),
                  "ceil_mode": bool(args["ceil_mode"])}
-        if op == "maxpool2d":
+        if op.startswith("maxpool"):
             attrs["dilation"] = _compact(args["dilation"])
         else:
             attrs["count_include_pad"] = bool(args["count_include_pad"])
@@ -536,12 +667,48 @@ _FUNCTIONS: dict[Any, Callable[[fx.Node], _Mapped]] = {
     F.dropout: _dropout,
     torch.permute: _PERMUTE, torch.transpose: _TRANSPOSE, torch.select: _SELECT, torch.roll: _ROLL,
     torch.unflatten: _UNFLATTEN, F.channel_shuffle: _CHANNEL_SHUFFLE, torch.channel_shuffle: _CHANNEL_SHUFFLE,
+    # issue 10: pools in 1-d and 3-d, adaptive max pools, activations, reductions, arithmetic, padding
+    **{getattr(F, f"max_pool{n}d"): _pool_function(f"maxpool{n}d", (
+        "input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+        {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}) for n in (1, 3)},
+    F.avg_pool1d: _pool_function("avgpool1d", ("input", "kernel_size", "stride", "padding", "ceil_mode",
+                                               "count_include_pad"),
+                                 {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True}),
+    F.avg_pool3d: _pool_function("avgpool3d", ("input", "kernel_size", "stride", "padding", "ceil_mode",
+                                               "count_include_pad", "divisor_override"),
+                                 {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True}),
+    **{getattr(F, f"adaptive_{kind}_pool{n}d"): _pool_function(f"adaptive_{kind}pool{n}d",
+                                                               ("input", "output_size", "return_indices"), {})
+       for n in (1, 2, 3) for kind in ("avg", "max") if (kind, n) != ("avg", 2)},
+    F.hardswish: _unary("hardswish"), F.hardsigmoid: _unary("hardsigmoid"), F.mish: _unary("mish"),
+    F.leaky_relu: _with("leaky_relu", ("input", "negative_slope", "inplace"), {"negative_slope": 0.01},
+                        ("negative_slope",)),
+    F.elu: _with("elu", ("input", "alpha", "inplace"), {"alpha": 1.0}, ("alpha",)),
+    F.softplus: _with("softplus", ("input", "beta", "threshold"), {"beta": 1.0, "threshold": 20.0},
+                      ("beta", "threshold")),
+    F.softmax: _with("softmax", ("input", "dim"), {"dim": None}, ("dim",)),
+    torch.softmax: _with("softmax", ("input", "dim"), {"dim": None}, ("dim",)),
+    F.log_softmax: _with("log_softmax", ("input", "dim"), {"dim": None}, ("dim",)),
+    torch.log_softmax: _with("log_softmax", ("input", "dim"), {"dim": None}, ("dim",)),
+    F.pixel_shuffle: lambda node: _Mapped("pixel_shuffle", {"factor": _bind(node, ("input", "upscale_factor"), {})[
+        "upscale_factor"]}, [node.args[0]]),
+    F.pixel_unshuffle: lambda node: _Mapped("pixel_unshuffle", {"factor": _bind(node, ("input", "downscale_factor"),
+                                                                                  {})["downscale_factor"]},
+                                            [node.args[0]]),
+    torch.mean: _reduction("mean"), torch.sum: _reduction("sum"), torch.amax: _reduction("amax"),
+    operator.sub: _binary("sub"), operator.isub: _binary("sub"), torch.sub: _binary("sub"),
+    operator.matmul: _binary("matmul"), torch.matmul: _binary("matmul"),
+    F.pad: _pad_function,
 }
 _METHODS: dict[str, Callable[[fx.Node], _Mapped]] = {
     "add": _binary("add"), "mul": _binary("mul"), "flatten": _flatten,
     "relu": _unary("relu"), "relu_": _unary("relu", inplace=True), "sigmoid": _unary("sigmoid"),
     "tanh": _unary("tanh"),
     "permute": _PERMUTE, "transpose": _TRANSPOSE, "select": _SELECT, "roll": _ROLL, "unflatten": _UNFLATTEN,
+    "mean": _reduction("mean"), "sum": _reduction("sum"), "amax": _reduction("amax"),
+    "sub": _binary("sub"), "matmul": _binary("matmul"),
+    "softmax": _with("softmax", ("input", "dim"), {"dim": None}, ("dim",)),
+    "log_softmax": _with("log_softmax", ("input", "dim"), {"dim": None}, ("dim",)),
 }
 
 
@@ -607,7 +774,8 @@ def _describe_module(module: nn.Module) -> str:
 def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
-        entry = _MODULES.get(type(module))
+        layer = _layer_type(module)
+        entry = _MODULES.get(layer) if layer is not None else None
         plugin = _plugin_imports().get(_qualified(type(module))) if entry is None else None
         if plugin is not None:   # a module of a class a plugin op imports (docs/plugins.md)
             entry = (plugin.op_name(), plugin.import_attributes)
@@ -983,7 +1151,8 @@ class _ScopeBuilder:
         conv, norm = module[0], module[1]
         if norm_node.args != (conv_node,) or len(conv_node.users) != 1 or branch is None or skip is None:
             return False
-        expected = {3: (nn.Conv2d, nn.BatchNorm2d), 2: (nn.Conv1d, nn.BatchNorm1d)}.get(len(skip))
+        expected = {4: (nn.Conv3d, nn.BatchNorm3d), 3: (nn.Conv2d, nn.BatchNorm2d),
+                    2: (nn.Conv1d, nn.BatchNorm1d)}.get(len(skip))
         if expected is None or (type(conv), type(norm)) != expected or conv_node.target != child.path + ".0":
             return False
         ones = (1,) * (len(skip) - 1)
@@ -1427,7 +1596,7 @@ def _is_default(op: str, attr: str, attrs: dict[str, Any]) -> bool:
         return value == "downsample" or attrs.get("shortcut") == "identity"
     if isinstance(value, _Expr):
         return False
-    if attr == "stride" and op in ("maxpool2d", "avgpool2d"):  # the stride of a pool defaults to its kernel
+    if attr == "stride" and op[:-2] in ("maxpool", "avgpool"):  # the stride of a pool defaults to its kernel
         return not isinstance(attrs.get("kernel"), _Expr) and _tag(value) == _tag(attrs["kernel"])
     return _tag(value) == _tag(_op_default(op, attr))
 
@@ -1532,6 +1701,7 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
                             or any(True for _ in module.buffers(recurse=False))):
             continue
         original = modules.get(path)
-        if type(original) is not type(module) or original.extra_repr() != module.extra_repr():
+        same_layer = type(original) is type(module) or (original is not None and _layer_type(original) is type(module))
+        if not same_layer or original.extra_repr() != module.extra_repr():
             raise _fail(f"`{path}` would be `{module!r}` in the imported spec but is `{original!r}` in the model",
                         help="the model uses a setting the importer does not map")

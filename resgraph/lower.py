@@ -23,7 +23,8 @@ import torch.nn as nn
 from .graph import Graph, Node
 from .module_names import MODULE_ATTRIBUTES, module_attribute
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm,
+          nn.RMSNorm)
 
 
 class Builder:

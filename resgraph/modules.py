@@ -68,7 +68,8 @@ def projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...], stride: tu
     c_in, c_out = in_shape[0], out_shape[0]
     if len(in_shape) == 1:
         return nn.Linear(c_in, c_out, bias=False)
-    conv_cls, norm_cls = {2: (nn.Conv1d, nn.BatchNorm1d), 3: (nn.Conv2d, nn.BatchNorm2d)}[len(in_shape)]
+    conv_cls, norm_cls = {2: (nn.Conv1d, nn.BatchNorm1d), 3: (nn.Conv2d, nn.BatchNorm2d),
+                          4: (nn.Conv3d, nn.BatchNorm3d)}[len(in_shape)]
     conv = conv_cls(c_in, c_out, kernel_size=1, stride=stride, bias=False)
     norm = norm_cls(c_out)
     init_conv(conv)

@@ -287,8 +287,10 @@ def test_every_activation_op_is_a_function():
     from resgraph.ops.activation import _Activation
     from resgraph.ops.named_activation import FUNCTIONS
 
-    assert set(FUNCTIONS) == {name for name, cls in REGISTRY.items() if issubclass(cls, _Activation)}
-    assert "relu6" in FUNCTIONS
+    from resgraph.ops.activation import _SoftmaxBase
+
+    assert set(FUNCTIONS) == {name for name, cls in REGISTRY.items() if issubclass(cls, (_Activation, _SoftmaxBase))}
+    assert {"relu6", "softmax", "log_softmax"} <= set(FUNCTIONS)
     spec = "resgraph: 1\ninput: [4]\nnodes:\n  act: {op: activation, function: relu6}\n"
     network = resgraph.load("act.yaml", text=spec)
     x = torch.linspace(-3, 9, 8).reshape(2, 4)

@@ -476,9 +476,9 @@ def test_import_of_an_unsupported_layer():
     from resgraph.importer import import_module
 
     with pytest.raises(resgraph.SpecError) as info:
-        import_module(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Hardswish()), input_shape=(3, 16, 16))
+        import_module(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Softshrink()), input_shape=(3, 16, 16))
     (error,) = info.value.diagnostics
-    assert error.code == "RG060" and error.message == "cannot import `1`: `torch.nn.Hardswish` has no resgraph op"
+    assert error.code == "RG060" and error.message == "cannot import `1`: `torch.nn.Softshrink` has no resgraph op"
     assert "replace the layer in the model, or add an op" in error.help
 
 

@@ -13,7 +13,7 @@ import torch
 import resgraph
 from resgraph.eject import eject_network
 
-from .conftest import SPECS
+from .conftest import ROOT, SPECS
 
 CHECK = textwrap.dedent("""
     import importlib.util, sys
@@ -215,3 +215,23 @@ def test_parameters_and_keys_are_refused_cleanly():
 
     with pytest.raises(EjectError, match="`class_token`: `parameter` and `buffer` nodes"):
         eject_network(resgraph.load(SPECS / "vit_b_16.yaml"))
+@pytest.mark.parametrize("name", ["issue10_ops", pytest.param("mobilenet_v3_large", marks=pytest.mark.slow)])
+def test_ejected_file_of_the_issue10_ops_matches(tmp_path, name):
+    if name == "issue10_ops":  # issue 10's ops in one network (a 3-d input, reduced to 2-d and 1-d by `mean`)
+        network = resgraph.load(ROOT / "tests" / "data" / "issue10_ops.yaml")
+        model = resgraph.compile(network, seed=1).eval()
+        x = torch.randn(2, 2, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    else:
+        import torchvision
+
+        network = resgraph.load(SPECS / f"{name}.yaml")
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)().eval()
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    source = eject_network(network)
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    with torch.no_grad():
+        expected = model(x)
+    class_name = source.split("\nclass ")[-1].split("(")[0]
+    run_ejected(tmp_path, path, class_name, model.state_dict(), x, expected)

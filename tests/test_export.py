@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import resgraph
 from resgraph.cli import main
 
-from .conftest import SPECS
+from .conftest import ROOT, SPECS
 
 SPEC = SPECS / "cifar_resnet20.yaml"
 
@@ -60,3 +60,29 @@ def test_onnx_without_the_extra_names_it(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["export", str(SPEC), "-o", str(out)])
     assert result.exit_code == 2 and "pip install 'resgraph[export]'" in result.stderr
     assert not out.exists()
+
+
+# ---- the ops of issue 10: 1-d to 3-d layers, pads, activations, reductions, arithmetic ----------------------
+
+OPS_SPEC = ROOT / "tests" / "data" / "issue10_ops.yaml"
+
+
+def test_issue10_ops_export_to_pt2_and_onnx(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = resgraph.compile(OPS_SPEC, seed=0).eval()
+    runner = CliRunner()
+    for suffix in ("pt2", "onnx"):
+        result = runner.invoke(main, ["export", str(OPS_SPEC), "-o", str(tmp_path / f"net.{suffix}")],
+                               catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+    program = torch.export.load(str(tmp_path / "net.pt2")).module()
+    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.randn(batch, 2, 4, 6, 6, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(x)
+        assert expected.shape == (batch, 6)
+        assert (program(x) - expected).abs().max().item() <= 1e-4
+        (out,) = session.run(None, {"input": x.numpy()})
+        assert (torch.from_numpy(out) - expected).abs().max().item() <= 1e-4

@@ -288,13 +288,17 @@ def import_error(target, *args, **kwargs) -> str:
     return str(info.value)
 
 
+def unmapped_layer() -> nn.Module:
+    """A model with a torch.nn layer that has no resgraph op (Softshrink), at path `1.1`."""
+    return nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Softshrink()))
+
+
 def test_an_op_without_a_resgraph_op_is_named_with_its_path():
-    with torch.device("meta"):
-        model = torchvision.models.mobilenet_v3_small()
-    message = import_error(model, (3, 64, 64))
-    assert message.startswith("error[RG060]: cannot import `features.0.2`")
-    assert "`torch.nn.Hardswish` has no resgraph op" in message
-    assert "help: resgraph imports Conv1d, Conv2d, BatchNorm1d" in message
+    model = unmapped_layer()
+    message = import_error(model, (4,))
+    assert message.startswith("error[RG060]: cannot import `1.1`")
+    assert "`torch.nn.Softshrink` has no resgraph op" in message
+    assert "help: resgraph imports the torch.nn layers docs/import.md lists (Conv1d, Conv2d" in message
 
 
 def test_mobilenet_v2_round_trips(tmp_path):
@@ -402,9 +406,10 @@ def test_import_command_writes_the_spec(tmp_path):
 def test_import_command_failure_leaves_the_output_alone(tmp_path):
     output = tmp_path / "out.yaml"
     output.write_text("previous\n")
-    result = CliRunner().invoke(main, ["import", "torchvision.models:mobilenet_v3_small", "-o", str(output)])
+    result = CliRunner().invoke(main, ["import", "tests.test_importer:unmapped_layer", "--input", "4", "-o",
+                                       str(output)])
     assert result.exit_code == 1
-    assert "error[RG060]: cannot import `features.0.2`" in result.output and "Hardswish" in result.output
+    assert "error[RG060]: cannot import `1.1`" in result.output and "Softshrink" in result.output
     assert "Traceback" not in result.output
     assert output.read_text() == "previous\n" and len(list(tmp_path.iterdir())) == 1
 
@@ -443,3 +448,101 @@ def test_layout_calls_and_rmsnorm_round_trip(tmp_path):
     assert_same_outputs(model, compiled, 4, 6, 5)
     ops = [node["op"] for node in yaml.safe_load(text)["nodes"].values() if isinstance(node, dict)]
     assert {"permute", "transpose", "select", "roll", "rmsnorm", "channel_shuffle"} <= set(ops)
+# ---- issue 10: spatial ops in 1-d to 3-d, activations, reductions, arithmetic, padding -----------------------
+
+class Volume3d(nn.Module):
+    """A 3-d network through the new layer mappings, a subclass of nn.Conv3d that keeps its forward (as
+    torchvision's Conv3DSimple), and their function forms."""
+
+    class Conv3dSimple(nn.Conv3d):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__(cin, cout, kernel_size=3, padding=1, bias=False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = self.Conv3dSimple(2, 4)
+        self.bn = nn.BatchNorm3d(4)
+        self.act = nn.Hardswish()
+        self.pool = nn.MaxPool3d(2)
+        self.norm = nn.InstanceNorm3d(4, affine=True)
+        self.pad = nn.ReplicationPad3d(1)
+        self.up = nn.ConvTranspose3d(4, 3, 2, stride=2)
+        self.prelu = nn.PReLU(3)
+        self.gap = nn.AdaptiveMaxPool3d(1)
+        self.softmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, x):
+        y = self.pool(self.act(self.bn(self.conv(x))))                    # [4, 4, 4, 4]
+        y = F.avg_pool3d(self.norm(y), 2, ceil_mode=True)                  # [4, 2, 2, 2]
+        y = self.prelu(self.up(self.pad(y)))                               # [3, 8, 8, 8]
+        y = F.leaky_relu(y, 0.2) - F.adaptive_avg_pool3d(y, 1)             # sub, broadcasting
+        return self.softmax(torch.flatten(self.gap(y), 1) * 0.5 + 1.0)     # scale, shift
+
+
+class Signal1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 5, padding=2)
+        self.pool = nn.AvgPool1d(3, stride=2)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = F.max_pool1d(F.elu(self.conv(x), 0.5), 2)                     # [8, 16]
+        y = F.pad(self.pool(y), (1, 2), mode="reflect")                    # [8, 10]
+        y = F.softplus(F.mish(y), beta=2.0).mean(-1)                       # [8]
+        return F.softmax(self.fc(y), dim=-1)
+
+
+class SubPixel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 4, 3, padding=1)
+        self.right = nn.Conv2d(3, 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.unshuffle = nn.PixelUnshuffle(2)
+
+    def forward(self, x):
+        y = torch.matmul(self.left(x), self.right(x))                       # [4, 8, 8]
+        y = self.unshuffle(self.shuffle(y))                                 # [1, 16, 16] -> [4, 8, 8]
+        return F.pixel_shuffle(y, 2).sum(dim=(2, 3), keepdim=True) * y.amax(1, keepdim=True).mean((2, 3), True)
+
+
+@pytest.mark.parametrize("model, shape, ops", [
+    (Volume3d, (2, 8, 8, 8), ["conv3d", "batchnorm3d", "hardswish", "maxpool3d", "instancenorm3d", "avgpool3d",
+                              "pad", "conv_transpose3d", "prelu", "leaky_relu", "adaptive_avgpool3d", "sub",
+                              "adaptive_maxpool3d", "scale", "shift", "log_softmax"]),
+    (Signal1d, (3, 32), ["conv1d", "elu", "maxpool1d", "avgpool1d", "pad", "mish", "softplus", "mean", "softmax"]),
+    (SubPixel, (3, 8, 8), ["matmul", "pixel_shuffle", "pixel_unshuffle", "sum", "amax", "mean", "mul"]),
+], ids=["3d", "1d", "subpixel"])
+def test_spatial_layers_and_functions_round_trip(tmp_path, model, shape, ops):
+    torch.manual_seed(0)
+    model = randomize_batch_norm(model())
+    text, compiled = round_trip(model, tmp_path / "net.yaml", shape)
+    assert_same_outputs(model, compiled, *shape)
+    written = {node["op"] if isinstance(node, dict) else node
+               for scope in [yaml.safe_load(text)["nodes"]] for node in scope.values()
+               if isinstance(node, str) or "op" in node}
+    assert set(ops) <= written
+
+
+def test_mobilenet_v3_large_imports_on_meta_as_the_library_spec(tmp_path):
+    with torch.device("meta"):
+        model = torchvision.models.mobilenet_v3_large()
+    text = import_module(model, (3, 224, 224))
+    assert "hardsigmoid" in text and "hardswish" in text
+    (tmp_path / "mobilenet_v3_large.yaml").write_text(text)
+    imported = resgraph.load(tmp_path / "mobilenet_v3_large.yaml")
+    written = resgraph.load(SPECS / "mobilenet_v3_large.yaml")
+    assert (imported.params, imported.macs) == (written.params, written.macs)
+    compiled = resgraph.compile(imported, device="meta")
+    assert [(k, v.shape) for k, v in compiled.state_dict().items()] == \
+        [(k, v.shape) for k, v in model.state_dict().items()]
+
+
+def test_r3d_18_imports_on_meta_as_the_library_spec(tmp_path):
+    with torch.device("meta"):
+        model = torchvision.models.video.r3d_18()
+    (tmp_path / "r3d.yaml").write_text(import_module(model, (3, 8, 56, 56)))
+    imported = resgraph.load(tmp_path / "r3d.yaml")
+    written = resgraph.load(SPECS / "r3d_18.yaml", params={"frames": 8, "size": 56})
+    assert (imported.params, imported.macs) == (written.params, written.macs)

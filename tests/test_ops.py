@@ -22,6 +22,7 @@ equal the batch size (torch reads a 3-d tensor as an unbatched image, for exampl
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -202,10 +203,14 @@ def add_counterfactual(attrs: dict[str, Any], shapes: list[list[int]]) -> tuple[
 
 # ---- deliberate restrictions: the rule rejects, torch would run -------------------------------
 
-ONE_VALUE_LISTS = {"conv2d": ("stride", "padding", "dilation"),
-                   "conv_transpose2d": ("stride", "padding", "output_padding", "dilation"),
-                   "maxpool2d": ("kernel", "stride", "padding", "dilation"),
-                   "avgpool2d": ("kernel", "stride", "padding")}
+ONE_VALUE_LISTS = {f"{op}{n}d": attrs for n in (2, 3) for op, attrs in (
+    ("conv", ("stride", "padding", "dilation")), ("conv_transpose", ("stride", "padding", "output_padding", "dilation")),
+    ("maxpool", ("kernel", "stride", "padding", "dilation")), ("avgpool", ("kernel", "stride", "padding")))}
+
+
+# The spatial dimensions of the pools and instance norms, whose lowerings also accept unbatched inputs.
+POOL_DIMS = {f"{kind}{n}d": n for n in (1, 2, 3) for kind in ("maxpool", "avgpool", "adaptive_avgpool",
+                                                               "adaptive_maxpool", "instancenorm")}
 
 
 def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], broadcast: bool = False,
@@ -214,11 +219,18 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     `shape`), or None."""
     if name in ONE_VALUE_LISTS and any(isinstance(attrs.get(a), list) and len(attrs[a]) == 1
                                        for a in ONE_VALUE_LISTS[name]):
-        return ("a one-element list for a 2-d op: torch repeats it, resgraph asks for an integer "
+        return (f"a one-element list for a {name[-2]}-d op: torch repeats it, resgraph asks for an integer "
                 "or one value per spatial dimension")
     if name in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d") and len(shapes[0]) == 2:
         return ("a 2-d pool of a [channels, length] input: torch would read [batch, channels, length] "
                 "as one unbatched image and pool over channels and length")
+    pool_dims = POOL_DIMS.get(name)
+    if pool_dims is not None and len(shapes[0]) == pool_dims:
+        return (f"a {pool_dims}-d pool or norm of an input with only {pool_dims} dimensions per sample: torch "
+                "would read the batch as the channels of one unbatched sample")
+    if name.startswith("instancenorm") and len(shapes[0]) > 1 and math.prod(shapes[0][1:]) == 1:
+        return ("instance norm over a single spatial element: every output is its bias in training, which torch "
+                "refuses; only eval mode with running statistics runs it")
     if name == "adaptive_avgpool2d" and attrs.get("size", 1) in (1, [1, 1]) and len(shapes[0]) > 3:
         return ("global average pooling of an input with more than [channels, height, width]: torch's fast "
                 "path for size 1 averages the last two dimensions of a tensor of any rank")
@@ -226,7 +238,7 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
         return "`channels_first` with a `shape`: the channels are what it normalises, so `shape` is refused"
     if name == "slice" and 0 in (shape or ()):
         return "a slice that keeps nothing: torch returns an empty dimension, resgraph's sizes are at least 1"
-    if name == "conv_transpose2d" and 0 in (shape or ()):
+    if name.startswith("conv_transpose") and 0 in (shape or ()):
         return ("a transposed convolution whose padding leaves an empty output: torch returns a tensor with a "
                 "dimension of size 0, resgraph's shapes have sizes of at least 1")
     if name == "multihead_attention" and len(shapes[0]) == 1 and all(s == shapes[0] for s in shapes):
@@ -241,6 +253,14 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes):
         return (f"`{name}` over inputs that are not [length, features]: torch would read another dimension "
                 "as the positions (or broadcast the extra ones)")
+    if name.startswith("pixel_") and len(shapes[0]) < 3:
+        return ("pixel shuffling of an input with fewer than [channels, height, width] per sample: torch would "
+                "read the batch as the channels of one unbatched image")
+    if name == "pad" and 0 in (shape or ()):
+        return "a pad whose negative widths crop a dimension to size 0: resgraph's shapes have sizes of at least 1"
+    softmax = name in ("softmax", "log_softmax") or (name == "activation" and "softmax" in attrs.get("function", ""))
+    if softmax and (not shapes[0] or attrs.get("dim", -1) in (0, -len(shapes[0]) - 1)):
+        return "softmax over the batch dimension: a per-sample shape cannot describe it"
     if name == "flatten":
         full = len(shapes[0]) + 1
         if any(attrs.get(a, d) in (0, -full) for a, d in (("start_dim", 1), ("end_dim", -1))):
@@ -255,8 +275,8 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
             return "only one shortcut of an add may be projected or padded (each would be named `shortcut_name`)"
         if any(k == "pad" and s[0] > shapes[0][0] for k, s in zip(kinds, shapes[1:])):
             return "a `pad` shortcut only adds channels (F.pad with a negative width would crop them)"
-        if any(k == "pad" and len(s) > 3 for k, s in zip(kinds, shapes[1:])):
-            return "shortcuts are defined for [C], [C, L] and [C, H, W] inputs"
+        if any(k == "pad" and len(s) > 4 for k, s in zip(kinds, shapes[1:])):
+            return "shortcuts are defined for [C], [C, L], [C, H, W] and [C, D, H, W] inputs"
     return None
 
 
@@ -394,7 +414,7 @@ def layout(draw, channels: int, spatial: int, max_size: int = 40) -> list[int]:
 
 
 @st.composite
-def conv_case(draw, n: int) -> Case:
+def conv_case(draw, n: int, max_size: int = 40) -> Case:
     groups = draw(mostly(1, 2, 3, 4, times=1))
     divisible = st.integers(1, 4).map(lambda k: k * groups)
     cin = draw(weighted((3, divisible), (1, st.integers(1, 16))))
@@ -425,7 +445,7 @@ def conv_case(draw, n: int) -> Case:
         "bias": st.booleans(),
         "padding_mode": st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
     }))
-    return attrs, [draw(layout(cin, n))]
+    return attrs, [draw(layout(cin, n, max_size=max_size))]
 
 
 @st.composite
@@ -464,23 +484,23 @@ def elementwise_case(optional: dict[str, st.SearchStrategy] | None = None) -> st
 
 
 @st.composite
-def pool_case(draw, dilation: bool = False, count_include_pad: bool = False) -> Case:
-    kernel = draw(ints(1, 5, 2))
+def pool_case(draw, dilation: bool = False, count_include_pad: bool = False, n: int = 2, max_size: int = 40) -> Case:
+    kernel = draw(ints(1, 5, n))
     half = min(kernel) // 2 if isinstance(kernel, list) else kernel // 2  # the most padding torch allows
-    optional = {"stride": ints(1, 4, 2), "padding": weighted((2, st.integers(0, half)), (1, ints(0, 3, 2))),
+    optional = {"stride": ints(1, 4, n), "padding": weighted((2, st.integers(0, half)), (1, ints(0, 3, n))),
                 "ceil_mode": st.booleans()}
     if dilation:
-        optional["dilation"] = ints(1, 3, 2)
+        optional["dilation"] = ints(1, 3, n)
     if count_include_pad:
         optional["count_include_pad"] = st.booleans()
     attrs = draw(with_optional({"kernel": kernel}, optional))
-    return attrs, [draw(layout(draw(st.integers(1, 8)), 2))]
+    return attrs, [draw(layout(draw(st.integers(1, 8)), n, max_size=max_size))]
 
 
 @st.composite
-def adaptive_case(draw) -> Case:
-    attrs = draw(with_optional({}, {"size": ints(1, 8, 2)}))
-    return attrs, [draw(layout(draw(st.integers(1, 8)), 2, max_size=16))]
+def adaptive_case(draw, n: int = 2) -> Case:
+    attrs = draw(with_optional({}, {"size": ints(1, 8, n)}))
+    return attrs, [draw(layout(draw(st.integers(1, 8)), n, max_size=16 if n < 3 else 9))]
 
 
 @st.composite
@@ -576,20 +596,20 @@ def attention_case(draw) -> Case:
 
 
 @st.composite
-def conv_transpose_case(draw) -> Case:
+def conv_transpose_case(draw, n: int = 2, max_size: int = 12) -> Case:
     groups = draw(mostly(1, 2, 3, 4, times=1))
     divisible = st.integers(1, 4).map(lambda k: k * groups)
     cin = draw(weighted((3, divisible), (1, st.integers(1, 16))))
     out = draw(weighted((3, divisible), (1, st.integers(1, 16))))
-    attrs = draw(with_optional({"out": out, "kernel": draw(ints(1, 5, 2))}, {
-        "stride": weighted((1, st.just(1)), (2, ints(1, 4, 2))),
-        "padding": ints(0, 3, 2),
-        "output_padding": weighted((1, st.just(0)), (2, ints(0, 3, 2))),
-        "dilation": ints(1, 3, 2),
+    attrs = draw(with_optional({"out": out, "kernel": draw(ints(1, 5, n))}, {
+        "stride": weighted((1, st.just(1)), (2, ints(1, 4, n))),
+        "padding": ints(0, 3, n),
+        "output_padding": weighted((1, st.just(0)), (2, ints(0, 3, n))),
+        "dilation": ints(1, 3, n),
         "groups": st.just(groups),
         "bias": st.booleans(),
     }))
-    return attrs, [draw(layout(cin, 2, max_size=12))]
+    return attrs, [draw(layout(cin, n, max_size=max_size))]
 
 
 @st.composite
@@ -670,6 +690,143 @@ SEQUENCE_STRATEGIES = {"embedding": embedding_case(), "lstm": recurrent_case(), 
                        "sdpa": sdpa_case(), "rope": rope_case()}
 
 
+# ---- strategies of issue 10's spatial ops, activations, reductions and arithmetic (engineer "spatial") ----
+
+@st.composite
+def instancenorm_case(draw, n: int) -> Case:
+    attrs = draw(with_optional({}, {"eps": st.floats(1e-6, 1e-2), "momentum": st.floats(0, 1),
+                                    "affine": st.booleans(), "track_running_stats": st.booleans()}))
+    return attrs, [draw(layout(draw(st.integers(1, 8)), n, max_size=6 if n == 3 else 12))]
+
+
+@st.composite
+def pad_case(draw) -> Case:
+    mode = draw(st.sampled_from(["constant", "constant", "reflect", "replicate", "circular"]))
+    shape = draw(any_shape(max_rank=4, max_dim=5))
+    pairs = draw(weighted((4, st.integers(1, 3)), (1, st.integers(1, 5))))
+    widths = draw(st.lists(weighted((4, st.integers(0, 4)), (1, st.integers(-3, -1))),
+                           min_size=2 * pairs, max_size=2 * pairs))
+    if draw(st.integers(0, 9)) == 0:
+        widths = widths[:-1]  # an odd number of widths
+    attrs: dict[str, Any] = {"widths": widths}
+    if mode != "constant" or draw(st.booleans()):
+        attrs["mode"] = mode
+    if draw(st.integers(0, 4)) == 0:
+        attrs["value"] = draw(st.sampled_from([0.0, 1.5, -2.0]))
+    return attrs, [shape]
+
+
+@st.composite
+def pixel_shuffle_case(draw, unshuffle: bool) -> Case:
+    factor = draw(st.integers(1, 3))
+    rank = draw(mostly(3, 2, 4))
+    shape = [draw(st.integers(1, 4)) for _ in range(rank)]
+    if rank >= 3 and draw(st.integers(0, 3)):  # mostly sizes that fit the factor
+        if unshuffle:
+            shape[-2] *= factor
+            shape[-1] *= factor
+        else:
+            shape[-3] *= factor * factor
+    return {"factor": factor}, [shape]
+
+
+@st.composite
+def prelu_case(draw) -> Case:
+    shape = draw(any_shape(max_rank=3, max_dim=6))
+    channels = weighted((2, st.just(shape[0] if shape else 1)), (1, st.integers(1, 6)))
+    attrs = draw(with_optional({}, {"num_parameters": channels, "init": st.floats(-1, 1)}))
+    return attrs, [shape]
+
+
+def softmax_case() -> st.SearchStrategy:
+    return elementwise_case({"dim": st.integers(-4, 4)})
+
+
+@st.composite
+def reduce_case(draw) -> Case:
+    shape = draw(any_shape(max_rank=4, max_dim=6))
+    dims = st.integers(-5, 4)
+    attrs = draw(with_optional({"dims": draw(weighted((1, dims), (3, st.lists(dims, min_size=1, max_size=3))))},
+                               {"keepdim": st.booleans()}))
+    return attrs, [shape]
+
+
+@st.composite
+def sub_case(draw) -> Case:
+    attrs, shapes = draw(mul_case())
+    return attrs, shapes[:2]
+
+
+def scalar_case(attr: str) -> st.SearchStrategy:
+    value = st.floats(-4, 4, allow_nan=False)
+    return st.tuples(st.fixed_dictionaries({attr: value}), any_shape().map(lambda shape: [shape]))
+
+
+@st.composite
+def matmul_case(draw) -> Case:
+    n, k, m = (draw(st.integers(1, 5)) for _ in range(3))
+    lead = draw(any_shape(max_rank=2, max_dim=3))
+    a = lead + [n, k]
+    b = [d if draw(st.booleans()) else 1 for d in lead] + [k, m]
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        b[-2] = draw(st.integers(1, 5))     # inner dimensions that may differ
+    elif kind == 1:
+        b = b[draw(st.integers(1, len(b))):]  # a lower rank: torch would align the batch with a sample dimension
+    elif kind == 2:
+        a, b = draw(any_shape(max_rank=3, max_dim=4)), draw(any_shape(max_rank=3, max_dim=4))
+    return {}, [a, b]
+
+
+SPATIAL_STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
+    "conv3d": conv_case(3, max_size=7),
+    "conv_transpose1d": conv_transpose_case(1),
+    "conv_transpose3d": conv_transpose_case(3, max_size=4),
+    "maxpool1d": pool_case(dilation=True, n=1),
+    "maxpool3d": pool_case(dilation=True, n=3, max_size=9),
+    "avgpool1d": pool_case(count_include_pad=True, n=1),
+    "avgpool3d": pool_case(count_include_pad=True, n=3, max_size=9),
+    "adaptive_avgpool1d": adaptive_case(1),
+    "adaptive_avgpool3d": adaptive_case(3),
+    "adaptive_maxpool1d": adaptive_case(1),
+    "adaptive_maxpool2d": adaptive_case(2),
+    "adaptive_maxpool3d": adaptive_case(3),
+    "batchnorm3d": batchnorm_case((4,)),
+    "instancenorm1d": instancenorm_case(1),
+    "instancenorm2d": instancenorm_case(2),
+    "instancenorm3d": instancenorm_case(3),
+    "pad": pad_case(),
+    "pixel_shuffle": pixel_shuffle_case(unshuffle=False),
+    "pixel_unshuffle": pixel_shuffle_case(unshuffle=True),
+    "hardswish": elementwise_case(),
+    "hardsigmoid": elementwise_case(),
+    "mish": elementwise_case(),
+    "leaky_relu": elementwise_case({"negative_slope": st.floats(-1, 1)}),
+    "elu": elementwise_case({"alpha": st.floats(0, 2)}),
+    "softplus": elementwise_case({"beta": st.floats(0.1, 4), "threshold": st.floats(1, 30)}),
+    "prelu": prelu_case(),
+    "softmax": softmax_case(),
+    "log_softmax": softmax_case(),
+    "mean": reduce_case(),
+    "sum": reduce_case(),
+    "amax": reduce_case(),
+    "sub": sub_case(),
+    "scale": scalar_case("factor"),
+    "shift": scalar_case("value"),
+    "matmul": matmul_case(),
+    # `activation` names every activation op; softmax over a low-rank input is what its shape rule rejects
+    "activation": weighted((3, elementwise_case({"function": st.sampled_from(FUNCTIONS)})),
+                           (1, st.tuples(st.fixed_dictionaries({"function": st.sampled_from(["softmax", "log_softmax"])}),
+                                         any_shape(max_rank=2).map(lambda shape: [shape])))),
+}
+# (`activation` rejects only softmax over the batch dimension, a deliberate restriction where torch would run.)
+SPATIAL_TOTAL = {"hardswish", "hardsigmoid", "mish", "leaky_relu", "elu", "softplus", "scale", "shift", "activation"}
+SPATIAL_EXAMPLES = {"conv3d": 30, "conv_transpose1d": 40, "conv_transpose3d": 30, "maxpool1d": 40,
+                    "maxpool3d": 30, "avgpool1d": 40, "avgpool3d": 30, "pad": 100, "mean": 40, "matmul": 40,
+                    "sub": 40}
+# ---- end of engineer "spatial"'s strategies ----------------------------------------------------------------
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "conv1d": conv_case(1),
     "conv2d": conv_case(2),
@@ -699,16 +856,17 @@ STRATEGIES: dict[str, st.SearchStrategy[Case]] = {
     "upsample": upsample_case(),
     "activation": elementwise_case({"function": st.sampled_from(FUNCTIONS)}),
     **SEQUENCE_STRATEGIES,
+    **SPATIAL_STRATEGIES,
 }
 
 # Ops whose shape rule never rejects anything.
-TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "drop_path", "identity", "activation"}
+TOTAL = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "drop_path", "identity"} | SPATIAL_TOTAL
 # More examples where there are more attributes to combine.
 EXAMPLES = {"conv1d": 200, "conv2d": 400, "maxpool2d": 300, "avgpool2d": 300, "add": 300, "concat": 120,
             "mul": 120, "layernorm": 120, "flatten": 100, "groupnorm": 80, "linear": 60,
             "batchnorm1d": 60, "batchnorm2d": 60, "adaptive_avgpool2d": 60, "conv_transpose2d": 150,
             "upsample": 150, "multihead_attention": 60, "embedding": 25, "lstm": 12, "gru": 12, "sdpa": 40,
-            "rope": 40}
+            "rope": 40, **SPATIAL_EXAMPLES}
 
 
 # ---- tensor layout, parameter and buffer, layernorm over channels, rmsnorm (issue 10, "layout") ----------
@@ -957,11 +1115,21 @@ RESTRICTIONS = [
     ("add", {}, [[4, 6, 6], [4, 1, 1]]),
     ("add", {"shortcut": "project"}, [[8, 3, 3], [4, 6, 6], [2, 5, 5]]),
     ("add", {"shortcut": "pad"}, [[4, 6, 6], [8, 6, 6]]),
-    ("add", {"shortcut": "pad"}, [[4, 3, 3, 3], [2, 6, 6, 6]]),
     ("multihead_attention", {"heads": 2}, [[8]]),
     ("lstm", {"hidden": 4}, [[5]]),
     ("sdpa", {"heads": 1}, [[3, 4, 2], [3, 4, 2], [3, 4, 2]]),
     ("sdpa", {"heads": 1}, [[1, 4], [1, 4], [2, 4]]),
+
+
+    # issue 10's ops
+    ("conv3d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 5, 5, 5]]),
+    ("maxpool1d", {"kernel": 2}, [[8]]),
+    ("adaptive_maxpool3d", {"size": 2}, [[3, 4, 4]]),
+    ("instancenorm2d", {"track_running_stats": True}, [[4, 1, 1]]),
+    ("pixel_shuffle", {"factor": 1}, [[4, 4]]),
+    ("pad", {"widths": [-2, 0]}, [[4, 2]]),
+    ("softmax", {"dim": 0}, [[5]]),
+    ("activation", {"function": "log_softmax"}, [[]]),
 ]
 
 
@@ -992,6 +1160,12 @@ REGRESSIONS = [
     # per-sample ranks differ: with the batch in front, torch aligns the batch with a sample dimension
     ("mul", {}, [[3, 4, 5], [5]]),
     ("mul", {}, [[1, 5], [5]]),
+    # torch's avg_pool3d wants the unpadded input to cover the kernel (max_pool3d does not)
+    ("avgpool3d", {"kernel": [3, 5, 5], "ceil_mode": True, "count_include_pad": False}, [[7, 8, 2, 1]]),
+    # a constant pad crops before it pads: a crop larger than the dimension fails even if the widths sum to > 0
+    ("pad", {"widths": [4, -2, 4, 4]}, [[4, 1, 2, 1]]),
+    # reflect and friends pad the last k dimensions of an input with k or k + 1 of them
+    ("pad", {"widths": [2, 2], "mode": "replicate"}, [[4, 2, 2]]),
 ]
 
 

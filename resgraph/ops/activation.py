@@ -1,10 +1,14 @@
-"""Element-wise activations: relu, relu6, gelu, silu, sigmoid, tanh. Stateless, so lowered to functions."""
+"""Activations: relu, relu6, gelu, silu, sigmoid, tanh, hardswish, hardsigmoid, leaky_relu, elu, mish, softplus
+(element-wise, stateless, so lowered to functions), prelu (a learnable slope: a module), and softmax /
+log_softmax over one dimension."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from .base import Choice, Op, Shape, register
+from pydantic import Field
+
+from .base import Choice, Float, Int, Op, Shape, ShapeError, fmt_shape, register
 
 
 class _Activation(Op):
@@ -132,3 +136,177 @@ class Tanh(_Activation):
         import torch
 
         return torch.tanh
+
+
+# ---- MobileNetV3's hard activations, and the parametrised ones -----------------------------------
+
+@register
+class Hardswish(_Activation):
+    """x · relu6(x + 3) / 6 (Howard et al. 2019, MobileNetV3). Any shape, unchanged; lowers to `F.hardswish`."""
+
+    op: Literal["hardswish"]
+
+    fresh_output: ClassVar[bool] = True  # backward needs the input, not the output
+
+    def function(self):
+        import torch.nn.functional as F
+
+        return F.hardswish
+
+
+@register
+class Hardsigmoid(_Activation):
+    """relu6(x + 3) / 6, MobileNetV3's gate. Any shape, unchanged; lowers to `F.hardsigmoid`."""
+
+    op: Literal["hardsigmoid"]
+
+    def function(self):
+        import torch.nn.functional as F
+
+        return F.hardsigmoid
+
+
+@register
+class Mish(_Activation):
+    """x · tanh(softplus(x)) (Misra 2019). Any shape, unchanged; lowers to `F.mish`."""
+
+    op: Literal["mish"]
+
+    fresh_output: ClassVar[bool] = True
+
+    def function(self):
+        import torch.nn.functional as F
+
+        return F.mish
+
+
+@register
+class LeakyReLU(_Activation):
+    """max(0, x) + negative_slope · min(0, x). Any shape, unchanged; lowers to `F.leaky_relu`."""
+
+    op: Literal["leaky_relu"]
+    negative_slope: Float() = Field(0.01, description="the slope for negative inputs")
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("negative_slope",)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.leaky_relu, args, {"negative_slope": self.negative_slope})
+
+
+@register
+class ELU(_Activation):
+    """x for x > 0, alpha · (exp(x) − 1) otherwise (Clevert et al. 2015). Any shape, unchanged; lowers to
+    `F.elu`."""
+
+    op: Literal["elu"]
+    alpha: Float() = Field(1.0, description="the value the output tends to for large negative inputs is −alpha")
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("alpha",)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.elu, args, {"alpha": self.alpha})
+
+
+@register
+class Softplus(_Activation):
+    """log(1 + exp(beta · x)) / beta, linear above `threshold` (in units of beta · x). Any shape, unchanged;
+    lowers to `F.softplus`."""
+
+    op: Literal["softplus"]
+    beta: Float(positive=True) = Field(1.0, description="sharpness; larger is closer to relu")
+    threshold: Float() = Field(20.0, description="above beta · x > threshold, the output is x (numerical stability)")
+
+    label_attrs: ClassVar[tuple[str, ...]] = ("beta",)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.softplus, args, {"beta": self.beta, "threshold": self.threshold})
+
+
+@register
+class PReLU(_Activation):
+    """max(0, x) + a · min(0, x) with a learnable slope a (He et al. 2015): one for all channels
+    (`num_parameters: 1`) or one per channel (`num_parameters` = the channels, dimension 1 with the batch).
+    Any shape, unchanged; `num_parameters` params. Lowers to `nn.PReLU(num_parameters, init)`."""
+
+    op: Literal["prelu"]
+    num_parameters: Int(1) = Field(1, description="1 (one slope shared by all channels) or the input's channels")
+    init: Float() = Field(0.25, description="the initial slope")
+
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        if self.num_parameters != 1 and (not shape or shape[0] != self.num_parameters):
+            channels = f"{shape[0]} channels" if shape else "no channel dimension"
+            raise ShapeError(f"`num_parameters: {self.num_parameters}` does not match the input {fmt_shape(shape)} "
+                             f"({channels})", attr="num_parameters",
+                             help="use 1 for one slope shared by all channels, or the number of channels"
+                                  + (f" ({shape[0]})" if shape else ""))
+        return shape
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return self.num_parameters
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        return b.call_module(nn.PReLU(self.num_parameters, init=self.init), args)
+
+    def label(self) -> str:
+        return "prelu" if self.num_parameters == 1 else f"prelu {self.num_parameters}"
+
+
+class _SoftmaxBase(Op):
+    dim: Int(None) = Field(-1, description="the dimension to normalise over; torch numbering (the batch is 0 and "
+                                           "may not be named; 1 is channels), negative counts from the end")
+
+    fresh_output: ClassVar[bool] = False  # softmax's backward reads its output
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        from .dense import _sample_dim
+
+        (shape,) = inputs
+        _sample_dim(self.dim, len(shape), "dim")
+        return shape
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return None if self._spatial_dim(inputs[0]) else super().receptive_field(fields, inputs, output, meta)
+
+    def _spatial_dim(self, shape: Shape) -> bool:
+        """True where the normalised dimension is a spatial one: every output then sees that whole dimension."""
+        from .dense import _sample_dim
+
+        return _sample_dim(self.dim, len(shape), "dim") > 0
+
+    def label(self) -> str:
+        return f"{self.op_name()} dim {self.dim}"
+
+
+@register
+class Softmax(_SoftmaxBase):
+    """exp(x) / sum(exp(x)) along `dim`. Any shape, unchanged; lowers to `F.softmax(x, dim)`."""
+
+    op: Literal["softmax"]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.softmax, args, {"dim": self.dim})
+
+
+@register
+class LogSoftmax(_SoftmaxBase):
+    """log(softmax(x)) along `dim`, computed stably. Any shape, unchanged; lowers to `F.log_softmax(x, dim)`."""
+
+    op: Literal["log_softmax"]
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.log_softmax, args, {"dim": self.dim})

@@ -1,10 +1,24 @@
-"""Convolutions: conv1d and conv2d, with torch's output-size rule and torchvision's init."""
+"""Convolutions: conv1d, conv2d and conv3d, with torch's output-size rule and torchvision's init."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
 from .base import Bool, Choice, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial, window_field
+
+LAYOUTS = {1: "[channels, length]", 2: "[channels, height, width]", 3: "[channels, depth, height, width]"}
+
+
+def layout_name(spatial_dims: int) -> str:
+    """The per-sample layout an op over `spatial_dims` spatial dimensions expects, for messages."""
+    return LAYOUTS[spatial_dims]
+
+
+def stride_text(stride: tuple[int, ...]) -> str:
+    """`, stride 2` (or `, stride 1x2`) for diagram labels; nothing for stride 1."""
+    if set(stride) == {1}:
+        return ""
+    return ", stride " + ("x".join(str(s) for s in stride) if len(set(stride)) > 1 else str(stride[0]))
 
 
 def init_conv(module: Any) -> None:
@@ -39,8 +53,7 @@ class _ConvNd(Op):
         (shape,) = inputs
         n = self.spatial_dims
         if len(shape) != n + 1:
-            layout = "[channels, length]" if n == 1 else "[channels, height, width]"
-            raise ShapeError(f"`{self.op_name()}` expects a {layout} input, got {fmt_shape(shape)}",
+            raise ShapeError(f"`{self.op_name()}` expects a {layout_name(n)} input, got {fmt_shape(shape)}",
                              help="insert a `reshape` or `unflatten` before it, or use the op that matches the input's rank")
         kernel, stride = spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride")
         dilation = spatial(self.dilation, n, "dilation")
@@ -101,7 +114,7 @@ class _ConvNd(Op):
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn
 
-        cls = {1: nn.Conv1d, 2: nn.Conv2d}[self.spatial_dims]
+        cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[self.spatial_dims]
         module = cls(inputs[0][0], self.out, self.kernel, stride=self.stride, padding=self.padding,
                      dilation=self.dilation, groups=self.groups, bias=self.bias, padding_mode=self.padding_mode)
         init_conv(module)
@@ -111,7 +124,9 @@ class _ConvNd(Op):
         kernel = "x".join(str(k) for k in spatial(self.kernel, self.spatial_dims, "kernel"))
         text = f"{self.op_name()} {kernel}, {self.out}"
         stride = set(spatial(self.stride, self.spatial_dims, "stride"))
-        if stride != {1}:
+        if self.spatial_dims == 3:  # newer ops write the stride out; conv1d/conv2d keep `/2` for now
+            text += stride_text(spatial(self.stride, 3, "stride"))
+        elif stride != {1}:
             text += f", /{'x'.join(str(s) for s in spatial(self.stride, self.spatial_dims, 'stride'))}"
         if self.groups != 1:
             text += f", groups={self.groups}"
@@ -145,3 +160,11 @@ class Conv2d(_ConvNd):
 
     op: Literal["conv2d"]
     spatial_dims: ClassVar[int] = 2
+
+
+@register
+class Conv3d(_ConvNd):
+    """3-d convolution over a [channels, depth, height, width] input (video, volumes)."""
+
+    op: Literal["conv3d"]
+    spatial_dims: ClassVar[int] = 3

@@ -101,7 +101,7 @@ class Add(Op):
                     f"identity shortcut shapes differ: the branch gives {fmt_shape(branch)} but the shortcut "
                     f"carries {fmt_shape(skip)}", help=_mismatch_help(branch, skip), attr="shortcut", code="RG050")
             return ShortcutPlan(policy, skip, branch)
-        if len(branch) != len(skip) or len(branch) > 3:
+        if len(branch) != len(skip) or len(branch) > 4:
             raise ShapeError(f"a `{policy.value}` shortcut cannot map {fmt_shape(skip)} to {fmt_shape(branch)}",
                              help=_mismatch_help(branch, skip), attr="shortcut", code="RG050")
         stride = _strides(skip, branch)

@@ -1,7 +1,7 @@
 """activation: an element-wise activation chosen by name, so that a param can choose it (`op` itself is literal).
 
-It lowers exactly as the op it names (any element-wise activation op: relu, relu6, gelu, silu, sigmoid, tanh, ...),
-giving the same code and modules."""
+It lowers exactly as the op it names (any element-wise activation op: relu, relu6, gelu, silu, sigmoid, tanh,
+hardswish, ...), with that op's defaults, giving the same code and modules."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from .activation import _Activation
 from .base import REGISTRY, Choice, Op, Shape, register
 
 # Every element-wise activation op registered so far (ops/__init__.py imports this module after them).
-FUNCTIONS = tuple(sorted(name for name, cls in REGISTRY.items() if issubclass(cls, _Activation)))
+# softmax and log_softmax normalise over a dimension rather than element-wise, and run here with theirs (the last).
+FUNCTIONS = tuple(sorted({name for name, cls in REGISTRY.items() if issubclass(cls, _Activation)}
+                         | {"softmax", "log_softmax"} & set(REGISTRY)))
 
 
 @register
 class Activation(Op):
     """`{op: activation, function: act}` with a param `act: relu` runs `relu`; as torch's Transformer layers
-    take `activation="relu"` or `"gelu"`.
+    take `activation="relu"` or `"gelu"`, and torchvision's MobileNetV3 `nn.ReLU` or `nn.Hardswish`. The named
+    op runs with its defaults (`leaky_relu`: slope 0.01, `elu`: alpha 1, `prelu`: one learnable slope,
+    `softplus`: beta 1, `softmax` / `log_softmax`: the last dimension); one input, its shape unchanged.
 
     Inputs: 1
     Output: unchanged; the op `function` names, so that a param can choose it (`function: act`)
@@ -35,6 +39,12 @@ class Activation(Op):
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         return self.named().infer_shape(inputs, meta)
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return self.named().count_params(inputs, output, meta)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return self.named().receptive_field(fields, inputs, output, meta)
 
     def lower(self, b, args, inputs, output, meta):
         return self.named().lower(b, args, inputs, output, meta)

@@ -1,4 +1,4 @@
-"""Normalisation layers: batchnorm1d/2d, layernorm, rmsnorm, groupnorm."""
+"""Normalisation layers: batchnorm1d/2d/3d, instancenorm1d/2d/3d, layernorm, rmsnorm, groupnorm."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ class _BatchNorm(Op):
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
         if len(shape) not in self.ranks:
-            layouts = {1: "[features]", 2: "[channels, length]", 3: "[channels, height, width]"}
+            layouts = {1: "[features]", 2: "[channels, length]", 3: "[channels, height, width]",
+                       4: "[channels, depth, height, width]"}
             expected = " or ".join(layouts[r] for r in self.ranks)
             raise ShapeError(f"`{self.op_name()}` expects a {expected} input, got {fmt_shape(shape)}",
-                             help="use batchnorm1d for [features] or [channels, length], batchnorm2d for images")
+                             help="use batchnorm1d for [features] or [channels, length], batchnorm2d for images, "
+                                  "batchnorm3d for [channels, depth, height, width]")
         return shape
 
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
@@ -43,7 +45,7 @@ class _BatchNorm(Op):
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn
 
-        cls = nn.BatchNorm2d if 3 in self.ranks else nn.BatchNorm1d
+        cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}[self.ranks[-1]]
         module = cls(inputs[0][0], eps=self.eps, momentum=self.momentum, affine=self.affine,
                      track_running_stats=self.track_running_stats)
         init_norm(module)
@@ -74,6 +76,80 @@ class BatchNorm2d(_BatchNorm):
 
     op: Literal["batchnorm2d"]
     ranks: ClassVar[tuple[int, ...]] = (3,)
+
+
+@register
+class BatchNorm3d(_BatchNorm):
+    """Batch normalisation over a [channels, depth, height, width] input (video, volumes): unchanged shape,
+    2·C params if affine; lowers to `nn.BatchNorm3d` (weight 1, bias 0)."""
+
+    op: Literal["batchnorm3d"]
+    ranks: ClassVar[tuple[int, ...]] = (4,)
+
+
+class _InstanceNorm(Op):
+    eps: Float(0.0, positive=True) = Field(1e-5, description="added to the variance for stability")
+    momentum: Float(0.0, 1.0) = Field(0.1, description="running-statistics update rate (with track_running_stats)")
+    affine: Bool = Field(False, description="a learnable per-channel weight and bias (torch's default: none)")
+    track_running_stats: Bool = Field(False, description="keep running statistics and use them in eval mode")
+
+    spatial_dims: ClassVar[int]
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        from .conv import layout_name
+
+        (shape,) = inputs
+        n = self.spatial_dims
+        if len(shape) != n + 1:
+            raise ShapeError(f"`{self.op_name()}` expects a {layout_name(n)} input, got {fmt_shape(shape)}",
+                             help="instance norm normalises each channel of each sample over its spatial "
+                                  "dimensions: use the op that matches the input's rank")
+        if prod(shape[1:]) == 1:
+            raise ShapeError(f"`{self.op_name()}` over a single spatial element ({fmt_shape(shape)}) normalises "
+                             "every value to 0", help="torch refuses it unless it uses running statistics in eval "
+                                                      "mode; normalise before the spatial size shrinks to 1, or use "
+                                                      "batch norm")
+        return shape
+
+    def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return 2 * inputs[0][0] if self.affine else 0
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn as nn
+
+        cls = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[self.spatial_dims]
+        module = cls(inputs[0][0], eps=self.eps, momentum=self.momentum, affine=self.affine,
+                     track_running_stats=self.track_running_stats)
+        init_norm(module)
+        return b.call_module(module, args)
+
+
+@register
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of a [channels, length] input: each channel of each sample over its length.
+    Unchanged shape; 2·C params with `affine`; lowers to `nn.InstanceNorm1d`."""
+
+    op: Literal["instancenorm1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+@register
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of a [channels, height, width] input (style transfer, CycleGAN's ResNet
+    generator). Unchanged shape; 2·C params with `affine`; lowers to `nn.InstanceNorm2d`."""
+
+    op: Literal["instancenorm2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+@register
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalisation of a [channels, depth, height, width] input. Unchanged shape; 2·C params with
+    `affine`; lowers to `nn.InstanceNorm3d`."""
+
+    op: Literal["instancenorm3d"]
+    spatial_dims: ClassVar[int] = 3
 
 
 CHANNELS_FIRST = ("normalise over the channels (dimension 1) of a [channels, ...] map at every position, as "

@@ -1,10 +1,14 @@
-"""Pooling: maxpool2d, avgpool2d and adaptive_avgpool2d, with torch's output-size rule."""
+"""Pooling in 1-d, 2-d and 3-d: maxpool, avgpool, adaptive_avgpool and adaptive_maxpool, with torch's
+output-size rules. One class per family, generalised over the spatial dimensions as `_ConvNd` is."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from .base import Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
+from .conv import layout_name, stride_text
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -16,21 +20,23 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return out
 
 
-class _Pool2d(Op):
-    kernel: Ints(1)
-    stride: Ints(1) | None = None
-    padding: Ints(0) = 0
-    ceil_mode: Bool = False
+class _PoolNd(Op):
+    kernel: Ints(1) = Field(description="window size: an integer, or one per spatial dimension")
+    stride: Ints(1) | None = Field(None, description="step between windows; default: the kernel size")
+    padding: Ints(0) = Field(0, description="implicit padding on both sides, at most half the kernel")
+    ceil_mode: Bool = Field(False, description="round the output size up instead of down")
 
+    spatial_dims: ClassVar[int]
     makes_map: ClassVar[bool] = True
 
     def _geometry(self, shape: Shape, dilation: int | tuple[int, ...] = 1):
-        if len(shape) != 3:
-            raise ShapeError(f"`{self.op_name()}` expects a [channels, height, width] input, got {fmt_shape(shape)}")
-        kernel = spatial(self.kernel, 2, "kernel")
-        stride = spatial(self.stride if self.stride is not None else self.kernel, 2, "stride")
-        padding = spatial(self.padding, 2, "padding")
-        dilation = spatial(dilation, 2, "dilation")
+        n = self.spatial_dims
+        if len(shape) != n + 1:
+            raise ShapeError(f"`{self.op_name()}` expects a {layout_name(n)} input, got {fmt_shape(shape)}")
+        kernel = spatial(self.kernel, n, "kernel")
+        stride = spatial(self._stride(), n, "stride")
+        padding = spatial(self.padding, n, "padding")
+        dilation = spatial(dilation, n, "dilation")
         if any(p * 2 > k for p, k in zip(padding, kernel)):
             raise ShapeError(f"padding {fmt_shape(padding)} is more than half the kernel {fmt_shape(kernel)}",
                              attr="padding", help="pooling padding may be at most half the kernel size")
@@ -38,33 +44,31 @@ class _Pool2d(Op):
                     for s, k, st, p, d in zip(shape[1:], kernel, stride, padding, dilation))
         if any(o < 1 for o in out):
             raise ShapeError(f"the pooling window is larger than the input {fmt_shape(shape[1:])}",
-                             attr="kernel", help="use a smaller kernel, or adaptive_avgpool2d")
+                             attr="kernel", help=f"use a smaller kernel, or adaptive_avgpool{n}d")
         return (shape[0], *out)
 
     def _stride(self):
         return self.stride if self.stride is not None else self.kernel
 
     def receptive_field(self, fields, inputs, output, meta):
-        return window_field(fields[0], spatial(self.kernel, 2, "kernel"), spatial(self._stride(), 2, "stride"),
-                            spatial(getattr(self, "dilation", 1), 2, "dilation"))
+        n = self.spatial_dims
+        return window_field(fields[0], spatial(self.kernel, n, "kernel"), spatial(self._stride(), n, "stride"),
+                            spatial(getattr(self, "dilation", 1), n, "dilation"))
+
+    def _kwargs(self) -> dict:
+        return {"kernel_size": self.kernel, "stride": self._stride(), "padding": self.padding}
 
     def label(self) -> str:
-        kernel = "x".join(str(k) for k in spatial(self.kernel, 2, "kernel"))
-        stride = "x".join(str(s) for s in spatial(self._stride(), 2, "stride"))
-        return f"{self.op_name()} {kernel}, /{stride}"
+        n = self.spatial_dims
+        kernel = "x".join(str(k) for k in spatial(self.kernel, n, "kernel"))
+        stride = spatial(self._stride(), n, "stride")
+        if n == 2:  # the 2-d pools keep their `/2` labels for now; newer ops write `stride 2`
+            return f"{self.op_name()} {kernel}, /{'x'.join(str(s) for s in stride)}"
+        return f"{self.op_name()} {kernel}" + stride_text(stride)
 
 
-@register
-class MaxPool2d(_Pool2d):
-    """2-d max pooling.
-
-    Inputs: 1: `[C, H, W]`
-    Output: `[C, H', W']`, torch's pooling rule
-    Lowered to: `F.max_pool2d`
-    """
-
-    op: Literal["maxpool2d"]
-    dilation: Ints(1) = 1
+class _MaxPoolNd(_PoolNd):
+    dilation: Ints(1) = Field(1, description="spacing between the window's elements")
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         return self._geometry(inputs[0], self.dilation)
@@ -72,71 +76,178 @@ class MaxPool2d(_Pool2d):
     def lower(self, b, args, inputs, output, meta):
         import torch.nn.functional as F
 
-        kwargs = {"kernel_size": self.kernel, "stride": self._stride(), "padding": self.padding}
+        kwargs = self._kwargs()
         if self.dilation != 1:
             kwargs["dilation"] = self.dilation
         if self.ceil_mode:
             kwargs["ceil_mode"] = True
-        return b.call_function(F.max_pool2d, args, kwargs)
+        function = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[self.spatial_dims]
+        return b.call_function(function, args, kwargs)
 
 
-@register
-class AvgPool2d(_Pool2d):
-    """2-d average pooling.
-
-    Inputs: 1: `[C, H, W]`
-    Output: `[C, H', W']`, torch's pooling rule
-    Lowered to: `F.avg_pool2d`
-    """
-
-    op: Literal["avgpool2d"]
-    count_include_pad: Bool = True
+class _AvgPoolNd(_PoolNd):
+    count_include_pad: Bool = Field(True, description="count the padding zeros in each window's average")
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
-        return self._geometry(inputs[0])
+        output = self._geometry(inputs[0])
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
+        if self.spatial_dims == 3 and any(s < k for s, k in zip(inputs[0][1:], kernel)):
+            # torch's avg_pool3d (pool3d_shape_check with check_input_size) wants the unpadded input to cover
+            # the kernel, where max_pool3d and the 1-d and 2-d pools only need one output
+            raise ShapeError(f"`avgpool3d` needs an input at least as large as the kernel: {fmt_shape(inputs[0][1:])} "
+                             f"is smaller than {fmt_shape(kernel)} (padding does not count)", attr="kernel",
+                             help="use a smaller kernel, or adaptive_avgpool3d")
+        return output
 
     def lower(self, b, args, inputs, output, meta):
         import torch.nn.functional as F
 
-        kwargs = {"kernel_size": self.kernel, "stride": self._stride(), "padding": self.padding}
+        kwargs = self._kwargs()
         if self.ceil_mode:
             kwargs["ceil_mode"] = True
         if not self.count_include_pad:
             kwargs["count_include_pad"] = False
-        return b.call_function(F.avg_pool2d, args, kwargs)
+        function = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[self.spatial_dims]
+        return b.call_function(function, args, kwargs)
 
 
 @register
-class AdaptiveAvgPool2d(Op):
-    """Average-pools to a fixed output size (`size: 1` for global average pooling).
+class MaxPool1d(_MaxPoolNd):
+    """Max pooling over a [channels, length] input: `[C, L']`, torch's pooling rule; lowers to `F.max_pool1d`."""
 
-    Inputs: 1: `[C, H, W]`
-    Output: `[C, h, w]`
-    Lowered to: `F.adaptive_avg_pool2d`
-    """
+    op: Literal["maxpool1d"]
+    spatial_dims: ClassVar[int] = 1
 
+
+@register
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling over a [channels, height, width] input; lowers to `F.max_pool2d`."""
+
+    op: Literal["maxpool2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+@register
+class MaxPool3d(_MaxPoolNd):
+    """Max pooling over a [channels, depth, height, width] input: `[C, D', H', W']`, torch's pooling rule per
+    dimension; lowers to `F.max_pool3d`."""
+
+    op: Literal["maxpool3d"]
+    spatial_dims: ClassVar[int] = 3
+
+
+@register
+class AvgPool1d(_AvgPoolNd):
+    """Average pooling over a [channels, length] input: `[C, L']`, torch's pooling rule; lowers to
+    `F.avg_pool1d`."""
+
+    op: Literal["avgpool1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+@register
+class AvgPool2d(_AvgPoolNd):
+    """Average pooling over a [channels, height, width] input; lowers to `F.avg_pool2d`."""
+
+    op: Literal["avgpool2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+@register
+class AvgPool3d(_AvgPoolNd):
+    """Average pooling over a [channels, depth, height, width] input: `[C, D', H', W']`, torch's pooling rule
+    per dimension; lowers to `F.avg_pool3d`."""
+
+    op: Literal["avgpool3d"]
+    spatial_dims: ClassVar[int] = 3
+
+
+class _AdaptivePoolNd(Op):
+    size: Ints(1) = Field(1, description="output size: an integer, or one per spatial dimension (1: global pooling)")
+
+    spatial_dims: ClassVar[int]
+    kind: ClassVar[str]  # "avg" or "max"
     makes_map: ClassVar[bool] = True
-
-    op: Literal["adaptive_avgpool2d"]
-    size: Ints(1) = 1
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
-        if len(shape) != 3:
-            raise ShapeError(f"`adaptive_avgpool2d` expects a [channels, height, width] input, got {fmt_shape(shape)}")
-        return (shape[0], *spatial(self.size, 2, "size"))
+        n = self.spatial_dims
+        if len(shape) != n + 1:
+            raise ShapeError(f"`{self.op_name()}` expects a {layout_name(n)} input, got {fmt_shape(shape)}")
+        return (shape[0], *spatial(self.size, n, "size"))
 
     def receptive_field(self, fields, inputs, output, meta):
         # torch's adaptive windows: about ceil(in / out) wide, floor(in / out) apart; size 1 sees everything.
         sizes = inputs[0][1:]
         kernel = [-(-s // o) for s, o in zip(sizes, output[1:])]
         stride = [max(1, s // o) for s, o in zip(sizes, output[1:])]
-        return window_field(fields[0], kernel, stride, (1, 1))
+        return window_field(fields[0], kernel, stride, (1,) * len(sizes))
 
     def lower(self, b, args, inputs, output, meta):
         import torch.nn.functional as F
 
-        return b.call_function(F.adaptive_avg_pool2d, args, {"output_size": spatial(self.size, 2, "size")})
+        n = self.spatial_dims
+        function = {("avg", 1): F.adaptive_avg_pool1d, ("avg", 2): F.adaptive_avg_pool2d,
+                    ("avg", 3): F.adaptive_avg_pool3d, ("max", 1): F.adaptive_max_pool1d,
+                    ("max", 2): F.adaptive_max_pool2d, ("max", 3): F.adaptive_max_pool3d}[self.kind, n]
+        return b.call_function(function, args, {"output_size": spatial(self.size, n, "size")})
 
     def label(self) -> str:
-        return f"adaptive_avgpool2d {'x'.join(str(s) for s in spatial(self.size, 2, 'size'))}"
+        return f"{self.op_name()} {'x'.join(str(s) for s in spatial(self.size, self.spatial_dims, 'size'))}"
+
+
+@register
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    """Average-pools a [channels, length] input to `[C, size]` (`size: 1` for global average pooling); lowers
+    to `F.adaptive_avg_pool1d`."""
+
+    op: Literal["adaptive_avgpool1d"]
+    spatial_dims: ClassVar[int] = 1
+    kind: ClassVar[str] = "avg"
+
+
+@register
+class AdaptiveAvgPool2d(_AdaptivePoolNd):
+    """Average-pools to a fixed output size (`size: 1` for global average pooling)."""
+
+    op: Literal["adaptive_avgpool2d"]
+    spatial_dims: ClassVar[int] = 2
+    kind: ClassVar[str] = "avg"
+
+
+@register
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    """Average-pools a [channels, depth, height, width] input to `[C, *size]`; lowers to
+    `F.adaptive_avg_pool3d`."""
+
+    op: Literal["adaptive_avgpool3d"]
+    spatial_dims: ClassVar[int] = 3
+    kind: ClassVar[str] = "avg"
+
+
+@register
+class AdaptiveMaxPool1d(_AdaptivePoolNd):
+    """Max-pools a [channels, length] input to `[C, size]`; lowers to `F.adaptive_max_pool1d`."""
+
+    op: Literal["adaptive_maxpool1d"]
+    spatial_dims: ClassVar[int] = 1
+    kind: ClassVar[str] = "max"
+
+
+@register
+class AdaptiveMaxPool2d(_AdaptivePoolNd):
+    """Max-pools a [channels, height, width] input to `[C, *size]`; lowers to `F.adaptive_max_pool2d`."""
+
+    op: Literal["adaptive_maxpool2d"]
+    spatial_dims: ClassVar[int] = 2
+    kind: ClassVar[str] = "max"
+
+
+@register
+class AdaptiveMaxPool3d(_AdaptivePoolNd):
+    """Max-pools a [channels, depth, height, width] input to `[C, *size]`; lowers to
+    `F.adaptive_max_pool3d`."""
+
+    op: Literal["adaptive_maxpool3d"]
+    spatial_dims: ClassVar[int] = 3
+    kind: ClassVar[str] = "max"

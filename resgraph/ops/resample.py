@@ -1,4 +1,5 @@
-"""Upsampling: conv_transpose2d (learned, torch's output-size rule) and upsample (fixed interpolation)."""
+"""Upsampling: conv_transpose1d/2d/3d (learned, torch's output-size rule), upsample (fixed interpolation), and
+pixel_shuffle / pixel_unshuffle (channels to space and back)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import math
 from fractions import Fraction
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod,
                    register, spatial)
-from .conv import init_conv
+from .conv import init_conv, layout_name, stride_text
 
 
 def transposed_output_size(size: int, kernel: int, stride: int, padding: int, output_padding: int,
@@ -29,37 +32,29 @@ def _scaled_field(field: ReceptiveField | None, taps: list[int], steps: list[Fra
     return (tuple(r + (t - 1) * j for r, t, j in zip(size, taps, jump)), tuple(int(j) for j in jumps))
 
 
-@register
-class ConvTranspose2d(Op):
-    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net).
+class _ConvTransposeNd(Op):
+    out: Int(1) = Field(description="output channels")
+    kernel: Ints(1) = Field(description="kernel size: an integer, or one per spatial dimension")
+    stride: Ints(1) = Field(1, description="the upsampling factor")
+    padding: Ints(0) = Field(0, description="rows and columns removed from each side of the output")
+    output_padding: Ints(0) = Field(0, description="extra size on one side, smaller than the stride or dilation")
+    dilation: Ints(1) = Field(1, description="spacing between kernel taps")
+    groups: Int(1) = Field(1, description="blocked connections from input to output channels")
+    bias: Bool = Field(True, description="a learnable bias per output channel")
 
-    Inputs: 1: `[C, H, W]`
-    Output: `[out, H', W']`, H' = (H − 1)s − 2p + d(k−1) + output_padding + 1 (≥ 1); `output_padding` smaller
-        than `stride` or `dilation`. C and `out` divisible by `groups`.
-    Lowered to: `nn.ConvTranspose2d`, Kaiming-normal (fan_out) weights
-    """
-
-    op: Literal["conv_transpose2d"]
-    out: Int(1)
-    kernel: Ints(1)
-    stride: Ints(1) = 1
-    padding: Ints(0) = 0
-    output_padding: Ints(0) = 0
-    dilation: Ints(1) = 1
-    groups: Int(1) = 1
-    bias: Bool = True
-
+    spatial_dims: ClassVar[int]
     fresh_output: ClassVar[bool] = True
     weight_layer: ClassVar[bool] = True
     makes_map: ClassVar[bool] = True
 
     def _geometry(self, shape: Shape):
-        if len(shape) != 3:
-            raise ShapeError(f"`conv_transpose2d` expects a [channels, height, width] input, got {fmt_shape(shape)}",
+        n = self.spatial_dims
+        if len(shape) != n + 1:
+            raise ShapeError(f"`{self.op_name()}` expects a {layout_name(n)} input, got {fmt_shape(shape)}",
                              help="insert a `reshape` or `unflatten` before it, or use the op that matches the input's rank")
-        return (spatial(self.kernel, 2, "kernel"), spatial(self.stride, 2, "stride"),
-                spatial(self.padding, 2, "padding"), spatial(self.output_padding, 2, "output_padding"),
-                spatial(self.dilation, 2, "dilation"))
+        return (spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride"),
+                spatial(self.padding, n, "padding"), spatial(self.output_padding, n, "output_padding"),
+                spatial(self.dilation, n, "dilation"))
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
@@ -85,12 +80,12 @@ class ConvTranspose2d(Op):
         return (self.out, *out)
 
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
-        kernel = spatial(self.kernel, 2, "kernel")
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
         return inputs[0][0] * (self.out // self.groups) * prod(kernel) + (self.out if self.bias else 0)
 
     def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         # Every input element is multiplied into kernel-size outputs of each channel of its group.
-        kernel = spatial(self.kernel, 2, "kernel")
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
         return prod(inputs[0]) * (self.out // self.groups) * prod(kernel)
 
     def receptive_field(self, fields, inputs, output, meta):
@@ -112,21 +107,50 @@ class ConvTranspose2d(Op):
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn
 
-        module = nn.ConvTranspose2d(inputs[0][0], self.out, self.kernel, stride=self.stride, padding=self.padding,
-                                    output_padding=self.output_padding, groups=self.groups, bias=self.bias,
-                                    dilation=self.dilation)
+        cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[self.spatial_dims]
+        module = cls(inputs[0][0], self.out, self.kernel, stride=self.stride, padding=self.padding,
+                     output_padding=self.output_padding, groups=self.groups, bias=self.bias, dilation=self.dilation)
         init_conv(module)
         return b.call_module(module, args)
 
     def label(self) -> str:
-        kernel = "x".join(str(k) for k in spatial(self.kernel, 2, "kernel"))
-        text = f"conv_transpose2d {kernel}, {self.out}"
-        stride = spatial(self.stride, 2, "stride")
-        if set(stride) != {1}:
+        n = self.spatial_dims
+        kernel = "x".join(str(k) for k in spatial(self.kernel, n, "kernel"))
+        text = f"{self.op_name()} {kernel}, {self.out}"
+        stride = spatial(self.stride, n, "stride")
+        if n != 2:  # newer ops write the stride out; conv_transpose2d keeps `x2` for now
+            text += stride_text(stride)
+        elif set(stride) != {1}:
             text += f", x{'x'.join(str(s) for s in stride)}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text
+
+
+@register
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-d convolution over a [channels, length] input: `[out, L']`, L' = (L − 1)s − 2p + d(k−1) +
+    output_padding + 1; lowers to `nn.ConvTranspose1d` (Kaiming-normal weights)."""
+
+    op: Literal["conv_transpose1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+@register
+class ConvTranspose2d(_ConvTransposeNd):
+    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net)."""
+
+    op: Literal["conv_transpose2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+@register
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-d convolution over a [channels, depth, height, width] input: the 1-d rule per spatial
+    dimension; lowers to `nn.ConvTranspose3d` (Kaiming-normal weights)."""
+
+    op: Literal["conv_transpose3d"]
+    spatial_dims: ClassVar[int] = 3
 
 
 @register
@@ -204,3 +228,60 @@ class Upsample(Op):
         if self.mode != "nearest" or self.align_corners:
             kwargs["align_corners"] = self.align_corners
         return b.call_function(F.interpolate, args, kwargs)
+
+
+class _PixelShuffleBase(Op):
+    factor: Int(1) = Field(description="the upscale (pixel_shuffle) or downscale (pixel_unshuffle) factor r")
+
+    def _check(self, shape: Shape) -> None:
+        if len(shape) < 3:
+            raise ShapeError(f"`{self.op_name()}` expects a [channels, height, width] input, got {fmt_shape(shape)}",
+                             help="pixel shuffling moves channels to the last two (spatial) dimensions and back")
+
+    def label(self) -> str:
+        return f"{self.op_name()} {self.factor}"
+
+
+@register
+class PixelShuffle(_PixelShuffleBase):
+    """Rearranges [C·r², H, W] into [C, H·r, W·r] (Shi et al. 2016, sub-pixel convolution): C·r² must divide by
+    r² = `factor`²; dimensions before the last three are kept. Lowers to `F.pixel_shuffle`."""
+
+    op: Literal["pixel_shuffle"]
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        self._check(shape)
+        *lead, c, h, w = shape
+        r2 = self.factor ** 2
+        if c % r2:
+            raise ShapeError(f"{c} channels are not divisible by `factor`² = {r2}", attr="factor",
+                             help="pixel_shuffle turns each group of factor² channels into a factor×factor patch")
+        return (*lead, c // r2, h * self.factor, w * self.factor)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.pixel_shuffle, args, {"upscale_factor": self.factor})
+
+
+@register
+class PixelUnshuffle(_PixelShuffleBase):
+    """Rearranges [C, H·r, W·r] into [C·r², H, W], the inverse of pixel_shuffle: H and W must divide by
+    `factor`; dimensions before the last three are kept. Lowers to `F.pixel_unshuffle`."""
+
+    op: Literal["pixel_unshuffle"]
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        (shape,) = inputs
+        self._check(shape)
+        *lead, c, h, w = shape
+        if h % self.factor or w % self.factor:
+            raise ShapeError(f"the spatial size {fmt_shape((h, w))} is not divisible by `factor: {self.factor}`",
+                             attr="factor", help="pixel_unshuffle turns each factor×factor patch into channels")
+        return (*lead, c * self.factor ** 2, h // self.factor, w // self.factor)
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch.nn.functional as F
+
+        return b.call_function(F.pixel_unshuffle, args, {"downscale_factor": self.factor})

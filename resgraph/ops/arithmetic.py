@@ -1,0 +1,123 @@
+"""Arithmetic: sub (element-wise difference), scale and shift (by a constant), and matmul. add, mul and concat,
+the merges of residual networks, live in merge.py."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Float, Op, Shape, ShapeError, fmt_shape, prod, register
+from .merge import broadcast
+
+
+@register
+class Sub(Op):
+    """The element-wise difference of two inputs, the first minus the second, with broadcasting: the inputs must
+    have the same rank and each dimension must be equal or 1 in one of them. Lowers to `a - b`."""
+
+    op: Literal["sub"]
+
+    min_inputs: ClassVar[int] = 2
+    max_inputs: ClassVar[int | None] = 2
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        if len({len(s) for s in inputs}) > 1:
+            raise ShapeError("sub inputs must have the same number of dimensions: "
+                             + " and ".join(fmt_shape(s) for s in inputs), code="RG051",
+                             help="give both inputs the same rank, with 1 where one broadcasts")
+        shape = broadcast(inputs)
+        if shape is None:
+            raise ShapeError("sub inputs do not broadcast: " + " and ".join(fmt_shape(s) for s in inputs),
+                             code="RG051", help="each dimension must be equal, or 1 in one of the inputs")
+        return shape
+
+    def lower(self, b, args, inputs, output, meta):
+        import operator
+
+        return b.call_function(operator.sub, args)
+
+
+@register
+class Scale(Op):
+    """Multiplies by a constant: `{op: scale, factor: 0.5}` is `x * 0.5`. Any shape, unchanged; no parameters
+    (a learnable scale is a `mul` by a parameter). Lowers to `x * factor`."""
+
+    op: Literal["scale"]
+    factor: Float() = Field(description="the constant to multiply by")
+
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def lower(self, b, args, inputs, output, meta):
+        import operator
+
+        return b.call_function(operator.mul, [args[0], self.factor])
+
+    def label(self) -> str:
+        return f"scale ×{self.factor:g}"
+
+
+@register
+class Shift(Op):
+    """Adds a constant: `{op: shift, value: 1.0}` is `x + 1.0`. Any shape, unchanged; no parameters. Lowers to
+    `x + value`."""
+
+    op: Literal["shift"]
+    value: Float() = Field(description="the constant to add (negative to subtract)")
+
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        return inputs[0]
+
+    def lower(self, b, args, inputs, output, meta):
+        import operator
+
+        return b.call_function(operator.add, [args[0], self.value])
+
+    def label(self) -> str:
+        return f"shift {self.value:+g}"
+
+
+@register
+class Matmul(Op):
+    """The matrix product of two inputs, `torch.matmul(a, b)`: a `[..., n, k]` times b `[..., k, m]` gives
+    `[..., n, m]`. Both inputs have the same rank, at least 2 per sample (with the batch in front, a lower rank
+    would be read as a batch of vectors); leading dimensions broadcast. MACs n·k·m per leading index."""
+
+    op: Literal["matmul"]
+
+    min_inputs: ClassVar[int] = 2
+    max_inputs: ClassVar[int | None] = 2
+    fresh_output: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        a, b = inputs
+        if len(a) < 2 or len(a) != len(b):
+            raise ShapeError(f"matmul needs two inputs of the same rank, at least 2 per sample: got {fmt_shape(a)} "
+                             f"and {fmt_shape(b)}", code="RG051",
+                             help="give the inputs [..., n, k] and [..., k, m] shapes of the same rank")
+        if a[-1] != b[-2]:
+            raise ShapeError(f"matmul inner dimensions differ: {fmt_shape(a)} has {a[-1]} columns, {fmt_shape(b)} "
+                             f"has {b[-2]} rows", code="RG051",
+                             help="the first input's last dimension must equal the second's next-to-last")
+        lead = broadcast([a[:-2], b[:-2]])
+        if lead is None:
+            raise ShapeError(f"matmul's leading dimensions do not broadcast: {fmt_shape(a)} and {fmt_shape(b)}",
+                             code="RG051", help="each leading dimension must be equal, or 1 in one of the inputs")
+        return (*lead, a[-2], b[-1])
+
+    def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
+        return prod(output) * inputs[0][-1]
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return None  # a product over whole rows and columns: not a spatial window
+
+    def lower(self, b, args, inputs, output, meta):
+        import torch
+
+        return b.call_function(torch.matmul, args)

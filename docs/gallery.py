@@ -48,10 +48,14 @@ ENTRIES = {
     "mobilenet_v3_large": ("MobileNetV3-Large (Howard et al. 2019)", "torchvision.models.mobilenet_v3_large: state_dict strict, equal outputs"),
     "r3d_18": ("R3D-18, 3-d convolutions over video (Tran et al. 2018)", "torchvision.models.video.r3d_18: state_dict strict, equal outputs (8 x 56 x 56 clips)"),
     "resnet1d": ("1-d residual CNN for time series, 5 classes", "a hand-written torch module: state_dict strict, equal outputs"),
+    "googlenet": ("GoogLeNet with its auxiliary heads (Szegedy et al. 2014)", "torchvision.models.googlenet(aux_logits=True): state_dict strict, equal outputs in training (three heads) and eval (slow test, `pytest -m slow`)"),
+    "residual_lstm": ("residual LSTM stack over token ids (Wu et al. 2016, GNMT)", "a hand-written torch module: state_dict strict, equal outputs"),
+    "tiny_decoder": ("decoder-only language model: causal grouped-query attention with rotary embeddings", "a hand-written torch module (half-split and interleaved RoPE): state_dict strict, equal outputs"),
 }
 # Diagram depth per spec: everything for small nets, block instances as boxes for deep ones.
 DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": None, "unet": None,
-         "resnet18": None, "cifar_plain20": None, "resnet1d": None}
+         "resnet18": None, "cifar_plain20": None, "resnet1d": None,
+         "residual_lstm": None, "tiny_decoder": None}
 
 
 def main() -> None:

@@ -138,3 +138,16 @@ def test_readme_and_docs_name_only_specs_that_exist(doc):
     unknown = sorted({name for name in SPEC_MENTION.findall(text) if not (SPECS / f"{name}.yaml").exists()
                       and not (SPECS / "blocks" / f"{name}.yaml").exists()} - {"my_net"})
     assert not unknown, unknown
+
+
+def test_errors_md_has_a_row_and_a_section_for_every_code():
+    from resgraph.diagnostics import CODES
+
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| \[(RG\d{3})\]\(#([\w-]+)\) \| ([^|]+) \|", text, re.M)
+    assert [code for code, _, _ in rows] == sorted(CODES), "docs/errors.md's table of codes: one row per code, in order"
+    sections = {code: title for code, title in re.findall(r"^### (RG\d{3}): (.+)$", text, re.M)}
+    for code, anchor, title in rows:
+        assert sections.get(code) == CODES[code], code
+        assert title.removesuffix(" (warning)").strip() == CODES[code], code
+        assert anchor == re.sub(r"[^\w\- ]", "", f"{code}: {CODES[code]}".lower()).replace(" ", "-"), code

@@ -27,7 +27,15 @@ def lint_graph(graph: Graph, diagnostics: Diagnostics) -> None:
 
 
 def _is_batch_norm(node: Node) -> bool:
-    return node.op is not None and (isinstance(node.op, _BatchNorm) or node.op.op_name().startswith("batchnorm"))
+    if node.op is None:
+        return False
+    cls = type(node.op)
+    if cls not in _BATCH_NORMS:   # once per op class: op_name() is not free
+        _BATCH_NORMS[cls] = issubclass(cls, _BatchNorm) or cls.op_name().startswith("batchnorm")
+    return _BATCH_NORMS[cls]
+
+
+_BATCH_NORMS: dict[type, bool] = {}
 
 
 def _bias_before_norm(node: Node, graph: Graph, users: dict[str, list[str]], diagnostics: Diagnostics) -> None:

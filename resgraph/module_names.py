@@ -5,6 +5,7 @@ module already has (`forward`, `to`, `eval`, `training`, ...). Used by `validate
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
 from typing import TYPE_CHECKING, Collection
@@ -47,7 +48,14 @@ _DUNDER = re.compile(r"__[A-Za-z0-9](?:\w*[A-Za-z0-9])?__")   # Python's special
 
 def is_reserved(name: str, attributes: Collection[str] = MODULE_ATTRIBUTES) -> bool:
     """True when `name` cannot be a submodule attribute: a keyword, a dunder or an attribute modules have."""
+    if attributes is MODULE_ATTRIBUTES:
+        return _reserved(name)
     return keyword.iskeyword(name) or _DUNDER.fullmatch(name) is not None or name in attributes
+
+
+@functools.lru_cache(maxsize=4096)   # validate asks once per node, and nets repeat their few local names
+def _reserved(name: str) -> bool:
+    return keyword.iskeyword(name) or _DUNDER.fullmatch(name) is not None or name in MODULE_ATTRIBUTES
 
 
 def module_attribute(name: str, taken: Collection[str], attributes: Collection[str] = MODULE_ATTRIBUTES) -> str:
@@ -64,11 +72,14 @@ def module_attribute(name: str, taken: Collection[str], attributes: Collection[s
 def warn_reserved_names(graph: "Graph", diagnostics: "Diagnostics") -> None:
     """Warn (RG039) once per definition where a node or block call is renamed in the compiled module, so that
     its state_dict keys (`forward_.weight`) differ from the spec's name."""
+    calls = graph.block_calls()
+    if not any(_reserved(node.local_name) for node in graph if node.op is not None) and \
+            not any(_reserved(call.rpartition(".")[2]) for made in calls.values() for call in made):
+        return   # the common case, checked without building every scope's names
     scopes: dict[str, list[str]] = {}
     for node in graph:
         if node.op is not None:
             scopes.setdefault(node.prefix[:-1], []).append(node.local_name)
-    calls = graph.block_calls()
     for scope, made in calls.items():
         scopes.setdefault(scope, []).extend(call.rpartition(".")[2] for call in made)
     for scope, names in scopes.items():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
 from .ops.base import ShapeError, fmt_shape
+from .ops.layout import OutputItem
+from .ops.merge import Shortcut
 from .plugins import plugin_of
 
 
@@ -82,8 +84,6 @@ def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> No
 def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
     """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
     (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
-    from .ops.layout import OutputItem
-
     if isinstance(node.op, OutputItem):
         producer = graph.nodes[node.inputs[0]]
         outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
@@ -173,8 +173,6 @@ OVERSIZED = 2**31
 def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
     """`shortcut: project` on an add whose shortcut keeps its shape: legitimate (the paper's option C)
     but often meant as option B, and it adds parameters; a warning, once per definition."""
-    from .ops.merge import Shortcut
-
     plans = node.meta.get("shortcuts") or []
     if "RG053" in node.allow:
         return

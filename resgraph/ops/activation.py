@@ -142,7 +142,12 @@ class Tanh(_Activation):
 
 @register
 class Hardswish(_Activation):
-    """x · relu6(x + 3) / 6 (Howard et al. 2019, MobileNetV3). Any shape, unchanged; lowers to `F.hardswish`."""
+    """x · relu6(x + 3) / 6 (Howard et al. 2019, MobileNetV3).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.hardswish`
+    """
 
     op: Literal["hardswish"]
 
@@ -156,7 +161,12 @@ class Hardswish(_Activation):
 
 @register
 class Hardsigmoid(_Activation):
-    """relu6(x + 3) / 6, MobileNetV3's gate. Any shape, unchanged; lowers to `F.hardsigmoid`."""
+    """relu6(x + 3) / 6, MobileNetV3's gate.
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.hardsigmoid`
+    """
 
     op: Literal["hardsigmoid"]
 
@@ -168,7 +178,12 @@ class Hardsigmoid(_Activation):
 
 @register
 class Mish(_Activation):
-    """x · tanh(softplus(x)) (Misra 2019). Any shape, unchanged; lowers to `F.mish`."""
+    """x · tanh(softplus(x)) (Misra 2019).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.mish`
+    """
 
     op: Literal["mish"]
 
@@ -182,7 +197,12 @@ class Mish(_Activation):
 
 @register
 class LeakyReLU(_Activation):
-    """max(0, x) + negative_slope · min(0, x). Any shape, unchanged; lowers to `F.leaky_relu`."""
+    """max(0, x) + negative_slope · min(0, x).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.leaky_relu(x, negative_slope)`
+    """
 
     op: Literal["leaky_relu"]
     negative_slope: Float() = Field(0.01, description="the slope for negative inputs")
@@ -197,8 +217,12 @@ class LeakyReLU(_Activation):
 
 @register
 class ELU(_Activation):
-    """x for x > 0, alpha · (exp(x) − 1) otherwise (Clevert et al. 2015). Any shape, unchanged; lowers to
-    `F.elu`."""
+    """x for x > 0, alpha · (exp(x) − 1) otherwise (Clevert et al. 2015).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.elu(x, alpha)`
+    """
 
     op: Literal["elu"]
     alpha: Float() = Field(1.0, description="the value the output tends to for large negative inputs is −alpha")
@@ -213,8 +237,12 @@ class ELU(_Activation):
 
 @register
 class Softplus(_Activation):
-    """log(1 + exp(beta · x)) / beta, linear above `threshold` (in units of beta · x). Any shape, unchanged;
-    lowers to `F.softplus`."""
+    """log(1 + exp(beta · x)) / beta, linear above `threshold` (in units of beta · x).
+
+    Inputs: 1
+    Output: unchanged
+    Lowered to: `F.softplus(x, beta, threshold)`
+    """
 
     op: Literal["softplus"]
     beta: Float(positive=True) = Field(1.0, description="sharpness; larger is closer to relu")
@@ -230,9 +258,12 @@ class Softplus(_Activation):
 
 @register
 class PReLU(_Activation):
-    """max(0, x) + a · min(0, x) with a learnable slope a (He et al. 2015): one for all channels
-    (`num_parameters: 1`) or one per channel (`num_parameters` = the channels, dimension 1 with the batch).
-    Any shape, unchanged; `num_parameters` params. Lowers to `nn.PReLU(num_parameters, init)`."""
+    """max(0, x) + a · min(0, x) with a learnable slope a (He et al. 2015).
+
+    Inputs: 1: any shape; with `num_parameters` > 1, `[C, ...]` with C = `num_parameters`
+    Output: unchanged. `num_parameters` params: one slope shared by all channels, or one per channel
+    Lowered to: `nn.PReLU(num_parameters, init)`
+    """
 
     op: Literal["prelu"]
     num_parameters: Int(1) = Field(1, description="1 (one slope shared by all channels) or the input's channels")
@@ -290,7 +321,12 @@ class _SoftmaxBase(Op):
 
 @register
 class Softmax(_SoftmaxBase):
-    """exp(x) / sum(exp(x)) along `dim`. Any shape, unchanged; lowers to `F.softmax(x, dim)`."""
+    """exp(x) / sum(exp(x)) along `dim`.
+
+    Inputs: 1
+    Output: unchanged; `dim` in torch numbering (the batch is 0 and may not be named)
+    Lowered to: `F.softmax(x, dim)`
+    """
 
     op: Literal["softmax"]
 
@@ -302,7 +338,12 @@ class Softmax(_SoftmaxBase):
 
 @register
 class LogSoftmax(_SoftmaxBase):
-    """log(softmax(x)) along `dim`, computed stably. Any shape, unchanged; lowers to `F.log_softmax(x, dim)`."""
+    """log(softmax(x)) along `dim`, computed stably.
+
+    Inputs: 1
+    Output: unchanged; `dim` in torch numbering (the batch is 0 and may not be named)
+    Lowered to: `F.log_softmax(x, dim)`
+    """
 
     op: Literal["log_softmax"]
 

@@ -13,8 +13,12 @@ from .merge import broadcast
 
 @register
 class Sub(Op):
-    """The element-wise difference of two inputs, the first minus the second, with broadcasting: the inputs must
-    have the same rank and each dimension must be equal or 1 in one of them. Lowers to `a - b`."""
+    """The element-wise difference of two inputs, the first minus the second.
+
+    Inputs: 2, of the same rank; each dimension equal, or 1 in one of them
+    Output: the broadcast shape
+    Lowered to: `a - b`
+    """
 
     op: Literal["sub"]
 
@@ -41,8 +45,12 @@ class Sub(Op):
 
 @register
 class Scale(Op):
-    """Multiplies by a constant: `{op: scale, factor: 0.5}` is `x * 0.5`. Any shape, unchanged; no parameters
-    (a learnable scale is a `mul` by a parameter). Lowers to `x * factor`."""
+    """Multiplies by a constant: `{op: scale, factor: 0.5}` is `x * 0.5`.
+
+    Inputs: 1
+    Output: unchanged; no parameters (a learnable scale is a `mul` by a `parameter`)
+    Lowered to: `x * factor`
+    """
 
     op: Literal["scale"]
     factor: Float() = Field(description="the constant to multiply by")
@@ -63,8 +71,12 @@ class Scale(Op):
 
 @register
 class Shift(Op):
-    """Adds a constant: `{op: shift, value: 1.0}` is `x + 1.0`. Any shape, unchanged; no parameters. Lowers to
-    `x + value`."""
+    """Adds a constant: `{op: shift, value: 1.0}` is `x + 1.0`.
+
+    Inputs: 1
+    Output: unchanged; no parameters
+    Lowered to: `x + value`
+    """
 
     op: Literal["shift"]
     value: Float() = Field(description="the constant to add (negative to subtract)")
@@ -85,9 +97,13 @@ class Shift(Op):
 
 @register
 class Matmul(Op):
-    """The matrix product of two inputs, `torch.matmul(a, b)`: a `[..., n, k]` times b `[..., k, m]` gives
-    `[..., n, m]`. Both inputs have the same rank, at least 2 per sample (with the batch in front, a lower rank
-    would be read as a batch of vectors); leading dimensions broadcast. MACs n·k·m per leading index."""
+    """The matrix product of two inputs.
+
+    Inputs: 2: a `[..., n, k]` and b `[..., k, m]`, of the same rank, at least 2 per sample (with the batch in
+        front, a lower rank would be read as a batch of vectors)
+    Output: `[..., n, m]`; leading dimensions broadcast. MACs n·k·m per leading index
+    Lowered to: `torch.matmul(a, b)`
+    """
 
     op: Literal["matmul"]
 

@@ -164,7 +164,13 @@ class Conv2d(_ConvNd):
 
 @register
 class Conv3d(_ConvNd):
-    """3-d convolution over a [channels, depth, height, width] input (video, volumes)."""
+    """3-d convolution over a [channels, depth, height, width] input (video, volumes).
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[out, D', H', W']`, per spatial size X: X' = ⌊(X + 2p − d(k−1) − 1)/s⌋ + 1. `same` keeps the sizes and
+        needs stride 1. C and `out` divisible by `groups`.
+    Lowered to: `nn.Conv3d` (out·C/groups·∏k weights, plus `out` with `bias`), Kaiming-normal (fan_out) weights
+    """
 
     op: Literal["conv3d"]
     spatial_dims: ClassVar[int] = 3

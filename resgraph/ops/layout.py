@@ -89,8 +89,12 @@ class _Listing(Op):
 
 @register
 class Reshape(_Listing):
-    """Gives each sample the shape `shape` (per sample; one size may be -1, worked out from the others).
-    Input: any tensor with as many elements per sample. Lowers to `x.reshape(-1, *shape)`."""
+    """Gives each sample the shape `shape`.
+
+    Inputs: 1: any shape with as many elements per sample
+    Output: `shape` (per sample; one size may be -1, worked out from the others)
+    Lowered to: `x.reshape(-1, *shape)`
+    """
 
     op: Literal["reshape"]
     shape: Sizes(1, allow_minus_one=True) = Field(description="the per-sample output shape; one size may be -1")
@@ -109,7 +113,13 @@ class Reshape(_Listing):
 
 @register
 class Unflatten(Op):
-    """Splits dimension `dim` into `sizes` (one may be -1), as `torch.unflatten`."""
+    """Splits dimension `dim` into `sizes`.
+
+    Inputs: 1
+    Output: the input with dimension `dim` (the batch is 0, as torch counts) replaced by `sizes`, which
+        multiply to its size (one may be -1)
+    Lowered to: `x.unflatten(dim, sizes)`
+    """
 
     op: Literal["unflatten"]
     dim: Int(None) = Field(description=DIM)
@@ -127,8 +137,12 @@ class Unflatten(Op):
 
 @register
 class Permute(_Listing):
-    """Reorders the dimensions: `dims` lists every dimension of the input, the batch (0) first, as
-    `torch.permute` and torchvision's `Permute([0, 2, 3, 1])`. Lowers to `x.permute(*dims)`."""
+    """Reorders the dimensions, as `torch.permute` and torchvision's `Permute([0, 2, 3, 1])`.
+
+    Inputs: 1
+    Output: the input's dimensions in the order `dims`, which lists every dimension once, the batch (0) first
+    Lowered to: `x.permute(*dims)`
+    """
 
     op: Literal["permute"]
     dims: Sizes(None, min_items=2) = Field(description="the new order of the dimensions, the batch (0) first; "
@@ -157,7 +171,12 @@ class Permute(_Listing):
 
 @register
 class Transpose(Op):
-    """Swaps dimensions `dim0` and `dim1` (neither the batch). Lowers to `x.transpose(dim0, dim1)`."""
+    """Swaps two dimensions.
+
+    Inputs: 1
+    Output: the input with dimensions `dim0` and `dim1` swapped (the batch is 0, as torch counts)
+    Lowered to: `x.transpose(dim0, dim1)`
+    """
 
     op: Literal["transpose"]
     dim0: Int(None) = Field(description=DIM)
@@ -176,8 +195,12 @@ class Transpose(Op):
 
 @register
 class Select(_Listing):
-    """Picks position `index` of dimension `dim`, which goes away (ViT's class token: `x[:, 0]` is
-    `{dim: 1, index: 0}`). A negative index counts from the end. Lowers to `x.select(dim, index)`."""
+    """Picks one position of a dimension (ViT's class token: `x[:, 0]` is `{dim: 1, index: 0}`).
+
+    Inputs: 1
+    Output: the input without dimension `dim`; `index` in range, negative counting from the end
+    Lowered to: `x.select(dim, index)`
+    """
 
     op: Literal["select"]
     dim: Int(None) = Field(1, description=DIM)
@@ -199,9 +222,12 @@ class Select(_Listing):
 
 @register
 class Index(_Listing):
-    """Picks the positions `indices` of dimension `dim`, in that order (repeats allowed; negative ones count
-    from the end), as `x.index_select(dim, indices)` or `x[:, [0, 2]]`: the dimension keeps its place with
-    len(indices) entries. Lowers to indexing with a list, `x[:, [0, 2]]`."""
+    """Picks the positions `indices` of dimension `dim`, in that order, as `x.index_select(dim, indices)`.
+
+    Inputs: 1
+    Output: the input with dimension `dim` of size len(indices) (repeats allowed; negative ones count from the end)
+    Lowered to: indexing with a list, `x[:, [0, 2]]`
+    """
 
     op: Literal["index"]
     dim: Int(None) = Field(1, description=DIM)
@@ -225,8 +251,13 @@ class Index(_Listing):
 
 @register
 class Slice(Op):
-    """`start:stop:step` along dimension `dim`, with Python's rules for negative and out-of-range bounds;
-    the result must not be empty. Lowers to indexing, `x[:, :, start:stop:step]`."""
+    """`start:stop:step` along dimension `dim`.
+
+    Inputs: 1
+    Output: the input with dimension `dim` of size len(range(size)[start:stop:step]) (Python's rules for negative
+        and out-of-range bounds); the result must not be empty
+    Lowered to: indexing, `x[:, :, start:stop:step]`
+    """
 
     op: Literal["slice"]
     dim: Int(None) = Field(1, description=DIM)
@@ -257,8 +288,13 @@ class Slice(Op):
 
 @register
 class Chunk(_Listing):
-    """Cuts dimension `dim` into `chunks` pieces of ceil(size / chunks), as `torch.chunk` (the last may be
-    smaller, and there may be fewer pieces than asked). Several outputs: read piece k as `name:k`."""
+    """Cuts dimension `dim` into `chunks` pieces, as `torch.chunk`.
+
+    Inputs: 1
+    Output: several: pieces of ceil(size / chunks) along `dim`, the last maybe smaller, and maybe fewer pieces than
+        asked; read piece k as `name:k`
+    Lowered to: `x.chunk(chunks, dim=dim)`
+    """
 
     op: Literal["chunk"]
     chunks: Int(1) = Field(description="how many pieces")
@@ -281,9 +317,13 @@ class Chunk(_Listing):
 
 @register
 class Split(_Listing):
-    """Cuts dimension `dim` into pieces: of `sizes` each (the last may be smaller) for a number, or of the
-    listed sizes, which must add up to the dimension, as `torch.split`. Several outputs: read piece k as
-    `name:k`."""
+    """Cuts dimension `dim` into pieces, as `torch.split`.
+
+    Inputs: 1
+    Output: several: pieces of `sizes` each along `dim` (the last may be smaller) for a number, or of the listed
+        sizes, which must add up to the dimension; read piece k as `name:k`
+    Lowered to: `x.split(sizes, dim=dim)`
+    """
 
     op: Literal["split"]
     sizes: Sizes(1, scalar=True) = Field(description="the size of every piece, or a list of the pieces' sizes")
@@ -331,8 +371,13 @@ class OutputItem(Op):
 
 @register
 class Roll(_Listing):
-    """Rolls the elements along `dims` by `shifts` (elements leaving one end come back at the other), as
-    `torch.roll`; Swin's shifted windows. Lowers to `torch.roll(x, shifts, dims)`."""
+    """Rolls the elements along `dims` by `shifts` (elements leaving one end come back at the other); Swin's
+    shifted windows.
+
+    Inputs: 1
+    Output: unchanged; one shift per dimension
+    Lowered to: `torch.roll(x, shifts, dims)`
+    """
 
     op: Literal["roll"]
     shifts: Sizes(None, scalar=True) = Field(description="how far to move along each of `dims` (negative: back)")
@@ -359,9 +404,13 @@ class Roll(_Listing):
 
 @register
 class Expand(Op):
-    """Broadcasts the first input (sizes of 1, and a batch of 1 such as a `parameter`'s) to the batch of the
-    second input, if given, and to the per-sample `shape` (-1 keeps a size; default: unchanged): ViT's
-    `class_token.expand(n, -1, -1)`. Lowers to `x.expand(like.size(0), *shape)`; the result is a view."""
+    """Broadcasts a tensor to a batch and a shape: ViT's `class_token.expand(n, -1, -1)`.
+
+    Inputs: 1–2: the tensor (sizes of 1, and a batch of 1 such as a `parameter`'s, grow), and optionally a tensor
+        whose batch size to take
+    Output: `shape` (-1 keeps a size; default: the input's shape), one size per input dimension
+    Lowered to: `x.expand(like.size(0), *shape)`; the result is a view
+    """
 
     op: Literal["expand"]
     shape: Sizes(1, allow_minus_one=True, one_unknown=False) | None = Field(
@@ -393,8 +442,12 @@ class Expand(Op):
 
 @register
 class ChannelShuffle(_Listing):
-    """Interleaves the channels (dimension 1) of `groups` groups, as ShuffleNet's `channel_shuffle`:
-    [C, ...] with C divisible by groups. Lowers to `torch.nn.functional.channel_shuffle(x, groups)`."""
+    """Interleaves the channels of `groups` groups, as ShuffleNet's `channel_shuffle`.
+
+    Inputs: 1: `[C, ...]` with at least one more dimension, C divisible by `groups`
+    Output: unchanged
+    Lowered to: `F.channel_shuffle(x, groups)`
+    """
 
     op: Literal["channel_shuffle"]
     groups: Int(1) = Field(description="the number of channel groups to interleave")

@@ -80,8 +80,12 @@ class BatchNorm2d(_BatchNorm):
 
 @register
 class BatchNorm3d(_BatchNorm):
-    """Batch normalisation over a [channels, depth, height, width] input (video, volumes): unchanged shape,
-    2·C params if affine; lowers to `nn.BatchNorm3d` (weight 1, bias 0)."""
+    """Batch normalisation over the channels of a [channels, depth, height, width] input (video, volumes).
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: unchanged; 2·C params if affine
+    Lowered to: `nn.BatchNorm3d`, weight 1, bias 0
+    """
 
     op: Literal["batchnorm3d"]
     ranks: ClassVar[tuple[int, ...]] = (4,)
@@ -128,7 +132,11 @@ class _InstanceNorm(Op):
 @register
 class InstanceNorm1d(_InstanceNorm):
     """Instance normalisation of a [channels, length] input: each channel of each sample over its length.
-    Unchanged shape; 2·C params with `affine`; lowers to `nn.InstanceNorm1d`."""
+
+    Inputs: 1: `[C, L]`
+    Output: unchanged; 2·C params with `affine`. A single spatial element is refused (it would normalise to 0)
+    Lowered to: `nn.InstanceNorm1d`, weight 1, bias 0
+    """
 
     op: Literal["instancenorm1d"]
     spatial_dims: ClassVar[int] = 1
@@ -136,8 +144,12 @@ class InstanceNorm1d(_InstanceNorm):
 
 @register
 class InstanceNorm2d(_InstanceNorm):
-    """Instance normalisation of a [channels, height, width] input (style transfer, CycleGAN's ResNet
-    generator). Unchanged shape; 2·C params with `affine`; lowers to `nn.InstanceNorm2d`."""
+    """Instance normalisation of a [channels, height, width] input (style transfer, CycleGAN's ResNet generator).
+
+    Inputs: 1: `[C, H, W]`
+    Output: unchanged; 2·C params with `affine`. A single spatial element is refused (it would normalise to 0)
+    Lowered to: `nn.InstanceNorm2d`, weight 1, bias 0
+    """
 
     op: Literal["instancenorm2d"]
     spatial_dims: ClassVar[int] = 2
@@ -145,8 +157,12 @@ class InstanceNorm2d(_InstanceNorm):
 
 @register
 class InstanceNorm3d(_InstanceNorm):
-    """Instance normalisation of a [channels, depth, height, width] input. Unchanged shape; 2·C params with
-    `affine`; lowers to `nn.InstanceNorm3d`."""
+    """Instance normalisation of a [channels, depth, height, width] input.
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: unchanged; 2·C params with `affine`. A single spatial element is refused (it would normalise to 0)
+    Lowered to: `nn.InstanceNorm3d`, weight 1, bias 0
+    """
 
     op: Literal["instancenorm3d"]
     spatial_dims: ClassVar[int] = 3
@@ -189,10 +205,13 @@ class _TrailingNorm(Op):
 
 @register
 class LayerNorm(_TrailingNorm):
-    """Normalises over the trailing `shape` dimensions (default: the last dimension), lowered to
-    `nn.LayerNorm`; with `channels_first`, over the channels of a [channels, ...] map, lowered to
-    resgraph's `ChannelLayerNorm` (an `nn.LayerNorm` that moves the channels last and back, as
-    torchvision's LayerNorm2d, with the same `weight` and `bias`)."""
+    """Layer normalisation over the trailing `shape` dimensions (default: the last), or the channels.
+
+    Inputs: 1: `[..., *shape]`; with `channels_first`, `[C, ...]`
+    Output: unchanged; ∏shape params with `elementwise_affine` (2·∏shape with `bias`); with `channels_first`, C or 2·C
+    Lowered to: `nn.LayerNorm`; with `channels_first`, resgraph's `ChannelLayerNorm` (an `nn.LayerNorm` that moves
+        the channels last and back, as torchvision's LayerNorm2d, with the same `weight` and `bias`)
+    """
 
     op: Literal["layernorm"]
     eps: Float(0.0, positive=True) = 1e-5
@@ -216,9 +235,12 @@ class LayerNorm(_TrailingNorm):
 
 @register
 class RMSNorm(_TrailingNorm):
-    """Root-mean-square norm (Zhang & Sennrich 2019; Llama) over the trailing `shape` dimensions (default: the
-    last), or the channels with `channels_first`: x / sqrt(mean(x²) + eps) times a learnt `weight`, no bias.
-    Lowers to `nn.RMSNorm` (`ChannelRMSNorm` with `channels_first`)."""
+    """Root-mean-square norm (Zhang & Sennrich 2019; Llama): x / sqrt(mean(x²) + eps) times a learnt `weight`.
+
+    Inputs: 1: `[..., *shape]` (default: over the last dimension); with `channels_first`, `[C, ...]`
+    Output: unchanged; ∏shape params with `elementwise_affine` (C with `channels_first`), no bias
+    Lowered to: `nn.RMSNorm`; with `channels_first`, resgraph's `ChannelRMSNorm`
+    """
 
     op: Literal["rmsnorm"]
     eps: Float(0.0, positive=True) | None = Field(None, description="added to the mean square; default: torch's, "

@@ -27,14 +27,15 @@ Widths = attribute(_as_widths, {"type": "array", "items": {"type": "integer"}, "
 
 @register
 class Pad(Op):
-    """Pads the trailing dimensions, as `F.pad(x, widths, mode, value)`: `widths` lists a width before and after
-    each padded dimension, the last dimension first (`[left, right, top, bottom]` for an image). One input.
+    """Pads (or, with negative widths, crops) the trailing dimensions, as torch's `F.pad`.
 
-    `constant` fills with `value` and may pad any per-sample dimension (channels included); `reflect`,
-    `replicate` and `circular` pad the last 1 to 3 dimensions of an input with at most one dimension more (the
-    channels of `[channels, ...]`), and `reflect` needs each width smaller than its dimension, `circular` at most
-    its dimension. A negative width crops. Output: each padded size plus its two widths (≥ 1). Lowers to
-    `F.pad`."""
+    Inputs: 1: any shape for `constant` (the batch cannot be padded); for `reflect`, `replicate` and `circular`,
+        the last 1 to 3 dimensions padded, with at most one dimension more (the channels of `[C, ...]`)
+    Output: each padded size plus its two widths (≥ 1); `widths` lists a width before and after each padded
+        dimension, the last dimension first (`[left, right, top, bottom]` for an image). `reflect` needs each width
+        smaller than its dimension, `circular` at most its dimension; `value` only with `constant`
+    Lowered to: `F.pad(x, widths, mode, value)`
+    """
 
     op: Literal["pad"]
     widths: Widths = Field(description="two widths per padded dimension, last dimension first, as F.pad's `pad`")

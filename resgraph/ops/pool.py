@@ -113,7 +113,13 @@ class _AvgPoolNd(_PoolNd):
 
 @register
 class MaxPool1d(_MaxPoolNd):
-    """Max pooling over a [channels, length] input: `[C, L']`, torch's pooling rule; lowers to `F.max_pool1d`."""
+    """Max pooling over a [channels, length] input.
+
+    Inputs: 1: `[C, L]`
+    Output: `[C, L']`, per spatial size X: X' = ⌊(X + 2p − d(k−1) − 1)/s⌋ + 1 (rounded up with
+        `ceil_mode`); stride defaults to the kernel, padding at most half the kernel
+    Lowered to: `F.max_pool1d`
+    """
 
     op: Literal["maxpool1d"]
     spatial_dims: ClassVar[int] = 1
@@ -121,7 +127,13 @@ class MaxPool1d(_MaxPoolNd):
 
 @register
 class MaxPool2d(_MaxPoolNd):
-    """Max pooling over a [channels, height, width] input; lowers to `F.max_pool2d`."""
+    """Max pooling over a [channels, height, width] input.
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, H', W']`, per spatial size X: X' = ⌊(X + 2p − d(k−1) − 1)/s⌋ + 1 (rounded up with
+        `ceil_mode`); stride defaults to the kernel, padding at most half the kernel
+    Lowered to: `F.max_pool2d`
+    """
 
     op: Literal["maxpool2d"]
     spatial_dims: ClassVar[int] = 2
@@ -129,8 +141,13 @@ class MaxPool2d(_MaxPoolNd):
 
 @register
 class MaxPool3d(_MaxPoolNd):
-    """Max pooling over a [channels, depth, height, width] input: `[C, D', H', W']`, torch's pooling rule per
-    dimension; lowers to `F.max_pool3d`."""
+    """Max pooling over a [channels, depth, height, width] input.
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[C, D', H', W']`, per spatial size X: X' = ⌊(X + 2p − d(k−1) − 1)/s⌋ + 1 (rounded up with
+        `ceil_mode`); stride defaults to the kernel, padding at most half the kernel
+    Lowered to: `F.max_pool3d`
+    """
 
     op: Literal["maxpool3d"]
     spatial_dims: ClassVar[int] = 3
@@ -138,8 +155,13 @@ class MaxPool3d(_MaxPoolNd):
 
 @register
 class AvgPool1d(_AvgPoolNd):
-    """Average pooling over a [channels, length] input: `[C, L']`, torch's pooling rule; lowers to
-    `F.avg_pool1d`."""
+    """Average pooling over a [channels, length] input.
+
+    Inputs: 1: `[C, L]`
+    Output: `[C, L']`, per spatial size X: X' = ⌊(X + 2p − k)/s⌋ + 1 (rounded up with `ceil_mode`);
+        stride defaults to the kernel, padding at most half the kernel
+    Lowered to: `F.avg_pool1d`
+    """
 
     op: Literal["avgpool1d"]
     spatial_dims: ClassVar[int] = 1
@@ -147,7 +169,13 @@ class AvgPool1d(_AvgPoolNd):
 
 @register
 class AvgPool2d(_AvgPoolNd):
-    """Average pooling over a [channels, height, width] input; lowers to `F.avg_pool2d`."""
+    """Average pooling over a [channels, height, width] input.
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, H', W']`, per spatial size X: X' = ⌊(X + 2p − k)/s⌋ + 1 (rounded up with `ceil_mode`);
+        stride defaults to the kernel, padding at most half the kernel
+    Lowered to: `F.avg_pool2d`
+    """
 
     op: Literal["avgpool2d"]
     spatial_dims: ClassVar[int] = 2
@@ -155,8 +183,13 @@ class AvgPool2d(_AvgPoolNd):
 
 @register
 class AvgPool3d(_AvgPoolNd):
-    """Average pooling over a [channels, depth, height, width] input: `[C, D', H', W']`, torch's pooling rule
-    per dimension; lowers to `F.avg_pool3d`."""
+    """Average pooling over a [channels, depth, height, width] input.
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[C, D', H', W']`, per spatial size X: X' = ⌊(X + 2p − k)/s⌋ + 1 (rounded up with `ceil_mode`);
+        stride defaults to the kernel, padding at most half the kernel; the unpadded input must cover the kernel
+    Lowered to: `F.avg_pool3d`
+    """
 
     op: Literal["avgpool3d"]
     spatial_dims: ClassVar[int] = 3
@@ -198,8 +231,12 @@ class _AdaptivePoolNd(Op):
 
 @register
 class AdaptiveAvgPool1d(_AdaptivePoolNd):
-    """Average-pools a [channels, length] input to `[C, size]` (`size: 1` for global average pooling); lowers
-    to `F.adaptive_avg_pool1d`."""
+    """Average-pools a [channels, length] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, L]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_avg_pool1d`
+    """
 
     op: Literal["adaptive_avgpool1d"]
     spatial_dims: ClassVar[int] = 1
@@ -208,7 +245,12 @@ class AdaptiveAvgPool1d(_AdaptivePoolNd):
 
 @register
 class AdaptiveAvgPool2d(_AdaptivePoolNd):
-    """Average-pools to a fixed output size (`size: 1` for global average pooling)."""
+    """Average-pools a [channels, height, width] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_avg_pool2d`
+    """
 
     op: Literal["adaptive_avgpool2d"]
     spatial_dims: ClassVar[int] = 2
@@ -217,8 +259,12 @@ class AdaptiveAvgPool2d(_AdaptivePoolNd):
 
 @register
 class AdaptiveAvgPool3d(_AdaptivePoolNd):
-    """Average-pools a [channels, depth, height, width] input to `[C, *size]`; lowers to
-    `F.adaptive_avg_pool3d`."""
+    """Average-pools a [channels, depth, height, width] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_avg_pool3d`
+    """
 
     op: Literal["adaptive_avgpool3d"]
     spatial_dims: ClassVar[int] = 3
@@ -227,7 +273,12 @@ class AdaptiveAvgPool3d(_AdaptivePoolNd):
 
 @register
 class AdaptiveMaxPool1d(_AdaptivePoolNd):
-    """Max-pools a [channels, length] input to `[C, size]`; lowers to `F.adaptive_max_pool1d`."""
+    """Max-pools a [channels, length] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, L]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_max_pool1d`
+    """
 
     op: Literal["adaptive_maxpool1d"]
     spatial_dims: ClassVar[int] = 1
@@ -236,7 +287,12 @@ class AdaptiveMaxPool1d(_AdaptivePoolNd):
 
 @register
 class AdaptiveMaxPool2d(_AdaptivePoolNd):
-    """Max-pools a [channels, height, width] input to `[C, *size]`; lowers to `F.adaptive_max_pool2d`."""
+    """Max-pools a [channels, height, width] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_max_pool2d`
+    """
 
     op: Literal["adaptive_maxpool2d"]
     spatial_dims: ClassVar[int] = 2
@@ -245,8 +301,12 @@ class AdaptiveMaxPool2d(_AdaptivePoolNd):
 
 @register
 class AdaptiveMaxPool3d(_AdaptivePoolNd):
-    """Max-pools a [channels, depth, height, width] input to `[C, *size]`; lowers to
-    `F.adaptive_max_pool3d`."""
+    """Max-pools a [channels, depth, height, width] input to a fixed output size (`size: 1`: global pooling).
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[C, *size]`
+    Lowered to: `F.adaptive_max_pool3d`
+    """
 
     op: Literal["adaptive_maxpool3d"]
     spatial_dims: ClassVar[int] = 3

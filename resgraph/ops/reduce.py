@@ -80,9 +80,13 @@ class _Reduction(Op):
 
 @register
 class Mean(_Reduction):
-    """The mean over `dims` (torch numbering: the batch is 0 and may not be named; `dims: [2, 3]` of a per-sample
-    [C, H, W] is global average pooling to [C], or [C, 1, 1] with `keepdim`). One input; lowers to
-    `torch.mean(x, dim, keepdim)`."""
+    """The mean over `dims`: global average pooling with `dims: [2, 3]`.
+
+    Inputs: 1: any shape
+    Output: the input shape without the `dims` (torch numbering: the batch is 0 and may not be named; negative counts
+        from the end), or with each kept as size 1 under `keepdim`; `dims: [2, 3]` of `[C, H, W]` gives `[C]`
+    Lowered to: `torch.mean(x, dim, keepdim)`
+    """
 
     op: Literal["mean"]
     function_name: ClassVar[str] = "mean"
@@ -90,8 +94,13 @@ class Mean(_Reduction):
 
 @register
 class Sum(_Reduction):
-    """The sum over `dims` (torch numbering, as `mean`); the reduced dimensions are removed, or kept with size 1
-    with `keepdim`. One input; lowers to `torch.sum(x, dim, keepdim)`."""
+    """The sum over `dims`.
+
+    Inputs: 1: any shape
+    Output: the input shape without the `dims` (torch numbering: the batch is 0 and may not be named; negative counts
+        from the end), or with each kept as size 1 under `keepdim`; `dims: [2, 3]` of `[C, H, W]` gives `[C]`
+    Lowered to: `torch.sum(x, dim, keepdim)`
+    """
 
     op: Literal["sum"]
     function_name: ClassVar[str] = "sum"
@@ -99,8 +108,13 @@ class Sum(_Reduction):
 
 @register
 class Amax(_Reduction):
-    """The maximum over `dims` (torch numbering, as `mean`): global max pooling with `dims: [2, 3]`. One input;
-    lowers to `torch.amax(x, dim, keepdim)`."""
+    """The maximum over `dims`: global max pooling with `dims: [2, 3]`.
+
+    Inputs: 1: any shape
+    Output: the input shape without the `dims` (torch numbering: the batch is 0 and may not be named; negative counts
+        from the end), or with each kept as size 1 under `keepdim`; `dims: [2, 3]` of `[C, H, W]` gives `[C]`
+    Lowered to: `torch.amax(x, dim, keepdim)`
+    """
 
     op: Literal["amax"]
     function_name: ClassVar[str] = "amax"

@@ -129,8 +129,14 @@ class _ConvTransposeNd(Op):
 
 @register
 class ConvTranspose1d(_ConvTransposeNd):
-    """Transposed 1-d convolution over a [channels, length] input: `[out, L']`, L' = (L − 1)s − 2p + d(k−1) +
-    output_padding + 1; lowers to `nn.ConvTranspose1d` (Kaiming-normal weights)."""
+    """Transposed 1-d convolution over a [channels, length] input.
+
+    Inputs: 1: `[C, L]`
+    Output: `[out, L']`, per spatial size X: X' = (X − 1)s − 2p + d(k−1) + output_padding + 1 (≥ 1);
+        output_padding smaller than the stride or the dilation; C and `out` divisible by `groups`
+    Lowered to: `nn.ConvTranspose1d` (C·out/groups·∏k weights, plus `out` with `bias`), Kaiming-normal (fan_out)
+        weights
+    """
 
     op: Literal["conv_transpose1d"]
     spatial_dims: ClassVar[int] = 1
@@ -138,7 +144,14 @@ class ConvTranspose1d(_ConvTransposeNd):
 
 @register
 class ConvTranspose2d(_ConvTransposeNd):
-    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net)."""
+    """Transposed 2-d convolution over a [channels, height, width] input (the "up-convolution" of U-Net).
+
+    Inputs: 1: `[C, H, W]`
+    Output: `[out, H', W']`, per spatial size X: X' = (X − 1)s − 2p + d(k−1) + output_padding + 1 (≥ 1);
+        output_padding smaller than the stride or the dilation; C and `out` divisible by `groups`
+    Lowered to: `nn.ConvTranspose2d` (C·out/groups·∏k weights, plus `out` with `bias`), Kaiming-normal (fan_out)
+        weights
+    """
 
     op: Literal["conv_transpose2d"]
     spatial_dims: ClassVar[int] = 2
@@ -146,8 +159,14 @@ class ConvTranspose2d(_ConvTransposeNd):
 
 @register
 class ConvTranspose3d(_ConvTransposeNd):
-    """Transposed 3-d convolution over a [channels, depth, height, width] input: the 1-d rule per spatial
-    dimension; lowers to `nn.ConvTranspose3d` (Kaiming-normal weights)."""
+    """Transposed 3-d convolution over a [channels, depth, height, width] input.
+
+    Inputs: 1: `[C, D, H, W]`
+    Output: `[out, D', H', W']`, per spatial size X: X' = (X − 1)s − 2p + d(k−1) + output_padding + 1 (≥ 1);
+        output_padding smaller than the stride or the dilation; C and `out` divisible by `groups`
+    Lowered to: `nn.ConvTranspose3d` (C·out/groups·∏k weights, plus `out` with `bias`), Kaiming-normal (fan_out)
+        weights
+    """
 
     op: Literal["conv_transpose3d"]
     spatial_dims: ClassVar[int] = 3
@@ -244,8 +263,12 @@ class _PixelShuffleBase(Op):
 
 @register
 class PixelShuffle(_PixelShuffleBase):
-    """Rearranges [C·r², H, W] into [C, H·r, W·r] (Shi et al. 2016, sub-pixel convolution): C·r² must divide by
-    r² = `factor`²; dimensions before the last three are kept. Lowers to `F.pixel_shuffle`."""
+    """Moves channels to space (Shi et al. 2016, sub-pixel convolution), r = `factor`.
+
+    Inputs: 1: `[..., C·r², H, W]`, the channels divisible by r²
+    Output: `[..., C, H·r, W·r]`; dimensions before the last three are kept
+    Lowered to: `F.pixel_shuffle(x, factor)`
+    """
 
     op: Literal["pixel_shuffle"]
 
@@ -267,8 +290,12 @@ class PixelShuffle(_PixelShuffleBase):
 
 @register
 class PixelUnshuffle(_PixelShuffleBase):
-    """Rearranges [C, H·r, W·r] into [C·r², H, W], the inverse of pixel_shuffle: H and W must divide by
-    `factor`; dimensions before the last three are kept. Lowers to `F.pixel_unshuffle`."""
+    """Moves space to channels, the inverse of `pixel_shuffle`, r = `factor`.
+
+    Inputs: 1: `[..., C, H·r, W·r]`, H and W divisible by r
+    Output: `[..., C·r², H, W]`; dimensions before the last three are kept
+    Lowered to: `F.pixel_unshuffle(x, factor)`
+    """
 
     op: Literal["pixel_unshuffle"]
 

@@ -23,9 +23,10 @@ def _sequence(op: str, shape: Shape, what: str = "input") -> tuple[int, int]:
 class Embedding(Op):
     """A lookup table: each int64 id of the input becomes a learnable vector of `dim` values.
 
-    Input: int64 ids of any shape (declare the input with `dtype: int64`), each in 0 .. num - 1.
-    Output: the input's shape with `dim` appended, e.g. [length] -> [length, dim].
-    Lowers to `nn.Embedding(num, dim, padding_idx)`; state_dict key `<name>.weight`."""
+    Inputs: 1: int64 ids of any shape (declare the input with `dtype: int64`), each in 0 .. num − 1
+    Output: the input's shape with `dim` appended, e.g. `[length]` → `[length, dim]`; num·dim params
+    Lowered to: `nn.Embedding(num, dim, padding_idx)`; state_dict key `<name>.weight`
+    """
 
     op: Literal["embedding"]
     num: Int(1) = Field(description="the number of ids (vocabulary size): ids run from 0 to num - 1")
@@ -119,12 +120,14 @@ class _Recurrent(Op):
 
 @register
 class LSTM(_Recurrent):
-    """A long short-term memory network over a [length, features] sequence.
+    """A long short-term memory network over a sequence.
 
-    Output: [length, hidden] (or [length, 2 * hidden], bidirectional): the last layer's hidden state at
-    every step. Lowers to `nn.LSTM(..., batch_first=True)`; state_dict keys are torch's
-    (`<name>.weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, `..._reverse`). Parameters:
-    4 * hidden * (input + hidden) weights and 8 * hidden biases per layer and direction."""
+    Inputs: 1: `[length, features]`
+    Output: `[length, hidden]` (`[length, 2·hidden]` bidirectional): the last layer's hidden state at every step.
+        Params per layer and direction: 4·hidden·(input + hidden) weights, plus 8·hidden biases with `bias`
+    Lowered to: `nn.LSTM(..., batch_first=True)`, output 0; torch's state_dict keys (`<name>.weight_ih_l0`,
+        `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, `..._reverse`)
+    """
 
     op: Literal["lstm"]
     gates: ClassVar[int] = 4
@@ -133,11 +136,13 @@ class LSTM(_Recurrent):
 
 @register
 class GRU(_Recurrent):
-    """A gated recurrent unit network over a [length, features] sequence.
+    """A gated recurrent unit network over a sequence.
 
-    Output: [length, hidden] (or [length, 2 * hidden], bidirectional): the last layer's hidden state at
-    every step. Lowers to `nn.GRU(..., batch_first=True)`, with torch's state_dict keys. Parameters:
-    3 * hidden * (input + hidden) weights and 6 * hidden biases per layer and direction."""
+    Inputs: 1: `[length, features]`
+    Output: `[length, hidden]` (`[length, 2·hidden]` bidirectional): the last layer's hidden state at every step.
+        Params per layer and direction: 3·hidden·(input + hidden) weights, plus 6·hidden biases with `bias`
+    Lowered to: `nn.GRU(..., batch_first=True)`, output 0; torch's state_dict keys
+    """
 
     op: Literal["gru"]
     gates: ClassVar[int] = 3
@@ -146,13 +151,16 @@ class GRU(_Recurrent):
 
 @register
 class ScaledDotProductAttention(Op):
-    """Scaled-dot-product attention over explicit inputs `[query, key, value]`, each [length, features].
+    """Scaled-dot-product attention over explicit queries, keys and values.
 
-    The query's features are split into `heads` heads, the key's and value's into `kv_heads` (default:
-    `heads`; fewer is grouped-query attention, each key/value head serving heads / kv_heads query heads).
-    Output: [query length, heads * value head size]. Lowers to `F.scaled_dot_product_attention` with
-    `is_causal` and `dropout_p` (training only). No parameters: put `linear` projections before it. MACs
-    count both products: Q·Kᵀ and the weights times V."""
+    Inputs: 3: query `[Lq, Eq]`, key `[Lk, Ek]`, value `[Lk, Ev]`; the query's features split into `heads` heads
+        of size Eq/heads, the key's and value's into `kv_heads` (default `heads`; fewer is grouped-query attention,
+        `heads` a multiple of it), with Ek = kv_heads · Eq/heads
+    Output: `[Lq, heads · Ev/kv_heads]`; no params (put `linear` projections before it). MACs count both products,
+        Q·Kᵀ and the weights times V
+    Lowered to: resgraph's `ScaledDotProductAttention` module: `F.scaled_dot_product_attention` with `is_causal`
+        and `dropout_p` (training only)
+    """
 
     op: Literal["sdpa"]
     heads: Int(1) = Field(1, description="query heads")
@@ -207,11 +215,14 @@ class ScaledDotProductAttention(Op):
 
 @register
 class Rope(Op):
-    """Rotary position embedding of a [length, features] input split into `heads` heads (e.g. the queries or
-    the keys, before `sdpa`). Output: the input's shape. In each head, channel pairs are rotated by
-    position * base^(-2i / head size); `interleaved: false` pairs channel i with i + head size / 2
-    (Hugging Face Llama's `rotate_half`), `interleaved: true` pairs 2i with 2i + 1 (RoFormer, GPT-J,
-    Meta's Llama). Positions count from 0. No parameters; lowers to resgraph's `RotaryEmbedding` module."""
+    """Rotary position embedding, e.g. of the queries or the keys before `sdpa`.
+
+    Inputs: 1: `[length, features]`, split into `heads` heads of an even size
+    Output: unchanged; no params. In each head, channel pairs are rotated by position · base^(−2i / head size),
+        positions counting from 0; `interleaved: false` pairs channel i with i + head size / 2 (Hugging Face Llama's
+        `rotate_half`), `interleaved: true` pairs 2i with 2i + 1 (RoFormer, GPT-J, Meta's Llama)
+    Lowered to: resgraph's `RotaryEmbedding` module
+    """
 
     op: Literal["rope"]
     heads: Int(1) = Field(1, description="heads the features are split into; each is rotated alike")

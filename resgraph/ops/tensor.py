@@ -33,10 +33,14 @@ class _Tensor(Op):
 
 @register
 class Parameter(_Tensor):
-    """A learnable tensor of the per-sample `shape`, no inputs: ViT's `class_token` and `pos_embedding`,
-    ConvNeXt's `layer_scale`. Initialised by `init`: `zeros`, `ones`, `constant` (`value`), `normal`
-    (`mean`, `std`), `trunc_normal` (`mean`, `std`, cut at `mean` ± 2 `std`) or `uniform` (`low`, `high`).
-    Lowers to an `nn.Parameter` of the node's module, read with `self.<name>`."""
+    """A learnable tensor: ViT's `class_token` and `pos_embedding`, ConvNeXt's `layer_scale`.
+
+    Inputs: 0
+    Output: `shape` (stored with a leading 1 for the batch unless `batch: false`); ∏shape params. Initialised by
+        `init`: `zeros`, `ones`, `constant` (`value`), `normal` (`mean`, `std`), `trunc_normal` (`mean`, `std`, cut
+        at `mean` ± 2 `std`) or `uniform` (`low` ≤ `high`)
+    Lowered to: an `nn.Parameter` of the node's module, read with `self.<name>`
+    """
 
     op: Literal["parameter"]
     shape: Sizes(1) = Field(description="the per-sample shape")
@@ -114,10 +118,14 @@ def relative_position_index(height: int, width: int) -> Any:
 
 @register
 class Buffer(_Tensor):
-    """A fixed (not learnable) tensor from a named generator, no inputs: `zeros` or `ones` of `shape`,
-    `sinusoidal` positions of `shape: [length, dim]` (dim even), or Swin's `relative_position_index` of a
-    `window: [h, w]` (shape [h*w, h*w], int64). Lowers to a buffer of the node's module, saved in the
-    state_dict (unless `persistent: false`)."""
+    """A fixed (not learnable) tensor from a named generator.
+
+    Inputs: 0
+    Output: `shape` for `zeros` and `ones`; `sinusoidal` positions of `shape: [length, dim]` (dim even); Swin's
+        `relative_position_index` of a `window: [h, w]` is `[h*w, h*w]`, int64. Stored with a leading 1 with
+        `batch`; no params
+    Lowered to: a buffer of the node's module, saved in the state_dict (unless `persistent: false`)
+    """
 
     op: Literal["buffer"]
     generator: Choice("zeros", "ones", "sinusoidal", "relative_position_index") = Field(

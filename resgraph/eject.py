@@ -528,13 +528,13 @@ class Ejector:
                                              (node_of[slot], attr_name))
             call = substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
-                init += format_call(call, 8, *_assignment_parts(slot, containers, buffers.get(slot)))
+                init += _assignment_lines(slot, call, containers, buffers.get(slot))
             else:
                 flag = _identifier(node_of[slot], taken)
                 taken.add(flag)
                 flags.append((flag, [calls[i] is not None for i in range(len(group))]))
                 init += [f"        {_assignment(slot, 'None', containers)}", f"        if {flag}:"]
-                init += format_call(call, 12, *_assignment_parts(slot, containers))
+                init += _assignment_lines(slot, call, containers, None, indent=12)
         kwarg_code: dict[tuple[int, str], Any] = {}
         for (position, key), values in kwargs.items():
             value = express(values, list(range(len(group))), f"{scopes[0].statements[position].output.hint}_{key}")
@@ -847,24 +847,33 @@ def _attribute(slot: str, containers: Containers | None = None) -> str:
     return text
 
 
-def _assignment_parts(slot: str, containers: Containers | None = None, buffer: bool | None = None
-                      ) -> tuple[str, str]:
-    """(prefix, suffix) that assign a module or parameter to `slot` in `__init__`; `buffer`: register a buffer
-    (False: one left out of the state_dict)."""
+def _assignment_call(slot: str, value: Any, containers: Containers | None = None, buffer: bool | None = None
+                     ) -> tuple[str, Any]:
+    """(prefix, call) that assign `value` (a Call or a Name) to `slot` in `__init__`: `self.conv1 = ...`,
+    `self.block["0"] = ...`, `setattr(self, "0a", ...)`; `buffer`: `self.register_buffer("positions", ...)`
+    (False: `persistent=False`, a buffer left out of the state_dict)."""
     parent, _, name = slot.rpartition(".")
     owner = _attribute(parent, containers) if parent else "self"
     if buffer is not None:
-        return (f"{owner}.register_buffer({python_string(name)}, ",
-                ")" if buffer else ", persistent=False)")
+        return "", Call(f"{owner}.register_buffer", [(None, name), (None, value)] +
+                        ([] if buffer else [("persistent", False)]))
     if (containers or {}).get(parent) == "dict":
-        return (f"{owner}[{python_string(name)}] = ", "")
-    return (f"{owner}.{name} = ", "") if _plain_attribute(name) else \
-        (f"setattr({owner}, {python_string(name)}, ", ")")
+        return f"{owner}[{python_string(name)}] = ", value
+    if _plain_attribute(name):
+        return f"{owner}.{name} = ", value
+    return "", Call("setattr", [(None, Name(owner)), (None, name), (None, value)])
+
+
+def _assignment_lines(slot: str, value: Any, containers: Containers | None = None, buffer: bool | None = None,
+                      indent: int = 8) -> list[str]:
+    prefix, call = _assignment_call(slot, value, containers, buffer)
+    if isinstance(call, Call):
+        return format_call(call, indent, prefix)
+    return [" " * indent + prefix + literal(call)]
 
 
 def _assignment(slot: str, value: str, containers: Containers | None = None) -> str:
-    prefix, suffix = _assignment_parts(slot, containers)
-    return prefix + value + suffix
+    return _assignment_lines(slot, Name(value), containers, indent=0)[0]
 
 
 def _is_literal(value: Any) -> bool:

@@ -515,7 +515,7 @@ class Ejector:
                 parameter = _identifier(node_of[slot], taken)
                 taken.add(parameter)
                 module_params.append((parameter, [calls[i] for i in range(len(group))]))
-                init.append(f"        {_assignment(slot, parameter, containers)}")
+                init += _assignment_lines(slot, Name(parameter), containers, buffers.get(slot))
                 continue
             replacements = {}
             entry = definition.nodes.get(node_of[slot]) if definition is not None else None

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
                       ZeroPadShortcut)
+from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
 LINE_LENGTH = 88  # black's default
@@ -117,6 +118,44 @@ def constructor(module: nn.Module) -> Call:
     raise EjectError(f"cannot write out a `{type(module).__name__}` module")
 
 
+def tensor_constructor(op: Any, shape: Sequence[int]) -> Call:
+    """The expression that makes a `parameter` or `buffer` node's tensor as the compiler makes it (see
+    ops/tensor.py), drawing the same values from one seed: `nn.Parameter(torch.zeros(1, 1, 768))`,
+    `nn.Parameter(nn.init.normal_(torch.empty(1, 197, 768), std=0.02))`, `torch.zeros(8, 16)`."""
+    stored = list(op.stored_shape(shape))
+    empty = Call("torch.empty", [(None, size) for size in stored])
+    if op.op_name() == "parameter":
+        if op.init in ("zeros", "ones"):
+            tensor = Call(f"torch.{op.init}", [(None, size) for size in stored])
+        elif op.init == "constant":
+            tensor = Call("nn.init.constant_", [(None, empty), (None, float(op.value))])
+        elif op.init == "normal":
+            tensor = Call("nn.init.normal_", [(None, empty), ("mean", float(op.mean)), ("std", float(op.std))])
+        elif op.init == "trunc_normal":
+            mean, std = float(op.mean), float(op.std)
+            tensor = Call("nn.init.trunc_normal_", [(None, empty), ("mean", mean), ("std", std),
+                                                    ("a", mean - 2 * std), ("b", mean + 2 * std)])
+        else:
+            tensor = Call("nn.init.uniform_", [(None, empty), ("a", float(op.low)), ("b", float(op.high))])
+        return Call("nn.Parameter", [(None, tensor)])
+    if op.generator in ("zeros", "ones"):
+        return Call(f"torch.{op.generator}", [(None, size) for size in stored])
+    if op.generator == "sinusoidal":
+        tensor = Call("sinusoidal_positions", [(None, size) for size in shape])
+    else:
+        tensor = Call("relative_position_index", [(None, size) for size in op._window()])
+    return Call("torch.unsqueeze", [(None, tensor), (None, 0)]) if len(stored) > len(shape) else tensor
+
+
+def helpers_called(call: Call) -> set[str]:
+    """The functions of HELPER_SOURCES that `call` calls (a buffer's `sinusoidal_positions`)."""
+    found = {call.func} & set(HELPER_SOURCES)
+    for _, value in call.args:
+        if isinstance(value, Call):
+            found |= helpers_called(value)
+    return found
+
+
 def _plugin_constructor(module: nn.Module) -> Call:
     """A plugin's module: `Class(arg=value, ...)` from its `__init__` arguments, which it keeps as attributes of
     the same names (docs/plugins.md); the ejected file imports the class from the plugin."""
@@ -150,6 +189,9 @@ DEFAULTS = {  # keyword arguments left out when they equal torch's default
 CLASS_DEFAULTS = {
     **{f"nn.InstanceNorm{n}d": {**DEFAULTS, "affine": False, "track_running_stats": False} for n in (1, 2, 3)},
     "nn.PReLU": {"init": 0.25},
+    "nn.init.normal_": {"mean": 0.0, "std": 1.0},
+    "nn.init.trunc_normal_": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
+    "nn.init.uniform_": {"a": 0.0, "b": 1.0},
 }
 
 
@@ -227,13 +269,21 @@ def _initialised(call: Call) -> Call:
     return Call("init_conv", [(None, Call(call.func, call.args))]) if call.init else call
 
 
+def _brackets(call: Call) -> tuple[str, str]:
+    """`func(` and `)`; a Call named `[]` or `()` is a list or tuple display (`[("block1-0", Block(...))]`)."""
+    if call.func in ("[]", "()"):
+        return call.func[0], call.func[1]
+    return call.func + "(", ")"
+
+
 def flat_call(call: Call) -> str:
     call = _initialised(call)
     parts = []
     for key, value in call.args:
         text = flat_call(value) if isinstance(value, Call) else literal(value)
         parts.append(f"{key}={text}" if key else text)
-    return f"{call.func}(" + ", ".join(parts) + ")"
+    opening, closing = _brackets(call)
+    return opening + ", ".join(parts) + closing
 
 
 def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
@@ -243,17 +293,18 @@ def format_call(call: Call, indent: int, prefix: str = "", suffix: str = "") -> 
     one = pad + prefix + flat_call(call) + suffix
     if len(one) <= LINE_LENGTH or not call.args:
         return [one]
-    head = pad + prefix + call.func + "("
+    opening, closing = _brackets(call)
+    head = pad + prefix + opening
     inner = ", ".join((f"{k}=" if k else "") + (flat_call(v) if isinstance(v, Call) else literal(v))
                       for k, v in call.args)
     if len(pad) + 4 + len(inner) <= LINE_LENGTH:
-        return [head, pad + "    " + inner, pad + ")" + suffix]
+        return [head, pad + "    " + inner, pad + closing + suffix]
     lines = [head]
     for key, value in call.args:
         arg_lines = _arg_text(key, value, indent + 4)
         arg_lines[-1] += ","
         lines += arg_lines
-    return lines + [pad + ")" + suffix]
+    return lines + [pad + closing + suffix]
 
 
 
@@ -282,7 +333,9 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
                   "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
-                  "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip()}
+                  "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
+                  "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),
+                  "relative_position_index": inspect.getsource(relative_position_index).rstrip()}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

@@ -24,6 +24,8 @@ import torch.nn as nn
 
 from .constructors import (
     arg_name,
+    helpers_called,
+    tensor_constructor,
     ATTRIBUTE_OF,
     Call,
     constructor,
@@ -68,6 +70,7 @@ class Statement:
     function: Callable | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     position: int = 0                # where it goes in topological order
+    node: str | None = None          # the spec node it belongs to, in its scope (its slot may be a `key`)
 
 
 class SourceBuilder(Builder):
@@ -87,16 +90,15 @@ class SourceBuilder(Builder):
 
     def _emit(self, statement: Statement) -> Temp:
         statement.position = self.position
+        statement.node = self.node.local_name
         self.statements.setdefault(self.node.prefix[:-1], []).append(statement)
         return statement.output
 
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> Temp:
         slot = name or self.node.module_name
-        if "." in slot:   # a name that is no identifier is written `getattr(self, "0a")`; a dotted path is a tree
-            raise EjectError(f"cannot write out `{self.node.name}`: its `key: {slot}` is a dotted module path "
-                             "(keys with dots are compiled, not exported, for now)")
-        slot = module_attribute(slot, self._scope_names(self.node.prefix), _module_attributes())   # as compile does
+        if "." not in slot:   # a `key` is a path the user chose (`block.0`), placed as compile places it
+            slot = module_attribute(slot, self._scope_names(self.node.prefix), _module_attributes())
         return self._emit(Statement("module", Temp(slot), list(args), slot=slot, module=module,
                                     kwargs=dict(kwargs or {})))
 
@@ -114,8 +116,12 @@ class SourceBuilder(Builder):
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
 
     def get_attr(self, tensor: Any, persistent: bool = True) -> Temp:
-        raise EjectError(f"cannot write out `{self.node.name}`: `parameter` and `buffer` nodes are compiled, not "
-                         "exported to Python, for now")
+        """A `parameter` or `buffer` node: its tensor becomes an attribute of the class, made as compile makes it."""
+        slot = self.node.module_name
+        statement = Statement("tensor", Temp(self.node.local_name), [], slot=slot)
+        statement.tensor = tensor_constructor(self.node.op, self.node.shape)  # type: ignore[attr-defined]
+        statement.persistent = persistent  # type: ignore[attr-defined]
+        return self._emit(statement)
 
     def call_method(self, method: str, args: Sequence[Any], kwargs: dict | None = None) -> Temp:
         return self._emit(Statement("method", Temp(self.node.local_name), list(args), function=method,
@@ -224,6 +230,7 @@ class Ejector:
         self.first_position = graph.scope_starts(order)
         self.helpers: set[str] = set()   # resgraph's own modules the file defines (HELPER_SOURCES)
         self.uses_math = False
+        self.uses_ordered_dict = False   # repetitions named by `names` or `start`
 
     def scope(self, name: str) -> Scope:
         if name:
@@ -246,13 +253,8 @@ class Ejector:
         statements = list(self.own.get(name, []))
         for call, instances in self.calls.get(name, {}).items():
             local = call.rpartition(".")[2]
-            numbers = [i.name.rpartition(".")[2] for i in instances]
-            if instances[0].key is not None or \
-                    (instances[0].index is not None and numbers != [str(k) for k in range(len(instances))]):
-                raise EjectError(f"cannot write out the block call `{call}`: its `key` or the names of its "
-                                 "repetitions (`names`, `start`) are compiled, not exported, for now")
-            statement = Statement("call", Temp(local), list(instances[0].inputs), slot=local,
-                                  position=self.first_position[call])
+            statement = Statement("call", Temp(local), list(instances[0].inputs), slot=instances[0].key or local,
+                                  position=self.first_position[call], node=local)
             statement.instances = instances  # type: ignore[attr-defined]
             aliases[instances[-1].output] = statement.output
             statements.append(statement)
@@ -268,7 +270,7 @@ class Ejector:
         """`blocks`: block name -> its definition (for inputs, params, let and attribute expressions)."""
         self.definitions = blocks
         self.plugin_imports: set[tuple[str, str]] = set()
-        taken: set[str] = set(HELPER_SOURCES)
+        taken: set[str] = set(HELPER_SOURCES) | {"OrderedDict"}
         # Class names are read in `__init__`s, where params and lets are locals: no class may share a name with one.
         for definition in list(blocks.values()) + [self.network]:
             for key in list(definition.params) + list(definition.let):
@@ -299,7 +301,9 @@ class Ejector:
         if self.plugin_imports:
             header[2:4] = ["A standalone PyTorch module: it imports only torch and the plugins whose modules it uses, "
                            "and its", 'state_dict keys are those of the compiled spec."""']
-        imports = (["import math", ""] if self.uses_math else []) + \
+        imports = (["import math"] if self.uses_math else []) + \
+            (["from collections import OrderedDict"] if self.uses_ordered_dict else [])
+        imports = (imports + [""] if imports else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
         if self.plugin_imports:   # the modules of plugin ops: the file needs those plugins installed
             imports += [""] + [f"from {module} import {name}" for module, name in sorted(self.plugin_imports)]
@@ -349,7 +353,7 @@ class Ejector:
         so that the variants of one block read apart (`PreactBasic`, `PreactBasicWithShortcut`)."""
         def exists(path: str) -> bool:   # an op node, or a block call (repeated or not) that was made
             instances = self.graph.instances
-            return path in self.graph.nodes or path in instances or f"{path}.0" in instances
+            return path in self.graph.nodes or path in instances or any(i.call == path for i in instances.values())
 
         present = [name for name, entry in self.definitions[block].nodes.items()
                    if entry.when is not None and exists(f"{instance}.{name}")]
@@ -394,6 +398,9 @@ class Ejector:
         first: dict[str, int] = {}                     # attribute -> the position of its first statement
         presence: dict[int, list[bool]] = {}            # a shortcut's position -> has it a module, per instance
         kwargs: dict[tuple[int, str], list[Any]] = {}
+        tensors: set[str] = set()                       # the slots of `parameter` and `buffer` nodes
+        buffers: dict[str, bool] = {}                   # a buffer's slot -> is it persistent
+        node_of: dict[str, str] = {}                    # slot -> the spec node it holds
         for index, scope in enumerate(scopes):
             for position, statement in enumerate(scope.statements):
                 if statement.kind in ("module", "shortcut"):
@@ -411,6 +418,13 @@ class Ejector:
                             continue
                 elif statement.kind == "call":
                     call = self._child_call(statement)
+                elif statement.kind == "tensor":
+                    call = statement.tensor  # type: ignore[attr-defined]
+                    self.helpers |= helpers_called(call)
+                    self.uses_math = self.uses_math or "sinusoidal_positions" in self.helpers
+                    if not isinstance(statement.tensor, Call) or statement.tensor.func != "nn.Parameter":
+                        buffers[statement.slot] = statement.persistent  # type: ignore[attr-defined]
+                    tensors.add(statement.slot)
                 else:
                     call = None
                 if call is not None:
@@ -421,6 +435,8 @@ class Ejector:
                                          f"(`{block or self.graph.name}`): give their nodes other `shortcut_name`s")
                     calls[index] = call
                     first[statement.slot] = position
+                    node_of[statement.slot] = statement.node if "." in statement.slot and statement.node \
+                        else statement.slot
                 for key, value in statement.kwargs.items():
                     kwargs.setdefault((position, key), []).append(value)
         # Modules are made in the order the compiler makes them (that of the statements), so that both draw
@@ -481,34 +497,44 @@ class Ejector:
 
         init: list[str] = []
         attributes: list[str] = []
+        containers = _container_kinds(list(slots), tensors)
+        made: set[str] = set()
         for slot, calls in slots.items():
             present = [i for i, c in enumerate(calls) if c is not None]
             if not present:
                 continue
+            parts = slot.split(".")
+            for depth in range(1, len(parts)):   # `self.block = nn.ModuleDict()` before `self.block["0"] = ...`
+                path = ".".join(parts[:depth])
+                if path not in made:
+                    made.add(path)
+                    kind = "nn.ModuleDict()" if containers[path] == "dict" else "nn.Module()"
+                    init.append(f"        {_assignment(path, kind, containers)}")
             shapes = {repr(shape_of(calls[i])) for i in present}
             if len(shapes) > 1:  # different structures: the caller builds it
-                parameter = _identifier(slot, taken)
+                parameter = _identifier(node_of[slot], taken)
                 taken.add(parameter)
                 module_params.append((parameter, [calls[i] for i in range(len(group))]))
-                init.append(f"        {_assignment(slot, parameter)}")
+                init += _assignment_lines(slot, Name(parameter), containers, buffers.get(slot))
                 continue
             replacements = {}
-            entry = definition.nodes.get(slot) if definition is not None else None
+            entry = definition.nodes.get(node_of[slot]) if definition is not None else None
             for path, _ in leaves(calls[present[0]]):
                 values = [leaf(calls[i], path) for i in present]
                 argument = arg_name(calls[present[0]], path)
                 attr_name = ATTRIBUTE_OF.get(argument) if len(path) == 1 else None
                 written = getattr(entry, attr_name, None) if entry is not None and attr_name else None
-                replacements[path] = express(values, present, f"{slot}_{argument}", written, (slot, attr_name))
+                replacements[path] = express(values, present, f"{node_of[slot]}_{argument}", written,
+                                             (node_of[slot], attr_name))
             call = substitute(calls[present[0]], replacements, class_defaults=self.class_defaults)
             if len(present) == len(group):
-                init += format_call(call, 8, *_assignment_parts(slot))
+                init += _assignment_lines(slot, call, containers, buffers.get(slot))
             else:
-                flag = _identifier(slot, taken)
+                flag = _identifier(node_of[slot], taken)
                 taken.add(flag)
                 flags.append((flag, [calls[i] is not None for i in range(len(group))]))
-                init += [f"        {_assignment(slot, 'None')}", f"        if {flag}:"]
-                init += format_call(call, 12, *_assignment_parts(slot))
+                init += [f"        {_assignment(slot, 'None', containers)}", f"        if {flag}:"]
+                init += _assignment_lines(slot, call, containers, None, indent=12)
         kwarg_code: dict[tuple[int, str], Any] = {}
         for (position, key), values in kwargs.items():
             value = express(values, list(range(len(group))), f"{scopes[0].statements[position].output.hint}_{key}")
@@ -599,7 +625,7 @@ class Ejector:
         lines.append("        super().__init__()")
         lines += checks + lets + attributes + init
         lines.append("")
-        lines += self._forward(scopes[0], shortcuts, kwarg_code)
+        lines += self._forward(scopes[0], shortcuts, kwarg_code, containers)
         return "\n".join(lines)
 
     def _child_call(self, statement: Statement) -> Call:
@@ -607,7 +633,13 @@ class Ejector:
         calls = [Call(self.class_of[i.name], list(self.arguments[i.name])) for i in instances]
         if instances[0].index is None:
             return calls[0]
-        return Call("nn.Sequential", [(None, c) for c in calls])
+        names = [i.name.rpartition(".")[2] for i in instances]
+        if names == [str(k) for k in range(len(instances))]:
+            return Call("nn.Sequential", [(None, c) for c in calls])
+        # `names: "encoder_layer_{i}"` or `start: 1`: the repetitions keep their names in the state_dict
+        self.uses_ordered_dict = True
+        return Call("nn.Sequential", [(None, Call("OrderedDict", [(None, Call("[]", [
+            (None, Call("()", [(None, name), (None, c)])) for name, c in zip(names, calls)]))]))])
 
     def _param_check(self, python: str, parameter: str, value: Any) -> list[str]:
         """`if n != 3: raise ValueError(...)`: the network param `parameter` (`python` in the file) shaped the
@@ -631,7 +663,8 @@ class Ejector:
 
     # ---- forward
 
-    def _forward(self, scope: Scope, presence: dict[int, str], kwarg_code: dict) -> list[str]:
+    def _forward(self, scope: Scope, presence: dict[int, str], kwarg_code: dict,
+                 containers: Containers | None = None) -> list[str]:
         """The forward method of a class, from its first instance's statements."""
         statements = scope.statements
         resolve = functools.partial(self._resolve, scope=scope)
@@ -664,6 +697,7 @@ class Ejector:
             return names[key_of(value)]
 
         body = []
+        attributes_read: set[str] = set()   # `self.pos_embedding`: a value, but no variable to assign
         fused: dict[int, str] = {}   # position of a subscript written onto the module call before it -> its text
         for position, statement in enumerate(statements):
             if position in fused:
@@ -671,6 +705,10 @@ class Ejector:
                 continue
             args = [a if _is_literal(a) else keys(a) if isinstance(a, list) else keys(a)[0] for a in statement.args]
             out = key_of(statement.output)
+            if statement.kind == "tensor":   # read where it is used: `self.class_token.expand(...)`
+                names[out] = _attribute(statement.slot, containers)
+                attributes_read.add(names[out])
+                continue
             if statement.kind == "shortcut" and presence.get(position, "none") == "none":
                 names[out] = var(args[0])
                 continue
@@ -682,7 +720,8 @@ class Ejector:
             name = None
             if statement.kind != "shortcut":
                 for arg in args:   # `x = f(x)` where nothing reads x (by any of its values) afterwards
-                    if not isinstance(arg, list) and not _is_literal(arg) and var(arg) not in busy:
+                    if not isinstance(arg, list) and not _is_literal(arg) and var(arg) not in busy \
+                            and var(arg) not in attributes_read:
                         name = var(arg)
                         break
             if name is None:
@@ -700,7 +739,7 @@ class Ejector:
             if statement.kind == "module" and statement.module is not None:
                 arguments = _module_arguments(statement.module, args, rendered)
                 arguments += [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
-                call = flat_call(Call(f"{name} = {_attribute(statement.slot)}", arguments))
+                call = flat_call(Call(f"{name} = {_attribute(statement.slot, containers)}", arguments))
                 following = statements[position + 1] if position + 1 < len(statements) else None
                 if following is not None and following.kind == "subscript" and \
                         resolve(following.args[0]) is statement.output and last_use.get(out) == position + 1:
@@ -710,10 +749,10 @@ class Ejector:
                 body.append(call)
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
                                                            presence.get(position) == "all"):
-                body.append(flat_call(Call(f"{name} = {_attribute(statement.slot)}", [(None, r) for r in rendered])))
+                body.append(flat_call(Call(f"{name} = {_attribute(statement.slot, containers)}", [(None, r) for r in rendered])))
             elif statement.kind == "shortcut":
                 a = rendered[0].text
-                module = _attribute(statement.slot)
+                module = _attribute(statement.slot, containers)
                 body.append(f"{name} = {module}({a}) if {module} is not None else {a}")
             elif statement.kind == "binary":
                 symbol = BINARY_SYMBOLS[statement.function]
@@ -762,28 +801,79 @@ _MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))   # an instance's: `training` a
 
 def _check_attribute(slot: str) -> None:
     """A module's name may be no attribute or method that `nn.Module` has (`forward`, `to`, `training`),
-    which the compiler cannot build either."""
-    if slot in _MODULE_ATTRIBUTES:
-        raise EjectError(f"the module name `{slot}` is an attribute of every `nn.Module`: rename the node")
+    which the compiler cannot build either; nor may a part of a `key`'s path."""
+    for part in slot.split("."):
+        if part in _MODULE_ATTRIBUTES:
+            raise EjectError(f"the module name `{slot}` is an attribute of every `nn.Module`: rename the node")
 
 
 def _plain_attribute(slot: str) -> bool:
     return slot.isidentifier() and not keyword.iskeyword(slot)
 
 
-def _attribute(slot: str) -> str:
-    """`self.conv1`, or `getattr(self, "0a")` for a module name that is no Python identifier (as fx writes it)."""
-    return f"self.{slot}" if _plain_attribute(slot) else f"getattr(self, {python_string(slot)})"
+Containers = dict[str, str]   # the container paths of a class (a `key`'s `block` of `block.0`) -> "module" or "dict"
 
 
-def _assignment_parts(slot: str) -> tuple[str, str]:
-    """(prefix, suffix) that assign a module to `slot` in `__init__`."""
-    return (f"self.{slot} = ", "") if _plain_attribute(slot) else (f"setattr(self, {python_string(slot)}, ", ")")
+def _container_kinds(slots: Sequence[str], tensors: set[str]) -> Containers:
+    """The containers that `key` paths make, as lower.py's `_place` makes them: an `nn.ModuleDict` where every
+    name in it is a number and holds a module (`self.block["0"]`), else a plain `nn.Module`."""
+    children: dict[str, list[str]] = {}
+    for slot in slots:
+        parts = slot.split(".")
+        for depth in range(1, len(parts)):
+            children.setdefault(".".join(parts[:depth]), []).append(".".join(parts[:depth + 1]))
+    kinds: Containers = {}
+    for path, inner in children.items():
+        if path in slots:
+            raise EjectError(f"`{path}` is both a module and the container of `{inner[0]}`: give one of them "
+                             "another `key`")
+        numbered = all(c.rpartition(".")[2].isdigit() and c not in tensors for c in inner)
+        kinds[path] = "dict" if numbered else "module"
+    return kinds
 
 
-def _assignment(slot: str, value: str) -> str:
-    prefix, suffix = _assignment_parts(slot)
-    return prefix + value + suffix
+def _attribute(slot: str, containers: Containers | None = None) -> str:
+    """`self.conv1`, `self.encoder.ln`, `self.block["0"]`, or `getattr(self, "0a")` for a module name that is no
+    Python identifier (as fx writes it)."""
+    text, path = "self", ""
+    for part in slot.split("."):
+        if (containers or {}).get(path) == "dict":
+            text += f"[{python_string(part)}]"
+        elif _plain_attribute(part):
+            text += f".{part}"
+        else:
+            text = f"getattr({text}, {python_string(part)})"
+        path = f"{path}.{part}" if path else part
+    return text
+
+
+def _assignment_call(slot: str, value: Any, containers: Containers | None = None, buffer: bool | None = None
+                     ) -> tuple[str, Any]:
+    """(prefix, call) that assign `value` (a Call or a Name) to `slot` in `__init__`: `self.conv1 = ...`,
+    `self.block["0"] = ...`, `setattr(self, "0a", ...)`; `buffer`: `self.register_buffer("positions", ...)`
+    (False: `persistent=False`, a buffer left out of the state_dict)."""
+    parent, _, name = slot.rpartition(".")
+    owner = _attribute(parent, containers) if parent else "self"
+    if buffer is not None:
+        return "", Call(f"{owner}.register_buffer", [(None, name), (None, value)] +
+                        ([] if buffer else [("persistent", False)]))
+    if (containers or {}).get(parent) == "dict":
+        return f"{owner}[{python_string(name)}] = ", value
+    if _plain_attribute(name):
+        return f"{owner}.{name} = ", value
+    return "", Call("setattr", [(None, Name(owner)), (None, name), (None, value)])
+
+
+def _assignment_lines(slot: str, value: Any, containers: Containers | None = None, buffer: bool | None = None,
+                      indent: int = 8) -> list[str]:
+    prefix, call = _assignment_call(slot, value, containers, buffer)
+    if isinstance(call, Call):
+        return format_call(call, indent, prefix)
+    return [" " * indent + prefix + literal(call)]
+
+
+def _assignment(slot: str, value: str, containers: Containers | None = None) -> str:
+    return _assignment_lines(slot, Name(value), containers, indent=0)[0]
 
 
 def _is_literal(value: Any) -> bool:

@@ -90,7 +90,7 @@ class Parameter(_Tensor):
         return f"parameter {fmt_shape(self.stored_shape(self.shape))}, {self.init}"
 
 
-def sinusoidal_positions(length: int, dim: int) -> Any:
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     """The Transformer's positions (Vaswani et al. 2017): sin(p / 10000^(2i/d)) at 2i, cos at 2i + 1."""
     import torch
 
@@ -102,7 +102,7 @@ def sinusoidal_positions(length: int, dim: int) -> Any:
     return table.float()
 
 
-def relative_position_index(height: int, width: int) -> Any:
+def relative_position_index(height: int, width: int) -> torch.Tensor:
     """Swin's index into a table of relative position biases, [h*w, h*w] int64: torchvision's
     `_get_relative_position_bias` table index, as `relative_position_index` is built in swin_transformer.py."""
     import torch

@@ -101,6 +101,9 @@ _REQUIRE = "conditions on the params, checked before anything is built: expressi
 class BlockDef(_Model):
     """A reusable, parameterised subgraph."""
 
+    # Built when first used (the JSON Schema): validation uses `_models_with` the ops a file names.
+    model_config = ConfigDict(defer_build=True)
+
     doc: str | None = None
     params: dict[ParamName, ParamValue] = Field(default_factory=dict,
                                                 description="param names with defaults; null marks a required param")
@@ -154,6 +157,9 @@ def input_declarations(value: Any) -> list[tuple[str, Any, str, tuple]]:
 class SpecFile(_Model):
     """A spec file: a network (input, nodes, outputs), a library of blocks, or both."""
 
+    # Built when first used (the JSON Schema): validation uses `_models_with` the ops a file names.
+    model_config = ConfigDict(defer_build=True)
+
     resgraph: int = Field(description="the spec language version; 1")
     name: str | None = None
     doc: str | None = None
@@ -181,15 +187,42 @@ class SpecFile(_Model):
 
 @functools.lru_cache(maxsize=None)
 def _models_with(ops: frozenset[tuple[str, type]]) -> type[SpecFile]:
-    """SpecFile (and BlockDef) whose nodes may also be the plugin ops `ops` ((name, class) pairs: a plugin
-    module imported afresh gives new classes, and new models)."""
-    names = {name for name, _ in ops} | {name for name, cls in REGISTRY.items() if is_builtin(cls)}
-    union = _node_union(names)
+    """SpecFile (and BlockDef) whose nodes are block calls or the ops `ops` ((name, class) pairs: a plugin
+    module imported afresh gives new classes, and new models).
+
+    Validation builds these for the ops a file uses (`_used_ops`) rather than one union over every op:
+    building a pydantic validator costs about a millisecond an op, and a spec uses a handful of the
+    hundred. A node whose op is not among them fails its tag exactly as with the whole union (the tag is
+    unknown, or the op is a plugin's that the file does not load), and each member's errors are its own,
+    so the diagnostics are the same."""
+    union = _node_union({name for name, _ in ops})
     block = create_model("BlockDef", __base__=BlockDef, __doc__=BlockDef.__doc__,
                          nodes=(dict[NodeName, union], Field(min_length=1)))
     return create_model("SpecFile", __base__=SpecFile, __doc__=SpecFile.__doc__,
                         blocks=(dict[ParamName, block], Field(default_factory=dict)),
                         nodes=(dict[NodeName, union], Field(default_factory=dict)))
+
+
+def _used_ops(data: dict, enabled: frozenset[str]) -> frozenset[tuple[str, type]]:
+    """(name, class) of the ops that the nodes of `data` (a spec file's mapping) and of its blocks name,
+    among the built-in ops and the plugin ops `enabled`."""
+    entries: list = []
+    nodes = data.get("nodes")
+    if isinstance(nodes, dict):
+        entries += nodes.values()
+    blocks = data.get("blocks")
+    if isinstance(blocks, dict):
+        for block in blocks.values():
+            if isinstance(block, dict) and isinstance(block.get("nodes"), dict):
+                entries += block["nodes"].values()
+    used = set()
+    for entry in entries:
+        tag = _node_tag(_shorthand(entry))
+        if isinstance(tag, str) and tag != "block":
+            cls = REGISTRY.get(tag)
+            if cls is not None and (is_builtin(cls) or tag in enabled):
+                used.add((tag, cls))
+    return frozenset(used)
 
 
 PLUGINS_TRUST = ("a plugin is Python code that runs when it is loaded: load only plugins you trust")
@@ -255,7 +288,7 @@ def parse_spec(source: SourceFile, diagnostics: Diagnostics, allow_plugins: bool
     plugin_ops = _plugin_ops(source, diagnostics, allow_plugins)
     if plugin_ops is None:
         return None
-    model = _models_with(frozenset((name, REGISTRY[name]) for name in plugin_ops)) if plugin_ops else SpecFile
+    model = _models_with(_used_ops(data, plugin_ops))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

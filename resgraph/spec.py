@@ -15,7 +15,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import ALLOW, KEY_PATTERN, OTHERWISE, WHEN, Allow, Int, is_builtin
+from .ops.base import ALLOW, KEY_PATTERN, OTHERWISE, WHEN, Allow, Int, empty_dict, empty_list, is_builtin
 from .source import KeyPath, SourceFile
 
 VERSION = 1
@@ -43,16 +43,16 @@ class BlockCall(_Model):
 
     block: str = Field(description="name of the block to instantiate")
     repeat: Int(1, MAX_REPEAT) | None = Field(None, description="instantiate the block this many times in sequence")
-    with_: dict[ParamName, ParamValue] = Field(default_factory=dict, alias="with",
+    with_: dict[ParamName, ParamValue] = Field(default_factory=empty_dict, alias="with",
                                                description="values of the block's params")
-    first: dict[ParamName, ParamValue] = Field(default_factory=dict,
+    first: dict[ParamName, ParamValue] = Field(default_factory=empty_dict,
                                                description="param values that override `with` for repetition 0")
     first_block: str | None = Field(None, description="another block for repetition 0 (e.g. the unit that "
                                                        "opens a stage with a projection); default: `block`")
     inputs: str | list[str] | None = None
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
-    allow: Allow = Field(default_factory=list, description=ALLOW)
+    allow: Allow = Field(default_factory=empty_list, description=ALLOW)
     key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
                             "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
     names: str | None = Field(None, pattern=NAMES_PATTERN,
@@ -101,16 +101,19 @@ _REQUIRE = "conditions on the params, checked before anything is built: expressi
 class BlockDef(_Model):
     """A reusable, parameterised subgraph."""
 
+    # Built when first used (the JSON Schema): validation uses `_models_with` the ops a file names.
+    model_config = ConfigDict(defer_build=True)
+
     doc: str | None = None
-    params: dict[ParamName, ParamValue] = Field(default_factory=dict,
+    params: dict[ParamName, ParamValue] = Field(default_factory=empty_dict,
                                                 description="param names with defaults; null marks a required param")
-    let: dict[ParamName, ParamValue] = Field(default_factory=dict,
+    let: dict[ParamName, ParamValue] = Field(default_factory=empty_dict,
                                              description="derived values: expressions over params, in order")
-    require: Requirements = Field(default_factory=list, description=_REQUIRE)
+    require: Requirements = Field(default_factory=empty_list, description=_REQUIRE)
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
     nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
     output: NodeName | None = None
-    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW + "; for warnings in this block")
+    allow: list[WarningCode] = Field(default_factory=empty_list, description=_ALLOW + "; for warnings in this block")
 
 
 class InputDecl(_Model):
@@ -154,25 +157,28 @@ def input_declarations(value: Any) -> list[tuple[str, Any, str, tuple]]:
 class SpecFile(_Model):
     """A spec file: a network (input, nodes, outputs), a library of blocks, or both."""
 
+    # Built when first used (the JSON Schema): validation uses `_models_with` the ops a file names.
+    model_config = ConfigDict(defer_build=True)
+
     resgraph: int = Field(description="the spec language version; 1")
     name: str | None = None
     doc: str | None = None
     extends: str | None = Field(None, description="a spec file whose network this one reuses, changing only "
                                                  "`name`, `doc` and `params`")
-    include: list[str] = Field(default_factory=list, description="files whose blocks this spec uses")
-    plugins: list[str] = Field(default_factory=list, description="Python modules that define ops this file uses "
+    include: list[str] = Field(default_factory=empty_list, description="files whose blocks this spec uses")
+    plugins: list[str] = Field(default_factory=empty_list, description="Python modules that define ops this file uses "
                                "(docs/plugins.md); loading one runs its code: name only plugins you trust")
-    params: dict[ParamName, ParamValue] = Field(default_factory=dict)
-    require: Requirements = Field(default_factory=list, description=_REQUIRE)
+    params: dict[ParamName, ParamValue] = Field(default_factory=empty_dict)
+    require: Requirements = Field(default_factory=empty_list, description=_REQUIRE)
     input: InputField | None = Field(
         None, description="per-sample input shape (the batch dimension is implicit), `{shape: [...], dtype: "
                           "int64}` for integer ids, or a mapping of named inputs (each a shape or a `{shape, dtype}`)")
-    blocks: dict[ParamName, BlockDef] = Field(default_factory=dict)
-    nodes: dict[NodeName, NodeEntry] = Field(default_factory=dict)
+    blocks: dict[ParamName, BlockDef] = Field(default_factory=empty_dict)
+    nodes: dict[NodeName, NodeEntry] = Field(default_factory=empty_dict)
     outputs: OutputPath | list[OutputPath] | None = Field(
         None, description="the nodes the network returns (default: its last node); a node inside a block by its "
                           "dotted path, e.g. `layer1.0.relu2`")
-    allow: list[WarningCode] = Field(default_factory=list, description=_ALLOW)
+    allow: list[WarningCode] = Field(default_factory=empty_list, description=_ALLOW)
     training_outputs: NodeName | list[NodeName] | None = Field(
         None, description="nodes returned only in training, after `outputs` (auxiliary heads, as GoogLeNet's and "
                           "Inception's): in training the network returns a named tuple of all outputs, in eval "
@@ -181,15 +187,45 @@ class SpecFile(_Model):
 
 @functools.lru_cache(maxsize=None)
 def _models_with(ops: frozenset[tuple[str, type]]) -> type[SpecFile]:
-    """SpecFile (and BlockDef) whose nodes may also be the plugin ops `ops` ((name, class) pairs: a plugin
-    module imported afresh gives new classes, and new models)."""
-    names = {name for name, _ in ops} | {name for name, cls in REGISTRY.items() if is_builtin(cls)}
-    union = _node_union(names)
+    """SpecFile (and BlockDef) whose nodes are block calls or the ops `ops` ((name, class) pairs: a plugin
+    module imported afresh gives new classes, and new models).
+
+    Validation builds these for the ops a file uses (`_used_ops`) rather than one union over every op:
+    building a pydantic validator costs about a millisecond an op, and a spec uses a handful of the
+    hundred. A node whose op is not among them fails its tag exactly as with the whole union (the tag is
+    unknown, or the op is a plugin's that the file does not load), and each member's errors are its own,
+    so the diagnostics are the same."""
+    for _, cls in ops:
+        if not cls.__pydantic_complete__:
+            cls.model_rebuild()  # first the op's own validator, which the union below reuses
+    union = _node_union({name for name, _ in ops})
     block = create_model("BlockDef", __base__=BlockDef, __doc__=BlockDef.__doc__,
                          nodes=(dict[NodeName, union], Field(min_length=1)))
     return create_model("SpecFile", __base__=SpecFile, __doc__=SpecFile.__doc__,
-                        blocks=(dict[ParamName, block], Field(default_factory=dict)),
-                        nodes=(dict[NodeName, union], Field(default_factory=dict)))
+                        blocks=(dict[ParamName, block], Field(default_factory=empty_dict)),
+                        nodes=(dict[NodeName, union], Field(default_factory=empty_dict)))
+
+
+def _used_ops(data: dict, enabled: frozenset[str]) -> frozenset[tuple[str, type]]:
+    """(name, class) of the ops that the nodes of `data` (a spec file's mapping) and of its blocks name,
+    among the built-in ops and the plugin ops `enabled`."""
+    entries: list = []
+    nodes = data.get("nodes")
+    if isinstance(nodes, dict):
+        entries += nodes.values()
+    blocks = data.get("blocks")
+    if isinstance(blocks, dict):
+        for block in blocks.values():
+            if isinstance(block, dict) and isinstance(block.get("nodes"), dict):
+                entries += block["nodes"].values()
+    used = set()
+    for entry in entries:
+        tag = _node_tag(_shorthand(entry))
+        if isinstance(tag, str) and tag != "block":
+            cls = REGISTRY.get(tag)
+            if cls is not None and (is_builtin(cls) or tag in enabled):
+                used.add((tag, cls))
+    return frozenset(used)
 
 
 PLUGINS_TRUST = ("a plugin is Python code that runs when it is loaded: load only plugins you trust")
@@ -255,7 +291,7 @@ def parse_spec(source: SourceFile, diagnostics: Diagnostics, allow_plugins: bool
     plugin_ops = _plugin_ops(source, diagnostics, allow_plugins)
     if plugin_ops is None:
         return None
-    model = _models_with(frozenset((name, REGISTRY[name]) for name in plugin_ops)) if plugin_ops else SpecFile
+    model = _models_with(_used_ops(data, plugin_ops))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -4,7 +4,8 @@ Attribute types here accept either a literal value or an expression string; expr
 checked for syntax when a spec is parsed and evaluated when a block is instantiated.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the fields of `Op` are inherited by every op class, and
+# pydantic evaluates string annotations again for each subclass (a tenth of import time).
 
 import math
 import re
@@ -284,16 +285,30 @@ KEY = ("the node's module path in the state_dict, where it differs from its name
 KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 
+def empty_list() -> list:
+    """`default_factory` for list fields: pydantic inspects a factory's signature when it builds a
+    validator, which costs about 30 times more for the builtin `list` than for a function."""
+    return []
+
+
+def empty_dict() -> dict:
+    """`default_factory` for mapping fields (see `empty_list`)."""
+    return {}
+
+
 class Op(BaseModel):
     """Base of every op. Subclasses declare `op: Literal[...]` and their attributes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # `defer_build`: an op's validator is built when it is first used, not when its class is defined, so
+    # that start-up (`resgraph validate` in a pre-commit hook) pays only for the ops a spec uses. Every
+    # subclass, plugins' included, inherits it.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     op: str
     inputs: str | list[str] | None = Field(default=None, description="names of the nodes this node reads")
     when: bool | str | None = Field(default=None, description=WHEN)
     otherwise: str | None = Field(default=None, description=OTHERWISE)
-    allow: Allow = Field(default_factory=list, description=ALLOW)
+    allow: Allow = Field(default_factory=empty_list, description=ALLOW)
     key: str | None = Field(default=None, pattern=KEY_PATTERN, description=KEY)
 
     # How many inputs the op takes (None: any number from min_inputs).
@@ -380,6 +395,11 @@ def register(cls: type[Op]) -> type[Op]:
         other = REGISTRY[name]
         raise RuntimeError(f"op `{name}` registered twice: by `{other.__module__}.{other.__qualname__}` and "
                            f"`{cls.__module__}.{cls.__qualname__}`")
+    if not is_builtin(cls):
+        # A plugin's op is built now, while its module is imported, so that a field pydantic cannot
+        # validate fails the plugin's loading (a diagnostic) as it did before `defer_build`. Built-in
+        # ops are built when a spec first uses them (`defer_build` on `Op`).
+        cls.model_rebuild(raise_errors=False)
     REGISTRY[name] = cls
     return cls
 

@@ -6,9 +6,12 @@ rule; nothing here imports torch. A shortcut whose shapes disagree is reported h
 
 from __future__ import annotations
 
+import math
+
 from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
 from .ops.base import ShapeError, fmt_shape
+from .ops.dense import Linear
 from .ops.layout import OutputItem
 from .ops.merge import Shortcut
 from .plugins import plugin_of
@@ -150,6 +153,9 @@ MAX_ELEMENTS = 2**60 - 1
 
 def check_tensor_limits(shape: "tuple[int, ...]", params: int, what: str = "the output") -> None:
     """Raise ShapeError (RG046) where an output shape or a parameter count is beyond what torch can hold."""
+    if params <= MAX_ELEMENTS and all(type(dim) is int and dim >= 0 for dim in shape) and \
+            math.prod(shape) <= MAX_ELEMENTS:
+        return   # the common case, without the per-dimension checks below
     numel = 1
     for dim in shape:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
@@ -173,8 +179,8 @@ OVERSIZED = 2**31
 def _warn_needless_projection(node, diagnostics: Diagnostics) -> None:
     """`shortcut: project` on an add whose shortcut keeps its shape: legitimate (the paper's option C)
     but often meant as option B, and it adds parameters; a warning, once per definition."""
-    plans = node.meta.get("shortcuts") or []
-    if "RG053" in node.allow:
+    plans = node.meta.get("shortcuts")
+    if not plans or "RG053" in node.allow:
         return
     if any(plan.kind is Shortcut.PROJECT and plan.in_shape == plan.out_shape for plan in plans):
         diagnostics.warning("RG053", f"`{node.name}` projects a shortcut whose shape does not change "
@@ -239,11 +245,12 @@ def _follow_map(node, graph: Graph, shapes: list, diagnostics: Diagnostics) -> N
     Records `meta['map_from']`: the node that made the map."""
     op = type(node.op)
     source = node.name if op.makes_map else None
+    nodes = graph.nodes
     for name, shape in zip(node.inputs, shapes):
-        made = graph.nodes[name].meta.get("map_from")
+        made = nodes[name].meta.get("map_from")
         if made is None:
             continue
-        if op.op_name() == "linear" and len(shape) >= 2 and "RG054" not in node.allow:
+        if op is Linear and len(shape) >= 2 and "RG054" not in node.allow:
             diagnostics.warning(
                 "RG054", f"`{node.name}`: `linear` is applied to the last dimension of the map {fmt_shape(shape)} "
                 f"made by `{made}`, which was never flattened or pooled to a vector: its output is "

@@ -296,6 +296,9 @@ def empty_dict() -> dict:
     return {}
 
 
+_OP_NAMES: dict[type, str] = {}
+
+
 class Op(BaseModel):
     """Base of every op. Subclasses declare `op: Literal[...]` and their attributes."""
 
@@ -331,7 +334,10 @@ class Op(BaseModel):
 
     @classmethod
     def op_name(cls) -> str:
-        return get_args(cls.model_fields["op"].annotation)[0]
+        name = _OP_NAMES.get(cls)
+        if name is None:   # once per class: passes ask per node, and pydantic's field lookup is not free
+            name = _OP_NAMES[cls] = get_args(cls.model_fields["op"].annotation)[0]
+        return name
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from .diagnostics import Span
 from .expand import BlockSource, Program, _identity
 from .graph import Graph, Instance, Node
-from .source import KeyPath, SourceFile
+from .source import KeyPath, SourceFile, value_at
 from .spec import BlockCall
 
 MAX_ROWS = 8   # instances listed in a hover before "and N more"
@@ -66,15 +66,6 @@ def locate(source: SourceFile, line: int, col: int) -> Target | None:
             if best is None or rank > best[0]:
                 best = (rank, path)
     return Target(source, best[1], False) if best else None
-
-
-def value_at(data: Any, path: KeyPath) -> Any:
-    for segment in path:
-        try:
-            data = data[segment]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def node_path(path: KeyPath) -> KeyPath | None:

@@ -19,7 +19,7 @@ from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, r
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
 from .ops.base import Int, Op, ShapeError
-from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source
+from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source, value_at
 from .spec import (BlockCall, BlockDef, Requirement, SpecFile, input_declarations, parse_spec,
                    report_validation_error)
 
@@ -589,12 +589,6 @@ def _has_expression(raw: Any) -> bool:
     return False
 
 
-def _value_at(data: Any, path: KeyPath) -> Any:
-    for segment in path:
-        data = data[segment]
-    return data
-
-
 def _shown(value: Any) -> str:
     """A value as the spec would write it: `30`, `true`, `'pad'`, `[1, 2]`."""
     if isinstance(value, bool):
@@ -829,7 +823,7 @@ class _Expander:
                                    help="check `repeat` counts; resgraph refuses nets this large")
             raise _Abort
         op = entry
-        raw = _value_at(frame.source.data, path)
+        raw = value_at(frame.source.data, path)
         failed = False
         if _has_expression(raw):
             try:
@@ -848,7 +842,7 @@ class _Expander:
         repeat = call.repeat
         if isinstance(repeat, str):
             try:
-                repeat = BlockCall.model_validate(_value_at(frame.source.data, path),
+                repeat = BlockCall.model_validate(value_at(frame.source.data, path),
                                                   context={"scope": frame.values}).repeat
             except ValidationError as exc:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
@@ -857,7 +851,7 @@ class _Expander:
         start = call.start
         if isinstance(start, str):   # an expression over the caller's params
             try:
-                start = BlockCall.model_validate(_value_at(frame.source.data, path),
+                start = BlockCall.model_validate(value_at(frame.source.data, path),
                                                  context={"scope": frame.values}).start
             except ValidationError as exc:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
@@ -929,7 +923,7 @@ class _Expander:
         if name not in self.graph.nodes and not any(n.name == name for made in items.values() for n in made):
             from .ops.layout import OutputItem
 
-            raw = _value_at(consumer.source.data, consumer.path) if consumer.source is not None else None
+            raw = value_at(consumer.source.data, consumer.path) if consumer.source is not None else None
             listed = isinstance(raw, dict) and isinstance(raw.get("inputs"), list)
             path = consumer.path + (("inputs", position) if listed else ("inputs",))
             items.setdefault(consumer.name, []).append(

@@ -14,19 +14,10 @@ from typing import Any, Mapping
 from .expand import Program
 from .expr import ExprError, names_in
 from .graph import Graph, Instance, Node
-from .source import KeyPath, SourceFile
+from .source import KeyPath, SourceFile, value_at
 
 SKIPPED = ("op", "inputs", "when", "otherwise")
 MAX_DEPTH = 8
-
-
-def _value_at(data: Any, path: KeyPath) -> Any:
-    for segment in path:
-        try:
-            data = data[segment]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def _where(source: SourceFile, path: KeyPath) -> str:
@@ -104,7 +95,7 @@ class Provenance:
 
     def attribute(self, node: Node, attr: str) -> list[str]:
         """Lines saying where `attr` of `node` came from, outermost first; nested lines are indented."""
-        raw = _value_at(node.source.data, node.path)
+        raw = value_at(node.source.data, node.path)
         if not isinstance(raw, dict) or attr not in raw:
             return ["the op's default"]
         text = raw[attr]
@@ -153,7 +144,7 @@ class Provenance:
                 lines += ["  " + line for line in self.name(inner, prefix, depth + 1)]
             return lines
         site = call_site(self.program, self.graph, instance)
-        call = _value_at(site[0].data, site[1]) if site else None
+        call = value_at(site[0].data, site[1]) if site else None
         caller = instance.call.rpartition(".")[0]
         caller_prefix = caller + "." if caller else ""
         for section in (("first", "with") if instance.index in (None, 0) else ("with",)):

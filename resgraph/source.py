@@ -92,6 +92,16 @@ def _alias_mark(text: str) -> yaml.Mark | None:
     return None
 
 
+def value_at(data: Any, path: KeyPath) -> Any:
+    """The value at `path` in a loaded spec's data (mappings and lists), or None where there is none."""
+    for segment in path:
+        try:
+            data = data[segment]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 @dataclass
 class SourceFile:
     """One loaded YAML file: its data as plain Python values, and where each value stood."""

@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
 from .ops.base import ALLOW, KEY_PATTERN, OTHERWISE, WHEN, Allow, Int, empty_dict, empty_list, is_builtin
-from .source import KeyPath, SourceFile
+from .source import KeyPath, SourceFile, value_at
 
 VERSION = 1
 NODE_NAME = r"^[A-Za-z0-9_]+$"
@@ -327,15 +327,9 @@ def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
     return tuple(path), False
 
 
-def _value_at(data: Any, path: KeyPath) -> Any:
-    for segment in path:
-        data = data[segment]
-    return data
-
-
 def _model_for(data: Any, parent_path: KeyPath, root_model: type[BaseModel]) -> type[BaseModel] | None:
     """The model that validates the mapping at `parent_path`, for listing its fields."""
-    value = _value_at(data, parent_path) if parent_path is not None else None
+    value = value_at(data, parent_path) if parent_path is not None else None
     if isinstance(value, dict):
         if "block" in value:
             return BlockCall
@@ -408,7 +402,7 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
     Errors of the union alternatives that do not apply are dropped: a failure deeper in one
     alternative (`input[1]` of a list) is the real one; the same value failing every
     alternative (a mapping where a param value goes) becomes one message listing them."""
-    base_value = _value_at(source.data, base)
+    base_value = value_at(source.data, base)
     located = []
     for error in exc.errors():
         rel, key_error = _data_path(base_value, error["loc"])
@@ -443,7 +437,7 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
             reported_types.add(rel)
             words = list(dict.fromkeys(_TYPE_WORDS[k] for k in type_failures[rel]))
             expected = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-            got = _value_at(source.data, path)
+            got = value_at(source.data, path)
             help_text, fixes = _type_help(got, words, span, source)
             diagnostics.error("RG012", f"invalid value for `{name}`: expected {expected}, got {_describe(got)}",
                               span, help=help_text, notes=notes, fixes=fixes)
@@ -477,7 +471,7 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                               help=did_you_mean(str(unknown), known) or (f"known fields: {listed}" if listed else None),
                               notes=notes)
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            value = _value_at(source.data, path)
+            value = value_at(source.data, path)
             op = value.get("op") if isinstance(value, dict) else value
             if isinstance(value, dict) and "op" not in value:
                 diagnostics.error("RG010", "a node needs an `op` (or a `block`)", span,
@@ -535,7 +529,7 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                 diagnostics.error("RG012", f"`{name}` takes {bound} items, got {ctx.get('actual_length')}", span,
                                   notes=notes)
         else:
-            got = _value_at(source.data, path) if path != base or rel else error.get("input")
+            got = value_at(source.data, path) if path != base or rel else error.get("input")
             expected = _expected_type(kind)
             # pydantic's own words name its internal types: never show them
             message = f"invalid value for `{name}`" + (f": expected {expected}" if expected else "")
@@ -565,7 +559,7 @@ def _split_at_comma(source: SourceFile, path: KeyPath, notes: tuple[Note, ...]) 
     if not path or not isinstance(path[-1], str):
         return None
     parent_path, key = path[:-1], path[-1]
-    parent = _value_at(source.data, parent_path)
+    parent = value_at(source.data, parent_path)
     if not isinstance(parent, dict) or key not in parent or _open_brackets(key) >= 0 or parent[key] is not None:
         return None
     keys = list(parent)

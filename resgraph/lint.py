@@ -18,11 +18,15 @@ from .ops.norm import _BatchNorm
 def lint_graph(graph: Graph, diagnostics: Diagnostics) -> None:
     """Requires shapes; adds warnings RG100 (a bias right before batch norm) and RG101 (an activation
     that ends a residual branch right before its `add`), once per definition."""
-    users = graph.users()
+    # Readers are counted only where some weight layer has a bias (usually none does).
+    biased = any(node.op is not None and type(node.op).weight_layer and getattr(node.op, "bias", None) is True
+                 for node in graph)
+    users = graph.users() if biased else {}
     for node in graph:
         if node.op is None:
             continue
-        _bias_before_norm(node, graph, users, diagnostics)
+        if biased:
+            _bias_before_norm(node, graph, users, diagnostics)
         _activation_before_add(node, graph, diagnostics)
 
 
@@ -56,7 +60,7 @@ def _bias_before_norm(node: Node, graph: Graph, users: dict[str, list[str]], dia
 
 
 def _activation_before_add(node: Node, graph: Graph, diagnostics: Diagnostics) -> None:
-    if not isinstance(node.op, Add) or len(node.inputs) < 2 or "RG101" in node.allow:
+    if type(node.op) is not Add or len(node.inputs) < 2 or "RG101" in node.allow:   # `type`: a cheap test per node
         return
     branch = graph.nodes.get(node.inputs[0])
     if branch is None or branch.op is None or not isinstance(branch.op, (_Activation, Activation)):

@@ -87,7 +87,7 @@ def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> No
 def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
     """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
     (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
-    if isinstance(node.op, OutputItem):
+    if type(node.op) is OutputItem:   # `type`: pydantic classes make isinstance slow, and this runs per node
         producer = graph.nodes[node.inputs[0]]
         outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
         shown = node.local_name
@@ -125,9 +125,10 @@ def _batch_of_one(graph: Graph, node, diagnostics: Diagnostics) -> bool:
     if op.max_inputs == 0:
         node.meta["batch_of_one"] = True
         return True
-    ones = [graph.nodes[name].meta.get("batch_of_one", False) for name in node.inputs]
-    if not any(ones):
-        return True
+    nodes = graph.nodes
+    if not any("batch_of_one" in nodes[name].meta for name in node.inputs):
+        return True   # the common case: no parameter or buffer upstream
+    ones = [nodes[name].meta.get("batch_of_one", False) for name in node.inputs]
     name = op.op_name()
     if name == "expand" and len(node.inputs) == 2 and not ones[1]:
         return True
@@ -257,7 +258,7 @@ def _follow_map(node, graph: Graph, shapes: list, diagnostics: Diagnostics) -> N
                 f"{fmt_shape(node.shape)}", node.span, notes=node.notes, fixes=_insert_flatten(node),
                 help="insert `flatten` before it (a global pooling first, if the map is larger than 1x1); if the "
                      "last spatial dimension is meant, say so with `allow: [RG054]`")
-        if source is None and len(shape) == len(node.shape) and tuple(shape[1:]) == tuple(node.shape[1:]):
+        if source is None and len(shape) == len(node.shape) and shape[1:] == node.shape[1:]:   # tuples both
             source = made
     if source is not None:
         node.meta["map_from"] = source

@@ -215,6 +215,19 @@ class Diagnostics:
 
 _RED, _YELLOW, _BLUE, _BOLD, _RESET = "\033[31m", "\033[33m", "\033[34m", "\033[1m", "\033[0m"
 
+# Characters a terminal would act on rather than show: C0 and C1 controls (ESC starts colour and cursor
+# sequences), line and paragraph separators, and the bidirectional overrides that reorder a line as shown.
+_INVISIBLE = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPED = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _INVISIBLE}
+_ESCAPED[0x0A] = " "   # a message is one line
+_PICTURED = {code: "\ufffd" for code in _INVISIBLE}   # one column each, so the caret below stays aligned
+
+
+def terminal_text(text: str) -> str:
+    """Text from a spec (names, values) as a diagnostic prints it: every character a terminal would act
+    on, ESC included, written as an escape (`\\x1b`), so a spec cannot colour, move or hide the output."""
+    return text.translate(_ESCAPED)
+
 
 def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> str:
     def c(code: str, text: str) -> str:
@@ -222,13 +235,14 @@ def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> str:
 
     sev_color = _RED if d.is_error else _YELLOW
     where = f"{d.span}: " if d.span else ""
-    lines = [f"{c(_BOLD, where)}{c(_BOLD + sev_color, f'{d.severity.value}[{d.code}]')}: {d.message}"]
+    where = terminal_text(where)
+    lines = [f"{c(_BOLD, where)}{c(_BOLD + sev_color, f'{d.severity.value}[{d.code}]')}: {terminal_text(d.message)}"]
     lines += _excerpt(d.span, sources, lambda s: c(_BLUE, s), lambda s: c(sev_color, s))
     for note in d.notes:
-        at = f" at {note.span}" if note.span else ""
-        lines.append(f"  {c(_BLUE, '= note')}: {note.message}{at}")
+        at = terminal_text(f" at {note.span}") if note.span else ""
+        lines.append(f"  {c(_BLUE, '= note')}: {terminal_text(note.message)}{at}")
     if d.help:
-        lines.append(f"  {c(_BLUE, '= help')}: {d.help}")
+        lines.append(f"  {c(_BLUE, '= help')}: {terminal_text(d.help)}")
     return "\n".join(lines)
 
 
@@ -238,7 +252,7 @@ def _excerpt(span: Span | None, sources: dict[str, str], gutter, caret) -> list[
     text_lines = sources[span.file].splitlines()
     if not 1 <= span.line <= len(text_lines):
         return []
-    source_line = text_lines[span.line - 1].replace("\t", " ")
+    source_line = text_lines[span.line - 1].replace("\t", " ").translate(_PICTURED)
     if len(source_line) > 200:
         return []
     width = len(str(span.line))

@@ -669,3 +669,24 @@ def test_reserved_node_names_compile_with_a_warning(validate_text, load_text):
     assert "`forward_`" in warning.message
     model = resgraph.compile(load_text(text), device="meta")
     assert [k for k in model.state_dict()] == ["forward_.weight", "forward_.bias", "fc.weight", "fc.bias"]
+
+
+def test_text_from_a_spec_cannot_drive_the_terminal(tmp_path):
+    """Issue 14: a name or value with ESC (colours, cursor moves), other controls, line separators or bidi
+    overrides is printed as escapes in diagnostics, in the message and in the source excerpt, and the caret
+    stays under the value."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text('resgraph: 1\ninput: [4]\nnodes:\n  "a\\e[2Jb\\u202e": {op: linear, out: 2}\n'
+                    '  fc: {op: linear, out: "x\\e]0;title\\a"}\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "resgraph", "validate", str(spec)], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    shown = result.stdout + result.stderr
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown, repr(shown)
+    assert "a\\x1b[2Jb\\u202e" in shown
+    lines = shown.splitlines()
+    excerpt = next(i for i, line in enumerate(lines) if line.startswith("4 |"))
+    assert lines[excerpt + 1].index("^") == lines[excerpt].index('"a')   # one column per character, as before

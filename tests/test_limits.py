@@ -264,3 +264,12 @@ def test_renaming_ends_for_every_reserved_name():
     for name in names:
         attribute = module_attribute(name, taken)
         assert not is_reserved(attribute) and (attribute == name or attribute not in taken), name
+
+
+@pytest.mark.parametrize("node", ['{op: split, sizes: 1, dim: 1}', '{op: chunk, chunks: 2147483647, dim: 1}'])
+def test_a_cut_into_billions_of_pieces_is_refused_before_it_is_made(node):
+    """Found by the slow extreme-number run: `split` of a 2**31 - 1 dimension into pieces of 1 built two billion
+    output shapes and was killed for memory. The count is checked before any piece is made."""
+    text = f'resgraph: 1\ninput: [2147483647]\nnodes:\n  parts: {node}\n  a: {{op: relu, inputs: "parts:0"}}\n'
+    (error,) = resgraph.validate("cut.yaml", text=text)
+    assert error.code == "RG035" and error.span is not None and "2,147,483,647 pieces" in error.message

@@ -10,7 +10,6 @@ output k of node `parts` as `parts:k`.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, ClassVar, Literal
 
@@ -306,7 +305,8 @@ class Chunk(_Listing):
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
         (shape,) = inputs
         dim = _sample_dim(self.dim, len(shape), "dim")
-        size = math.ceil(shape[dim] / self.chunks)
+        size = -(-shape[dim] // self.chunks)   # ceil, exact for any size
+        _check_piece_count(-(-shape[dim] // size), "chunks")
         pieces = [size] * (shape[dim] // size) + ([shape[dim] % size] if shape[dim] % size else [])
         meta["outputs"] = [(*shape[:dim], p, *shape[dim + 1:]) for p in pieces]
         return meta["outputs"][0]
@@ -337,6 +337,7 @@ class Split(_Listing):
         dim = _sample_dim(self.dim, len(shape), "dim")
         n = shape[dim]
         if isinstance(self.sizes, int):
+            _check_piece_count(-(-n // self.sizes), "sizes")
             pieces = [self.sizes] * (n // self.sizes) + ([n % self.sizes] if n % self.sizes else [])
         else:
             pieces = list(self.sizes)
@@ -349,6 +350,17 @@ class Split(_Listing):
     def lower(self, b, args, inputs, output, meta):
         sizes = self.sizes if isinstance(self.sizes, int) else list(self.sizes)
         return b.call_method("split", [args[0], sizes], {"dim": self.dim})
+
+
+# More pieces than any network reads one by one: each is a node with a shape, so a huge count (a dimension of
+# 2**31 cut into pieces of 1) would exhaust memory before anything is built.
+MAX_PIECES = 4096
+
+
+def _check_piece_count(count: int, attr: str) -> None:
+    if count > MAX_PIECES:
+        raise ShapeError(f"this cuts the dimension into {count:,} pieces, more than {MAX_PIECES:,}", attr=attr,
+                         code="RG035", help="cut into fewer, larger pieces (each piece is an output read as `name:k`)")
 
 
 class OutputItem(Op):

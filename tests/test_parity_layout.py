@@ -3,7 +3,6 @@ torchvision: ConvNeXt-T, ViT-B/16, ShuffleNet V2 and RegNetY-400MF, each written
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -75,7 +74,6 @@ def test_convnext_small_configuration():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RESGRAPH_SLOW") != "1", reason="full-size ConvNeXt-T: set RESGRAPH_SLOW=1")
 def test_convnext_tiny():
     _check_parity("convnext_tiny", 64, 2, 28_589_128, standalone=("layer_scale",))
 
@@ -101,7 +99,6 @@ def test_vit_small_configuration():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RESGRAPH_SLOW") != "1", reason="full-size ViT-B/16: set RESGRAPH_SLOW=1")
 def test_vit_b_16():
     # 224x224 is the size its position embedding is for; class token, positions and the head (zeros in
     # torchvision) randomised too

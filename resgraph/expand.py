@@ -839,24 +839,16 @@ class _Expander:
         main = self.program.blocks[call.block]
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
-        repeat = call.repeat
-        if isinstance(repeat, str):
+        repeat, start = call.repeat, call.start
+        if isinstance(repeat, str) or isinstance(start, str):   # expressions over the caller's params
             try:
-                repeat = BlockCall.model_validate(value_at(frame.source.data, path),
-                                                  context={"scope": frame.values}).repeat
+                evaluated = BlockCall.model_validate(value_at(frame.source.data, path),
+                                                     context={"scope": frame.values})
             except ValidationError as exc:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=BlockCall)
                 raise _Abort from None
-        start = call.start
-        if isinstance(start, str):   # an expression over the caller's params
-            try:
-                start = BlockCall.model_validate(value_at(frame.source.data, path),
-                                                 context={"scope": frame.values}).start
-            except ValidationError as exc:
-                report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
-                                        root_model=BlockCall)
-                raise _Abort from None
+            repeat, start = evaluated.repeat, evaluated.start
         count = repeat or 1
         estimate = (len(self.graph) + self.minimum_size(opening.name)
                     + (count - 1) * self.minimum_size(main.name))

@@ -12,13 +12,14 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 import resgraph
 from resgraph.diagram import dot_text, to_digraph
 from resgraph.graph import Graph, Node
+
+from .hostile import yaml_string
 
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's `dot` is not installed")
 
@@ -186,26 +187,10 @@ def test_svg_of_hostile_names_and_labels_is_inert_text():
     assert b"<script" not in svg and b"<table" not in svg and b"<img" not in svg
 
 
-def yaml_quoted(text: str) -> str:
-    """A YAML double-quoted scalar that carries any text exactly (every non-printable character escaped)."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif 0x20 <= code < 0x7F:
-            out.append(char)
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
-
-
 def test_a_spec_with_hostile_name_and_doc_renders_safely_to_every_format(tmp_path):
     name = " ".join(PAYLOADS)
     spec = tmp_path / "hostile.yaml"
-    spec.write_text(f"resgraph: 1\nname: {yaml_quoted(name)}\ndoc: {yaml_quoted(name)}\ninput: [4]\n"
+    spec.write_text(f"resgraph: 1\nname: {yaml_string(name)}\ndoc: {yaml_string(name)}\ninput: [4]\n"
                     "nodes:\n  fc: {op: linear, out: 2}\n", encoding="utf-8")
     network = resgraph.load(spec)
     assert network.name == name and network.spec.doc == name   # the payload reached the diagram intact
@@ -222,7 +207,7 @@ def test_a_spec_with_hostile_name_and_doc_renders_safely_to_every_format(tmp_pat
 @pytest.mark.parametrize("payload", PAYLOADS[:10], ids=range(10))
 def test_hostile_names_of_nodes_blocks_and_params_are_refused_with_a_diagnostic(tmp_path, payload):
     """Names are `[A-Za-z0-9_]`: a hostile one never reaches a diagram, it is an error at its line."""
-    key = yaml_quoted(payload)
+    key = yaml_string(payload)
     for text in (f"nodes:\n  {key}: {{op: linear, out: 2}}\n",
                  f"blocks:\n  {key}:\n    nodes:\n      l: {{op: linear, out: 2}}\nnodes:\n  b: {{block: {key}}}\n",
                  f"params: {{{key}: 2}}\nnodes:\n  fc: {{op: linear, out: 2}}\n"):

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Float, Op, Shape, ShapeError, fmt_shape, prod, register
-from .merge import broadcast
+from .merge import broadcast, broadcast_same_rank
 
 
 @register
@@ -27,15 +27,7 @@ class Sub(Op):
     fresh_output: ClassVar[bool] = True
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
-        if len({len(s) for s in inputs}) > 1:
-            raise ShapeError("sub inputs must have the same number of dimensions: "
-                             + " and ".join(fmt_shape(s) for s in inputs), code="RG051",
-                             help="give both inputs the same rank, with 1 where one broadcasts")
-        shape = broadcast(inputs)
-        if shape is None:
-            raise ShapeError("sub inputs do not broadcast: " + " and ".join(fmt_shape(s) for s in inputs),
-                             code="RG051", help="each dimension must be equal, or 1 in one of the inputs")
-        return shape
+        return broadcast_same_rank("sub", inputs, "give both inputs the same rank, with 1 where one broadcasts")
 
     def lower(self, b, args, inputs, output, meta):
         import operator

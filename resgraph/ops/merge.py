@@ -207,6 +207,19 @@ def broadcast(shapes: list[Shape]) -> Shape | None:
     return tuple(out)
 
 
+def broadcast_same_rank(op: str, inputs: list[Shape], rank_help: str) -> Shape:
+    """The shape element-wise `op` gives inputs of one rank that broadcast; ShapeError (RG051) otherwise.
+    The batch dimension comes first, so torch would align it with a dimension of an input of another rank."""
+    if len({len(s) for s in inputs}) > 1:
+        raise ShapeError(f"{op} inputs must have the same number of dimensions: "
+                         + " and ".join(fmt_shape(s) for s in inputs), code="RG051", help=rank_help)
+    shape = broadcast(inputs)
+    if shape is None:
+        raise ShapeError(f"{op} inputs do not broadcast: " + " and ".join(fmt_shape(s) for s in inputs),
+                         code="RG051", help="each dimension must be equal, or 1 in one of the inputs")
+    return shape
+
+
 @register
 class Mul(Op):
     """Element-wise product with broadcasting: gating, as in squeeze-and-excitation.
@@ -223,16 +236,8 @@ class Mul(Op):
     fresh_output: ClassVar[bool] = True
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
-        if len({len(s) for s in inputs}) > 1:
-            # The batch dimension comes first, so torch would align it with a dimension of the other input.
-            raise ShapeError("mul inputs must have the same number of dimensions: "
-                             + " and ".join(fmt_shape(s) for s in inputs), code="RG051",
-                             help="give the gate the input's rank, with 1 where it broadcasts, e.g. [channels, 1, 1]")
-        shape = broadcast(inputs)
-        if shape is None:
-            raise ShapeError("mul inputs do not broadcast: " + " and ".join(fmt_shape(s) for s in inputs),
-                             code="RG051", help="each dimension must be equal, or 1 in one of the inputs")
-        return shape
+        return broadcast_same_rank("mul", inputs, "give the gate the input's rank, with 1 where it broadcasts, "
+                                                  "e.g. [channels, 1, 1]")
 
     def lower(self, b, args, inputs, output, meta):
         import operator

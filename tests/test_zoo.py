@@ -1,0 +1,34 @@
+"""Every zoo model (tests/zoo/) against its reference: static parameter count and the meta-device
+state_dict for every variant; output parity for the smallest variant of each family in the default run
+and for every variant under `pytest -m zoo`; MACs against FlopCounterMode within 1%."""
+
+from __future__ import annotations
+
+import pytest
+
+from .zoo import MODELS, check_meta, measure_macs, measure_parity, parity_ok
+
+IDS = [m.name for m in MODELS]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=IDS)
+def test_count_and_state_dict_on_meta(model):
+    check_meta(model)
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=() if m.smallest else pytest.mark.zoo) for m in MODELS],
+                         ids=IDS)
+def test_outputs_equal_the_reference(model):
+    diffs = measure_parity(model)
+    assert parity_ok(model, diffs), f"{model.name}: max abs diff {diffs[0]:.3g}, relative {diffs[1]:.3g}"
+
+
+@pytest.mark.parametrize("model", MODELS, ids=IDS)
+def test_macs_equal_flop_counter(model):
+    ours, theirs = measure_macs(model)
+    assert abs(ours - theirs) <= 0.01 * theirs, f"{model.name}: {ours:,} MACs, FlopCounterMode {theirs:,}"
+
+
+def test_every_family_has_a_smallest_variant_in_the_default_run():
+    families = {m.family for m in MODELS}
+    assert families == {m.family for m in MODELS if m.smallest}

@@ -20,20 +20,20 @@ REFERENCE = ROOT / "tests" / "data"
 # where it publishes them to enough digits, checked exactly. The big ones run under `pytest -m slow`; the
 # zoo (tests/test_zoo.py) checks every one's keys on the meta device by default and outputs under `-m zoo`.
 FAMILY = [
-    ("resnet18", 11_689_512, 1_814_073_344, 224),
-    ("resnet34", 21_797_672, None, 96),
-    ("resnet50", 25_557_032, 4_089_184_256, 224),
-    pytest.param("resnet101", 44_549_160, None, 64, marks=pytest.mark.slow),
-    pytest.param("resnet152", 60_192_808, 11_513_626_624, 64, marks=pytest.mark.slow),
-    pytest.param("wide_resnet50_2", 68_883_240, None, 64, marks=pytest.mark.slow),
-    pytest.param("wide_resnet101_2", 126_886_696, None, 64, marks=pytest.mark.slow),
-    ("resnext50_32x4d", 25_028_904, 4_230_479_872, 64),
-    pytest.param("resnext101_32x8d", 88_791_336, None, 64, marks=pytest.mark.slow),
-    pytest.param("resnext101_64x4d", 83_455_272, None, 64, marks=pytest.mark.slow),
+    pytest.param("resnet18", 11_689_512, 1_814_073_344, 224, id="resnet18"),
+    pytest.param("resnet34", 21_797_672, None, 96, id="resnet34"),
+    pytest.param("resnet50", 25_557_032, 4_089_184_256, 224, id="resnet50"),
+    pytest.param("resnet101", 44_549_160, None, 64, marks=pytest.mark.slow, id="resnet101"),
+    pytest.param("resnet152", 60_192_808, 11_513_626_624, 64, marks=pytest.mark.slow, id="resnet152"),
+    pytest.param("wide_resnet50_2", 68_883_240, None, 64, marks=pytest.mark.slow, id="wide_resnet50_2"),
+    pytest.param("wide_resnet101_2", 126_886_696, None, 64, marks=pytest.mark.slow, id="wide_resnet101_2"),
+    pytest.param("resnext50_32x4d", 25_028_904, 4_230_479_872, 64, id="resnext50_32x4d"),
+    pytest.param("resnext101_32x8d", 88_791_336, None, 64, marks=pytest.mark.slow, id="resnext101_32x8d"),
+    pytest.param("resnext101_64x4d", 83_455_272, None, 64, marks=pytest.mark.slow, id="resnext101_64x4d"),
 ]
 
 
-@pytest.mark.parametrize("name, params, macs, size", FAMILY, ids=[row[0] if isinstance(row, tuple) else row.values[0] for row in FAMILY])
+@pytest.mark.parametrize("name, params, macs, size", FAMILY)
 def test_torchvision_parity(name, params, macs, size):
     network = resgraph.load(SPECS / f"{name}.yaml")
     assert network.params == params

@@ -1,19 +1,28 @@
 """Regenerate docs/gallery.md and its diagrams under docs/img/gallery/ from specs/.
 
-    .venv/bin/python docs/gallery.py
+    .venv/bin/python docs/gallery.py            # everything: about 15 minutes on 2 cores
+    .venv/bin/python docs/gallery.py --no-zoo   # the page without re-measuring the zoo (keeps its table)
 
-Every figure in the page comes from resgraph itself (load: parameters and MACs; render: the
-diagram); the "checked against" column names the test that proves the spec.
+Every figure in the page is measured here. The zoo table (every model of tests/zoo/, and every
+torchvision model without a spec) comes from the checks the tests run (tests/zoo/__init__.py):
+the meta-device state_dict, the output parity against the reference with its measured difference, and
+the MACs against FlopCounterMode. The other networks' figures come from resgraph itself (load:
+parameters and MACs; render: the diagram); their "checked against" column names the test that proves them.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import sys
+import time
 from pathlib import Path
 
 import resgraph
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "img" / "gallery"
+ZOO_START, ZOO_END = "<!-- zoo table: docs/gallery.py -->", "<!-- end of the zoo table -->"
 
 # spec -> (what it is, what it is checked against); the order of the page.
 ENTRIES = {
@@ -58,7 +67,87 @@ DEPTH = {"cifar_resnet20": None, "residual_mlp": None, "transformer_encoder": No
          "residual_lstm": None, "tiny_decoder": None}
 
 
+def _reference_names() -> list[tuple[str, str]]:
+    """(family hint, name) of every model torchvision builds: classification, video, segmentation."""
+    import torchvision
+
+    models = torchvision.models
+    return ([("classification", n) for n in models.list_models(module=models)]
+            + [("video", n) for n in models.list_models(module=models.video)]
+            + [("segmentation", n) for n in models.list_models(module=models.segmentation)])
+
+
+def _measure(model) -> dict:
+    """One zoo model through the tests' three checks; every failure is recorded, not raised."""
+    from tests.zoo import check_meta, measure_macs, measure_parity, parity_ok
+
+    row = {"verdict": "exact"}
+    try:
+        check_meta(model)
+    except AssertionError as error:
+        row["verdict"] = "keys differ"
+        row["why"] = str(error).splitlines()[0]
+    try:
+        ours, theirs = measure_macs(model)
+        row["ratio"] = ours / theirs if theirs else float("nan")
+    except Exception as error:   # noqa: BLE001 - the page says what failed
+        row["ratio_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+    if row["verdict"] == "exact":
+        try:
+            row["diffs"] = measure_parity(model)
+            if not parity_ok(model, row["diffs"]):
+                row["verdict"] = "outputs differ"
+        except AssertionError as error:
+            row["verdict"] = "outputs differ"
+            row["why"] = str(error).splitlines()[0]
+    gc.collect()
+    return row
+
+
+def _zoo_table() -> list[str]:
+    from tests.zoo import MODELS
+
+    rows = ["| family | model | spec | parameters | MACs | MACs / FlopCounterMode | reference | verdict | max diff |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    covered = set()
+    for model in MODELS:
+        began = time.perf_counter()
+        network = resgraph.load(model.path, params=model.params)
+        row = _measure(model)
+        covered.add(model.name)
+        print(f"gallery: {model.name}: {row['verdict']} ({time.perf_counter() - began:.1f} s)", file=sys.stderr)
+        ratio = f"{row['ratio']:.4f}" if "ratio" in row else f"failed: {row['ratio_error']}"
+        if "diffs" in row:
+            absolute, relative = row["diffs"]
+            diff = f"{relative:.1e} relative" if model.relative else f"{absolute:.1e}"
+        else:
+            diff = row.get("why", "")
+        spec = model.path.relative_to(ROOT / "specs").as_posix()
+        given = ", ".join(f"{k}={v}" for k, v in model.params.items())
+        shown = f"[{model.name}](#{model.name.replace('_', '-')})" if model.name in ENTRIES else model.name
+        rows.append(f"| {model.family} | {shown} | [{spec}](../specs/{spec})" + (f" ({given})" if given else "")
+                    + f" | {network.params:,} | {network.macs:,} | {ratio} | {model.reference_name}"
+                    + f" | {row['verdict']} | {diff}" + (f" {model.note}" if model.note else "") + " |")
+    for group, name in _reference_names():
+        if name not in covered:
+            rows.append(f"| ({group}) | {name} | | | | | torchvision | no spec yet | |")
+    return rows
+
+
+def _kept_zoo_table() -> list[str]:
+    text = (ROOT / "docs" / "gallery.md").read_text(encoding="utf-8")
+    return text[text.index(ZOO_START) + len(ZOO_START):text.index(ZOO_END)].strip("\n").splitlines()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-zoo", action="store_true", help="keep the zoo table of the current page")
+    options = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    zoo = _kept_zoo_table() if options.no_zoo else _zoo_table()
+    from tests.zoo import MODELS
+
+    in_zoo = {model.path.stem for model in MODELS}
     IMAGES.mkdir(parents=True, exist_ok=True)
     rows, sections = [], []
     for name, (what, checked) in ENTRIES.items():
@@ -70,8 +159,9 @@ def main() -> None:
         image = IMAGES / f"{name}.png"
         resgraph.render(network, image, depth=depth)
         shape = " x ".join(str(d) for d in next(iter(network.input_shapes.values())))
-        rows.append(f"| [{name}](#{name.replace('_', '-')}) | {what} | {network.params:,} | {network.macs:,} | "
-                    f"{checked} |")
+        if name not in in_zoo:
+            rows.append(f"| [{name}](#{name.replace('_', '-')}) | {what} | {network.params:,} | {network.macs:,} | "
+                        f"{checked} |")
         drawn = "every node" if depth is None else ("each stage as one box" if depth == 0 else
                                                     "each block instance as one box")
         sections.append(f"### {name}\n\n{what}. `specs/{name}.yaml`, input {shape}, {len(network.graph):,} nodes, "
@@ -81,11 +171,24 @@ def main() -> None:
                         f"![{name}](img/gallery/{name}.png)\n")
     page = ["# Gallery", "",
             "Every network in `specs/`, with its size and what proves it is the network it names.",
-            "MACs are multiply-accumulates of convolutions and linear layers for one sample at the input",
-            "size shown (torchvision's definition of its GFLOPS figures). The page and its diagrams are",
-            "generated by `docs/gallery.py`.", "",
+            "MACs are multiply-accumulates of convolutions, linear layers and attention's matrix products for",
+            "one sample at the spec's input size (torchvision's definition of its GFLOPS figures). The page",
+            "and its diagrams are generated by `docs/gallery.py`: nothing in it is typed by hand.", "",
+            "## The zoo", "",
+            "Every model of torchvision (classification, video, segmentation) and the Hugging Face and",
+            "recurrent models of the zoo, each against its reference, measured by `docs/gallery.py` with the",
+            "checks of `tests/test_zoo.py` (`pytest -m zoo` runs them all): *exact* means the spec's",
+            "parameter count and state_dict (keys, order, shapes) equal the reference's, the reference's",
+            "weights load with `strict=True`, and with norm statistics, affine weights and every",
+            "constant-initialised tensor randomised the outputs in eval mode differ by at most 1e-5",
+            "(1e-4 relative to the output's largest magnitude for the largest models); *max diff* is the",
+            "measured difference. *MACs / FlopCounterMode* is the spec's static MAC count over",
+            "`torch.utils.flop_counter.FlopCounterMode`'s FLOPs / 2 for the reference's forward (1 = equal).",
+            "*no spec yet* marks a reference model the library does not hold.", "",
+            ZOO_START, *zoo, ZOO_END, "",
+            "## Other networks", "",
             "| spec | network | parameters | MACs | checked against |", "|---|---|---|---|---|", *rows, "",
-            *sections]
+            "## Diagrams", "", *sections]
     (ROOT / "docs" / "gallery.md").write_text("\n".join(page))
 
 

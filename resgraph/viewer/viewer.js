@@ -367,6 +367,7 @@
   function render(anchor) {
     const before = anchor ? screenOf(anchor) : null;
     const started = performance.now();
+    tooltip.hidden = true;
     view = layout();
     const clusters = sv("g", { class: "clusters" });
     const lines = sv("g", { class: "edges" });

@@ -169,7 +169,6 @@ def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots
     tooltip = page.locator("#tooltip")
     layer2_params = sum(node.meta["params"] for node in graph if node.scopes[:1] == ("layer2",))
     assert f"{layer2_params:,}" in tooltip.text_content() and "projection" in tooltip.text_content()
-    save_screenshot(page, shots, "viewer_collapsed.png")
     group.click()
     assert viewer.drawn() == len(graph) + len(graph.outputs)
 
@@ -208,7 +207,7 @@ def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots
     viewer.close()
 
 
-def test_resnet152_is_small_opens_fast_and_expands(browser, tmp_path):
+def test_resnet152_is_small_opens_fast_and_expands(browser, shots, tmp_path):
     network = resgraph.load(ROOT / "specs" / "resnet152.yaml")
     graph = network.graph
     out = resgraph.render(network, tmp_path / "resnet152.html")
@@ -221,6 +220,10 @@ def test_resnet152_is_small_opens_fast_and_expands(browser, tmp_path):
     # opening in well under a second on a desktop (docs/diagrams.md gives the figures); a loose bound here, where
     # eight test runs may share two cores
     assert seconds < 3, seconds
+    viewer.page.hover('g.vertex.group[data-scope="layer2.0"]')
+    text = viewer.page.locator("#tooltip").text_content()
+    assert "bottleneck" in text and "projection" in text and _dims(graph.nodes["layer2.0.relu3"].shape) in text
+    save_screenshot(viewer.page, shots, "viewer_resnet152.png")
     viewer.page.click("#expand-all")
     assert viewer.drawn() == len(graph) + len(graph.outputs)
     viewer.close()

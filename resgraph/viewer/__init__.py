@@ -21,9 +21,11 @@ from typing import Any, Iterable
 
 from ..graph import Graph, Node
 
-# Above this many nodes the page opens with the units of each stage collapsed (nesting level 1), as a
-# drawing of thousands of boxes is no overview; `--depth` chooses another level.
+# Above EXPANDED_LIMIT nodes the page opens with its deeper blocks collapsed, at the deepest nesting level that
+# leaves at most OPENING_BOXES boxes (resnet152: one box per unit), as a drawing of hundreds of boxes is no
+# overview and takes longer to lay out; `--depth` chooses the level.
 EXPANDED_LIMIT = 250
+OPENING_BOXES = 200
 
 
 def json_for_html(value: Any) -> str:
@@ -56,6 +58,15 @@ def _label(node: Node) -> str:
     if node.local_name == op and label == op:
         return ""
     return label
+
+
+def _opening_depth(graph: Graph) -> int:
+    """The deepest nesting level at which the collapsed drawing has at most OPENING_BOXES boxes (else 0)."""
+    deepest = max((len(node.scopes) for node in graph), default=0)
+    for depth in range(deepest - 1, 0, -1):
+        if len({node.scopes[depth] if len(node.scopes) > depth else node.name for node in graph}) <= OPENING_BOXES:
+            return depth
+    return 0
 
 
 def graph_data(graph: Graph, sources: dict[str, str], doc: str | None = None, depth: int | None = None) -> dict:
@@ -123,7 +134,7 @@ def graph_data(graph: Graph, sources: dict[str, str], doc: str | None = None, de
             record["output"] = True
         nodes.append(record)
     if depth is None and len(graph) > EXPANDED_LIMIT:
-        depth = 1
+        depth = _opening_depth(graph)
     return {
         "name": graph.name, "doc": doc or "", "nodes": nodes, "scopes": scopes,
         "outputs": [position[name] for name in graph.outputs if name in position],

@@ -291,11 +291,7 @@
         else { f[0] = Math.min(f[0], box[0]); f[1] = Math.min(f[1], box[1]); f[2] = Math.max(f[2], box[2]); f[3] = Math.max(f[3], box[3]); }
       });
     }
-    for (const [s, f] of frames) {   // room for the title
-      const scope = G.scopes[s];
-      const title = textWidth(scopeTitle(scope), "650 11.5px " + SANS) + textWidth(scopeBlock(scope), "11.5px " + SANS) + 40;
-      if (f[2] - f[0] < title) f[2] = f[0] + title;
-    }
+    widenForTitles(frames);
     let minX = Infinity, maxX = -Infinity, maxY = y + 20;
     for (const v of vertices) { minX = Math.min(minX, v.x - v.w / 2); maxX = Math.max(maxX, v.x + v.w / 2 + 4); }
     for (const f of frames.values()) { minX = Math.min(minX, f[0]); maxX = Math.max(maxX, f[2]); maxY = Math.max(maxY, f[3] + 20); }
@@ -304,6 +300,31 @@
     for (const layer of layers) for (const v of layer) v.x += shift;
     for (const f of frames.values()) { f[0] += shift; f[2] += shift; }
     return { vertices, byKey, edges, frames, rankTop, rankHeight, width: maxX - minX + 48, height: maxY };
+  }
+
+  // A frame narrower than its title grows to the right where that overlaps no frame outside its own line of
+  // ancestors and descendants; its ancestors then grow to hold it.
+  function widenForTitles(frames) {
+    const related = (a, b) => {
+      for (let p = a; p >= 0; p = G.scopes[p].parent) if (p === b) return true;
+      for (let p = b; p >= 0; p = G.scopes[p].parent) if (p === a) return true;
+      return false;
+    };
+    const deepestFirst = [...frames.keys()].sort((a, b) => G.scopes[b].level - G.scopes[a].level);
+    for (const s of deepestFirst) {
+      const f = frames.get(s), scope = G.scopes[s];
+      const wanted = f[0] + 36 + textWidth("\u25be " + scopeTitle(scope), "650 11.5px " + SANS) +
+        textWidth(scopeBlock(scope), "11.5px " + SANS);
+      if (wanted > f[2]) {
+        const free = [...frames].every(([t, g]) => t === s || related(s, t) ||
+          g[0] >= wanted || g[2] <= f[0] || g[1] >= f[3] || g[3] <= f[1]);
+        if (free) f[2] = wanted;
+      }
+      for (let p = scope.parent; p >= 0; p = G.scopes[p].parent) {
+        const g = frames.get(p);
+        if (g) g[2] = Math.max(g[2], frames.get(s)[2] + 12 * (G.scopes[s].level - G.scopes[p].level));
+      }
+    }
   }
 
   function commonPrefix(a, b) {
@@ -345,7 +366,24 @@
     v.skips = ["project", "pad", "identity"].filter((k) => kinds.has(k));
     return v;
   }
-  const scopeTitle = (scope) => scope.name;
+  // A frame's title: its name from the nearest enclosing block instance (`branch2.0` inside `inception3a`);
+  // a title longer than its frame is cut short (the whole name is in the frame's tooltip).
+  function scopeTitle(scope) {
+    for (let p = scope.parent; p >= 0; p = G.scopes[p].parent) {
+      const parent = G.scopes[p];
+      if (!parent.repeat && scope.name.startsWith(parent.name + ".")) return scope.name.slice(parent.name.length + 1);
+    }
+    return scope.name;
+  }
+  function fitted(text, font, width) {
+    if (textWidth(text, font) <= width) return text;
+    let low = 0, high = text.length;
+    while (low < high) {
+      const middle = Math.ceil((low + high) / 2);
+      if (textWidth(text.slice(0, middle) + "\u2026", font) <= width) low = middle; else high = middle - 1;
+    }
+    return low ? text.slice(0, low) + "\u2026" : "";
+  }
   const scopeBlock = (scope) => scope.block + (scope.repeat ? " \u00d7" + scope.count : "");
 
   // ---------------------------------------------------------------- drawing
@@ -378,11 +416,14 @@
       const g = sv("g", { class: "cluster" + (scope.repeat ? " repeat" : ""), "data-scope": scope.name });
       g.append(sv("rect", { class: "frame", x: f[0], y: f[1], width: f[2] - f[0], height: f[3] - f[1], rx: 10 }));
       const head = sv("g", { class: "head" });
-      const nameWidth = textWidth(scopeTitle(scope), "650 11.5px " + SANS);
+      const room = f[2] - f[0] - 20;
+      const title = fitted("\u25be " + scopeTitle(scope), "650 11.5px " + SANS, room);
+      const titleWidth = textWidth(title, "650 11.5px " + SANS);
+      const block = fitted(scopeBlock(scope), "11.5px " + SANS, room - titleWidth - 8);
       head.append(sv("rect", { x: f[0], y: f[1], width: f[2] - f[0], height: 22, fill: "transparent" }));
-      head.append(sv("text", { class: "c-name", x: f[0] + 10, y: f[1] + 15 }, "\u25be " + scopeTitle(scope)));
-      head.append(sv("text", { class: "c-block", x: f[0] + 30 + nameWidth, y: f[1] + 15 }, scopeBlock(scope)));
-      head.append(sv("title", {}, "collapse " + scope.name));
+      head.append(sv("text", { class: "c-name", x: f[0] + 10, y: f[1] + 15 }, title));
+      if (block) head.append(sv("text", { class: "c-block", x: f[0] + 18 + titleWidth, y: f[1] + 15 }, block));
+      head.append(sv("title", {}, scope.name + " (" + scopeBlock(scope) + "): click to collapse"));
       head.addEventListener("click", (event) => { event.stopPropagation(); toggle(scope.name, true); });
       g.append(head);
       clusters.append(g);
@@ -624,7 +665,7 @@
     markSelected();
     const box = $("details");
     const parts = [el("h2", {}, node.name)];
-    const rows = [["op", node.op === "input" ? node.label : node.op + (node.label && node.label !== node.op ? " \u2014 " + node.label : "")],
+    const rows = [["op", node.label && node.label.startsWith(node.op) ? node.label : node.op + (node.label ? " \u2014 " + node.label : "")],
       ["output", dims(node.shape)]];
     if (node.op !== "input") rows.push(["params", fmt(node.params)], ["MACs", fmt(node.macs)]);
     if (node.inputs.length) rows.push(["inputs", node.inputs.map((j) => G.nodes[j].name).join(", ")]);

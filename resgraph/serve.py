@@ -77,10 +77,11 @@ class Playground:
         if network is not None:
             state["graph"] = graph_data(network.graph, sources, network.spec.doc)
         elif not diagnostics.has_errors:   # a block library: valid, but nothing to draw
-            state["diagnostics"].append({"code": "RG010", "severity": "error", "where": self.spec, "file": self.spec,
-                                         "line": 1, "col": 1, "message": "the spec defines no network (it has no "
-                                         "`nodes`)", "help": "a block library can be included, but not drawn",
-                                         "text": f"{self.spec}: error[RG010]: the spec defines no network"})
+            from .diagnostics import Diagnostic, Span
+
+            state["diagnostics"] = diagnostics_data([Diagnostic(
+                "RG010", "the spec defines no network (it has no `nodes`)", Span(self.spec, 1, 1, 1, 2),
+                help="a block library can be included and validated, but not drawn")], sources)
         if self.edit:
             try:
                 state["text"] = Path(self.spec).read_text(encoding="utf-8")
@@ -111,10 +112,9 @@ class Playground:
                         self.state = {"ok": False, "graph": None, "files": self.files, "checked": time.time(),
                                       "version": self.version, "diagnostics": [{
                                           "code": "internal", "severity": "error", "where": "", "file": "",
-                                          "line": 0, "col": 0, "help": "",
+                                          "line": 0, "col": 0, "excerpt": "", "notes": [],
                                           "message": f"internal error: {type(exc).__name__}: {exc}",
-                                          "text": f"internal error: {type(exc).__name__}: {exc} -- this is a bug "
-                                                  "in resgraph"}]}
+                                          "help": "this is a bug in resgraph; the server keeps watching"}]}
                         self._changed.notify_all()
 
     def wait_for(self, after: int, timeout: float) -> dict:

@@ -201,6 +201,7 @@ def test_serve_follows_the_files_shows_diagnostics_in_place_and_edit_writes_the_
         text = diagnostic.text_content()
         assert f"{spec.name}:8:" in text and "error[RG050]" in text and "help" in text
         assert "stale" in page.get_attribute("#canvas", "class")
+        assert page.locator("g.vertex.failing").evaluate_all("gs => gs.map(g => g.dataset.name)") == ["layer2.add"]
         save_screenshot(page, shots, "playground_error.png")
 
         # fixed: the diagram again, no diagnostics

@@ -144,13 +144,20 @@ def graph_data(graph: Graph, sources: dict[str, str], doc: str | None = None, de
 
 
 def diagnostics_data(diagnostics: Iterable, sources: dict[str, str]) -> list[dict]:
-    """Diagnostics for the page: where, the code, the message, `help`, and the whole rustc-style text."""
+    """Diagnostics for the page: where, the code, the message, the quoted source line with its caret (as
+    `resgraph validate` prints it), the notes with their locations, and `help`."""
     from ..diagnostics import render_text
 
-    return [{"code": d.code, "severity": d.severity.value, "message": d.message, "help": d.help or "",
-             "where": str(d.span) if d.span else "", "file": d.span.file if d.span else "",
-             "line": d.span.line if d.span else 0, "col": d.span.col if d.span else 0,
-             "text": render_text([d], sources)} for d in diagnostics]
+    shown = []
+    for d in diagnostics:
+        lines = render_text([d], sources).split("\n")
+        excerpt = [line for line in lines[1:] if not line.startswith("  = ")]
+        shown.append({"code": d.code, "severity": d.severity.value, "message": d.message, "help": d.help or "",
+                      "where": str(d.span) if d.span else "", "file": d.span.file if d.span else "",
+                      "line": d.span.line if d.span else 0, "col": d.span.col if d.span else 0,
+                      "excerpt": "\n".join(excerpt),
+                      "notes": [[note.message, str(note.span) if note.span else ""] for note in d.notes]})
+    return shown
 
 
 def _script_hash(script: str) -> str:

@@ -815,7 +815,14 @@
       const head = el("div", { class: "headline" });
       if (d.where) head.append(el("span", { class: "where" }, d.where + ": "));
       head.append(el("span", { class: "code" }, `${d.severity}[${d.code}]`), document.createTextNode(": " + d.message));
-      item.append(head, el("pre", {}, d.text));
+      item.append(head);
+      if (d.excerpt) item.append(el("pre", {}, d.excerpt));
+      for (const [message, where] of d.notes || []) {
+        const note = el("div", { class: "note" }, "note: " + message);
+        if (where) note.append(document.createTextNode(" "), el("span", { class: "where" }, where));
+        item.append(note);
+      }
+      if (d.help) item.append(el("div", { class: "help" }, "help: " + d.help));
       if (CONFIG.edit && d.file === CONFIG.spec && d.line) {
         item.classList.add("jump");
         item.title = "show in the editor";
@@ -825,6 +832,27 @@
     }
     box.replaceChildren(...parts);
     box.hidden = false;
+  }
+  function markFailing(list) {
+    // the nodes an error names (`layer2.add`), in red on the last valid drawing
+    const named = new Set();
+    for (const d of list) if (d.severity === "error") for (const m of d.message.matchAll(/`([^`]+)`/g)) named.add(m[1]);
+    let first = null;
+    for (const g of viewport.querySelectorAll("g.vertex.node")) {
+      const failing = named.has(g.getAttribute("data-name"));
+      g.classList.toggle("failing", failing);
+      if (failing && !first) first = g;
+    }
+    return first;
+  }
+  function bringIntoView(g) {
+    // below the diagnostics, which cover the top of the drawing
+    const v = view.byKey.get(g.getAttribute("data-key"));
+    const box = svg.getBoundingClientRect(), at = g.getBoundingClientRect();
+    if (at.top > box.top + box.height * 0.45 && at.bottom < box.bottom && at.left > box.left && at.right < box.right) return;
+    transform.x = box.width / 2 - v.x * transform.k;
+    transform.y = box.height * 0.7 - v.y * transform.k;
+    applyTransform();
   }
 
   function applyState(state, first) {
@@ -836,6 +864,10 @@
     }
     $("canvas").classList.toggle("stale", state.ok === false && Boolean(G));
     showDiagnostics(state.diagnostics || [], state.ok !== false);
+    if (G) {
+      const failing = markFailing(state.ok === false ? state.diagnostics || [] : []);
+      if (failing && !first) bringIntoView(failing);
+    }
     if (CONFIG.mode === "serve") {
       const status = $("status");
       status.hidden = false;

@@ -87,7 +87,8 @@ class Playground:
                 state["text"] = Path(self.spec).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 state["text"] = None
-        for path in files:
+        # the spec's directory too: a file the spec names but that did not exist yet (an error) may appear there
+        for path in files + [os.path.dirname(os.path.abspath(self.spec))]:
             stamps.setdefault(path, self._stamp(path))
         with self._changed:
             self.files, self._stamps = files, stamps

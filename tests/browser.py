@@ -40,6 +40,21 @@ def launch():
     return manager, browser
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One browser for the test module that imports this fixture."""
+    manager, launched = launch()
+    yield launched
+    launched.close()
+    manager.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the module's screenshots go."""
+    return screenshot_dir(tmp_path_factory)
+
+
 def screenshot_dir(tmp_path_factory) -> Path:
     where = os.environ.get("RESGRAPH_SCREENSHOTS")
     if where:

@@ -18,7 +18,7 @@ import pytest
 
 from resgraph.serve import Playground, PlaygroundServer
 
-from .browser import VIEWPORT, launch, save_screenshot, screenshot_dir
+from .browser import VIEWPORT, browser, save_screenshot, shots  # noqa: F401 - fixtures (one browser a module)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,37 +141,35 @@ def test_a_read_only_playground_refuses_to_save(tmp_path):
 
 # ---------------------------------------------------------------------------- the command, in the browser
 @pytest.fixture(scope="module")
-def browser():
-    manager, browser = launch()
-    yield browser
-    browser.close()
-    manager.stop()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    return screenshot_dir(tmp_path_factory)
-
-
-def start_serving(spec: Path, directory: Path, *options: str):
-    """`resgraph serve SPEC --port 0 ...` as a subprocess in `directory`; returns (process, url) once it listens."""
-    process = subprocess.Popen([sys.executable, "-m", "resgraph", "serve", str(spec), "--port", "0", *options],
+def served(tmp_path_factory):
+    """`resgraph serve net.yaml --port 0 --edit` as a subprocess, in a directory of its own. Module-scoped and
+    named before `browser` by the test, so that it starts while the browser is launched."""
+    directory = tmp_path_factory.mktemp("served")
+    spec = write_project(directory)
+    process = subprocess.Popen([sys.executable, "-m", "resgraph", "serve", spec.name, "--port", "0", "--edit"],
                                cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    yield process, spec
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def listening_at(process) -> str:
+    """The URL the command prints once it listens."""
     line = process.stdout.readline()
     found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
     if not found:
         process.kill()
         raise AssertionError(f"no URL in {line!r}: {process.stderr.read()}")
-    return process, found.group(1)
+    return found.group(1)
 
 
-def test_serve_follows_the_files_shows_diagnostics_in_place_and_edit_writes_the_spec(browser, shots, tmp_path):
+def test_serve_follows_the_files_shows_diagnostics_in_place_and_edit_writes_the_spec(served, browser, shots):
     from playwright.sync_api import expect
 
-    spec = write_project(tmp_path)
-    blocks = tmp_path / "blocks.yaml"
-    process, url = start_serving(Path(spec.name), spec.parent, "--edit")
+    process, spec = served
+    blocks = spec.parent / "blocks.yaml"
+    url = listening_at(process)
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(8000)
     try:
@@ -220,5 +218,3 @@ def test_serve_follows_the_files_shows_diagnostics_in_place_and_edit_writes_the_
         assert errors == []
     finally:
         context.close()
-        process.terminate()
-        process.wait(timeout=10)

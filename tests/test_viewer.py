@@ -16,7 +16,7 @@ import pytest
 import resgraph
 from resgraph.viewer import json_for_html
 
-from .browser import VIEWPORT, launch, save_screenshot, screenshot_dir
+from .browser import VIEWPORT, browser, save_screenshot, shots  # noqa: F401 - fixtures (one browser a module)
 from .hostile import TEXTS, yaml_string
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,19 +92,6 @@ def test_render_html_through_the_command_line_and_never_over_an_input(tmp_path):
 
 
 # ---------------------------------------------------------------------------- in the browser
-@pytest.fixture(scope="module")
-def browser():
-    manager, browser = launch()
-    yield browser
-    browser.close()
-    manager.stop()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    return screenshot_dir(tmp_path_factory)
-
-
 class Offline:
     """A page that may load file:// URLs only: every other request is aborted and recorded."""
 

@@ -109,6 +109,7 @@ class Playground:
                     self.check()
                 except Exception as exc:  # noqa: BLE001 - the server keeps running; the page says what failed
                     with self._changed:
+                        self._stamps = {path: self._stamp(path) for path in self._stamps}   # until the next save
                         self.version += 1
                         self.state = {"ok": False, "graph": None, "files": self.files, "checked": time.time(),
                                       "version": self.version, "diagnostics": [{

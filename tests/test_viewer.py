@@ -133,8 +133,9 @@ def _dims(shape) -> str:
     return "\u00d7".join(str(d) for d in shape)
 
 
-def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots, tmp_path):
-    network = resgraph.load(ROOT / "specs" / "resnet18.yaml")
+def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)   # the page names files as the command line did: specs/resnet18.yaml
+    network = resgraph.load("specs/resnet18.yaml")
     graph = network.graph
     out = resgraph.render(network, tmp_path / "resnet18.html")
     viewer = Offline(browser)
@@ -194,8 +195,9 @@ def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots
     viewer.close()
 
 
-def test_resnet152_is_small_opens_fast_and_expands(browser, shots, tmp_path):
-    network = resgraph.load(ROOT / "specs" / "resnet152.yaml")
+def test_resnet152_is_small_opens_fast_and_expands(browser, shots, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    network = resgraph.load("specs/resnet152.yaml")
     graph = network.graph
     out = resgraph.render(network, tmp_path / "resnet152.html")
     assert out.stat().st_size <= 2 * 2**20

@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The Host header names this server (so a page of another site whose DNS name was rebound to this
         address cannot read or write through it)."""
         host = self.headers.get("Host", "")
-        return host in self.server.allowed_hosts or (self.server.any_ip_host and _ip_host(host))
+        return host in self.server.allowed_hosts or (self.server.any_ip_host and _ip_host(host, self.server.port))
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         if not self._host_allowed():
@@ -229,8 +229,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(HTTPStatus.OK, {"saved": playground.spec})
 
 
-def _ip_host(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+def _ip_host(host: str, port: int) -> bool:
+    """`host` (a Host header, or an origin without its scheme) is an IP literal or localhost, with `port`."""
+    name, sep, given = host.rpartition(":")
+    if not sep or given != str(port):
+        return False
     try:
         ipaddress.ip_address(name.strip("[]"))
         return True
@@ -250,7 +253,7 @@ class PlaygroundServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.playground = playground
         self.long_poll_seconds = long_poll_seconds
-        port = self.server_address[1]
+        port = self.port = self.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         names = {shown}
         if is_loopback(host):
@@ -280,8 +283,7 @@ class _AnyIpOrigin:
     def __contains__(self, origin: object) -> bool:
         if not isinstance(origin, str) or not origin.startswith("http://"):
             return False
-        host = origin[len("http://"):]
-        return host.endswith(f":{self.port}") and _ip_host(host)
+        return _ip_host(origin[len("http://"):], self.port)
 
 
 def serve(playground: Playground, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:

@@ -139,6 +139,35 @@ def test_a_read_only_playground_refuses_to_save(tmp_path):
         httpd.server_close()
 
 
+def test_beyond_loopback_any_address_may_name_the_server_but_no_other_name(tmp_path):
+    playground = Playground(str(write_project(tmp_path)))
+    httpd = PlaygroundServer(playground, "0.0.0.0", 0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        assert request(httpd, "GET", "/", headers={"Host": f"192.0.2.7:{port}"})[0] == 200
+        assert request(httpd, "GET", "/", headers={"Host": f"evil.example:{port}"})[0] == 403
+        assert request(httpd, "GET", "/", headers={"Host": "192.0.2.7:1"})[0] == 403
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_diagnostics_with_hostile_text_reach_the_page_only_as_json(tmp_path):
+    from .test_viewer import _Elements
+
+    payload = "</script><script>window.pwned=1</script><img src=x onerror=alert(1)>"
+    spec = tmp_path / "net.yaml"
+    spec.write_text(f"resgraph: 1\ninput: [4]\nnodes:\n  fc: {{op: {json.dumps(payload)}}}\n", encoding="utf-8")
+    playground = Playground(str(spec))
+    assert not playground.state["ok"] and payload in playground.state["diagnostics"][0]["message"]
+    parser = _Elements()
+    parser.feed(playground.page())
+    assert [tag for tag, _ in parser.tags].count("script") == 3 and "img" not in [tag for tag, _ in parser.tags]
+    assert json.loads(parser.data["resgraph-state"])["diagnostics"] == playground.state["diagnostics"]
+
+
 # ---------------------------------------------------------------------------- the command, in the browser
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

@@ -80,9 +80,11 @@ def test_render_html_through_the_command_line_and_never_over_an_input(tmp_path):
     from resgraph.cli import main
 
     out = tmp_path / "net.html"
-    done = CliRunner().invoke(main, ["render", str(ROOT / "specs" / "resnet18.yaml"), "-o", str(out)])
+    done = CliRunner().invoke(main, ["render", str(ROOT / "specs" / "resnet18.yaml"), "-o", str(out), "--depth", "1"])
     assert done.exit_code == 0 and done.output.strip() == f"wrote {out}", done.output
-    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    parser = _Elements()
+    parser.feed(out.read_text(encoding="utf-8"))
+    assert json.loads(parser.data["resgraph-state"])["graph"]["depth"] == 1   # the level its blocks open collapsed at
     spec = tmp_path / "spec.html"   # a spec may have any name; the page never replaces it
     spec.write_text("resgraph: 1\ninput: [4]\nnodes:\n  fc: {op: linear, out: 2}\n", encoding="utf-8")
     with pytest.raises(resgraph.SpecError) as caught:

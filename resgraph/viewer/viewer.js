@@ -111,6 +111,26 @@
   // frames of the blocks; the main input of a node (its first) pulls hardest, so a chain stays straight
   // and its skip arcs bend beside it.
   function layout() {
+    const { vertices, byKey, edges } = visibleGraph();
+    const rankCount = assignRanks(vertices);
+    const { layers, up, down } = cutLongEdges(vertices, edges, rankCount);
+    orderRanks(layers, up, down);
+    placeX(layers, up, down);
+    const { rankTop, rankHeight, bottom } = placeY(vertices, layers);
+    const frames = frameBoxes(vertices);
+    widenForTitles(frames);
+    let minX = Infinity, maxX = -Infinity, maxY = bottom + 20;
+    for (const layer of layers) for (const v of layer) { minX = Math.min(minX, v.x - v.w / 2 - 4); maxX = Math.max(maxX, v.x + v.w / 2 + 4); }
+    for (const f of frames.values()) { minX = Math.min(minX, f[0]); maxX = Math.max(maxX, f[2]); maxY = Math.max(maxY, f[3] + 20); }
+    const shift = 24 - minX;
+    for (const layer of layers) for (const v of layer) v.x += shift;
+    for (const f of frames.values()) { f[0] += shift; f[2] += shift; }
+    return { vertices, byKey, edges, frames, rankTop, rankHeight, width: maxX - minX + 48, height: maxY };
+  }
+
+  // The boxes drawn now (a node, or a collapsed block standing for its nodes, and an output marker per output)
+  // and the edges between them, one per pair; the first input of a node weighs most.
+  function visibleGraph() {
     const vertices = [];
     const byKey = new Map();
     function vertex(key, make) {
@@ -153,8 +173,11 @@
       const v = vertex("o" + k, () => terminalVertex("output", G.nodes[i].shape, []));
       connect(u, v, null, 4);
     });
+    return { vertices, byKey, edges };
+  }
 
-    // ranks: longest path from the sources
+  // Ranks by longest path from the sources; returns how many there are.
+  function assignRanks(vertices) {
     const indegree = new Map(vertices.map((v) => [v, v.preds.length]));
     const queue = vertices.filter((v) => v.preds.length === 0);
     for (const v of queue) v.rank = 0;
@@ -167,9 +190,12 @@
       }
     }
     for (const v of vertices) if (v.rank === undefined) v.rank = 0;   // not reached (cannot happen in a DAG)
-    const rankCount = Math.max(0, ...vertices.map((v) => v.rank)) + 1;
+    return Math.max(0, ...vertices.map((v) => v.rank)) + 1;
+  }
 
-    // dummy points along edges that span several ranks
+  // Dummy points where edges cross ranks, so that long edges bend around the boxes they pass; the segments
+  // between adjacent ranks, by their upper (`down`) and lower (`up`) ends.
+  function cutLongEdges(vertices, edges, rankCount) {
     const segments = [];
     const layers = Array.from({ length: rankCount }, () => []);
     for (const v of vertices) layers[v.rank].push(v);
@@ -184,14 +210,17 @@
         e.points.push(d);
         previous = d;
       }
-      segments.push({ a: previous, b: e.v, weight: previous === e.u ? e.weight : e.weight });
+      segments.push({ a: previous, b: e.v, weight: e.weight });
       e.points.push(e.v);
     }
     const up = new Map(), down = new Map();
-    for (const all of [...vertices, ...layers.flat()]) { up.set(all, []); down.set(all, []); }
+    for (const layer of layers) for (const v of layer) { up.set(v, []); down.set(v, []); }
     for (const s of segments) { down.get(s.a).push(s); up.get(s.b).push(s); }
+    return { layers, up, down };
+  }
 
-    // order within ranks: barycentres, a few sweeps
+  // The order within each rank: barycentres of the neighbours, a few sweeps down and up.
+  function orderRanks(layers, up, down) {
     for (const layer of layers) {
       layer.sort((a, b) => a.order - b.order);
       layer.forEach((v, i) => (v.pos = i));
@@ -210,10 +239,15 @@
         layer.forEach((v, i) => (v.pos = i));
       }
     }
+  }
 
-    // x: start packed, then pull each point towards its neighbours (weighted), keeping separations
-    const arcRoom = (v) => (v.group !== undefined && v.skips.length ? 10 + 7 * v.skips.length : 0);
-    const separation = (a, b) => (a.w + b.w) / 2 + arcRoom(a) + (a.dummy || b.dummy ? 16 : 26) + 14 * levelsApart(a.chain, b.chain);
+  // The least distance between the centres of neighbours in a rank: room for the frames between them.
+  const arcRoom = (v) => (v.group !== undefined && v.skips.length ? 10 + 7 * v.skips.length : 0);
+  const separation = (a, b) => (a.w + b.w) / 2 + arcRoom(a) + (a.dummy || b.dummy ? 16 : 26) + 14 * levelsApart(a.chain, b.chain);
+
+  // x: packed, then each point pulled towards its neighbours (weighted) within the separations; last, a box
+  // under its main producer takes its x where there is room, so chains are straight.
+  function placeX(layers, up, down) {
     for (const layer of layers) {
       let x = 0;
       layer.forEach((v, i) => {
@@ -242,8 +276,6 @@
         layer.forEach((v, i) => (v.x = (left[i] + right[i]) / 2));
       }
     }
-
-    // straighten chains: a box under its main producer takes its x where the neighbours leave room
     for (const layer of layers) {
       layer.forEach((v, i) => {
         if (v.dummy) return;
@@ -255,15 +287,17 @@
         v.x = x;
       });
     }
+  }
 
-    // y: rank heights, with room for the titles of the blocks that open and the frames that close
+  // y: rank heights, with room for the titles of the blocks that open and the frames that close.
+  function placeY(vertices, layers) {
     const bounds = new Map();   // scope -> [first rank, last rank]
     for (const v of vertices) for (const s of v.chain) {
       const b = bounds.get(s);
       if (!b) bounds.set(s, [v.rank, v.rank]);
       else { b[0] = Math.min(b[0], v.rank); b[1] = Math.max(b[1], v.rank); }
     }
-    const opens = new Array(rankCount).fill(0), closes = new Array(rankCount).fill(0);
+    const opens = new Array(layers.length).fill(0), closes = new Array(layers.length).fill(0);
     for (const v of vertices) {
       opens[v.rank] = Math.max(opens[v.rank], v.chain.filter((s) => bounds.get(s)[0] === v.rank).length);
       closes[v.rank] = Math.max(closes[v.rank], v.chain.filter((s) => bounds.get(s)[1] === v.rank).length);
@@ -277,11 +311,14 @@
       for (const v of layer) v.y = y + height / 2;
       y += height;
     });
+    return { rankTop, rankHeight, bottom: y };
+  }
 
-    // frames of the expanded scopes around their members
+  // The frame of each open block around its boxes, wider by a margin for each level of nesting inside.
+  function frameBoxes(vertices) {
     const frames = new Map();
     for (const v of vertices) {
-      const extra = v.group !== undefined ? 4 + (v.skips.length ? 10 + 7 * v.skips.length : 0) : 0;   // the stacked look of a collapsed repeat
+      const extra = v.group !== undefined ? 4 + arcRoom(v) : 0;   // the stacked look and the shortcut arc
       v.chain.forEach((s, k) => {
         const below = v.chain.length - k;
         const box = [v.x - v.w / 2 - 12 * below, v.y - v.h / 2 - 26 * below, v.x + v.w / 2 + extra + 12 * below,
@@ -291,15 +328,7 @@
         else { f[0] = Math.min(f[0], box[0]); f[1] = Math.min(f[1], box[1]); f[2] = Math.max(f[2], box[2]); f[3] = Math.max(f[3], box[3]); }
       });
     }
-    widenForTitles(frames);
-    let minX = Infinity, maxX = -Infinity, maxY = y + 20;
-    for (const v of vertices) { minX = Math.min(minX, v.x - v.w / 2); maxX = Math.max(maxX, v.x + v.w / 2 + 4); }
-    for (const f of frames.values()) { minX = Math.min(minX, f[0]); maxX = Math.max(maxX, f[2]); maxY = Math.max(maxY, f[3] + 20); }
-    for (const layer of layers) for (const v of layer) minX = Math.min(minX, v.x - 4), maxX = Math.max(maxX, v.x + 4);
-    const shift = 24 - minX;
-    for (const layer of layers) for (const v of layer) v.x += shift;
-    for (const f of frames.values()) { f[0] += shift; f[2] += shift; }
-    return { vertices, byKey, edges, frames, rankTop, rankHeight, width: maxX - minX + 48, height: maxY };
+    return frames;
   }
 
   // A frame narrower than its title grows to the right where that overlaps no frame outside its own line of
@@ -543,9 +572,7 @@
   svg.addEventListener("wheel", (event) => {
     event.preventDefault();
     const box = svg.getBoundingClientRect();
-    if (event.ctrlKey || event.metaKey || Math.abs(event.deltaY) > 0) {
-      zoomAt(Math.exp(-event.deltaY * 0.0015), event.clientX - box.left, event.clientY - box.top);
-    }
+    zoomAt(Math.exp(-event.deltaY * 0.0015), event.clientX - box.left, event.clientY - box.top);
   }, { passive: false });
   let drag = null;
   svg.addEventListener("pointerdown", (event) => {
@@ -578,8 +605,7 @@
   }
   $("expand-all").addEventListener("click", () => { collapsed.clear(); render(); });
   $("collapse-all").addEventListener("click", () => {
-    for (const scope of G.scopes) if (scope.level === 0) collapsed.add(scope.name);
-    for (const scope of G.scopes) if (scope.level > 0) collapsed.add(scope.name);
+    for (const scope of G.scopes) collapsed.add(scope.name);
     render(); fit();
   });
 

@@ -146,6 +146,11 @@ def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots
     # every node and the output marker, drawn (a small net opens fully expanded)
     assert viewer.drawn() == len(graph) + len(graph.outputs)
     assert page.title() == "resnet18 \u2014 resgraph"
+    # the summary's table of the top-level blocks, with their parameters
+    rows = page.locator("table.blocks tr[data-scope]")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.scope)") == ["layer1", "layer2", "layer3", "layer4"]
+    layer2_params = sum(node.meta["params"] for node in graph if node.scopes[:1] == ("layer2",))
+    assert rows.nth(1).locator("td.share").first.text_content() == f"{layer2_params / 1e3:.2f} K"   # 525.57 K
     save_screenshot(page, shots, "viewer_resnet18.png")
 
     # collapse the stage `layer2` by its title: its nodes become one box; expand it again by clicking the box
@@ -157,7 +162,6 @@ def test_resnet18_offline_draw_collapse_expand_hover_click_search(browser, shots
     assert group.count() == 1 and "basic \u00d72" in group.text_content()
     group.hover()
     tooltip = page.locator("#tooltip")
-    layer2_params = sum(node.meta["params"] for node in graph if node.scopes[:1] == ("layer2",))
     assert f"{layer2_params:,}" in tooltip.text_content() and "projection" in tooltip.text_content()
     group.click()
     assert viewer.drawn() == len(graph) + len(graph.outputs)

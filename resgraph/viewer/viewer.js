@@ -807,7 +807,44 @@
       ["MACs", fmt(G.macs) + " (" + si(G.macs) + ") per sample"],
       ["blocks", fmt(G.scopes.filter((s) => !s.repeat).length) + " instances"],
     ]));
+    const top = G.scopes.map((scope, s) => [scope, s]).filter(([scope]) => scope.level === 0);
+    if (top.length) {
+      // each top-level block call's share of the parameters and MACs; a click shows it
+      parts.push(el("h3", {}, "Blocks"));
+      const table = el("table", { class: "blocks" });
+      const head = el("tr");
+      for (const title of ["block", "params", "MACs"]) head.append(el("th", {}, title));
+      table.append(head);
+      for (const [scope, s] of top) {
+        const stats = scopeStats[s];
+        const row = el("tr", { "data-scope": scope.name, title: scope.name + ": " + scopeBlock(scope) });
+        const name = el("td");
+        name.append(el("span", { class: "mono" }, scope.name), el("span", { class: "kind" }, " " + scopeBlock(scope)));
+        row.append(name);
+        for (const [value, total] of [[stats.params, G.params], [stats.macs, G.macs]]) {
+          const cell = el("td", { class: "share" }, si(value));
+          const bar = el("span", { class: "bar" });
+          bar.style.width = (total ? Math.round((100 * value) / total) : 0) + "%";
+          cell.append(bar);
+          row.append(cell);
+        }
+        row.addEventListener("click", () => revealScope(s));
+        table.append(row);
+      }
+      parts.push(table);
+    }
     $("summary").replaceChildren(...parts);
+  }
+  function revealScope(s) {
+    // open the block's frame (its ancestors, and itself unless it is a collapsed box) and centre it
+    for (let p = G.scopes[s].parent; p >= 0; p = G.scopes[p].parent) collapsed.delete(G.scopes[p].name);
+    render();
+    const v = view.byKey.get("s" + s) || findScopeVertex("s" + s);
+    if (!v) return;
+    const box = svg.getBoundingClientRect();
+    transform.x = box.width / 2 - v.x * transform.k;
+    transform.y = box.height / 3 - v.y * transform.k;
+    applyTransform();
   }
   function showLegend() {
     const legend = el("div", { class: "legend" });

@@ -188,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return self._refuse(HTTPStatus.BAD_REQUEST, "`after` is not a version number")
             return self._json(HTTPStatus.OK, playground.wait_for(after, self.server.long_poll_seconds))
+        if url.path == "/favicon.ico":   # browsers ask; there is none
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         return self._refuse(HTTPStatus.NOT_FOUND, "not found")
 
     do_HEAD = do_GET

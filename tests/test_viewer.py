@@ -111,7 +111,7 @@ class Offline:
                 request_route.abort()
 
         self.context.route("**/*", route)
-        self.context.set_default_timeout(5000)
+        self.context.set_default_timeout(15000)   # generous: the test machine may be shared
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
@@ -214,7 +214,7 @@ def test_resnet152_is_small_opens_fast_and_expands(browser, shots, tmp_path, mon
     assert viewer.drawn() == len(units) + len(graph.outputs)
     # opening in well under a second on a desktop (docs/diagrams.md gives the figures); a loose bound here, where
     # eight test runs may share two cores
-    assert seconds < 3, seconds
+    assert seconds < 4, seconds
     viewer.page.hover('g.vertex.group[data-scope="layer2.0"]')
     text = viewer.page.locator("#tooltip").text_content()
     assert "bottleneck" in text and "projection" in text and _dims(graph.nodes["layer2.0.relu3"].shape) in text

@@ -307,8 +307,6 @@ def serve(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], port:
 
     try:
         serve_playground(playground, host, port, ready)
-    except OSError as exc:
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with `--port`") from None
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
 

@@ -289,8 +289,11 @@ class _AnyIpOrigin:
 
 
 def serve(playground: Playground, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:
-    """Serve until interrupted; `ready(server)` is called once the socket listens."""
-    server = PlaygroundServer(playground, host, port)
+    """Serve until interrupted; `ready(server)` is called once the socket listens. OSError where it cannot listen."""
+    try:
+        server = PlaygroundServer(playground, host, port)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with `--port`") from None
     stop = threading.Event()
     watcher = threading.Thread(target=playground.watch, args=(stop,), name="resgraph-watch", daemon=True)
     watcher.start()

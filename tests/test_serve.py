@@ -154,6 +154,23 @@ def test_beyond_loopback_any_address_may_name_the_server_but_no_other_name(tmp_p
         httpd.server_close()
 
 
+def test_a_port_in_use_is_a_clear_error_and_exit_2(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from resgraph.cli import main
+
+    spec = write_project(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = CliRunner().invoke(main, ["serve", str(spec), "--port", str(port)])
+    assert done.exit_code == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: " in done.output and "`--port`" in done.output
+
+
 def test_diagnostics_with_hostile_text_reach_the_page_only_as_json(tmp_path):
     from .test_viewer import _Elements
 

@@ -307,6 +307,9 @@ def serve(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], port:
 
     try:
         serve_playground(playground, host, port, ready)
+    except OSError as exc:   # it cannot listen there: a usage error, said without the generic handler's imports
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
 

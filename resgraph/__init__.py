@@ -251,13 +251,27 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
 def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None,
            depth: int | None = None, *, include_path: Sequence[PathLike] = ()) -> Path:
-    """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot).
+    """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot, or .html: the
+    interactive viewer, one self-contained page).
 
-    `depth` draws that many levels of block nesting and each deeper block instance as one box."""
-    from .diagram import render_to_file
+    `depth` draws that many levels of block nesting and each deeper block instance as one box (in the
+    viewer: the level its blocks open collapsed at)."""
+    from .diagram import FORMATS, RenderError, render_to_file
 
+    output = Path(output)
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in FORMATS and suffix != "html":
+        raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf, .dot or .html suffix")
     network = load(spec, params, include_path=include_path)
-    return render_to_file(network.graph, Path(output), depth, network.input_files)
+    if suffix == "html":
+        from .viewer import write_viewer
+
+        try:
+            return write_viewer(network.graph, network.sources, output, doc=network.spec.doc, depth=depth,
+                                inputs=network.input_files)
+        except FileNotFoundError as exc:
+            raise RenderError(str(exc)) from None
+    return render_to_file(network.graph, output, depth, network.input_files)
 
 
 def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None, *,

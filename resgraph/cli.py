@@ -253,7 +253,8 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
 @main.command()
 @spec_argument
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="The diagram file; its suffix picks the format: .svg .png .pdf .dot")
+              help="The diagram file; its suffix picks the format: .svg .png .pdf .dot, or .html (the interactive "
+                   "viewer: one self-contained page).")
 @set_option
 @include_path_option
 @click.option("--depth", type=click.IntRange(0), default=None,
@@ -275,6 +276,42 @@ def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[st
     for warning in caught:
         click.echo(f"note: {warning.message}", err=True)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@set_option
+@include_path_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="The TCP port (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on; only this machine can connect unless you name another "
+                   "(e.g. 0.0.0.0 for every interface).")
+@click.option("--edit", is_flag=True, help="Add an editor pane whose text is saved to SPEC (atomically).")
+@plugins_option
+@_handle_errors
+def serve(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], port: int, host: str, edit: bool,
+          no_plugins: bool) -> None:
+    """Serve the interactive viewer of SPEC and update it whenever SPEC or a file it includes is saved (the
+    diagram, the summary, or the diagnostics). Stop with Ctrl+C."""
+    from .serve import Playground, is_loopback, serve as serve_playground
+
+    playground = Playground(spec, _parse_sets(sets) or None, include_path, not no_plugins, edit)
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can read the spec"
+                   + (" and, with --edit, change it" if edit else ""), err=True)
+
+    def ready(server) -> None:
+        click.echo(f"serving {spec} at {server.url}" + (" (editable)" if edit else "") + "; Ctrl+C stops")
+        sys.stdout.flush()
+
+    try:
+        serve_playground(playground, host, port, ready)
+    except OSError as exc:   # it cannot listen there: a usage error, said without the generic handler's imports
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
 
 
 @main.command()

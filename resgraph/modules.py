@@ -165,8 +165,12 @@ class RelativePositionAttention(nn.Module):
 
     def __init__(self, features: int, head_dim: int, tokens: int) -> None:
         super().__init__()
+        if features % head_dim:
+            raise ValueError(f"features: {features} must be divisible by head_dim: {head_dim}")
         self.n_heads, self.head_dim = features // head_dim, head_dim
         self.size, self.max_seq_len = math.isqrt(tokens), tokens
+        if self.size * self.size != tokens:
+            raise ValueError(f"the {tokens} tokens of a group are not a square window")
         self.to_qkv = nn.Linear(features, self.n_heads * head_dim * 3)
         self.scale_factor = features ** -0.5
         self.merge = nn.Linear(self.n_heads * head_dim, features)

@@ -427,7 +427,8 @@ def _report_key_clashes(nodes: list[tuple[str, Any]], source: SourceFile, base: 
                         diagnostics: Diagnostics, alternatives: bool) -> None:
     """RG086 for clashing module paths among `nodes`. `alternatives=False` skips pairs of conditional nodes;
     `alternatives=True` reports those pairs only (the nodes given are then the ones an instance has)."""
-    claimed: dict[str, str] = {name: name for name, entry in nodes if isinstance(entry, BlockCall) and entry.key is None}
+    claimed: dict[str, str] = {name: name for name, entry in nodes
+                               if isinstance(entry, BlockCall) and entry.key is None}
     conditional = {name for name, entry in nodes if entry.when not in (None, True)}
     for name, entry in nodes:
         key = entry.key

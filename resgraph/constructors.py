@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
-                      ZeroPadShortcut)
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RelativePositionAttention, RotaryEmbedding,
+                      ScaledDotProductAttention, ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
@@ -106,6 +106,9 @@ def constructor(module: nn.Module) -> Call:
     if isinstance(module, RotaryEmbedding):
         return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
                                         ("interleaved", module.interleaved)])
+    if isinstance(module, RelativePositionAttention):
+        return Call("RelativePositionAttention", [(None, module.to_qkv.in_features), (None, module.head_dim),
+                                                  (None, module.max_seq_len)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
     if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
@@ -335,7 +338,11 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),
-                  "relative_position_index": inspect.getsource(relative_position_index).rstrip()}
+                  "relative_position_index": inspect.getsource(relative_position_index).rstrip(),
+                  "RelativePositionAttention": inspect.getsource(RelativePositionAttention).rstrip()}
+# What a helper's source uses beyond torch: other helpers, and `math`.
+HELPER_NEEDS = {"RelativePositionAttention": {"relative_position_index"}}
+HELPERS_USING_MATH = frozenset({"sinusoidal_positions", "RelativePositionAttention"})
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

@@ -34,7 +34,9 @@ from .constructors import (
     flat_call,
     format_call,
     has_init,
+    HELPER_NEEDS,
     HELPER_SOURCES,
+    HELPERS_USING_MATH,
     leaf,
     leaves,
     literal,
@@ -301,7 +303,7 @@ class Ejector:
         if self.plugin_imports:
             header[2:4] = ["A standalone PyTorch module: it imports only torch and the plugins whose modules it uses, "
                            "and its", 'state_dict keys are those of the compiled spec."""']
-        imports = (["import math"] if self.uses_math else []) + \
+        imports = (["import math"] if self.uses_math or self.helpers & HELPERS_USING_MATH else []) + \
             (["from collections import OrderedDict"] if self.uses_ordered_dict else [])
         imports = (imports + [""] if imports else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
@@ -407,6 +409,7 @@ class Ejector:
                     call = constructor(statement.module) if statement.module is not None else None
                     if type(statement.module).__name__ in HELPER_SOURCES:
                         self.helpers.add(type(statement.module).__name__)
+                        self.helpers |= HELPER_NEEDS.get(type(statement.module).__name__, set())
                     elif statement.module is not None and \
                             type(statement.module).__module__.split(".")[0] not in ("torch", "resgraph"):
                         self.plugin_imports.add((type(statement.module).__module__, type(statement.module).__name__))

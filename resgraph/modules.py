@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .ops.conv import init_conv
 from .ops.norm import init_norm
+from .ops.tensor import relative_position_index
 
 
 class ZeroPadShortcut(nn.Module):
@@ -150,3 +153,44 @@ class ChannelRMSNorm(nn.RMSNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class RelativePositionAttention(nn.Module):
+    """MaxViT's multi-head self-attention with a relative-position bias (Tu et al. 2022), inside each group of a
+    [batch, groups, tokens, features] input whose tokens form a size x size window: torchvision's
+    `RelativePositionalMultiHeadAttention`, the same attribute names and the same computation. The queries, keys
+    and values come from one projection `to_qkv`; the keys are scaled by features ** -0.5 (the whole width, as
+    torchvision's); each head adds the bias `relative_position_bias_table[relative_position_index]` to its
+    logits before the softmax; `merge` projects the heads back."""
+
+    def __init__(self, features: int, head_dim: int, tokens: int) -> None:
+        super().__init__()
+        if features % head_dim:
+            raise ValueError(f"features: {features} must be divisible by head_dim: {head_dim}")
+        self.n_heads, self.head_dim = features // head_dim, head_dim
+        self.size, self.max_seq_len = math.isqrt(tokens), tokens
+        if self.size * self.size != tokens:
+            raise ValueError(f"the {tokens} tokens of a group are not a square window")
+        self.to_qkv = nn.Linear(features, self.n_heads * head_dim * 3)
+        self.scale_factor = features ** -0.5
+        self.merge = nn.Linear(self.n_heads * head_dim, features)
+        self.relative_position_bias_table = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty((2 * self.size - 1) ** 2, self.n_heads), std=0.02))
+        self.register_buffer("relative_position_index", relative_position_index(self.size, self.size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, groups, tokens, features = x.shape
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q = q.reshape(batch, groups, tokens, self.n_heads, self.head_dim).permute(0, 1, 3, 2, 4)
+        k = k.reshape(batch, groups, tokens, self.n_heads, self.head_dim).permute(0, 1, 3, 2, 4)
+        v = v.reshape(batch, groups, tokens, self.n_heads, self.head_dim).permute(0, 1, 3, 2, 4)
+        k = k * self.scale_factor
+        logits = torch.einsum("bghid,bghjd->bghij", q, k)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(self.max_seq_len, self.max_seq_len, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        weights = F.softmax(logits + bias, dim=-1)
+        out = torch.einsum("bghij,bghjd->bghid", weights, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(batch, groups, tokens, features))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.n_heads}, head_dim={self.head_dim}, window={self.size}x{self.size}"

@@ -1079,6 +1079,29 @@ EXAMPLES.update({"reshape": 50, "permute": 40, "slice": 60, "split": 50, "chunk"
 # ---- end of the "layout" block ------------------------------------------------------------------------------
 
 
+# ---- strategies of issue 11's MaxViT op (engineer "maxvit-video") ---------------------------------------------
+
+@st.composite
+def relative_position_attention_case(draw) -> Case:
+    """Mostly valid windows ([groups, side², heads · head_dim]); sometimes a token count that is not a square, a
+    width that `head_dim` does not divide, or another rank."""
+    side, heads, head_dim = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 3)), side * side, heads * head_dim]
+    fault = draw(st.integers(0, 5))
+    if fault == 1:
+        shape[1] = draw(st.sampled_from([2, 3, 5, 8]))
+    elif fault == 2:
+        head_dim = shape[2] + 1
+    elif fault == 3:
+        shape = draw(weighted((1, st.just(shape[1:])), (1, st.just([*shape, 2]))))
+    return {"head_dim": head_dim}, [shape]
+
+
+STRATEGIES["relative_position_attention"] = relative_position_attention_case()
+EXAMPLES["relative_position_attention"] = 15
+# ---- end of engineer "maxvit-video"'s strategies -----------------------------------------------------------
+
+
 def test_every_registered_op_has_a_strategy():
     assert set(STRATEGIES) == set(REGISTRY)
 

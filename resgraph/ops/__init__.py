@@ -1,8 +1,8 @@
 """The op registry: every op is one class in one file of this package, registered by name."""
 
 # registration side effects: importing a module registers its ops
-from . import (activation, arithmetic, attention, conv, dense, layout, merge, named_activation, norm,  # noqa: F401
-               pad, pool, reduce, resample, sequence, tensor)
+from . import (activation, arithmetic, attention, conv, dense, layout, maxvit, merge, named_activation,  # noqa: F401
+               norm, pad, pool, reduce, resample, sequence, tensor)
 from .base import REGISTRY, Bool, Choice, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 
 # What a plugin's op class uses (docs/plugins.md): the base class, the attribute types and `register`.

@@ -142,7 +142,7 @@ def test_dot_draws_every_hostile_name_and_label_as_text():
     assert len(clusters) == len(PAYLOADS)
     by_text = {tuple(texts(node)): node for node in nodes}
     for index, payload in enumerate(PAYLOADS):
-        lines = tuple(shown_lines(payload, payload))   # the node's name, then its label
+        lines = tuple(shown_lines(payload))   # the node's name and its label, drawn once as they are the same
         assert lines in by_text, (payload, lines, sorted(by_text)[:3])
     cluster_texts = sorted(tuple(texts(c)) for c in clusters)
     assert cluster_texts == sorted(tuple(shown_lines(f"{p} {i}")) for i, p in enumerate(PAYLOADS))

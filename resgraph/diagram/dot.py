@@ -58,7 +58,9 @@ _VISIBLE = {code: chr(0x2400 + code) for code in range(0x20) if chr(code) not in
 _VISIBLE.update({0x09: " ", 0x7F: "\u2421"})
 _VISIBLE.update({code: "\ufffd" for code in range(0x80, 0xA0) if code != 0x85})
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.]+")
+# Ids written as they are: node names, and the drawing's own ids made of one (`(sum) layer2`, `bottleneck/conv1`).
+_PLAIN_NAME = re.compile(r"(\((sum|output|error|input)\) )?[A-Za-z0-9_.]+(/[A-Za-z0-9_.]+|/\((sum|output|input)\)"
+                         r"( [A-Za-z0-9_.]+)?)?")
 
 
 def dot_text(*lines: str):
@@ -85,8 +87,8 @@ def dot_text(*lines: str):
 
 
 def dot_ids(drawing: Drawing) -> dict[str, str]:
-    """Each box's DOT id: its own id where it is a plain dotted name (every node name a valid spec can have), so
-    the DOT text stays readable; else `(box N)`. graphviz's edge statements split ids at `:` (ports) and write
+    """Each box's DOT id: its own id where it is a plain dotted name (every node name a valid spec can have, and
+    the drawing's own ids made of one), so the DOT text stays readable; else `(box N)`. graphviz's edge statements split ids at `:` (ports) and write
     the part after a second `:` unquoted, so no other string may become an id; parentheses never occur in
     node names, so the two kinds cannot collide."""
     return {box_id: box_id if _PLAIN_NAME.fullmatch(box_id) else f"(box {index})"
@@ -130,16 +132,17 @@ def _columns(drawing: Drawing, rankdir: str) -> dict[str, int]:
         count += 1
     if count == 1:
         return {box_id: 0 for box_id in drawing.boxes}
-    # Cut only where a single arrow runs from one column to the next (the main path), nearest the even split.
-    crossing = [0] * (rows + 1)
+    # Cut only where the arrows from one column to the next all leave one box (the main path), nearest the
+    # even split, and never leaving a stub of a column.
+    tails: list[set[str]] = [set() for _ in range(rows + 1)]
     for arrow in arrows:
         for r in range(rank[arrow.tail] + 1, rank[arrow.head] + 1):
-            crossing[r] += 1
-    starts = sorted({r for r in start.values() if 0 < r < rows and crossing[r] == 1})
+            tails[r].add(arrow.tail)
+    starts = sorted({r for r in start.values() if 3 <= r <= rows - 3 and len(tails[r]) == 1})
     cuts: list[int] = []
-    for k in range(1, count):   # a cut far from the even split would leave a stub of a column: none then
+    for k in range(1, count):
         ideal = rows * k / count
-        near = [r for r in starts if abs(r - ideal) <= rows / (3 * count) and (not cuts or r > cuts[-1] + 2)]
+        near = [r for r in starts if abs(r - ideal) <= rows / (2 * count) and (not cuts or r >= cuts[-1] + 3)]
         if near:
             cuts.append(min(near, key=lambda r: abs(r - ideal)))
     return {box_id: sum(1 for cut in cuts if start[units[box_id]] >= cut) for box_id in drawing.boxes}

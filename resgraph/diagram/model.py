@@ -100,7 +100,8 @@ def skip_arrows(graph: Graph, node: Node) -> dict[int, str]:
     inputs of a `concat` carried around other computation that reaches it (U-Net, DenseNet)."""
     plans = node.meta.get("shortcuts")
     if plans is not None:
-        return {position: plan.kind.value for position, plan in enumerate(plans, start=1)}
+        return {position: "project" if _explicit_projection(graph, node, position) is not None else plan.kind.value
+                for position, plan in enumerate(plans, start=1)}
     if node.op is not None and node.shape is None and getattr(node.op, "op_name", lambda: "")() == "add":
         declared = getattr(node.op, "shortcut", "identity")   # it failed: drawn as declared
         kind = declared if declared in ("project", "pad") else "identity"
@@ -116,6 +117,26 @@ def skip_arrows(graph: Graph, node: Node) -> dict[int, str]:
         if producer in g and any(other in g and nx.has_path(g, producer, other) for other in others):
             found[position] = "concat"
     return found
+
+
+def _explicit_projection(graph: Graph, node: Node, position: int) -> tuple[int, ...] | None:
+    """The stride of a projection written out in the block (a convolution of the same instance feeding the add's
+    skip input, as in the pre-activation blocks), else None."""
+    producer = graph.nodes.get(node.inputs[position]) if position < len(node.inputs) else None
+    if producer is None or producer.op is None or producer.prefix != node.prefix or \
+            not producer.op.op_name().startswith("conv") or position == 0:
+        return None
+    stride = getattr(producer.op, "stride", 1)
+    return tuple(stride) if isinstance(stride, (tuple, list)) else (stride,)
+
+
+def shortcut_stride(graph: Graph, node: Node, position: int) -> tuple[int, ...]:
+    """The stride of the shortcut at input `position` of an add: its plan's, or its explicit projection's."""
+    explicit = _explicit_projection(graph, node, position)
+    if explicit is not None:
+        return explicit
+    plans = node.meta.get("shortcuts") or ()
+    return plans[position - 1].stride if 0 < position <= len(plans) else ()
 
 
 def shortcut_text(kind: str, stride: tuple[int, ...] = ()) -> str:
@@ -206,7 +227,7 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
             kind = skips.get(position, "data")
             if kind == "data" and head in collapsed and node.op is not None and node.op.op_name() == "concat":
                 kind = skip_arrows(graph, node).get(position, "data")
-            label = _arrow_label(graph.nodes[producer], kind, node, position)
+            label = _arrow_label(graph, graph.nodes[producer], kind, node, position)
             found = arrows.get((tail, head))
             if found is None:
                 arrows[(tail, head)] = Arrow(tail, head, label, kind)
@@ -311,8 +332,8 @@ def _add_shortcut_arcs(drawing: Drawing, graph: Graph, box: Box, status: dict[st
             for position, kind in skip_arrows(graph, node).items():
                 if kind == "concat":
                     continue
-                plan = node.meta["shortcuts"][position - 1]
-                by_kind.setdefault((kind, status.get(node.name, "")), []).append((number, plan))
+                by_kind.setdefault((kind, status.get(node.name, "")), []).append(
+                    (number, shortcut_stride(graph, node, position)))
     if not by_kind or not any(a.head == box.id and a.kind == "data" for a in drawing.arrows):
         return
     sum_box = drawing.add_box(Box(f"(sum) {box.id}", ("+",), "sum", group=box.group, status=box.status,
@@ -323,7 +344,7 @@ def _add_shortcut_arcs(drawing: Drawing, graph: Graph, box: Box, status: dict[st
     drawing.arrows.append(Arrow(box.id, sum_box.id, (dims(box.shape),), "data"))
     for (kind, changed), entries in sorted(by_kind.items(), key=lambda item: (
             ("project", "pad", "identity").index(item[0][0]), item[0][1])):
-        strides = {plan.stride for _, plan in entries if plan.stride and set(plan.stride) != {1}}
+        strides = {stride for _, stride in entries if stride and set(stride) != {1}}
         text = shortcut_text(kind, next(iter(strides)) if len(strides) == 1 else ())
         if len(made) > 1:
             text += " (first)" if len(entries) == 1 and entries[0][0] == 0 else f" ×{len(entries)}"
@@ -332,12 +353,10 @@ def _add_shortcut_arcs(drawing: Drawing, graph: Graph, box: Box, status: dict[st
         drawing.arrows.append(Arrow(box.id, sum_box.id, (text,), kind, changed, around=True))
 
 
-def _arrow_label(producer: Node, kind: str, consumer: Node, position: int) -> tuple[str, ...]:
+def _arrow_label(graph: Graph, producer: Node, kind: str, consumer: Node, position: int) -> tuple[str, ...]:
     shape = dims(producer.shape)
     if kind in ("project", "pad"):
-        plans = consumer.meta.get("shortcuts") or ()
-        stride = plans[position - 1].stride if position - 1 < len(plans) else ()
-        return (shape, shortcut_text(kind, stride))
+        return (shape, shortcut_text(kind, shortcut_stride(graph, consumer, position)))
     return (shape,)
 
 
@@ -352,11 +371,13 @@ def block_drawing(graph: Graph) -> Drawing:
         current = chosen.get(instance.block)
         if current is None or (not _identity_only(graph, current) and _identity_only(graph, instance)):
             chosen[instance.block] = instance
-    first = {}
+    first: dict[str, int] = {}   # each block's first appearance in the network
     for node in graph:
         for scope in node.scopes:
-            first.setdefault(scope, node.index)
-    for block, instance in sorted(chosen.items(), key=lambda item: first.get(item[1].name, 0)):
+            made = graph.instances.get(scope)
+            if made is not None:
+                first.setdefault(made.block, node.index)
+    for block, instance in sorted(chosen.items(), key=lambda item: first.get(item[0], 0)):
         prefix = instance.name + "."
         members = [node for node in graph if node.name.startswith(prefix)]
         if not members:
@@ -366,19 +387,19 @@ def block_drawing(graph: Graph) -> Drawing:
         group = f"(block) {block}"
         drawing.groups[group] = Group(group, f"block {block} (as drawn in {instance.name})")
         ids = {box_id: f"{block}/{box_id}" for box_id in inner.boxes}
-        for box in inner.boxes.values():
-            box.id, box.group = ids[box.id], group if box.group in (None, instance.name, instance.call) else \
-                f"{block}/{box.group}"
+        for box in inner.boxes.values():   # groups around the instance are the block's own group
+            inside = box.group is not None and box.group.startswith(prefix)
+            box.id, box.group = ids[box.id], f"{block}/{box.group}" if inside else group
             if box.kind == "op" and box.node is not None:
                 box.lines = node_lines(graph.nodes[box.node])
             drawing.boxes[box.id] = box
         for group_id, inner_group in inner.groups.items():
-            if group_id in (instance.name, instance.call):
+            if not group_id.startswith(prefix):
                 continue
-            drawing.groups[f"{block}/{group_id}"] = Group(f"{block}/{group_id}", inner_group.label.removeprefix(prefix),
-                                                          group if inner_group.parent in (None, instance.name,
-                                                                                          instance.call)
-                                                          else f"{block}/{inner_group.parent}")
+            parent = inner_group.parent
+            drawing.groups[f"{block}/{group_id}"] = Group(
+                f"{block}/{group_id}", inner_group.label.removeprefix(prefix),
+                f"{block}/{parent}" if parent is not None and parent.startswith(prefix) else group)
         for arrow in inner.arrows:
             drawing.arrows.append(Arrow(ids[arrow.tail], ids[arrow.head], arrow.label, arrow.kind))
         # Where the instance reads and what it gives: an input oval per producer outside it, an output oval.
@@ -394,7 +415,7 @@ def block_drawing(graph: Graph) -> Drawing:
                     if p == producer:
                         kind = skips.get(pos, "data")
                         drawing.arrows.append(Arrow(box.id, ids[_box_of(inner, node.name)],
-                                                    _arrow_label(graph.nodes[p], kind, node, pos), kind))
+                                                    _arrow_label(graph, graph.nodes[p], kind, node, pos), kind))
         out = drawing.add_box(Box(f"{block}/(output)", ("output", dims(graph.nodes[instance.output].shape)),
                                   "output", group=group))
         drawing.arrows.append(Arrow(ids[_box_of(inner, instance.output)], out.id, (), "output"))

@@ -346,7 +346,7 @@ def _load_either(target: str, params: dict[str, Any] | None, include_path: tuple
         from .importer import import_module
 
         text = import_module(target, inputs)
-        return resgraph.load(f"{attribute}.yaml", text=text)
+        return resgraph.load(f"{attribute}.yaml", text=text, inputs=inputs)
     return resgraph.load(target, params, include_path=include_path, plugins=plugins, inputs=inputs)
 
 
@@ -367,38 +367,30 @@ def _load_either(target: str, params: dict[str, Any] | None, include_path: tuple
 @click.option("--rankdir", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB", show_default=True)
 @input_option
 @plugins_option
+@_handle_errors
 def diff(a: str, b: str, sets: tuple[str, ...], sets_a: tuple[str, ...], sets_b: tuple[str, ...],
          include_path: tuple[str, ...], output_format: str, output: str | None, depth: int | None, rankdir: str,
          input_shapes: tuple[str, ...], no_plugins: bool) -> None:
     """Compare two networks, block by block: A and B are spec files or MODULE:CALLABLE (through `import`, which
-    runs that code). `--set` and `--input` apply to both, `--set-a` and `--set-b` to one. Exit 0 when they are the same, 1 when they differ,
-    2 on an error (either spec invalid, a bad option or output)."""
-    try:
-        _diff(a, b, (sets + sets_a, sets + sets_b), include_path, output_format, output, depth, rankdir,
-              input_shapes, no_plugins)
-    except SystemExit as exc:
-        if exc.code not in (0, 1, None):   # `diff`'s convention: 1 means "different", every error is 2
-            sys.exit(EXIT_USAGE if exc.code in (EXIT_INVALID, EXIT_USAGE) else exc.code)
-        raise
-
-
-@_handle_errors
-def _diff(a: str, b: str, sets: tuple[tuple[str, ...], tuple[str, ...]], include_path: tuple[str, ...], output_format: str,
-          output: str | None, depth: int | None, rankdir: str, input_shapes: tuple[str, ...], no_plugins: bool) -> None:
+    runs that code). `--set` and `--input` apply to both, `--set-a` and `--set-b` to one. Exit 0 when they are
+    the same, 1 when they differ, 2 on an error (either spec invalid, a bad option or output)."""
     from pathlib import Path
 
-    from .diff import diff_graphs, diff_json, diff_text
+    from .diff import diff_graphs, diff_json, diff_text, write_diff
 
+    sides = (sets + sets_a, sets + sets_b)
     inputs = _parse_input_shapes(input_shapes)
-    first = _load_either(a, _parse_sets(sets[0]) or None, include_path, inputs, not no_plugins)
-    second = _load_either(b, _parse_sets(sets[1]) or None, include_path, inputs, not no_plugins)
+    try:
+        first = _load_either(a, _parse_sets(sides[0]) or None, include_path, inputs, not no_plugins)
+        second = _load_either(b, _parse_sets(sides[1]) or None, include_path, inputs, not no_plugins)
+    except SpecError as exc:   # `diff`'s convention: 1 means "different", so an invalid spec is 2
+        _print_diagnostics(exc.diagnostics, exc.sources)
+        sys.exit(EXIT_USAGE)
     for network in (first, second):
         _print_diagnostics(network.warnings, network.sources)
-    result = diff_graphs(first.graph, second.graph, " ".join([a, *(f"--set {s}" for s in sets[0])]),
-                         " ".join([b, *(f"--set {s}" for s in sets[1])]))
+    result = diff_graphs(first.graph, second.graph, " ".join([a, *(f"--set {s}" for s in sides[0])]),
+                         " ".join([b, *(f"--set {s}" for s in sides[1])]))
     if output:
-        from .diff import write_diff
-
         write_diff(result, Path(output), first.input_files + second.input_files, depth=depth, rankdir=rankdir.upper())
     click.echo(diff_json(result) if output_format == "json" else diff_text(result))
     if output:

@@ -100,8 +100,14 @@ def _columns(drawing: Drawing, rankdir: str) -> dict[str, int]:
     laid out by longest path; where the drawing would be much longer than wide, it is cut between them into
     columns of about equal length. Returns the column of each box."""
     units = {box_id: box.group or box_id for box_id, box in drawing.boxes.items()}
-    for box_id in units:   # a box's unit: its outermost group, else itself
-        group = drawing.boxes[box_id].group
+    for box_id in units:   # a box's unit: its outermost group, else itself (or the box it is part of)
+        box = drawing.boxes[box_id]
+        group = box.group
+        if group is None and box.part_of in drawing.boxes:
+            group = drawing.boxes[box.part_of].group or box.part_of
+            if group == box.part_of:
+                units[box_id] = group
+                continue
         while group is not None and drawing.groups.get(group) is not None and drawing.groups[group].parent:
             group = drawing.groups[group].parent
         units[box_id] = group or box_id
@@ -128,7 +134,9 @@ def _columns(drawing: Drawing, rankdir: str) -> dict[str, int]:
         across, along = 0.9, 0.4 + 0.085 * longest
     length = rows * along
     count = 1
-    while length / count > 3.0 * (count * across + beside) and count < 8 and rows / (count + 1) >= 4:
+    # TB: about as tall as 3 times the width at most; LR: a strip is what was asked for, wrapped only when long.
+    limit = 3.0 if rankdir == "TB" else 8.0
+    while length / count > limit * (count * across + beside) and count < 8 and rows / (count + 1) >= 4:
         count += 1
     if count == 1:
         return {box_id: 0 for box_id in drawing.boxes}
@@ -207,7 +215,7 @@ def to_dot(drawing: Drawing, rankdir: str = "TB", dpi: float | None = None, lege
         label = dot_text(*arrow.label) if arrow.label else None
         dot.edge(dot_text(ids[arrow.tail]), dot_text(ids[arrow.head]), label=label, **attrs)
     if legend:
-        _legend(dot, drawing.kinds())
+        _legend(dot, drawing.kinds(), rankdir)
     return dot
 
 
@@ -230,27 +238,41 @@ def _emit_box(container, drawing: Drawing, box_id: str, ids: dict[str, str]) -> 
     container.node(dot_text(ids[box_id]), dot_text(*box.lines), **attrs)
 
 
-def _legend(dot, kinds: list[str]) -> None:
-    """A cluster explaining each arrow kind, box kind and colour the drawing uses (nothing where it uses none)."""
+def _legend(dot, kinds: list[str], rankdir: str = "TB") -> None:
+    """A cluster explaining each arrow kind, box kind and colour the drawing uses (nothing where it uses none):
+    one row per entry, a sample arrow or box and its meaning, stacked."""
     if not kinds:
         return
     with dot.subgraph(name="cluster_(legend)") as legend:
         legend.attr(label="legend", style="rounded", color="#bdbdbd", fontsize=GROUP_FONTSIZE)
-        previous = None
+        firsts = []
         for kind in kinds:
             text = f"(legend) {kind}"
             if kind in ARROW_STYLES:
                 start = f"(legend) {kind} from"
-                with legend.subgraph() as row:
-                    row.attr(rank="same")
-                    row.node(dot_text(start), "", shape="point", width="0.05", color="#ffffff")
-                    row.node(dot_text(text), dot_text(LEGEND_TEXT[kind]), shape="plaintext", fillcolor="#ffffff")
-                    row.edge(dot_text(start), dot_text(text), minlen="3", **ARROW_STYLES[kind])
-                first = start
+                sample = {"shape": "point", "width": "0.05", "color": "#ffffff"}
+                if rankdir == "TB":   # the sample and its meaning side by side on one rank
+                    with legend.subgraph() as row:
+                        row.attr(rank="same")
+                        row.node(dot_text(start), "", **sample)
+                        row.node(dot_text(text), dot_text(LEGEND_TEXT[kind]), shape="plaintext",
+                                 fillcolor="#ffffff")
+                else:                 # LR: consecutive ranks are side by side already
+                    legend.node(dot_text(start), "", **sample)
+                    legend.node(dot_text(text), dot_text(LEGEND_TEXT[kind]), shape="plaintext",
+                                 fillcolor="#ffffff")
+                legend.edge(dot_text(start), dot_text(text), minlen="3" if rankdir == "TB" else "1",
+                            **ARROW_STYLES[kind])
+                firsts.append(start)
             else:
                 attrs = dict(STATUS_STYLES.get(kind, {"fillcolor": OP_COLORS["block"], "penwidth": "1.5"}))
                 legend.node(dot_text(text), dot_text(LEGEND_TEXT[kind]), **attrs)
-                first = text
-            if previous is not None:
+                firsts.append(text)
+        if rankdir == "TB":   # rows stacked by invisible edges
+            for previous, first in zip(firsts, firsts[1:]):
                 legend.edge(dot_text(previous), dot_text(first), style="invis")
-            previous = first
+        else:                 # LR: the rows' first columns on one rank, which is vertical here
+            with legend.subgraph() as column:
+                column.attr(rank="same")
+                for first in firsts:
+                    column.node(dot_text(first))

@@ -34,6 +34,7 @@ class Box:
     params: int = 0
     macs: int = 0
     members: tuple[str, ...] = ()         # for a collapsed box: the IR nodes it stands for
+    part_of: str | None = None            # a box drawn as part of another (the sum after a collapsed box)
 
 
 @dataclass
@@ -337,7 +338,7 @@ def _add_shortcut_arcs(drawing: Drawing, graph: Graph, box: Box, status: dict[st
     if not by_kind or not any(a.head == box.id and a.kind == "data" for a in drawing.arrows):
         return
     sum_box = drawing.add_box(Box(f"(sum) {box.id}", ("+",), "sum", group=box.group, status=box.status,
-                                  tooltip=f"the residual sums of {box.id}", shape=box.shape))
+                                  tooltip=f"the residual sums of {box.id}", shape=box.shape, part_of=box.id))
     for arrow in drawing.arrows:   # what the box fed now leaves from its sum
         if arrow.tail == box.id:
             arrow.tail = sum_box.id
@@ -357,6 +358,8 @@ def _arrow_label(graph: Graph, producer: Node, kind: str, consumer: Node, positi
     shape = dims(producer.shape)
     if kind in ("project", "pad"):
         return (shape, shortcut_text(kind, shortcut_stride(graph, consumer, position)))
+    if kind == "identity":   # as the paper's figure 2 labels its arc
+        return (shape, "identity")
     return (shape,)
 
 

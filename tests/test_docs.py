@@ -23,7 +23,7 @@ from .conftest import ROOT, SPECS
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SPEC_MENTION = re.compile(r"specs/(\w+)\.yaml")
 SET = re.compile(r"--set(?:-b)?\s+(\w+)=([^\s`]+)")
-INPUT = re.compile(r"--input\s+(\d+(?:x\d+)*)")
+INPUT = re.compile(r"--input\s+(\d+(?:[x,]\d+)*)")
 # 10,000 and more with thousands separators, or seven digits and more without
 FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d{7,})(?![\w.]|,\d)")
 
@@ -33,7 +33,7 @@ def _network(name: str, sets: tuple = ()) -> resgraph.Network:
     params = {key: value for key, value in sets if key != "--input"}
     shape = next((value for key, value in sets if key == "--input"), None)
     return resgraph.load(SPECS / f"{name}.yaml", params=params or None,
-                         inputs=[int(d) for d in shape.split("x")] if shape else None)
+                         inputs=[int(d) for d in re.split("[x,]", shape)] if shape else None)
 
 
 def _figures(network: resgraph.Network, partner: resgraph.Network | None = None) -> set[int]:

@@ -259,17 +259,26 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
     node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the resolution of a .png; `blocks`: each block
     definition once, in detail, instead of the network. An invalid spec whose error is at a node is still
     drawn, up to that node (red, with the message beside it), and then `SpecError` is raised."""
-    from .diagram import render_to_file
+    from .diagram import RenderError, render_to_file
 
     if isinstance(spec, Network):
         network = spec
     else:
-        state = run_passes(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
+        enabled = gc.isenabled()
+        gc.disable()   # as in `_analyse`: the passes' many long-lived objects make the collector superlinear
+        try:
+            state = run_passes(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
+        finally:
+            if enabled:
+                gc.enable()
         if state.diagnostics.has_errors:
             failing = failing_nodes(state.graph, state.diagnostics.items) if state.graph is not None else {}
             if failing and not blocks:
-                render_to_file(state.graph, Path(output), depth, state.diagnostics.sources, rankdir=rankdir,
-                               dpi=dpi, errors=failing)
+                try:
+                    render_to_file(state.graph, Path(output), depth, state.diagnostics.sources, rankdir=rankdir,
+                                   dpi=dpi, errors=failing)
+                except RenderError:
+                    pass   # the spec's errors are what to report; no file is written
             state.diagnostics.raise_if_errors()
         network = state.network or load(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
     return render_to_file(network.graph, Path(output), depth, network.input_files, rankdir=rankdir, dpi=dpi,

@@ -146,6 +146,9 @@ def render_to_file(graph: Graph, output: Path, depth: int | None = None, inputs:
     suffix = _format_of(output)
     check_output_or_fail(output, inputs)
     if blocks:
+        if not graph.instances:
+            raise RenderError(f"`{graph.name}` calls no blocks: `--blocks` draws block definitions; draw the "
+                              "network without it")
         drawing = block_drawing(graph)
     else:
         if suffix != "dot" and not errors:

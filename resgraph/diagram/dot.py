@@ -113,14 +113,19 @@ def _columns(drawing: Drawing, rankdir: str) -> dict[str, int]:
         units[box_id] = group or box_id
     rank: dict[str, int] = {box_id: 0 for box_id in drawing.boxes}
     arrows = [a for a in drawing.arrows if a.kind != "note" and a.tail != a.head]
-    for _ in range(len(drawing.boxes)):   # longest path (Bellman-Ford style; the drawing is small and acyclic)
-        changed = False
-        for arrow in arrows:
-            if rank[arrow.head] < rank[arrow.tail] + 1:
-                rank[arrow.head] = rank[arrow.tail] + 1
-                changed = True
-        if not changed:
-            break
+    heads: dict[str, list[str]] = {box_id: [] for box_id in drawing.boxes}
+    waiting = {box_id: 0 for box_id in drawing.boxes}
+    for arrow in arrows:
+        heads[arrow.tail].append(arrow.head)
+        waiting[arrow.head] += 1
+    ready = [box_id for box_id, count in waiting.items() if count == 0]
+    while ready:   # longest path, in topological order (the drawing is acyclic)
+        box_id = ready.pop()
+        for head in heads[box_id]:
+            rank[head] = max(rank[head], rank[box_id] + 1)
+            waiting[head] -= 1
+            if waiting[head] == 0:
+                ready.append(head)
     rows = max(rank.values(), default=0) + 1
     start: dict[str, int] = {}
     for box_id, unit in units.items():

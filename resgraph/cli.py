@@ -345,6 +345,10 @@ def _load_either(target: str, params: dict[str, Any] | None, include_path: tuple
             attribute.replace(".", "_").isidentifier():
         from .importer import import_module
 
+        if params:
+            raise click.BadParameter(f"`{target}` is a Python callable, not a spec: `--set` has nothing to set there "
+                                     "(its keyword arguments: write the spec with `resgraph import --arg`)",
+                                     param_hint="--set")
         text = import_module(target, inputs)
         return resgraph.load(f"{attribute}.yaml", text=text, inputs=inputs)
     return resgraph.load(target, params, include_path=include_path, plugins=plugins, inputs=inputs)

@@ -170,7 +170,7 @@ class _Depth(click.ParamType):
         except ValueError:
             depth = -1
         if depth < 0:
-            self.fail(f"`{value}` is not a number of levels (0, 1, 2, ...) or `all`", param, ctx)
+            self.fail(f"`{value}` is not a number of levels (0, 1, 2, ...) or all", param, ctx)
         return depth
 
 
@@ -284,7 +284,7 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
 @include_path_option
 @click.option("--depth", type=_Depth(), default="0", show_default=True,
               help="Levels of block nesting drawn in detail; each deeper block call or instance is one box with its "
-                   "shortcut arcs (0: each top-level call, `layer1: bottleneck ×3`); `all`: every node.")
+                   "shortcut arcs (0: each top-level call, `layer1: bottleneck ×3`); `--depth all` draws every node.")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB", show_default=True,
               help="TB: top to bottom; LR: left to right.")
 @click.option("--dpi", type=click.FloatRange(min=1, max=2400), default=None,

@@ -170,7 +170,8 @@ class _Depth(click.ParamType):
         except ValueError:
             depth = -1
         if depth < 0:
-            self.fail(f"`{value}` is not a number of levels (0, 1, 2, ...) or all", param, ctx)
+            self.fail(f"`{value}` is not a number of levels (0, 1, 2, ...); `--depth all` draws every node", param,
+                      ctx)
         return depth
 
 

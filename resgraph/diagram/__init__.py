@@ -118,7 +118,8 @@ def render_drawing(drawing: Drawing, output: Path, inputs: Iterable[str] = (), *
     """Write a drawing atomically in the format of `output`'s suffix (.svg .png .pdf .dot)."""
     suffix = _format_of(output)
     check_output_or_fail(output, inputs)
-    source = to_dot(drawing, rankdir=rankdir, dpi=dpi, legend=legend).source
+    # `dpi` is the resolution of a bitmap (and kept in DOT text for one); SVG and PDF sizes stay in points
+    source = to_dot(drawing, rankdir=rankdir, dpi=dpi if suffix in ("png", "dot") else None, legend=legend).source
     data = source.encode("utf-8") if suffix == "dot" else _run_dot(source, suffix)
     try:
         write_atomically(output, data, inputs=inputs)

@@ -47,7 +47,7 @@ LEGEND_TEXT = {
     "added": "added",
     "removed": "removed",
     "changed": "changed",
-    "error": "the error",
+    "error": "where it fails (the message beside it)",
 }
 
 

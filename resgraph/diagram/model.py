@@ -33,7 +33,7 @@ class Box:
     shape: tuple[int, ...] | None = None  # its output shape
     params: int = 0
     macs: int = 0
-    members: tuple[str, ...] = ()         # for a collapsed box: the IR nodes it stands for
+    members: list[str] = field(default_factory=list)   # for a collapsed box: the IR nodes it stands for
     part_of: str | None = None            # a box drawn as part of another (the sum after a collapsed box)
 
 
@@ -199,10 +199,10 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
         parent = None
         for scope in node.scopes[:level]:
             if scope not in drawing.groups:
-                drawing.groups[scope] = Group(scope, _group_label(graph, scope, parent), parent,
+                drawing.groups[scope] = Group(scope, _group_label(graph, scope), parent,
                                               status.get(scope, ""))
             parent = scope
-        _add_box(drawing, graph, node, key, level, parent, errors, status)
+        _add_box(drawing, graph, node, key, parent, errors, status)
 
     collapsed = {box.id: box for box in drawing.boxes.values() if box.kind == "block"}
     for box in collapsed.values():
@@ -272,20 +272,21 @@ def _instances_of(graph: Graph, scope: str) -> list:
         [i for i in graph.instances.values() if i.name == scope]
 
 
-def _group_label(graph: Graph, scope: str, parent: str | None) -> str:
+def _group_label(graph: Graph, scope: str) -> str:
     made = _instances_of(graph, scope)
     blocks = " / ".join(dict.fromkeys(i.block for i in made))
     return f"{scope}: {blocks}" if blocks else scope
 
 
-def _add_box(drawing: Drawing, graph: Graph, node: Node, key: str, level: int, parent: str | None,
+def _add_box(drawing: Drawing, graph: Graph, node: Node, key: str, parent: str | None,
              errors: dict[str, str], status: dict[str, str]) -> None:
+    """The box that shows `node`: its own, or (a member of) the collapsed scope `key`."""
     if key != node.name:   # a member of a collapsed scope
         box = drawing.boxes.get(key)
         if box is None:
             box = drawing.add_box(Box(key, (key,), "block", "block", parent, tooltip=key,
                                       status=status.get(key, ""), node=key))
-        box.members += (node.name,)
+        box.members.append(node.name)
         box.params += node.meta.get("params", 0)
         box.macs += node.meta.get("macs", 0)
         return

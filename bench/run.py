@@ -288,6 +288,22 @@ def render_time(quick: bool) -> None:
         "met" if seconds <= 3 else "missed")
 
 
+def notebook_svg(quick: bool) -> None:
+    """The notebook repr (`Network._repr_svg_`) of preact-resnet1001: the collapsed drawing, its size and time
+    (the spec already loaded, as in a notebook cell that shows a network)."""
+    import resgraph
+
+    network = resgraph.load(SPECS / "preact_resnet1001.yaml")
+    times, size = [], 0
+    for _ in range(3 if quick else 7):
+        start = time.perf_counter()
+        size = len(network._repr_svg_().encode("utf-8"))
+        times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]
+    row("notebook SVG of preact-resnet1001 (`Network._repr_svg_`, median)", f"{seconds:.2f} s, {size / 1000:.0f} KB",
+        "≤ 1 s, ≤ 500 KB", "met" if seconds <= 1 and size <= 500_000 else "missed")
+
+
 def deep_net(quick: bool) -> None:
     import torch
 
@@ -373,7 +389,8 @@ def gpu_forward(quick: bool) -> None:
 
 SECTIONS = {"forward": forward, "compile": torch_compile, "validate": validate_process, "startup": startup,
             "lsp": lsp_revalidate, "scaling": validate_scaling,
-            "build": compile_time, "memory": compile_memory, "render": render_time, "deep": deep_net,
+            "build": compile_time, "memory": compile_memory, "render": render_time, "notebook": notebook_svg,
+            "deep": deep_net,
             "gpu": gpu_forward}
 
 

@@ -28,6 +28,7 @@ __all__ = ["Network", "SpecError", "Diagnostic", "Severity", "Span", "load", "va
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEFAULT_MAX_MEMORY_BYTES = 16 * 2**30
 PathLike = str | os.PathLike
+InputShapes = Sequence[int] | Mapping[str, Sequence[int]]
 
 
 class Network:
@@ -85,8 +86,8 @@ class Network:
     def compile(self, **options: Any) -> "torch.nn.Module":
         return compile(self, **options)
 
-    def render(self, output: PathLike, depth: int | None = None) -> Path:
-        return render(self, output, depth=depth)
+    def render(self, output: PathLike, depth: int | None = 0, **options: Any) -> Path:
+        return render(self, output, depth=depth, **options)
 
     def analyze(self):
         """Paths from input to output, depth in weight layers, receptive fields (no torch)."""
@@ -95,32 +96,26 @@ class Network:
         return analyse_paths(self.graph)
 
     def _repr_svg_(self) -> str | None:
-        """The diagram in a notebook; None (Jupyter then shows the text repr) where graphviz's `dot` is missing."""
-        import graphviz
+        """The diagram in a notebook: each top-level block call as one box with its shortcut arcs (as `render`
+        draws by default); None (Jupyter then shows the text repr) where graphviz's `dot` is missing."""
+        from .diagram import svg_of
 
-        from .diagram import RenderError, drawing_depth, to_digraph
-
-        try:
-            depth = drawing_depth(self.graph, None)   # a big network's deeper blocks collapsed, as `render` does
-            return to_digraph(self.graph, depth).pipe(format="svg").decode("utf-8")
-        except RenderError:
-            return None
-        except graphviz.ExecutableNotFound:
-            return None
+        return svg_of(self.graph)
 
     def __repr__(self) -> str:
         return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"
 
 
 def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
-             include_path: Sequence[PathLike] = (), plugins: bool = True) -> tuple[Network | None, Diagnostics]:
+             include_path: Sequence[PathLike] = (), plugins: bool = True,
+             inputs: InputShapes | None = None) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
     # The passes allocate many small objects that all stay alive until the end; the cyclic
     # garbage collector's repeated full scans of them would make big nets superlinear.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_passes(path, params, text, include_path, plugins=plugins)
+        return _run_passes(path, params, text, include_path, plugins=plugins, inputs=inputs)
     finally:
         if enabled:
             gc.enable()
@@ -128,8 +123,8 @@ def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
 
 def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
                 include_path: Sequence[PathLike] = (), cache: FileCache | None = None,
-                plugins: bool = True) -> tuple[Network | None, Diagnostics]:
-    state = run_passes(path, params, text, cache, include_path=include_path, plugins=plugins)
+                plugins: bool = True, inputs: InputShapes | None = None) -> tuple[Network | None, Diagnostics]:
+    state = run_passes(path, params, text, cache, include_path=include_path, plugins=plugins, inputs=inputs)
     return (state.network if not state.diagnostics.has_errors else None), state.diagnostics
 
 
@@ -143,8 +138,10 @@ class Analysis:
 
 def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: str | None = None,
                cache: FileCache | None = None, *, include_path: Sequence[PathLike] = (),
-               plugins: bool = True) -> Analysis:
-    """Every static pass in order; `graph` is set when expansion succeeded (its shapes may be partial)."""
+               plugins: bool = True, inputs: InputShapes | None = None) -> Analysis:
+    """Every static pass in order; `graph` is set when expansion succeeded (its shapes may be partial).
+
+    `inputs` overrides declared input shapes: a shape for the one input, or input name -> shape."""
     from .lint import allowed, check_allow, lint_graph
 
     diagnostics = Diagnostics()
@@ -153,7 +150,7 @@ def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: st
         return Analysis(diagnostics)
     check_allow(program, diagnostics)
     state = Analysis(diagnostics, program)
-    graph = expand_blocks(program, diagnostics, params)
+    graph = expand_blocks(program, diagnostics, params, _input_shapes(inputs))
     if graph is not None:
         state.graph = graph
         if check_graph(graph, diagnostics) and infer_shapes(graph, diagnostics) and not diagnostics.has_errors:
@@ -167,7 +164,8 @@ def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: st
 
 
 def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: str | None = None,
-             include_path: Sequence[PathLike] = (), plugins: bool = True) -> list[Diagnostic]:
+             include_path: Sequence[PathLike] = (), plugins: bool = True,
+             inputs: InputShapes | None = None) -> list[Diagnostic]:
     """Every error and warning in the spec at `path`; an empty list means it is valid and clean.
 
     Never raises for a bad spec. Block libraries (files with blocks but no nodes) are checked
@@ -176,18 +174,19 @@ def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: s
     the installed ones (their code runs: docs/plugins.md); `plugins=False` loads none and refuses a spec
     that names one (RG092).
     """
-    return _analyse(path, params, text, include_path, plugins)[1].items
+    return _analyse(path, params, text, include_path, plugins, inputs)[1].items
 
 
 def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None,
-         include_path: Sequence[PathLike] = (), plugins: bool = True) -> Network:
+         include_path: Sequence[PathLike] = (), plugins: bool = True, inputs: InputShapes | None = None) -> Network:
     """Load, validate and expand a spec; raises `SpecError` with every diagnostic if it is invalid.
 
     `include_path`: directories besides the spec's own tree that `include` and `extends` may read;
-    `plugins` as for `validate`."""
+    `plugins` as for `validate`; `inputs` replaces the declared input shapes: `[3, 160, 160]` for the one
+    input, `{"image": [3, 160, 160]}` by name (a shape that fits no input is RG077)."""
     if isinstance(path, Network):
         return path
-    network, diagnostics = _analyse(path, params, text, include_path, plugins)
+    network, diagnostics = _analyse(path, params, text, include_path, plugins, inputs)
     diagnostics.raise_if_errors()
     if network is None:
         raise SpecError([Diagnostic("RG010", "the spec defines no network (it has no `nodes`)",
@@ -216,7 +215,7 @@ def _size(count: int) -> str:
 def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
             params: Mapping[str, Any] | None = None, seed: int | None = 0, zero_init_residual: bool = False,
             max_memory_bytes: int | None = DEFAULT_MAX_MEMORY_BYTES, batch: int = 1,
-            include_path: Sequence[PathLike] = ()) -> "torch.nn.Module":
+            include_path: Sequence[PathLike] = (), inputs: InputShapes | None = None) -> "torch.nn.Module":
     """Compile a spec into a `torch.fx.GraphModule` (a plain `nn.Module`) in training mode.
 
     `device="meta"` builds without allocating memory, for counting huge networks. Weights are
@@ -229,7 +228,7 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
     from .lower import lower_to_fx
 
-    network = load(spec, params, include_path=include_path)
+    network = load(spec, params, include_path=include_path, inputs=inputs)
     torch_dtype = _dtype(dtype)
     device = torch.device(device)
     weights, activations = network.memory_estimate(batch, torch_dtype.itemsize)
@@ -250,19 +249,44 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
 
 def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None,
-           depth: int | None = None, *, include_path: Sequence[PathLike] = ()) -> Path:
+           depth: int | None = 0, *, include_path: Sequence[PathLike] = (), rankdir: str = "TB",
+           dpi: float | None = None, blocks: bool = False, inputs: InputShapes | None = None,
+           plugins: bool = True) -> Path:
     """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot, or .html: the
-    interactive viewer, one self-contained page).
+    interactive viewer, one self-contained page, which opens with blocks deeper than `depth` collapsed and
+    needs a valid spec).
 
-    `depth` draws that many levels of block nesting and each deeper block instance as one box (in the
-    viewer: the level its blocks open collapsed at)."""
+    `depth` draws that many levels of block nesting and each deeper block call or instance as one box, with
+    its shortcut arcs (0, the default: each top-level call is one box, `layer1: bottleneck ×3`; None: every
+    node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the resolution of a .png; `blocks`: each block
+    definition once, in detail, instead of the network. An invalid spec whose error is at a node is still
+    drawn, up to that node (red, with the message beside it), and then `SpecError` is raised."""
     from .diagram import FORMATS, RenderError, render_to_file
 
     output = Path(output)
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS and suffix != "html":
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf, .dot or .html suffix")
-    network = load(spec, params, include_path=include_path)
+    if isinstance(spec, Network):
+        network = spec
+    else:
+        enabled = gc.isenabled()
+        gc.disable()   # as in `_analyse`: the passes' many long-lived objects make the collector superlinear
+        try:
+            state = run_passes(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
+        finally:
+            if enabled:
+                gc.enable()
+        if state.diagnostics.has_errors:
+            failing = failing_nodes(state.graph, state.diagnostics.items) if state.graph is not None else {}
+            if failing and not blocks and suffix != "html":
+                try:
+                    render_to_file(state.graph, Path(output), depth, state.diagnostics.sources, rankdir=rankdir,
+                                   dpi=dpi, errors=failing)
+                except RenderError:
+                    pass   # the spec's errors are what to report; no file is written
+            state.diagnostics.raise_if_errors()
+        network = state.network or load(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
     if suffix == "html":
         from .viewer import write_viewer
 
@@ -271,10 +295,36 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
                                 inputs=network.input_files)
         except FileNotFoundError as exc:
             raise RenderError(str(exc)) from None
-    return render_to_file(network.graph, output, depth, network.input_files)
+    return render_to_file(network.graph, Path(output), depth, network.input_files, rankdir=rankdir, dpi=dpi,
+                          blocks=blocks)
+
+
+def failing_nodes(graph: Graph, diagnostics: Sequence[Diagnostic]) -> dict[str, str]:
+    """The nodes where shape inference stopped (no shape, but every input has one), each with the message of
+    its error: what a drawing of an invalid spec marks in red."""
+    errors = [d for d in diagnostics if d.is_error]
+    found: dict[str, str] = {}
+    for node in graph:
+        if node.shape is not None or node.is_input or \
+                any(graph.nodes[name].shape is None for name in node.inputs if name in graph.nodes):
+            continue
+        for diagnostic in errors:
+            if f"`{node.name}`" in diagnostic.message:
+                found[node.name] = f"error[{diagnostic.code}]: {diagnostic.message}"
+                break
+    return found
 
 
 def summary(spec: PathLike | Network, params: Mapping[str, Any] | None = None, *,
-            include_path: Sequence[PathLike] = ()) -> str:
+            include_path: Sequence[PathLike] = (), inputs: InputShapes | None = None) -> str:
     """A table of every node's output shape, parameters and MACs, with totals (no torch needed)."""
-    return load(spec, params, include_path=include_path).summary()
+    return load(spec, params, include_path=include_path, inputs=inputs).summary()
+
+
+def _input_shapes(inputs: InputShapes | None) -> dict[str, tuple[int, ...]] | None:
+    """`[3, 160, 160]` -> {"": (3, 160, 160)} (the one input); a mapping by name as it is."""
+    if inputs is None:
+        return None
+    if isinstance(inputs, Mapping):
+        return {str(name): tuple(shape) for name, shape in inputs.items()}
+    return {"": tuple(inputs)}

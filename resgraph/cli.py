@@ -149,6 +149,35 @@ plugins_option = click.option("--no-plugins", "no_plugins", is_flag=True,
                                    "installed ones nor those a spec names, which is then an error (RG092).")
 
 
+input_option = click.option(
+    "--input", "input_shapes", multiple=True, metavar="SHAPE",
+    help="Override the declared per-sample input shape, e.g. --input 3,160,160; NAME=SHAPE for one of several "
+         "inputs (repeatable).")
+
+
+class _Depth(click.ParamType):
+    """`--depth`: a number of nesting levels, or `all`."""
+
+    name = "N|all"
+    DEFAULT = object()   # not given: each command's own default
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | None:
+        if value == "default":
+            return self.DEFAULT
+        if value is None or value is self.DEFAULT or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "all":
+            return None
+        try:
+            depth = int(value)
+        except ValueError:
+            depth = -1
+        if depth < 0:
+            self.fail(f"`{value}` is not a number of levels (0, 1, 2, ...); `--depth all` draws every node", param,
+                      ctx)
+        return depth
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(resgraph.__version__, prog_name="resgraph")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors.")
@@ -203,18 +232,19 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], include_path: tuple[
 @click.option("--batch", type=click.IntRange(1, 2**31 - 1), default=2, show_default=True,
               help="Batch size of the check pass.")
 @click.option("--code", "show_code", is_flag=True, help="Print the generated forward code.")
+@input_option
 @plugins_option
 @_handle_errors
 def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], device: str, dtype: str,
                     seed: int, zero_init_residual: bool, max_memory: float, batch: int, show_code: bool,
-                    no_plugins: bool) -> None:
+                    input_shapes: tuple[str, ...], no_plugins: bool) -> None:
     """Build the torch module, run a check forward pass and print a summary."""
     import torch
 
     from .lower import check_forward
 
     network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
-                            plugins=not no_plugins)
+                            plugins=not no_plugins, inputs=_parse_input_shapes(input_shapes))
     _print_diagnostics(network.warnings, network.sources)
     try:
         torch_device = torch.device(device)
@@ -257,22 +287,41 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
                    "viewer: one self-contained page).")
 @set_option
 @include_path_option
-@click.option("--depth", type=click.IntRange(0), default=None,
-              help="Draw this many levels of block nesting; deeper block instances become one box each "
-                   "(0: every top-level block call is one box). Default: everything.")
+@click.option("--depth", type=_Depth(), default="default", show_default=False,
+              help="Levels of block nesting drawn in detail; each deeper block call or instance is one box with its "
+                   "shortcut arcs (default 0: each top-level call, `layer1: bottleneck ×3`; for .html the viewer "
+                   "picks); `--depth all` draws every node.")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB", show_default=True,
+              help="TB: top to bottom; LR: left to right.")
+@click.option("--dpi", type=click.FloatRange(min=1, max=2400), default=None,
+              help="Resolution of a .png (graphviz's default: 96).")
+@click.option("--blocks", is_flag=True, help="Draw each block definition once, in detail, instead of the network.")
+@input_option
 @plugins_option
 @_handle_errors
 def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | None,
-           no_plugins: bool) -> None:
-    """Draw the network with graphviz: blocks as clusters, shapes on edges, skip edges marked."""
-    network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
-                            plugins=not no_plugins)
-    _print_diagnostics(network.warnings, network.sources)
+           rankdir: str, dpi: float | None, blocks: bool, input_shapes: tuple[str, ...], no_plugins: bool) -> None:
+    """Draw the network with graphviz: block calls as boxes with their shortcut arcs, shapes on edges, a legend.
+    An invalid spec is drawn up to its error, marked red, and the exit status is 1."""
     from .diagram import DiagramCollapsed
 
+    if output.lower().endswith(".html"):
+        # the viewer opens at the level it picks unless told; `all`: every block open
+        depth = None if depth is _Depth.DEFAULT else (10**6 if depth is None else depth)
+    elif depth is _Depth.DEFAULT:
+        depth = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DiagramCollapsed)
-        path = resgraph.render(network, output, depth=depth)
+        try:
+            network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
+                                    plugins=not no_plugins, inputs=_parse_input_shapes(input_shapes))
+        except SpecError:
+            resgraph.render(spec, output, _parse_sets(sets) or None, depth, include_path=include_path,
+                            rankdir=rankdir.upper(), dpi=dpi, blocks=blocks,
+                            inputs=_parse_input_shapes(input_shapes), plugins=not no_plugins)
+            raise
+        _print_diagnostics(network.warnings, network.sources)
+        path = resgraph.render(network, output, depth=depth, rankdir=rankdir.upper(), dpi=dpi, blocks=blocks)
     for warning in caught:
         click.echo(f"note: {warning.message}", err=True)
     click.echo(f"wrote {path}")
@@ -318,14 +367,86 @@ def serve(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], port:
 @spec_argument
 @set_option
 @include_path_option
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: every node, block subtotal and total as one JSON object (schema in docs/cli.md).")
+@input_option
 @plugins_option
 @_handle_errors
-def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], no_plugins: bool) -> None:
-    """Per-node output shape, parameters and MACs, with totals (no torch needed)."""
+def summary(spec: str, sets: tuple[str, ...], include_path: tuple[str, ...], output_format: str,
+            input_shapes: tuple[str, ...], no_plugins: bool) -> None:
+    """Per-node output shape, parameters, MACs and activation memory, block subtotals and totals (no torch)."""
+    from .report import summary_json
+
     network = resgraph.load(spec, _parse_sets(sets) or None, include_path=include_path,
-                            plugins=not no_plugins)
+                            plugins=not no_plugins, inputs=_parse_input_shapes(input_shapes))
     _print_diagnostics(network.warnings, network.sources)
-    click.echo(network.summary())
+    click.echo(summary_json(network.graph) if output_format == "json" else network.summary())
+
+
+def _load_either(target: str, params: dict[str, Any] | None, include_path: tuple[str, ...],
+                 inputs: Any, plugins: bool) -> "resgraph.Network":
+    """A spec file, or `MODULE:CALLABLE` (a torch module, through `import`: runs that code) where no such file
+    exists."""
+    module, colon, attribute = target.partition(":")
+    if colon and not os.path.exists(target) and module.replace(".", "_").isidentifier() and \
+            attribute.replace(".", "_").isidentifier():
+        from .importer import import_module
+
+        if params:
+            raise click.BadParameter(f"`{target}` is a Python callable, not a spec: `--set` has nothing to set there "
+                                     "(its keyword arguments: write the spec with `resgraph import --arg`)",
+                                     param_hint="--set")
+        text = import_module(target, inputs)
+        return resgraph.load(f"{attribute}.yaml", text=text, inputs=inputs)
+    return resgraph.load(target, params, include_path=include_path, plugins=plugins, inputs=inputs)
+
+
+@main.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@set_option
+@click.option("--set-a", "sets_a", multiple=True, metavar="KEY=VALUE", help="Override a parameter of A only.")
+@click.option("--set-b", "sets_b", multiple=True, metavar="KEY=VALUE", help="Override a parameter of B only.")
+@include_path_option
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: every change as one JSON object (schema in docs/cli.md).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also draw both networks as one diagram, changes coloured: .svg .png .pdf .dot, or .html (a "
+                   "self-contained page with the drawing and the report).")
+@click.option("--depth", type=_Depth(), default="0", show_default=True,
+              help="Levels of block nesting drawn in detail in the -o drawing (as for `render`).")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB", show_default=True)
+@input_option
+@plugins_option
+@_handle_errors
+def diff(a: str, b: str, sets: tuple[str, ...], sets_a: tuple[str, ...], sets_b: tuple[str, ...],
+         include_path: tuple[str, ...], output_format: str, output: str | None, depth: int | None, rankdir: str,
+         input_shapes: tuple[str, ...], no_plugins: bool) -> None:
+    """Compare two networks, block by block: A and B are spec files or MODULE:CALLABLE (through `import`, which
+    runs that code). `--set` and `--input` apply to both, `--set-a` and `--set-b` to one. Exit 0 when they are
+    the same, 1 when they differ, 2 on an error (either spec invalid, a bad option or output)."""
+    from pathlib import Path
+
+    from .diff import diff_graphs, diff_json, diff_text, write_diff
+
+    sides = (sets + sets_a, sets + sets_b)
+    inputs = _parse_input_shapes(input_shapes)
+    try:
+        first = _load_either(a, _parse_sets(sides[0]) or None, include_path, inputs, not no_plugins)
+        second = _load_either(b, _parse_sets(sides[1]) or None, include_path, inputs, not no_plugins)
+    except SpecError as exc:   # `diff`'s convention: 1 means "different", so an invalid spec is 2
+        _print_diagnostics(exc.diagnostics, exc.sources)
+        sys.exit(EXIT_USAGE)
+    for network in (first, second):
+        _print_diagnostics(network.warnings, network.sources)
+    result = diff_graphs(first.graph, second.graph, " ".join([a, *(f"--set {s}" for s in sides[0])]),
+                         " ".join([b, *(f"--set {s}" for s in sides[1])]))
+    if output:
+        write_diff(result, Path(output), first.input_files + second.input_files, depth=depth, rankdir=rankdir.upper())
+    click.echo(diff_json(result) if output_format == "json" else diff_text(result))
+    if output:
+        click.echo(f"wrote {output}", err=True)
+    sys.exit(0 if result.same else 1)
 
 
 @main.command()
@@ -398,14 +519,23 @@ def _parse_input_shapes(values: tuple[str, ...]) -> Any:
     shapes: dict[str, list[int]] = {}
     for item in values:
         name, sep, dims = item.rpartition("=")
-        try:
-            shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
-        except ValueError:
-            shape = []
-        if not shape or any(d < 1 for d in shape) or (sep and not name.strip()):
-            raise click.BadParameter(f"`{item}` is not a shape like `3,224,224` or `image=3,64,64`",
+        if sep and not name.strip():
+            raise click.BadParameter(f"`{item}` names no input before `=`; write NAME=SHAPE, e.g. `image=3,64,64`",
                                      param_hint="--input")
-        shapes[name.strip() if sep else ""] = shape
+        parts = dims.replace("x", ",").split(",")
+        shape = []
+        for position, part in enumerate(parts, start=1):
+            text = part.strip()
+            if not text.isdigit() or int(text) < 1 or int(text) > 2**31 - 1:
+                what = "is empty" if not text else f"`{text}` is not a size from 1 to 2**31 - 1"
+                raise click.BadParameter(f"in `{item}`, dimension {position} {what}; give a shape like `3,224,224` "
+                                         "or `image=3,64,64`", param_hint="--input")
+            shape.append(int(text))
+        key = name.strip() if sep else ""
+        if key in shapes:
+            raise click.BadParameter(f"`{item}`: {'the input' if not key else f'input `{key}`'} is given twice",
+                                     param_hint="--input")
+        shapes[key] = shape
     if not shapes:
         return None
     if "" in shapes:

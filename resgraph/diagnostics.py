@@ -75,6 +75,7 @@ CODES: dict[str, str] = {
     "RG060": "cannot import",
     "RG075": "output would replace an input",
     "RG076": "output is not a regular file",
+    "RG077": "input shape override that does not fit",
     "RG100": "bias before batch norm",
     "RG101": "activation before a residual add",
     "RG090": "integer input to a float op",

@@ -1030,11 +1030,44 @@ def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:
         graph.add(node)
 
 
-def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None) -> Graph | None:
+def _input_overrides(declared: list, shapes: Mapping[str, Sequence[int]], source: SourceFile,
+                     diagnostics: Diagnostics) -> dict[str, tuple[int, ...]]:
+    """Check `--input` shapes against the declared inputs (RG077): each names an input, with as many dims."""
+    found: dict[str, tuple[int, ...]] = {}
+    names = [name for name, _, _, _ in declared]
+    listed = ", ".join(f"`{name}`" for name in names)
+    for name, shape in shapes.items():
+        given = ",".join(str(d) for d in shape)
+        if not name and len(declared) != 1:
+            diagnostics.error("RG077", f"`--input {given}` gives one shape, but the network has {len(declared)} "
+                              f"inputs ({listed})", source.span(("input",), key=True),
+                              help="name the input each shape is for, e.g. " +
+                                   " ".join(f"`--input {n}={given}`" for n in names[:2]))
+            continue
+        target = name or names[0]
+        if target not in names:
+            diagnostics.error("RG077", f"`--input {name}={given}`: the network has no input `{name}`",
+                              source.span(("input",), key=True),
+                              help=did_you_mean(name, names) or f"its inputs: {listed}")
+            continue
+        _, dims, _, path = declared[names.index(target)]
+        if isinstance(dims, list) and len(dims) != len(shape):
+            diagnostics.error("RG077", f"`--input {given}` gives {len(shape)} dimension{'s' * (len(shape) != 1)} "
+                              f"for `{target}`, but the spec declares {len(dims)}", source.span(path),
+                              help="give one size per declared dimension (the batch is implicit), e.g. `--input " +
+                                   ",".join(str(d) for d in dims) + "`")
+            continue
+        found[target] = tuple(int(d) for d in shape)
+    return found
+
+
+def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[str, Any] | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph | None:
     """Check every definition, then instantiate the network into a flat graph.
 
     Requires a parsed program; ensures every node input names an existing node. Returns None
     (with diagnostics) when the spec has errors, or when the file is a block library only.
+    `input_shapes` replaces declared input shapes (`--input`): input name -> shape, `""` for the one input.
     """
     for block in program.blocks.values():
         _check_block_params(block, diagnostics)
@@ -1066,7 +1099,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if diagnostics.has_errors or not spec.nodes:
         return None
 
-    for name, dims, dtype, path in input_declarations(spec.input):
+    declared = input_declarations(spec.input)
+    overrides = _input_overrides(declared, input_shapes or {}, source, diagnostics)
+    for name, dims, dtype, path in declared:
+        if name in overrides:
+            graph.add(Node(name, None, [], source, path, shape=overrides[name], dtype=dtype))
+            graph.inputs.append(name)
+            continue
         try:
             shape = tuple(_DIMS.validate_python(dims, context={"scope": values}))
         except ValidationError as exc:

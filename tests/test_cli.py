@@ -149,10 +149,10 @@ def test_render_unknown_suffix_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_render_of_an_invalid_spec_writes_nothing(tmp_path):
+def test_render_of_an_invalid_spec_draws_it_up_to_the_error(tmp_path):
     out = tmp_path / "net.svg"
     result = invoke("render", str(CASES / "bad" / "identity_stride2.yaml"), "-o", str(out))
-    assert result.exit_code == 1 and not out.exists()
+    assert result.exit_code == 1 and "error[RG050]" in result.stderr and "class=\"node op error\"" in out.read_text()
 
 
 def test_schema_is_json_schema():

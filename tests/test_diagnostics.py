@@ -48,6 +48,7 @@ TESTED_ELSEWHERE = {
     "RG060": "test_import_of_an_unsupported_layer",
     "RG075": "test_an_output_that_is_an_input",
     "RG076": "test_an_output_that_is_not_a_regular_file",
+    "RG077": "test_input_override_that_fits_no_input",
     "RG100": "test_bias_before_batch_norm_is_a_warning_that_allow_silences",
     "RG101": "test_activation_before_a_residual_add_is_a_warning_that_allow_silences",
     "RG092": "test_plugins_refused",
@@ -528,6 +529,22 @@ def test_an_output_that_is_not_a_regular_file(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["render", "spec.yaml", "-o", "net.dot"])
     assert result.exit_code == 2 and result.output.startswith(
         "error[RG076]: cannot write `net.dot`: it is not a regular file")
+
+
+def test_input_override_that_fits_no_input(tmp_path, monkeypatch):
+    """`--input` (and `inputs=` in Python) replaces declared shapes; one that fits none is located at `input`."""
+    monkeypatch.chdir(tmp_path)
+    Path("spec.yaml").write_text("resgraph: 1\ninput: {x: [8], y: [8]}\nnodes:\n  sum: {op: add, inputs: [x, y]}\n")
+    result = CliRunner().invoke(main, ["summary", "spec.yaml", "--input", "16"])
+    assert result.exit_code == 1 and result.output.startswith(
+        "spec.yaml:2:1: error[RG077]: `--input 16` gives one shape, but the network has 2 inputs (`x`, `y`)")
+    assert "help: name the input each shape is for, e.g. `--input x=16` `--input y=16`" in result.output
+    problems = resgraph.validate("spec.yaml", inputs={"z": [8]})
+    assert [(d.code, d.message, d.help) for d in problems] == [
+        ("RG077", "`--input z=8`: the network has no input `z`", "its inputs: `x`, `y`")]
+    problems = resgraph.validate("spec.yaml", inputs={"x": [2, 8]})
+    assert [(d.code, d.span.line, d.span.col) for d in problems] == [("RG077", 2, 12)]   # the `[8]` of `x`
+    assert problems[0].message == "`--input 2,8` gives 2 dimensions for `x`, but the spec declares 1"
 
 
 _LINTED = """

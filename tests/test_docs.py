@@ -22,23 +22,35 @@ from .conftest import ROOT, SPECS
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SPEC_MENTION = re.compile(r"specs/(\w+)\.yaml")
-SET = re.compile(r"--set\s+(\w+)=([^\s`]+)")
+SET = re.compile(r"--set(?:-b)?\s+(\w+)=([^\s`]+)")
+INPUT = re.compile(r"--input\s+(\d+(?:[x,]\d+)*)")
 # 10,000 and more with thousands separators, or seven digits and more without
 FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d{7,})(?![\w.]|,\d)")
 
 
 @lru_cache(maxsize=None)
 def _network(name: str, sets: tuple = ()) -> resgraph.Network:
-    return resgraph.load(SPECS / f"{name}.yaml", params=dict(sets) or None)
+    params = {key: value for key, value in sets if key != "--input"}
+    shape = next((value for key, value in sets if key == "--input"), None)
+    return resgraph.load(SPECS / f"{name}.yaml", params=params or None,
+                         inputs=[int(d) for d in re.split("[x,]", shape)] if shape else None)
 
 
-def _figures(network: resgraph.Network) -> set[int]:
-    """Everything a doc may quote about a spec: totals, node count and each node's own counts."""
+def _figures(network: resgraph.Network, partner: resgraph.Network | None = None) -> set[int]:
+    """Everything a doc may quote about a spec: totals, node count and each node's own counts, its summary's
+    activation bytes and block subtotals; and with the other network of a `diff`, the differences of totals."""
+    from resgraph.report import activation_bytes, block_totals
+
     figures = {network.params, network.macs, len(network.graph)}
     for node in network.graph:
-        figures |= {node.meta.get("params", 0), node.meta.get("macs", 0)}
+        figures |= {node.meta.get("params", 0), node.meta.get("macs", 0), activation_bytes(node)}
         for plan in node.meta.get("shortcuts") or ():   # a projection's convolution and norm, counted apart
             figures |= {plan.in_shape[0] * plan.out_shape[0], 2 * plan.out_shape[0]}
+    figures.add(sum(activation_bytes(node) for node in network.graph))
+    for entry in block_totals(network.graph):
+        figures |= {entry["params"], entry["macs"], entry["activation_bytes"]}
+    if partner is not None:   # `diff A B`: A's figures, and the differences
+        figures |= _figures(partner) | {abs(network.params - partner.params), abs(network.macs - partner.macs)}
     return figures
 
 
@@ -46,29 +58,34 @@ def _claims(path: Path):
     """(line number, spec, params, figure) for each figure quoted where a spec is the subject: on a line naming
     `specs/NAME.yaml` (with the params its command sets: `--set k=v`, or a Python dict after the path), in a code
     block after such a line, or in a section whose heading names the spec."""
-    section, subject, sets, in_code = None, None, (), False
+    section, subject, sets, in_code, partner = None, None, (), False, None
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.startswith("```"):
             in_code = not in_code
-            subject, sets = None, ()
+            subject, sets, partner = None, (), None
             continue
         mentions = SPEC_MENTION.findall(line)
         if line.startswith("#") and not in_code:
             section = mentions[-1] if mentions else None
         if mentions:
             given = _given_params(line) if in_code else ()
-            if mentions[-1] != subject or given:   # a command's output names its spec again: same params
+            if partner is not None and set(mentions) <= {partner, subject} and "resgraph diff" not in line:
+                pass   # the output of `diff` names both of its specs
+            elif mentions[-1] != subject or given:   # a command's output names its spec again: same params
                 subject, sets = mentions[-1], given
+                partner = mentions[0] if in_code and "resgraph diff" in line and len(mentions) > 1 else None
         current = subject if in_code or mentions else section
         if current is None or not (SPECS / f"{current}.yaml").exists():
             continue
         for figure in FIGURE.findall(line):
-            yield number, current, sets if current == subject else (), int(figure.replace(",", ""))
+            yield (number, current, sets if current == subject else (), int(figure.replace(",", "")),
+                   partner if current == subject else None)
 
 
 def _given_params(line: str) -> tuple:
     """The params a command line sets: `--set k=v ...` or `resgraph.load("specs/x.yaml", {"k": v})`."""
     pairs = [(key, parse_value(value)) for key, value in SET.findall(line)]
+    pairs += [("--input", shape) for shape in INPUT.findall(line)]
     python = re.search(r"specs/\w+\.yaml\",\s*(?:params=)?\{([^}]*)\}", line)
     if python:
         items = re.findall(r"[\"'](\w+)[\"']:\s*([^,]+)", python.group(1))
@@ -79,9 +96,9 @@ def _given_params(line: str) -> tuple:
 def test_figures_quoted_with_a_spec_are_resgraphs():
     wrong, count = [], 0
     for path in DOCS:
-        for number, spec, sets, figure in _claims(path):
+        for number, spec, sets, figure, partner in _claims(path):
             count += 1
-            if figure not in _figures(_network(spec, sets)):
+            if figure not in _figures(_network(spec, sets), partner and _network(partner)):
                 shown = " ".join(f"--set {k}={v}" for k, v in sets)
                 wrong.append(f"{path.relative_to(ROOT)}:{number}: {figure:,} is no figure of `{spec}` {shown}".rstrip())
     assert count >= 40, f"only {count} figures were found: the scan is broken"
@@ -94,7 +111,7 @@ def test_the_scan_catches_a_wrong_figure(tmp_path):
                     "## A section on `specs/resnet50.yaml`\n\nIt has 25,557,032 parameters.\n\n## Another\n\n"
                     "99,999,999 is about nothing.\n")
     claims = list(_claims(page))
-    assert [(n, spec, figure) for n, spec, _, figure in claims] == [
+    assert [(n, spec, figure) for n, spec, _, figure, _ in claims] == [
         (3, "resnet18", 11_689_513), (4, "resnet18", 1_814_073_344), (8, "resnet50", 25_557_032)]
     assert 11_689_513 not in _figures(_network("resnet18"))
 

@@ -142,7 +142,7 @@ def test_dot_draws_every_hostile_name_and_label_as_text():
     assert len(clusters) == len(PAYLOADS)
     by_text = {tuple(texts(node)): node for node in nodes}
     for index, payload in enumerate(PAYLOADS):
-        lines = tuple(shown_lines(payload, payload))   # the node's name, then its label
+        lines = tuple(shown_lines(payload))   # the node's name and its label, drawn once as they are the same
         assert lines in by_text, (payload, lines, sorted(by_text)[:3])
     cluster_texts = sorted(tuple(texts(c)) for c in clusters)
     assert cluster_texts == sorted(tuple(shown_lines(f"{p} {i}")) for i, p in enumerate(PAYLOADS))
@@ -216,3 +216,62 @@ def test_hostile_names_of_nodes_blocks_and_params_are_refused_with_a_diagnostic(
         errors = [d for d in resgraph.validate(path) if d.is_error]
         assert errors and all(d.span is not None for d in errors), (text, errors)
         assert "RG045" in {d.code for d in errors}, errors
+
+
+def test_legend_and_diff_labels_of_hostile_names_are_text():
+    """The diff drawing (its title, remarks and colours) and the legend go through `dot_text` too."""
+    from resgraph.diff import diff_drawing, diff_graphs
+    from resgraph.diagram import to_dot
+
+    a, b = hostile_graph(), hostile_graph(" | ".join(PAYLOADS[12:20]))
+    b.nodes[PAYLOADS[5]].op = _Label("changed: " + PAYLOADS[5])
+    del b.nodes[PAYLOADS[-1]]
+    b.outputs = [PAYLOADS[-2]]
+    drawing = diff_drawing(diff_graphs(a, b, PAYLOADS[0], PAYLOADS[1]), depth=None)
+    drawn = drawn_by_dot(to_dot(drawing).source)
+    assert texts(drawn) == shown_lines(f"{a.name} -> {b.name}")
+    boxes = {tuple(texts(o)): o for o in drawn["objects"] if "nodes" not in o}
+    assert tuple(shown_lines(PAYLOADS[-1])) in boxes                      # removed, drawn from a
+    assert tuple(shown_lines(PAYLOADS[5], "changed: " + PAYLOADS[5])) in boxes
+    legend = next(o for o in drawn["objects"] if o.get("name") == "cluster_(legend)")
+    assert texts(legend) == ["legend"]
+    shown = {line for o in drawn["objects"] for line in texts(o)}
+    assert {"removed", "changed"} <= shown
+    check_svg(to_dot(drawing).pipe(format="svg"), shown_lines(PAYLOADS[-1]))
+
+
+def test_a_diff_of_hostile_specs_is_inert_in_every_output(tmp_path):
+    from html.parser import HTMLParser
+
+    from click.testing import CliRunner
+
+    from resgraph.cli import main
+
+    name = " ".join(PAYLOADS)
+    for stem, out in (("a", 2), ("b", 3)):
+        (tmp_path / f"{stem}.yaml").write_text(f"resgraph: 1\nname: {yaml_string(name + stem)}\ninput: [4]\n"
+                                               f"nodes:\n  fc: {{op: linear, out: {out}}}\n", encoding="utf-8")
+    outputs = {}
+    for suffix in ("dot", "svg", "html"):
+        outputs[suffix] = tmp_path / f"diff.{suffix}"
+        result = CliRunner().invoke(main, ["diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"),
+                                           "-o", str(outputs[suffix])])
+        assert result.exit_code == 1, result.output
+    drawn = drawn_by_dot(outputs["dot"].read_text(encoding="utf-8"))
+    assert texts(drawn) == shown_lines(f"{name}a -> {name}b")
+    check_svg(outputs["svg"].read_bytes(), shown_lines(f"{name}a -> {name}b"))
+
+    class Elements(HTMLParser):
+        tags: list = []
+        attributes: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.attributes.extend(name for name, _ in attrs)
+
+    page = outputs["html"].read_text(encoding="utf-8")
+    parser = Elements()
+    parser.feed(page)
+    assert "script" not in parser.tags and "img" not in parser.tags   # graphviz's <a> carries a tooltip only:
+    assert not any(a.startswith("on") or a.endswith("href") or a == "src" for a in parser.attributes)
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page

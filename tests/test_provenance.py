@@ -87,7 +87,7 @@ def test_explain_one_node_of_an_extends_spec_with_set(tmp_path):
     result = invoke("explain", str(child), "stage.0.conv", "--set", "num_classes=5")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[:4] == [
-        f"stage.0.conv: conv2d 3x3, 32, /2x2  ({base}:9)",
+        f"stage.0.conv: conv2d 3x3, 32, stride 2  ({base}:9)",
         f"  in `stage.0`, an instance of block `unit` made here at {base}:14",
         "  inputs: input",
         "  output: [32, 8, 8]; 864 params; 55,296 MACs",

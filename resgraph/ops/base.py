@@ -390,6 +390,10 @@ class Op(BaseModel):
             parts.append(f"{attr}={value}")
         return self.op_name() + (" " + " ".join(parts) if parts else "")
 
+    def shaped_label(self, meta: dict) -> str:
+        """The label once shapes are inferred (`meta` holds what inference decided); by default `label()`."""
+        return self.label()
+
 
 REGISTRY: dict[str, type[Op]] = {}
 

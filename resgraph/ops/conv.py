@@ -123,11 +123,7 @@ class _ConvNd(Op):
     def label(self) -> str:
         kernel = "x".join(str(k) for k in spatial(self.kernel, self.spatial_dims, "kernel"))
         text = f"{self.op_name()} {kernel}, {self.out}"
-        stride = set(spatial(self.stride, self.spatial_dims, "stride"))
-        if self.spatial_dims == 3:  # newer ops write the stride out; conv1d/conv2d keep `/2` for now
-            text += stride_text(spatial(self.stride, 3, "stride"))
-        elif stride != {1}:
-            text += f", /{'x'.join(str(s) for s in spatial(self.stride, self.spatial_dims, 'stride'))}"
+        text += stride_text(spatial(self.stride, self.spatial_dims, "stride"))
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.dilation != 1:

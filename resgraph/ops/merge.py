@@ -19,6 +19,9 @@ class Shortcut(str, Enum):
     AUTO = "auto"          # identity where shapes match, projection where they don't
 
 
+SHORTCUT_NAMES = {"identity": "identity", "pad": "pad", "project": "projection", "auto": "auto"}
+
+
 @dataclass(frozen=True)
 class ShortcutPlan:
     """How one skip input of an add is brought to the branch's shape."""
@@ -157,6 +160,11 @@ class Add(Op):
 
     def label(self) -> str:
         return "add" if self.shortcut == "identity" else f"add ({self.shortcut})"
+
+    def shaped_label(self, meta: dict) -> str:
+        """`add (identity)`, `add (projection)`, `add (pad)`: what `auto` became once shapes were known."""
+        kinds = [SHORTCUT_NAMES[plan.kind.value] for plan in meta.get("shortcuts", ())]
+        return f"add ({', '.join(dict.fromkeys(kinds))})" if kinds else self.label()
 
 
 @register

@@ -62,8 +62,6 @@ class _PoolNd(Op):
         n = self.spatial_dims
         kernel = "x".join(str(k) for k in spatial(self.kernel, n, "kernel"))
         stride = spatial(self._stride(), n, "stride")
-        if n == 2:  # the 2-d pools keep their `/2` labels for now; newer ops write `stride 2`
-            return f"{self.op_name()} {kernel}, /{'x'.join(str(s) for s in stride)}"
         return f"{self.op_name()} {kernel}" + stride_text(stride)
 
 

@@ -249,16 +249,16 @@ def compile(spec: PathLike | Network, *, device: Any = "cpu", dtype: Any = None,
 
 
 def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any] | None = None,
-           depth: int | None = 0, *, include_path: Sequence[PathLike] = (), rankdir: str = "TB",
+           depth: int | str | None = "auto", *, include_path: Sequence[PathLike] = (), rankdir: str = "TB",
            dpi: float | None = None, blocks: bool = False, inputs: InputShapes | None = None,
            plugins: bool = True) -> Path:
     """Draw the network; the format follows the suffix of `output` (.svg .png .pdf .dot, or .html: the
     interactive viewer, one self-contained page, which opens with blocks deeper than `depth` collapsed and
-    needs a valid spec).
+    needs a valid spec; `"auto"`, the default: the viewer picks the level).
 
     `depth` draws that many levels of block nesting and each deeper block call or instance as one box, with
-    its shortcut arcs (0, the default: each top-level call is one box, `layer1: bottleneck ×3`; None: every
-    node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the resolution of a .png; `blocks`: each block
+    its shortcut arcs (0, what the default `"auto"` means here: each top-level call is one box,
+    `layer1: bottleneck ×3`; None: every node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the resolution of a .png; `blocks`: each block
     definition once, in detail, instead of the network. An invalid spec whose error is at a node is still
     drawn, up to that node (red, with the message beside it), and then `SpecError` is raised."""
     from .diagram import FORMATS, RenderError, render_to_file
@@ -267,6 +267,8 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in FORMATS and suffix != "html":
         raise RenderError(f"cannot tell the format of `{output}`: use a .svg, .png, .pdf, .dot or .html suffix")
+    if depth == "auto" and suffix != "html":
+        depth = 0
     if isinstance(spec, Network):
         network = spec
     else:
@@ -291,7 +293,8 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
         from .viewer import write_viewer
 
         try:
-            return write_viewer(network.graph, network.sources, output, doc=network.spec.doc, depth=depth,
+            return write_viewer(network.graph, network.sources, output, doc=network.spec.doc,
+                                depth=None if depth == "auto" else (10**6 if depth is None else depth),
                                 inputs=network.input_files)
         except FileNotFoundError as exc:
             raise RenderError(str(exc)) from None

@@ -159,12 +159,9 @@ class _Depth(click.ParamType):
     """`--depth`: a number of nesting levels, or `all`."""
 
     name = "N|all"
-    DEFAULT = object()   # not given: each command's own default
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int | None:
-        if value == "default":
-            return self.DEFAULT
-        if value is None or value is self.DEFAULT or isinstance(value, int):
+        if value is None or value == "auto" or isinstance(value, int):
             return value
         if str(value).strip().lower() == "all":
             return None
@@ -287,7 +284,7 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
                    "viewer: one self-contained page).")
 @set_option
 @include_path_option
-@click.option("--depth", type=_Depth(), default="default", show_default=False,
+@click.option("--depth", type=_Depth(), default="auto", show_default=False,
               help="Levels of block nesting drawn in detail; each deeper block call or instance is one box with its "
                    "shortcut arcs (default 0: each top-level call, `layer1: bottleneck ×3`; for .html the viewer "
                    "picks); `--depth all` draws every node.")
@@ -299,17 +296,12 @@ def compile_command(spec: str, sets: tuple[str, ...], include_path: tuple[str, .
 @input_option
 @plugins_option
 @_handle_errors
-def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | None,
+def render(spec: str, output: str, sets: tuple[str, ...], include_path: tuple[str, ...], depth: int | str | None,
            rankdir: str, dpi: float | None, blocks: bool, input_shapes: tuple[str, ...], no_plugins: bool) -> None:
     """Draw the network with graphviz: block calls as boxes with their shortcut arcs, shapes on edges, a legend.
     An invalid spec is drawn up to its error, marked red, and the exit status is 1."""
     from .diagram import DiagramCollapsed
 
-    if output.lower().endswith(".html"):
-        # the viewer opens at the level it picks unless told; `all`: every block open
-        depth = None if depth is _Depth.DEFAULT else (10**6 if depth is None else depth)
-    elif depth is _Depth.DEFAULT:
-        depth = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DiagramCollapsed)
         try:

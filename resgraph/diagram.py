@@ -189,9 +189,11 @@ def to_digraph(graph: Graph, depth: int | None = None):
                 label = dot_text(shape) if kind == "identity" else dot_text(shape, SKIP_LABELS[kind])
                 dot.edge(_node_id(producer), _node_id(node.name), label=label,
                          **{"class": f"skip {kind}"}, **SKIP_STYLES[kind])
-    for output in graph.outputs:
+    keys = graph.output_keys or [None] * len(graph.outputs)
+    for output, key in zip(graph.outputs, keys):
         out_id = dot_text(f"(output) {ids[output]}")  # parentheses never occur in node names
-        dot.node(out_id, dot_text("output", _dims(graph.nodes[output].shape)), shape="oval", fillcolor="#eeeeee")
+        title = "output" if key is None else f"output `{key}`"   # a mapping `outputs`: the dict's key
+        dot.node(out_id, dot_text(title, _dims(graph.nodes[output].shape)), shape="oval", fillcolor="#eeeeee")
         dot.edge(_node_id(output), out_id)
     return dot
 
@@ -226,6 +228,7 @@ def _collapsed(graph: Graph, depth: int) -> Graph:
                 group.inputs.append(source)
     collapsed.inputs = list(graph.inputs)
     collapsed.outputs = [group_of[name] for name in graph.outputs]
+    collapsed.output_keys = list(graph.output_keys)
     return collapsed
 
 

@@ -1156,9 +1156,10 @@ def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
         if not OUTPUT_KEY.fullmatch(key):
             fixed = re.sub(r"\W", "_", key)
             fixed = fixed if OUTPUT_KEY.fullmatch(fixed) else "_" + fixed
-            diagnostics.error("RG095", f"output key `{key}` is not a name", source.span(("outputs", key), key=True),
+            span = source.span(("outputs", key), key=True)
+            diagnostics.error("RG095", f"output key `{key}` is not a name", span,
                               help=f"keys of `outputs` are letters, digits and `_`, not starting with a digit, "
-                                   f"e.g. `{fixed}`")
+                                   f"e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
             ok = False
     if spec.training_outputs is not None:
         diagnostics.error("RG095", "`training_outputs` cannot be used with a mapping `outputs`",

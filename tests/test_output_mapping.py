@@ -11,6 +11,7 @@ import torch
 
 import resgraph
 from resgraph.export import export
+from resgraph.lower import check_forward
 
 # Keys in another order than the nodes are declared: the dict follows the mapping, not the graph.
 SPEC = """\
@@ -54,6 +55,11 @@ def test_forward_returns_a_dict_in_the_mappings_order(network):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert_same(model(x), expected(model, x))
+    check_forward(model, network.graph, "cpu", torch.float32)   # `resgraph compile`'s check reads the dict
+    wrong = resgraph.load("two_heads.yaml", text=SPEC).graph
+    wrong.nodes["upsample"].shape = (4, 31, 32)   # a wrong prediction: the check compares each value of the dict
+    with pytest.raises(RuntimeError, match="output `upsample` has shape"):
+        check_forward(model, wrong, "cpu", torch.float32)
 
 
 def test_summary_and_render_name_the_keys(network, tmp_path):

@@ -70,7 +70,8 @@ class Network:
 
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: self.graph.nodes[name].shape for name in self.graph.outputs}
+        """Each output's shape, by its node (or by its key, where `outputs` is a mapping)."""
+        return {key: self.graph.nodes[name].shape for key, name in zip(self.graph.output_names(), self.graph.outputs)}
 
     def memory_estimate(self, batch: int = 1, itemsize: int = 4) -> tuple[int, int]:
         """(bytes of parameters, bytes of every node's output for `batch` samples): an upper bound of

@@ -83,6 +83,7 @@ CODES: dict[str, str] = {
     "RG092": "plugins refused",
     "RG093": "plugin failure",
     "RG094": "output returned twice",
+    "RG095": "invalid output mapping",
     "RG084": "no such output",
     "RG085": "several outputs read as one",
     "RG086": "clashing module paths",

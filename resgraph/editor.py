@@ -408,6 +408,9 @@ _OP_VALUE = re.compile(r"(?:^|[\s{,])op:\s*([\w]*)$")
 _BLOCK_VALUE = re.compile(r"(?:^|[\s{,])(?:block|first_block):\s*(\w*)$")
 _REF_LIST = re.compile(r"(?:^|[\s{,])inputs:\s*(?:\[[^\]]*)?(\w*)$")
 _REF_VALUE = re.compile(r"(?:^|[\s{,])(?:otherwise|output|outputs):\s*(?:\[[^\]]*)?(\w*)$")
+# a node of a mapping `outputs`: `outputs: {out: cla` on one line, or `  out: cla` below `outputs:`
+_REF_MAPPING = re.compile(r"^outputs:\s*\{(?:[^}]*,)?\s*\w+:\s*(\w*)$")
+_MAPPING_ENTRY = re.compile(r"^\s+\w+:\s*(\w*)$")
 _WITH_KEY = re.compile(r"(?:with|first):\s*\{[^}]*?(?:\{|,)\s*(\w*)$|(?:with|first):\s*\{\s*(\w*)$")
 _FLOW_KEY = re.compile(r"\{[^}]*(?:\{|,)\s*(\w*)$|\{\s*(\w*)$")
 _BLOCK_KEY = re.compile(r"^\s+(\w*)$")
@@ -449,7 +452,8 @@ def complete(line_text: str, target: Target | None, index: SpecIndex | None) -> 
     if _BLOCK_VALUE.search(line_text):
         return [Completion(name, "block", f"params: {', '.join(b.definition.params) or 'none'}",
                            b.definition.doc or "") for name, b in sorted((program.blocks if program else {}).items())]
-    if _REF_LIST.search(line_text) or _REF_VALUE.search(line_text):
+    if _REF_LIST.search(line_text) or _REF_VALUE.search(line_text) or _REF_MAPPING.search(line_text) or (
+            path[:1] == ("outputs",) and _MAPPING_ENTRY.search(line_text)):
         entry = node_path(path)
         typed = re.match(r"^\s*(\w+):\s*\{", line_text)   # a one-line node being written
         current = typed.group(1) if typed else entry[-1] if entry is not None else None

@@ -778,6 +778,11 @@ class Ejector:
         outputs = [var(resolve(o)) for o in scope.outputs]
         tensor = "torch.Tensor"
         returns = tensor if len(outputs) == 1 else f"tuple[{', '.join([tensor] * len(outputs))}]"
+        output_keys = self.graph.output_keys if not scope.name else []
+        if output_keys:   # a mapping `outputs`: the network returns a dict, keys in the spec's order
+            returns = f"dict[str, {tensor}]"
+            outputs = ["{" + ", ".join(f"{python_string(key)}: {value}" for key, value in zip(output_keys, outputs))
+                       + "}"]
         params = [(None, Name("self"))] + [(None, Name(f"{p}: {tensor}")) for p in scope.params]
         lines = format_call(Call("def forward", params), 4, suffix=f" -> {returns}:")
         for item in body:

@@ -8,6 +8,7 @@ dotted names such as `layer2.0.conv1`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -1142,10 +1143,15 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     if items:
         _insert_items(graph, items)
     outputs = spec.outputs if spec.outputs is not None else last
-    names = [outputs] if isinstance(outputs, str) else list(outputs)
+    names = [outputs] if isinstance(outputs, str) else list(outputs.values()) if isinstance(outputs, dict) \
+        else list(outputs)
+    keys = list(outputs) if isinstance(outputs, dict) else []
+    if isinstance(outputs, dict) and not _output_keys_valid(spec, source, diagnostics):
+        return None
     known = set(spec.nodes) | set(graph.inputs)
     for position, name in enumerate(names):
-        span = source.span(("outputs", position) if isinstance(spec.outputs, list) else ("outputs",))
+        span = source.span(("outputs", keys[position]) if keys else ("outputs", position)
+                           if isinstance(spec.outputs, list) else ("outputs",))
         if name not in known and "." in name:
             inner = _inner_output(name, graph, expander)
             if inner is None:
@@ -1185,4 +1191,35 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
                                    "(`training_outputs`), once")
             continue
         graph.training_outputs.append(resolved)
+    graph.output_keys = keys
     return None if diagnostics.has_errors else graph
+
+
+OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
+    """A mapping `outputs` (the forward returns a dict): at least one entry, each key a name (it is the dict's
+    key, the output's name in ONNX and in the summary), and no `training_outputs` beside it (RG095)."""
+    ok = True
+    if not spec.outputs:
+        diagnostics.error("RG095", "`outputs` is an empty mapping: the network would return nothing",
+                          source.span(("outputs",)),
+                          help="map each returned name to a node, e.g. `outputs: {out: classifier, aux: aux_classifier}`")
+        return False
+    for key in spec.outputs:
+        if not OUTPUT_KEY.fullmatch(key):
+            fixed = re.sub(r"\W", "_", key)
+            fixed = fixed if OUTPUT_KEY.fullmatch(fixed) else "_" + fixed
+            span = source.span(("outputs", key), key=True)
+            diagnostics.error("RG095", f"output key `{key}` is not a name", span,
+                              help=f"keys of `outputs` are letters, digits and `_`, not starting with a digit, "
+                                   f"e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
+            ok = False
+    if spec.training_outputs is not None:
+        diagnostics.error("RG095", "`training_outputs` cannot be used with a mapping `outputs`",
+                          source.span(("training_outputs",), key=True),
+                          help="return the auxiliary heads in the mapping itself (`aux: aux_classifier`, as "
+                               "torchvision's segmentation models do), or list `outputs` as names")
+        ok = False
+    return ok

@@ -109,6 +109,9 @@ class Graph:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     training_outputs: list[str] = field(default_factory=list)   # returned in training only, after `outputs`
+    # the keys of a mapping `outputs` (`{out: ..., aux: ...}`), one per output, in order: forward returns a dict;
+    # empty where `outputs` is a name or a list (a tensor or a tuple)
+    output_keys: list[str] = field(default_factory=list)
     output_spans: list[Span | None] = field(default_factory=list)
     instances: dict[str, Instance] = field(default_factory=dict)   # in the order they were made
     params: dict[str, Any] = field(default_factory=dict)   # the top-level params' values it was built with
@@ -144,6 +147,10 @@ class Graph:
                 if producer in self.nodes and not g.has_edge(producer, node.name):
                     g.add_edge(producer, node.name, position=position)
         return g
+
+    def output_names(self) -> list[str]:
+        """How each output is named where it is shown: its key in a mapping `outputs`, else its node."""
+        return list(self.output_keys) if self.output_keys else list(self.outputs)
 
     def training_only(self) -> set[str]:
         """The nodes that only `training_outputs` read (or are): computed in training only."""

@@ -251,7 +251,10 @@ class _ScopeLowering:
                 args = (result,)
             values[instances[-1].output] = args[0]
         results = [values[name] for name in outputs]
-        b.fx.output(results[0] if len(results) == 1 else tuple(results))
+        if not scope and graph.output_keys:   # a mapping `outputs`: a dict, in the spec's order
+            b.fx.output(dict(zip(graph.output_keys, results)))
+        else:
+            b.fx.output(results[0] if len(results) == 1 else tuple(results))
         root = nn.Module()
         for attribute, module in b.modules.items():
             _place(root, attribute, module)
@@ -645,7 +648,8 @@ def check_forward(module: nn.Module, graph: Graph, device: Any, dtype: Any, batc
             result = module(*inputs)
     finally:
         module.train(was_training)
-    results = result if isinstance(result, tuple) else (result,)
+    results = tuple(result.values()) if isinstance(result, dict) else result if isinstance(result, tuple) \
+        else (result,)
     for name, tensor in zip(graph.outputs, results):
         expected = (batch, *graph.nodes[name].shape)
         if tuple(tensor.shape) != expected:

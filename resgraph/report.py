@@ -141,7 +141,9 @@ def summary_table(graph: Graph) -> str:
     memory = sum(activation_bytes(node) for node in graph)
     inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}"
                        + (" int64" if graph.nodes[name].dtype == "int64" else "") for name in graph.inputs)
-    outputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.outputs)
+    outputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.outputs) if not graph.output_keys \
+        else "{" + ", ".join(f"{key}: {name} {_shape(graph.nodes[name].shape)}"
+                             for key, name in zip(graph.output_keys, graph.outputs)) + "}"
     lines += [
         "",
         f"network: {graph.name} ({len(graph)} nodes)",

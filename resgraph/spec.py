@@ -175,9 +175,10 @@ class SpecFile(_Model):
                           "int64}` for integer ids, or a mapping of named inputs (each a shape or a `{shape, dtype}`)")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=empty_dict)
     nodes: dict[NodeName, NodeEntry] = Field(default_factory=empty_dict)
-    outputs: OutputPath | list[OutputPath] | None = Field(
+    outputs: OutputPath | list[OutputPath] | dict[str, OutputPath] | None = Field(
         None, description="the nodes the network returns (default: its last node); a node inside a block by its "
-                          "dotted path, e.g. `layer1.0.relu2`")
+                          "dotted path, e.g. `layer1.0.relu2`. A list returns a tuple; a mapping of names to nodes "
+                          "(`{out: classifier, aux: aux_classifier}`) returns a dict with those keys, in that order")
     allow: list[WarningCode] = Field(default_factory=empty_list, description=_ALLOW)
     training_outputs: NodeName | list[NodeName] | None = Field(
         None, description="nodes returned only in training, after `outputs` (auxiliary heads, as GoogLeNet's and "

@@ -288,6 +288,8 @@ def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references
         assert [(i.label, i.detail) for i in items.items if i.label in ("out", "bias", "op")] == [
             ("out", "required"), ("bias", "default: true")]
 
+        await _check_output_mapping(editor, tmp_path)
+
         # fixing the width in main.yaml clears the diagnostics of both files
         line = MAIN.splitlines().index("params: {w: 32}")
         editor.versions[uri] += 1
@@ -334,3 +336,44 @@ def test_the_shortcut_fix_adds_the_key_to_an_add_that_has_none():
     fixed = line[:edit.range.start.character] + edit.new_text + line[edit.range.end.character:]
     assert fixed.startswith("      add: {op: add, inputs: [bn2, input], shortcut: auto}")
     assert resgraph.validate("spec.yaml", text=text.replace(line, fixed)) == []
+
+
+MAPPING = """\
+resgraph: 1
+input: [3, 16, 16]
+nodes:
+  conv: {op: conv2d, out: 8, kernel: 3, padding: 1}
+  classifier: {op: conv2d, out: 4, kernel: 1}
+  aux_classifier: {op: conv2d, inputs: conv, out: 4, kernel: 1}
+outputs:
+  out: classifier
+  aux: aux_classifier
+"""
+
+
+async def _check_output_mapping(editor: Editor, tmp_path: Path) -> None:
+    """A mapping `outputs`: its values go to their nodes and complete as nodes; a bad key is marked. Run inside
+    another test's session (a server start costs seconds)."""
+    spec = tmp_path / "heads.yaml"
+    spec.write_text(MAPPING)
+    uri = await editor.open(spec)
+    assert list(editor.diagnostics[uri]) == []
+    doc = lsp.TextDocumentIdentifier(uri)
+    found = await editor.client.text_document_definition_async(lsp.DefinitionParams(
+        doc, _at(MAPPING, "aux_classifier", "aux:", 1)))
+    assert (found.uri, found.range.start) == (uri, lsp.Position(5, 2))
+    nodes = ["input", "conv", "classifier", "aux_classifier"]
+    # a node for a key, below `outputs:` and in a one-line mapping
+    items = await _complete(editor, uri, MAPPING, "  extra: ")
+    assert [i.label for i in items.items] == nodes
+    items = await _complete(editor, uri, MAPPING, "outputs: {out: classifier, aux: ")
+    assert [i.label for i in items.items] == nodes
+
+    # a key that is not a name: RG095 on the key
+    bad = MAPPING.replace("  aux: aux_classifier", "  aux-head: aux_classifier")
+    bad_spec = tmp_path / "bad_heads.yaml"
+    bad_spec.write_text(bad)
+    bad_uri = await editor.open(bad_spec)
+    (diagnostic,) = editor.diagnostics[bad_uri]
+    assert diagnostic.code == "RG095" and diagnostic.range.start == lsp.Position(8, 2)
+    assert diagnostic.range.end == lsp.Position(8, 10)

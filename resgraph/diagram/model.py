@@ -241,10 +241,12 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
     for box in collapsed.values():
         _add_shortcut_arcs(drawing, graph, box, status)
 
+    output_keys = dict(zip(graph.outputs, graph.output_keys or ()))
     for name in graph.outputs:
         if name not in keys:
             continue
-        out = drawing.add_box(Box(f"(output) {name}", ("output", dims(graph.nodes[name].shape)), "output",
+        title = "output" if name not in output_keys else f"output `{output_keys[name]}`"   # a dict's key
+        out = drawing.add_box(Box(f"(output) {name}", (title, dims(graph.nodes[name].shape)), "output",
                                   shape=graph.nodes[name].shape))
         drawing.arrows.append(Arrow(keys[name][0], out.id, (), "output"))
     for name, message in errors.items():

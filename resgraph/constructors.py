@@ -142,6 +142,8 @@ def tensor_constructor(op: Any, shape: Sequence[int]) -> Call:
         return Call(f"torch.{op.generator}", [(None, size) for size in stored])
     if op.generator == "sinusoidal":
         tensor = Call("sinusoidal_positions", [(None, size) for size in shape])
+    elif op.generator == "positions":
+        tensor = Call("torch.arange", [(None, shape[0])])
     else:
         tensor = Call("relative_position_index", [(None, size) for size in op._window()])
     return Call("torch.unsqueeze", [(None, tensor), (None, 0)]) if len(stored) > len(shape) else tensor

@@ -507,10 +507,14 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
                               help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " " + where,
                               notes=defined_here(block))
             break
-    if later_repetitions and len(main.definition.inputs) != 1:
-        diagnostics.error("RG044", f"block `{main.name}` has {len(main.definition.inputs)} inputs and cannot be "
-                          "repeated", scope.source.span(path + ("repeat",)),
-                          help="only single-input blocks chain; write the calls one by one")
+    # Repetitions chain through the first input; the others reach every instance unchanged (a Transformer
+    # layer's attention mask), so every repetition takes as many inputs as the first.
+    if later_repetitions and len(main.definition.inputs) != len(opening.definition.inputs):
+        diagnostics.error("RG044", f"block `{main.name}` takes {len(main.definition.inputs)} input(s) and "
+                          f"`first_block` `{opening.name}` {len(opening.definition.inputs)}: repetitions take the "
+                          "inputs of the first", scope.source.span(path + ("repeat",)),
+                          help="repetitions chain through their first input and share the others: give both "
+                               "blocks the same inputs", notes=defined_here(main))
     refs = _references(call)
     count = 1 if refs is None else len(refs)
     if count != len(opening.definition.inputs):
@@ -883,7 +887,7 @@ class _Expander:
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
                                                       output, call.key)
-            inputs = [output]
+            inputs = [output] + inputs[1:]   # the chain, and the inputs every instance shares
         return output
 
     def minimum_size(self, block: str) -> int:

@@ -153,13 +153,16 @@ class GRU(_Recurrent):
 class ScaledDotProductAttention(Op):
     """Scaled-dot-product attention over explicit queries, keys and values.
 
-    Inputs: 3: query `[Lq, Eq]`, key `[Lk, Ek]`, value `[Lk, Ev]`; the query's features split into `heads` heads
-        of size Eq/heads, the key's and value's into `kv_heads` (default `heads`; fewer is grouped-query attention,
-        `heads` a multiple of it), with Ek = kv_heads · Eq/heads
+    Inputs: 3 or 4: query `[Lq, Eq]`, key `[Lk, Ek]`, value `[Lk, Ev]`; the query's features split into `heads`
+        heads of size Eq/heads, the key's and value's into `kv_heads` (default `heads`; fewer is grouped-query
+        attention, `heads` a multiple of it), with Ek = kv_heads · Eq/heads. A fourth input, a key mask `[Lk]`
+        (int64 or float: nonzero where the key may be attended to, 0 at padding; Hugging Face's `attention_mask`),
+        hides the keys it zeroes from every query
     Output: `[Lq, heads · Ev/kv_heads]`; no params (put `linear` projections before it). MACs count both products,
         Q·Kᵀ and the weights times V
     Lowered to: resgraph's `ScaledDotProductAttention` module: `F.scaled_dot_product_attention` with `is_causal`
-        and `dropout_p` (training only)
+        and `dropout_p` (training only); a key mask becomes its boolean `attn_mask` (with the causal mask, where
+        `causal`)
     """
 
     op: Literal["sdpa"]
@@ -171,8 +174,15 @@ class ScaledDotProductAttention(Op):
     scale: Float(positive=True) | None = Field(None, description="the factor of Q·Kᵀ; default 1 / sqrt(head size)")
 
     min_inputs: ClassVar[int] = 3
-    max_inputs: ClassVar[int | None] = 3
+    max_inputs: ClassVar[int | None] = 4
     label_attrs: ClassVar[tuple[str, ...]] = ("heads", "kv_heads", "causal")
+
+    def infer_dtype(self, dtypes: list[str]) -> str:
+        # The key mask may hold ids (a tokenizer's int64 `attention_mask`); queries, keys and values are floats.
+        return super().infer_dtype(dtypes[:3])
+
+    def index_bound(self, position: int) -> int | None:
+        return 2 if position == 3 else None   # a mask of 0 and 1
 
     def _geometry(self, inputs: list[Shape]) -> tuple[int, int, int, int]:
         (lq, eq), (lk, ek), (lv, ev) = (_sequence("sdpa", s, what) for s, what in
@@ -193,6 +203,10 @@ class ScaledDotProductAttention(Op):
                              attr="kv_heads")
         if lk != lv:
             raise ShapeError(f"the key has {lk} positions and the value {lv}", help="keys and values come in pairs")
+        if len(inputs) == 4 and tuple(inputs[3]) != (lk,):
+            raise ShapeError(f"the key mask is {fmt_shape(inputs[3])}; the key has {lk} positions, so the mask "
+                             f"must be [{lk}]", help="the fourth input masks keys: one value per key position, "
+                                                     "nonzero to attend, 0 to hide")
         return lq, lk, head, ev // kv_heads
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:

@@ -510,9 +510,10 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
     # Repetitions chain through the first input; the others reach every instance unchanged (a Transformer
     # layer's attention mask), so every repetition takes as many inputs as the first.
     if later_repetitions and len(main.definition.inputs) != len(opening.definition.inputs):
-        diagnostics.error("RG044", f"block `{main.name}` takes {len(main.definition.inputs)} input(s) and "
-                          f"`first_block` `{opening.name}` {len(opening.definition.inputs)}: repetitions take the "
-                          "inputs of the first", scope.source.span(path + ("repeat",)),
+        later, first = len(main.definition.inputs), len(opening.definition.inputs)
+        diagnostics.error("RG044", f"block `{main.name}` takes {later} input{'s' * (later != 1)} but its "
+                          f"`first_block` `{opening.name}` takes {first}: repetitions take the inputs of the first",
+                          scope.source.span(path + ("repeat",)),
                           help="repetitions chain through their first input and share the others: give both "
                                "blocks the same inputs", notes=defined_here(main))
     refs = _references(call)

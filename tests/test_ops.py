@@ -250,7 +250,7 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name == "sdpa" and all(len(s) == 2 for s in shapes) and shapes[1][0] != shapes[2][0]:
         return ("keys and values of different lengths: torch's kernel does not check them and reads part of "
                 "the values")
-    if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes):
+    if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes[:3]):   # sdpa's 4th input, a mask, is [Lk]
         return (f"`{name}` over inputs that are not [length, features]: torch would read another dimension "
                 "as the positions (or broadcast the extra ones)")
     if name.startswith("pixel_") and len(shapes[0]) < 3:
@@ -1077,6 +1077,30 @@ STRATEGIES.update({
 EXAMPLES.update({"reshape": 50, "permute": 40, "slice": 60, "split": 50, "chunk": 40, "expand": 50,
                  "unflatten": 40, "roll": 40, "layernorm": 120, "rmsnorm": 50})
 # ---- end of the "layout" block ------------------------------------------------------------------------------
+
+
+# ---- issue 11's Hugging Face models (engineer "hf"): sdpa's key mask, `positions` buffers --------------------
+
+@st.composite
+def masked_sdpa_case(draw) -> Case:
+    """sdpa with its fourth input, the key mask: mostly [Lk] of the key, now and then another shape."""
+    attrs, shapes = draw(sdpa_case())
+    keys = shapes[1][0] if len(shapes[1]) == 2 else 3
+    mask = draw(weighted((4, st.just([keys])), (1, any_shape(max_rank=2, max_dim=6))))
+    return attrs, shapes + [mask]
+
+
+@st.composite
+def positions_buffer_case(draw) -> Case:
+    shape = draw(weighted((4, st.integers(1, 9).map(lambda n: [n])), (1, tensor_shape())))
+    return draw(with_optional({"generator": "positions", "shape": shape},
+                              {"batch": st.booleans(), "persistent": st.booleans()})), []
+
+
+STRATEGIES.update({"sdpa": st.one_of(sdpa_case(), masked_sdpa_case()),
+                   "buffer": st.one_of(buffer_case(), positions_buffer_case())})
+EXAMPLES.update({"sdpa": 60, "buffer": 40})
+# ---- end of the "hf" block ----------------------------------------------------------------------------------
 
 
 def test_every_registered_op_has_a_strategy():

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, Positions, RotaryEmbedding, ScaledDotProductAttention,
                       ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
@@ -103,6 +103,8 @@ def constructor(module: nn.Module) -> Call:
         return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
                                                   ("causal", module.causal), ("dropout", module.dropout),
                                                   ("scale", module.scale)])
+    if isinstance(module, Positions):
+        return Call("Positions", [])
     if isinstance(module, RotaryEmbedding):
         return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
                                         ("interleaved", module.interleaved)])
@@ -142,8 +144,6 @@ def tensor_constructor(op: Any, shape: Sequence[int]) -> Call:
         return Call(f"torch.{op.generator}", [(None, size) for size in stored])
     if op.generator == "sinusoidal":
         tensor = Call("sinusoidal_positions", [(None, size) for size in shape])
-    elif op.generator == "positions":
-        tensor = Call("torch.arange", [(None, shape[0])])
     else:
         tensor = Call("relative_position_index", [(None, size) for size in op._window()])
     return Call("torch.unsqueeze", [(None, tensor), (None, 0)]) if len(stored) > len(shape) else tensor
@@ -334,6 +334,7 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "init_conv": INIT_SOURCE,
                   "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
                   "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
+                  "Positions": inspect.getsource(Positions).rstrip(),
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),

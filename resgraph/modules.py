@@ -117,6 +117,15 @@ class ScaledDotProductAttention(nn.Module):
         return f"heads={self.heads}, kv_heads={self.kv_heads}, causal={self.causal}, dropout={self.dropout}"
 
 
+class Positions(nn.Module):
+    """The position ids 0 .. length - 1 of a [batch, length, ...] sequence, [batch, length] int64 (one row per
+    sample, as Hugging Face's BERT expands its `position_ids`), made afresh for each input's length and device:
+    nothing to load or to move. No parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021) of a [batch, length, heads * head_dim] input: in each
     head, channel pairs are rotated by the angle position * base^(-2i / head_dim). `interleaved=False`

@@ -1079,7 +1079,7 @@ EXAMPLES.update({"reshape": 50, "permute": 40, "slice": 60, "split": 50, "chunk"
 # ---- end of the "layout" block ------------------------------------------------------------------------------
 
 
-# ---- issue 11's Hugging Face models (engineer "hf"): sdpa's key mask, `positions` buffers --------------------
+# ---- issue 11's Hugging Face models (engineer "hf"): sdpa's key mask, position ids ---------------------------
 
 @st.composite
 def masked_sdpa_case(draw) -> Case:
@@ -1091,15 +1091,12 @@ def masked_sdpa_case(draw) -> Case:
 
 
 @st.composite
-def positions_buffer_case(draw) -> Case:
-    shape = draw(weighted((4, st.integers(1, 9).map(lambda n: [n])), (1, tensor_shape())))
-    return draw(with_optional({"generator": "positions", "shape": shape},
-                              {"batch": st.booleans(), "persistent": st.booleans()})), []
+def positions_case(draw) -> Case:
+    return {}, [draw(weighted((4, sequence_shape(st.integers(1, 9))), (1, st.just([]))))]
 
 
-STRATEGIES.update({"sdpa": st.one_of(sdpa_case(), masked_sdpa_case()),
-                   "buffer": st.one_of(buffer_case(), positions_buffer_case())})
-EXAMPLES.update({"sdpa": 60, "buffer": 40})
+STRATEGIES.update({"sdpa": st.one_of(sdpa_case(), masked_sdpa_case()), "positions": positions_case()})
+EXAMPLES.update({"sdpa": 60, "positions": 20})
 # ---- end of the "hf" block ----------------------------------------------------------------------------------
 
 

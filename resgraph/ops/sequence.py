@@ -1,5 +1,5 @@
 """Sequence ops: embedding (of int64 ids), the recurrent layers lstm and gru, scaled-dot-product attention
-over explicit queries, keys and values, and rotary position embedding. Sequences are [length, features]
+over explicit queries, keys and values, position ids, and rotary position embedding. Sequences are [length, features]
 per sample (torch's `batch_first=True` layout)."""
 
 from __future__ import annotations
@@ -225,6 +225,37 @@ class ScaledDotProductAttention(Op):
 
         return b.call_module(Module(self.heads, self.kv_heads or self.heads, self.causal, self.dropout, self.scale),
                              args)
+
+
+@register
+class Positions(Op):
+    """The position ids of a sequence, 0 .. length − 1: what a learnt position table (an `embedding`) reads, as
+    BERT's `position_embeddings` do.
+
+    Inputs: 1: a sequence `[length, ...]` of ids or features (only its length is read)
+    Output: `[length]`, int64: 0, 1, ..., length − 1 in every sample; no params, no state (nothing in the state_dict,
+        as Hugging Face's non-persistent `position_ids` buffer)
+    Lowered to: resgraph's `Positions` module: `torch.arange(length)` on the input's device, expanded to the batch
+    """
+
+    op: Literal["positions"]
+
+    def infer_dtype(self, dtypes: list[str]) -> str:
+        return "int64"   # of ids or of features alike
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        if not inputs[0]:
+            raise ShapeError("`positions` needs a sequence `[length, ...]`, got a scalar per sample",
+                             help="give it the token ids or the embedded sequence")
+        return (inputs[0][0],)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return None
+
+    def lower(self, b, args, inputs, output, meta):
+        from ..modules import Positions as Module
+
+        return b.call_module(Module(), args)
 
 
 @register

@@ -122,14 +122,13 @@ class Buffer(_Tensor):
 
     Inputs: 0
     Output: `shape` for `zeros` and `ones`; `sinusoidal` positions of `shape: [length, dim]` (dim even); Swin's
-        `relative_position_index` of a `window: [h, w]` is `[h*w, h*w]`, int64; `positions` of `shape: [length]`
-        are the ids 0 .. length − 1, int64 (BERT's `position_ids`, read by an `embedding`). Stored with a leading 1
-        with `batch`; no params
+        `relative_position_index` of a `window: [h, w]` is `[h*w, h*w]`, int64. Stored with a leading 1 with
+        `batch`; no params
     Lowered to: a buffer of the node's module, saved in the state_dict (unless `persistent: false`)
     """
 
     op: Literal["buffer"]
-    generator: Choice("zeros", "ones", "sinusoidal", "relative_position_index", "positions") = Field(
+    generator: Choice("zeros", "ones", "sinusoidal", "relative_position_index") = Field(
         description="what the tensor holds")
     shape: Sizes(1) | None = Field(None, description="the per-sample shape (not for `relative_position_index`)")
     window: Ints(1) | None = Field(None, description="the window [height, width] of `relative_position_index`")
@@ -150,13 +149,7 @@ class Buffer(_Tensor):
         if self.generator == "sinusoidal" and (len(self.shape) != 2 or self.shape[1] % 2):
             raise ShapeError(f"`sinusoidal` positions take `shape: [length, dim]` with an even dim, got "
                              f"{fmt_shape(self.shape)}", attr="shape")
-        if self.generator == "positions" and len(self.shape) != 1:
-            raise ShapeError(f"`positions` take `shape: [length]`, got {fmt_shape(self.shape)}", attr="shape",
-                             help="the ids 0 .. length - 1 of one sequence, e.g. `shape: [seq_len]`")
         return tuple(self.shape)
-
-    def infer_dtype(self, dtypes: list[str]) -> str:
-        return "int64" if self.generator == "positions" else "float"
 
     def _window(self) -> tuple[int, int]:
         if isinstance(self.window, int):
@@ -174,8 +167,6 @@ class Buffer(_Tensor):
             tensor = torch.ones(shape)
         elif self.generator == "sinusoidal":
             tensor = sinusoidal_positions(*shape)
-        elif self.generator == "positions":
-            tensor = torch.arange(shape[0])
         else:
             h, w = self._window()
             tensor = relative_position_index(h, w)

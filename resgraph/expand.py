@@ -417,9 +417,9 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
 
 def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
     """Two `key`s of one scope may not name the same module path, nor one a path inside the other
-    (`block` holds `block.0`), nor a block call's name (RG086)."""
-    claimed: dict[str, str] = {name: name for name, entry in scope.nodes.items()
-                               if isinstance(entry, BlockCall) and entry.key is None}
+    (`block` holds `block.0`), nor pass through the name of a node without a key (RG086): a block call,
+    or an op whose module would sit there (`attention` beside `key: attention.self.query`)."""
+    claimed: dict[str, str] = {name: name for name, entry in scope.nodes.items() if entry.key is None}
     for name, entry in scope.nodes.items():
         key = entry.key
         if key is None:

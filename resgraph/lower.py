@@ -284,19 +284,26 @@ class _ScopeLowering:
         return built
 
 
-def _in_declaration_order(module: nn.Module, ranks: dict[str, int], prefix: str = "") -> None:
+def _in_declaration_order(module: nn.Module, ranks: dict[str, int]) -> None:
     """Reorder the children, parameters and buffers of `module` (and of the plain containers a `key` made in
     it) by `ranks`, the declaration position of what made each attribute; a container ranks as its first
     attribute. fx registers them in the order `forward` first uses them."""
-    def rank(path: str) -> int:
-        return min(r for attribute, r in ranks.items() if attribute == path or attribute.startswith(path + "."))
+    first: dict[str, int] = {}   # attribute or container path -> the smallest rank at or under it
+    for attribute, rank in ranks.items():
+        parts = attribute.split(".")
+        for end in range(1, len(parts) + 1):
+            path = ".".join(parts[:end])
+            first[path] = min(first.get(path, rank), rank)
 
-    for store in (module._modules, module._parameters, module._buffers):
-        for name in sorted(store, key=lambda name: rank(prefix + name)):
-            store[name] = store.pop(name)
-    for name, child in module._modules.items():
-        if prefix + name not in ranks and child is not None:   # a container of keyed attributes
-            _in_declaration_order(child, ranks, prefix + name + ".")
+    def visit(owner: nn.Module, prefix: str) -> None:
+        for store in (owner._modules, owner._parameters, owner._buffers):
+            for name in sorted(store, key=lambda name: first.get(prefix + name, sys.maxsize)):   # fx's own: last
+                store[name] = store.pop(name)
+        for name, child in owner._modules.items():
+            if prefix + name not in ranks and child is not None:   # a container of keyed attributes
+                visit(child, prefix + name + ".")
+
+    visit(module, "")
 
 
 class _Volatile:

@@ -19,7 +19,7 @@ from resgraph.modules import ScaledDotProductAttention
 from .conftest import SPECS
 from .zoo.hf import BERT_SMALL, LLAMA_SMALL
 
-LLAMA_TINY = dict(LLAMA_SMALL, width=64, layers=2, ffn=128, vocab=64)   # 8 heads of 8, 2 key/value heads
+LLAMA_TINY = dict(LLAMA_SMALL, width=64, layers=1, ffn=128, vocab=64)   # 8 heads of 8, 2 key/value heads
 
 SHARED = """
 resgraph: 1

@@ -92,7 +92,10 @@ def _measure(model) -> dict:
         row["ratio"] = ours / theirs if theirs else float("nan")
     except Exception as error:   # noqa: BLE001 - the page says what failed
         row["ratio_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
-    if row["verdict"] == "exact":
+    if row["verdict"] == "exact" and model.too_large:
+        row["verdict"] = "keys exact; outputs not compared"
+        row["why"] = model.too_large
+    elif row["verdict"] == "exact":
         try:
             row["diffs"] = measure_parity(model)
             if not parity_ok(model, row["diffs"]):

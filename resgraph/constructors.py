@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RelativePositionAttention, RotaryEmbedding,
-                      ScaledDotProductAttention, ZeroPadShortcut)
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, Positions, RelativePositionAttention,
+                      RotaryEmbedding, ScaledDotProductAttention, ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
@@ -103,6 +103,8 @@ def constructor(module: nn.Module) -> Call:
         return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
                                                   ("causal", module.causal), ("dropout", module.dropout),
                                                   ("scale", module.scale)])
+    if isinstance(module, Positions):
+        return Call("Positions", [])
     if isinstance(module, RotaryEmbedding):
         return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
                                         ("interleaved", module.interleaved)])
@@ -335,6 +337,7 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "init_conv": INIT_SOURCE,
                   "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
                   "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
+                  "Positions": inspect.getsource(Positions).rstrip(),
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),

@@ -399,6 +399,7 @@ class Ejector:
         slots: dict[str, list[Call | None]] = {}      # attribute -> its constructor in each instance
         first: dict[str, int] = {}                     # attribute -> the position of its first statement
         presence: dict[int, list[bool]] = {}            # a shortcut's position -> has it a module, per instance
+        declared_by: dict[str, str] = {}                # attribute -> the spec node (or call) that makes it
         kwargs: dict[tuple[int, str], list[Any]] = {}
         tensors: set[str] = set()                       # the slots of `parameter` and `buffer` nodes
         buffers: dict[str, bool] = {}                   # a buffer's slot -> is it persistent
@@ -438,6 +439,7 @@ class Ejector:
                                          f"(`{block or self.graph.name}`): give their nodes other `shortcut_name`s")
                     calls[index] = call
                     first[statement.slot] = position
+                    declared_by[statement.slot] = statement.node or statement.slot
                     node_of[statement.slot] = statement.node if "." in statement.slot and statement.node \
                         else statement.slot
                 for key, value in statement.kwargs.items():
@@ -445,6 +447,12 @@ class Ejector:
         # Modules are made in the order the compiler makes them (that of the statements), so that both draw
         # the same initial weights from one seed.
         slots = dict(sorted(slots.items(), key=lambda item: first[item[0]]))
+        if not self.graph.in_declaration_order():
+            # The compiled module lists its modules as their nodes are declared (see lower.py): so does the class.
+            # Only modules moved past others make their weights in another order than the compiler: where they
+            # draw random initial weights, the same seed gives other ones (their state_dicts load either way).
+            declared = {node: rank for rank, node in enumerate(definition.nodes)}
+            slots = dict(sorted(slots.items(), key=lambda item: declared.get(declared_by[item[0]], len(declared))))
         shortcuts = {position: ("all" if all(flags) else "none" if not any(flags) else "optional")
                      for position, flags in presence.items()}
 
@@ -750,6 +758,15 @@ class Ejector:
                     call += f"[{literal(following.args[1])}]"
                     fused[position + 1] = name
                 body.append(call)
+            elif statement.kind == "call" and statement.instances[0].index is not None and len(rendered) > 1:
+                # a repeated block with several inputs: the chain runs through the first, the others are shared
+                # by every instance, as a Transformer's layers share the attention mask
+                step = _identifier("layer", busy | set(scope.params) | {name} | {r.text for r in rendered})
+                if name != rendered[0].text:
+                    body.append(f"{name} = {rendered[0].text}")
+                body.append(f"for {step} in {_attribute(statement.slot, containers)}:")
+                body.append(flat_call(Call(f"    {name} = {step}", [(None, Name(name))] +
+                                           [(None, r) for r in rendered[1:]])))
             elif statement.kind in ("module", "call") or (statement.kind == "shortcut" and
                                                            presence.get(position) == "all"):
                 body.append(flat_call(Call(f"{name} = {_attribute(statement.slot, containers)}", [(None, r) for r in rendered])))

@@ -418,7 +418,9 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
 
 def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
     """Two `key`s of one scope may not name the same module path, nor one a path inside the other
-    (`block` holds `block.0`), nor a block call's name (RG086). Two nodes that both have a `when` may
+    (`block` holds `block.0`), nor pass through the name of a node without a key (RG086): a block call,
+    or an op whose module would sit there (`attention` beside `key: attention.self.query`). Two nodes that
+    both have a `when` may
     be alternatives (a convolution or a Sequential at `0`): whether they clash is known per instance,
     where `Expander.expand_nodes` checks the nodes that are there."""
     _report_key_clashes(list(scope.nodes.items()), scope.source, scope.base, (), diagnostics, alternatives=False)
@@ -428,8 +430,7 @@ def _report_key_clashes(nodes: list[tuple[str, Any]], source: SourceFile, base: 
                         diagnostics: Diagnostics, alternatives: bool) -> None:
     """RG086 for clashing module paths among `nodes`. `alternatives=False` skips pairs of conditional nodes;
     `alternatives=True` reports those pairs only (the nodes given are then the ones an instance has)."""
-    claimed: dict[str, str] = {name: name for name, entry in nodes
-                               if isinstance(entry, BlockCall) and entry.key is None}
+    claimed: dict[str, str] = {name: name for name, entry in nodes if entry.key is None}
     conditional = {name for name, entry in nodes if entry.when not in (None, True)}
     for name, entry in nodes:
         key = entry.key
@@ -522,10 +523,15 @@ def _check_call(name: str, call: BlockCall, path: KeyPath, scope: _Scope, progra
                               help="give " + ", ".join(f"`{p}: ...`" for p in missing) + " " + where,
                               notes=defined_here(block))
             break
-    if later_repetitions and len(main.definition.inputs) != 1:
-        diagnostics.error("RG044", f"block `{main.name}` has {len(main.definition.inputs)} inputs and cannot be "
-                          "repeated", scope.source.span(path + ("repeat",)),
-                          help="only single-input blocks chain; write the calls one by one")
+    # Repetitions chain through the first input; the others reach every instance unchanged (a Transformer
+    # layer's attention mask), so every repetition takes as many inputs as the first.
+    if later_repetitions and len(main.definition.inputs) != len(opening.definition.inputs):
+        later, first = len(main.definition.inputs), len(opening.definition.inputs)
+        diagnostics.error("RG044", f"block `{main.name}` takes {later} input{'s' * (later != 1)} but its "
+                          f"`first_block` `{opening.name}` takes {first}: repetitions take the inputs of the first",
+                          scope.source.span(path + ("repeat",)),
+                          help="repetitions chain through their first input and share the others: give both "
+                               "blocks the same inputs", notes=defined_here(main))
     refs = _references(call)
     count = 1 if refs is None else len(refs)
     if count != len(opening.definition.inputs):
@@ -900,7 +906,7 @@ class _Expander:
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
                                                       output, call.key)
-            inputs = [output]
+            inputs = [output] + inputs[1:]   # the chain, and the inputs every instance shares
         return output
 
     def minimum_size(self, block: str) -> int:

@@ -184,6 +184,15 @@ class _ScopeLowering:
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
         self.exposed_cache: dict[str, list[str]] = {}
+        # Where nodes run in another order than they are declared (a node reading one declared after it),
+        # each scope's modules are put back in declaration order: the state_dict then follows the spec, as
+        # an nn.Module's follows its `__init__` whatever order its `forward` calls them in (Hugging Face's
+        # Llama registers `self_attn` and `mlp` before the norms that run first).
+        self.declared: dict[str, int] | None = None
+        if not graph.in_declaration_order():
+            declaration = list(graph.nodes.values())
+            self.declared = {node.name: position for position, node in enumerate(declaration)}
+            self.declared.update(graph.scope_starts(declaration))
 
     def exposed(self, scope: str) -> list[str]:
         """The network outputs inside block instance `scope` that its module returns after its own output."""
@@ -214,7 +223,12 @@ class _ScopeLowering:
         called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
+        ranks: dict[str, int] = {}   # attribute -> the declaration position of the node or call that made it
+        rank = 0
         for _, item in sorted(items, key=lambda pair: pair[0]):
+            if self.declared is not None:   # what the item before made
+                ranks.update((attribute, rank) for attribute in b.modules if attribute not in ranks)
+                rank = self.declared[item.name if isinstance(item, Node) else item]
             if isinstance(item, Node):
                 b.node = item
                 args = [values[name] for name in item.inputs]
@@ -234,11 +248,13 @@ class _ScopeLowering:
             b.node = None
             b.modules[local] = child
             args = tuple(values[name] for name in instances[0].inputs)
-            if not any(self.exposed(i.name) for i in instances):
+            shared = args[1:]   # a repeated call's inputs after the first reach every instance
+            if not any(self.exposed(i.name) for i in instances) and (instances[0].index is None or not shared):
                 values[instances[-1].output] = b.fx.call_module(local, args)
                 continue
-            # A network output inside these instances: each returns (output, *those nodes), called one by one
-            # (`self.layer1[0]`: the GraphModule made below copies only the modules called, so `layer1` is set again).
+            # A network output inside these instances (each returns (output, *those nodes)), or inputs they share:
+            # called one by one (`self.layer1[0]`: the GraphModule made below copies only the modules called, so
+            # `layer1` is set again).
             called_by_index.append((local, child))
             for position, instance in enumerate(instances):
                 result = b.fx.call_module(local if instance.index is None else f"{local}.{position}", args)
@@ -248,7 +264,7 @@ class _ScopeLowering:
                         values[name] = b.fx.create_node("call_function", operator.getitem, (result, index),
                                                         name=_identifier(name))
                     result = b.fx.call_function(operator.getitem, (result, 0))
-                args = (result,)
+                args = (result, *shared)
             values[instances[-1].output] = args[0]
         results = [values[name] for name in outputs]
         if not scope and graph.output_keys:   # a mapping `outputs`: a dict, in the spec's order
@@ -265,7 +281,32 @@ class _ScopeLowering:
             if isinstance(module, _Volatile):  # fx copies every tensor attribute as a persistent buffer
                 owner, _, name = attribute.rpartition(".")
                 built.get_submodule(owner)._non_persistent_buffers_set.add(name)
+        if self.declared is not None:
+            ranks.update((attribute, rank) for attribute in b.modules if attribute not in ranks)
+            _in_declaration_order(built, ranks)
         return built
+
+
+def _in_declaration_order(module: nn.Module, ranks: dict[str, int]) -> None:
+    """Reorder the children, parameters and buffers of `module` (and of the plain containers a `key` made in
+    it) by `ranks`, the declaration position of what made each attribute; a container ranks as its first
+    attribute. fx registers them in the order `forward` first uses them."""
+    first: dict[str, int] = {}   # attribute or container path -> the smallest rank at or under it
+    for attribute, rank in ranks.items():
+        parts = attribute.split(".")
+        for end in range(1, len(parts) + 1):
+            path = ".".join(parts[:end])
+            first[path] = min(first.get(path, rank), rank)
+
+    def visit(owner: nn.Module, prefix: str) -> None:
+        for store in (owner._modules, owner._parameters, owner._buffers):
+            for name in sorted(store, key=lambda name: first.get(prefix + name, sys.maxsize)):   # fx's own: last
+                store[name] = store.pop(name)
+        for name, child in owner._modules.items():
+            if prefix + name not in ranks and child is not None:   # a container of keyed attributes
+                visit(child, prefix + name + ".")
+
+    visit(module, "")
 
 
 class _Volatile:

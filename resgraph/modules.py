@@ -84,15 +84,17 @@ class ScaledDotProductAttention(nn.Module):
     """Attention over explicit queries, keys and values given as [batch, length, heads * head_dim]:
     split into heads, `F.scaled_dot_product_attention`, heads merged back. With fewer key/value heads
     than query heads (grouped-query attention), each key/value head serves `heads // kv_heads` query
-    heads, as `enable_gqa=True` does. Dropout of the attention weights applies in training only.
-    No parameters."""
+    heads, as `enable_gqa=True` does. An optional key mask [batch, key length] (nonzero: attend, 0: padding,
+    as Hugging Face's `attention_mask`) hides keys from every query. Dropout of the attention weights applies
+    in training only. No parameters."""
 
     def __init__(self, heads: int, kv_heads: int, causal: bool = False, dropout: float = 0.0,
                  scale: float | None = None) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.causal, self.dropout, self.scale = heads, kv_heads, causal, dropout, scale
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length = query.shape[0], query.shape[1]
         q = query.unflatten(-1, (self.heads, -1)).transpose(1, 2)
         k = key.unflatten(-1, (self.kv_heads, -1)).transpose(1, 2)
@@ -100,12 +102,31 @@ class ScaledDotProductAttention(nn.Module):
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                             is_causal=self.causal, scale=self.scale)
+        causal, allowed = self.causal, None
+        if mask is not None:
+            if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] != key.shape[1]:
+                raise ValueError(f"the key mask is {list(mask.shape)}; expected [batch, key length] = "
+                                 f"{[batch, key.shape[1]]}")
+            allowed = (mask != 0)[:, None, None, :]                      # [batch, 1, 1, key length]
+            if causal:   # both masks in one: sdpa takes `attn_mask` or `is_causal`, not both
+                allowed = allowed & torch.ones(length, key.shape[1], dtype=torch.bool, device=mask.device).tril()
+                causal = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.dropout if self.training else 0.0,
+                                             is_causal=causal, scale=self.scale)
         return out.transpose(1, 2).reshape(batch, length, -1)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kv_heads={self.kv_heads}, causal={self.causal}, dropout={self.dropout}"
+
+
+class Positions(nn.Module):
+    """The position ids 0 .. length - 1 of a [batch, length, ...] sequence, [batch, length] int64 (one row per
+    sample, as Hugging Face's BERT expands its `position_ids`), made afresh for each input's length and device:
+    nothing to load or to move. No parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
 
 
 class RotaryEmbedding(nn.Module):

@@ -250,7 +250,7 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
     if name == "sdpa" and all(len(s) == 2 for s in shapes) and shapes[1][0] != shapes[2][0]:
         return ("keys and values of different lengths: torch's kernel does not check them and reads part of "
                 "the values")
-    if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes):
+    if name in ("rope", "sdpa") and any(len(s) != 2 for s in shapes[:3]):   # sdpa's 4th input, a mask, is [Lk]
         return (f"`{name}` over inputs that are not [length, features]: torch would read another dimension "
                 "as the positions (or broadcast the extra ones)")
     if name.startswith("pixel_") and len(shapes[0]) < 3:
@@ -1100,6 +1100,27 @@ def relative_position_attention_case(draw) -> Case:
 STRATEGIES["relative_position_attention"] = relative_position_attention_case()
 EXAMPLES["relative_position_attention"] = 15
 # ---- end of engineer "maxvit-video"'s strategies -----------------------------------------------------------
+
+
+# ---- issue 11's Hugging Face models (engineer "hf"): sdpa's key mask, position ids ---------------------------
+
+@st.composite
+def masked_sdpa_case(draw) -> Case:
+    """sdpa with its fourth input, the key mask: mostly [Lk] of the key, now and then another shape."""
+    attrs, shapes = draw(sdpa_case())
+    keys = shapes[1][0] if len(shapes[1]) == 2 else 3
+    mask = draw(weighted((4, st.just([keys])), (1, any_shape(max_rank=2, max_dim=6))))
+    return attrs, shapes + [mask]
+
+
+@st.composite
+def positions_case(draw) -> Case:
+    return {}, [draw(weighted((4, sequence_shape(st.integers(1, 9))), (1, st.just([]))))]
+
+
+STRATEGIES.update({"sdpa": st.one_of(sdpa_case(), masked_sdpa_case()), "positions": positions_case()})
+EXAMPLES.update({"sdpa": 60, "positions": 20})
+# ---- end of the "hf" block ----------------------------------------------------------------------------------
 
 
 def test_every_registered_op_has_a_strategy():

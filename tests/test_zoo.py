@@ -16,8 +16,14 @@ def test_count_and_state_dict_on_meta(model):
     check_meta(model)
 
 
-@pytest.mark.parametrize("model", [pytest.param(m, marks=() if m.smallest else pytest.mark.zoo) for m in MODELS],
-                         ids=IDS)
+def _parity_marks(model):
+    marks = [] if model.smallest else [pytest.mark.zoo]
+    if model.too_large:
+        marks.append(pytest.mark.skip(reason=f"{model.name}: {model.too_large}"))
+    return marks
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=_parity_marks(m)) for m in MODELS], ids=IDS)
 def test_outputs_equal_the_reference(model):
     diffs = measure_parity(model)
     assert parity_ok(model, diffs), f"{model.name}: max abs diff {diffs[0]:.3g}, relative {diffs[1]:.3g}"

@@ -1,5 +1,5 @@
 """Sequence ops: embedding (of int64 ids), the recurrent layers lstm and gru, scaled-dot-product attention
-over explicit queries, keys and values, and rotary position embedding. Sequences are [length, features]
+over explicit queries, keys and values, position ids, and rotary position embedding. Sequences are [length, features]
 per sample (torch's `batch_first=True` layout)."""
 
 from __future__ import annotations
@@ -153,13 +153,16 @@ class GRU(_Recurrent):
 class ScaledDotProductAttention(Op):
     """Scaled-dot-product attention over explicit queries, keys and values.
 
-    Inputs: 3: query `[Lq, Eq]`, key `[Lk, Ek]`, value `[Lk, Ev]`; the query's features split into `heads` heads
-        of size Eq/heads, the key's and value's into `kv_heads` (default `heads`; fewer is grouped-query attention,
-        `heads` a multiple of it), with Ek = kv_heads · Eq/heads
+    Inputs: 3 or 4: query `[Lq, Eq]`, key `[Lk, Ek]`, value `[Lk, Ev]`; the query's features split into `heads`
+        heads of size Eq/heads, the key's and value's into `kv_heads` (default `heads`; fewer is grouped-query
+        attention, `heads` a multiple of it), with Ek = kv_heads · Eq/heads. A fourth input, a key mask `[Lk]`
+        (int64 or float: nonzero where the key may be attended to, 0 at padding; Hugging Face's `attention_mask`),
+        hides the keys it zeroes from every query
     Output: `[Lq, heads · Ev/kv_heads]`; no params (put `linear` projections before it). MACs count both products,
         Q·Kᵀ and the weights times V
     Lowered to: resgraph's `ScaledDotProductAttention` module: `F.scaled_dot_product_attention` with `is_causal`
-        and `dropout_p` (training only)
+        and `dropout_p` (training only); a key mask becomes its boolean `attn_mask` (with the causal mask, where
+        `causal`)
     """
 
     op: Literal["sdpa"]
@@ -171,8 +174,15 @@ class ScaledDotProductAttention(Op):
     scale: Float(positive=True) | None = Field(None, description="the factor of Q·Kᵀ; default 1 / sqrt(head size)")
 
     min_inputs: ClassVar[int] = 3
-    max_inputs: ClassVar[int | None] = 3
+    max_inputs: ClassVar[int | None] = 4
     label_attrs: ClassVar[tuple[str, ...]] = ("heads", "kv_heads", "causal")
+
+    def infer_dtype(self, dtypes: list[str]) -> str:
+        # The key mask may hold ids (a tokenizer's int64 `attention_mask`); queries, keys and values are floats.
+        return super().infer_dtype(dtypes[:3])
+
+    def index_bound(self, position: int) -> int | None:
+        return 2 if position == 3 else None   # a mask of 0 and 1
 
     def _geometry(self, inputs: list[Shape]) -> tuple[int, int, int, int]:
         (lq, eq), (lk, ek), (lv, ev) = (_sequence("sdpa", s, what) for s, what in
@@ -193,6 +203,10 @@ class ScaledDotProductAttention(Op):
                              attr="kv_heads")
         if lk != lv:
             raise ShapeError(f"the key has {lk} positions and the value {lv}", help="keys and values come in pairs")
+        if len(inputs) == 4 and tuple(inputs[3]) != (lk,):
+            raise ShapeError(f"the key mask is {fmt_shape(inputs[3])}; the key has {lk} positions, so the mask "
+                             f"must be [{lk}]", help="the fourth input masks keys: one value per key position, "
+                                                     "nonzero to attend, 0 to hide")
         return lq, lk, head, ev // kv_heads
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
@@ -211,6 +225,37 @@ class ScaledDotProductAttention(Op):
 
         return b.call_module(Module(self.heads, self.kv_heads or self.heads, self.causal, self.dropout, self.scale),
                              args)
+
+
+@register
+class Positions(Op):
+    """The position ids of a sequence, 0 .. length − 1: what a learnt position table (an `embedding`) reads, as
+    BERT's `position_embeddings` do.
+
+    Inputs: 1: a sequence `[length, ...]` of ids or features (only its length is read)
+    Output: `[length]`, int64: 0, 1, ..., length − 1 in every sample; no params, no state (nothing in the state_dict,
+        as Hugging Face's non-persistent `position_ids` buffer)
+    Lowered to: resgraph's `Positions` module: `torch.arange(length)` on the input's device, expanded to the batch
+    """
+
+    op: Literal["positions"]
+
+    def infer_dtype(self, dtypes: list[str]) -> str:
+        return "int64"   # of ids or of features alike
+
+    def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
+        if not inputs[0]:
+            raise ShapeError("`positions` needs a sequence `[length, ...]`, got a scalar per sample",
+                             help="give it the token ids or the embedded sequence")
+        return (inputs[0][0],)
+
+    def receptive_field(self, fields, inputs, output, meta):
+        return None
+
+    def lower(self, b, args, inputs, output, meta):
+        from ..modules import Positions as Module
+
+        return b.call_module(Module(), args)
 
 
 @register

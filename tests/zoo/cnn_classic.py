@@ -1,0 +1,30 @@
+"""The classic torchvision CNNs written by hand: AlexNet, VGG (with and without batch norm), SqueezeNet,
+DenseNet, Inception-v3, MNASNet, MobileNetV2, MobileNetV3-Small and the other widths of ShuffleNetV2.
+Parity runs at a small input where the network allows (a `size` param): the adaptive pools let VGG's and
+AlexNet's 100M-parameter classifiers see a small image."""
+
+from __future__ import annotations
+
+from . import Model
+from .torchvision_existing import tv
+
+
+def _model(name, family, smallest=False, spec=None, reference=None, **kwargs) -> Model:
+    return Model(name=name, spec=spec or f"{name}.yaml", family=family, reference=reference or tv(name),
+                 reference_name=f"torchvision.models.{name}", smallest=smallest, **kwargs)
+
+
+MODELS = [
+    _model("alexnet", "AlexNet", smallest=True, params={"size": 64}),
+]
+MODELS += [
+    _model("densenet121", "DenseNet", smallest=True, params={"size": 64}),
+    _model("densenet161", "DenseNet", params={"size": 64}),
+    _model("densenet169", "DenseNet", params={"size": 64}),
+    _model("densenet201", "DenseNet", params={"size": 64}),
+]
+MODELS += [
+    _model("shufflenet_v2_x0_5", "ShuffleNetV2", smallest=True, params={"size": 64}),
+    _model("shufflenet_v2_x1_5", "ShuffleNetV2"),
+    _model("shufflenet_v2_x2_0", "ShuffleNetV2"),
+]

@@ -28,3 +28,9 @@ MODELS += [
     _model("shufflenet_v2_x1_5", "ShuffleNetV2"),
     _model("shufflenet_v2_x2_0", "ShuffleNetV2"),
 ]
+MODELS += [
+    _model("mobilenet_v2", "MobileNetV2", smallest=True, params={"size": 64}),
+]
+MODELS += [
+    _model("mobilenet_v3_small", "MobileNetV3"),
+]

@@ -34,3 +34,9 @@ MODELS += [
 MODELS += [
     _model("mobilenet_v3_small", "MobileNetV3"),
 ]
+MODELS += [
+    _model("mnasnet0_5", "MNASNet", smallest=True, params={"size": 64}),
+    _model("mnasnet0_75", "MNASNet"),
+    _model("mnasnet1_0", "MNASNet"),
+    _model("mnasnet1_3", "MNASNet"),
+]

@@ -1119,6 +1119,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             diagnostics.error("RG040", f"unknown training output `{name}`", span,
                               help=did_you_mean(name, known) or "training outputs name top-level nodes or block calls")
             continue
+        if name in expander.left_out:   # an auxiliary head switched off (`when`): not returned, as torchvision's
+            continue                    # Inception v3 with aux_logits=False returns the logits alone
         try:
             resolved = expander.resolve(name)
         except _Abort:

@@ -40,3 +40,11 @@ MODELS += [
     _model("mnasnet1_0", "MNASNet"),
     _model("mnasnet1_3", "MNASNet"),
 ]
+MODELS += [
+    _model("inception_v3", "Inception-v3", reference=tv("inception_v3", aux_logits=True, init_weights=True)),
+    # the default run's parity: the auxiliary head needs 299x299 inputs; without it 75x75 is enough
+    Model(name="inception_v3_no_aux", spec="inception_v3.yaml", family="Inception-v3", smallest=True,
+          reference=tv("inception_v3", aux_logits=False, init_weights=True),
+          reference_name="torchvision.models.inception_v3(aux_logits=False)",
+          params={"aux_logits": False, "size": 75}),
+]

@@ -8,6 +8,7 @@ dotted names such as `layer2.0.conv1`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
-from .ops.base import Int, Op, ShapeError
+from .ops.base import KEY_PATTERN, Int, Op, ShapeError
 from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source, value_at
 from .spec import (BlockCall, BlockDef, Requirement, SpecFile, input_declarations, parse_spec,
                    report_validation_error)
@@ -415,6 +416,12 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
     _check_keys(scope, diagnostics)
 
 
+def _deferred_key(entry: Any) -> bool:
+    """A key known only once the node is expanded: computed (`{expression}` parts) or on a conditional node
+    (two nodes that are never there together may share a path). `_check_expanded_keys` checks those."""
+    return entry.key is not None and ("{" in entry.key or entry.when not in (None, True))
+
+
 def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
     """Two `key`s of one scope may not name the same module path, nor one a path inside the other
     (`block` holds `block.0`), nor a block call's name (RG086)."""
@@ -422,7 +429,7 @@ def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
                                if isinstance(entry, BlockCall) and entry.key is None}
     for name, entry in scope.nodes.items():
         key = entry.key
-        if key is None:
+        if key is None or _deferred_key(entry):
             continue
         for path, owner in claimed.items():
             if key == path or key.startswith(path + ".") or path.startswith(key + "."):
@@ -658,6 +665,9 @@ class _Expander:
         self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
         self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
+        self.computed_keys: set[str] = set()   # op nodes whose `key` had `{expression}` parts
+        self.conditional_calls: set[str] = set()   # block calls with a `key` and a `when` that were expanded
+        self.call_spans: dict[str, tuple[Span | None, tuple[Note, ...]]] = {}   # each expanded call: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
     def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
@@ -810,6 +820,8 @@ class _Expander:
                 previous = qualified
                 continue
             if isinstance(entry, BlockCall):
+                if _deferred_key(entry):
+                    self.conditional_calls.add(qualified)
                 self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
             else:
                 self.add_op(qualified, entry, path, frame, inputs)
@@ -832,6 +844,9 @@ class _Expander:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=type(entry))
                 op, failed = None, True
+        if op is not None and op.key is not None and "{" in op.key:
+            op = op.model_copy(update={"key": self.evaluate_key(op.key, frame, path)})
+            self.computed_keys.add(qualified)
         self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
                             failed=failed, allow=frame.allow | frozenset(entry.allow)))
 
@@ -839,6 +854,7 @@ class _Expander:
         main = self.program.blocks[call.block]
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
+        self.call_spans[frame.prefix + name] = (call_span, frame.notes)
         repeat, start = call.repeat, call.start
         if isinstance(repeat, str) or isinstance(start, str):   # expressions over the caller's params
             try:
@@ -885,6 +901,29 @@ class _Expander:
                                                       output, call.key)
             inputs = [output]
         return output
+
+    def evaluate_key(self, template: str, frame: _Frame, path: KeyPath) -> str:
+        """A computed key (`{start + 2}`, `stage{index}.conv`): each `{expression}` evaluated in the node's scope
+        to a whole number >= 0 or a name, the result a module path (RG047)."""
+        span = frame.source.span(path + ("key",))
+
+        def part(match: re.Match) -> str:
+            value = self._evaluate(match.group(1), frame.values, frame.source, path + ("key",), frame.notes,
+                                   what=f"part `{{{match.group(1)}}}` of `key`")
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 0 or isinstance(value, str)):
+                self.diagnostics.error("RG047", f"`{{{match.group(1)}}}` in `key: {template}` is {_shown(value)}, "
+                                       "not a whole number >= 0 or a name", span, notes=frame.notes,
+                                       help="compute a module index, e.g. `key: \"{start + 2 * index}\"`")
+                raise _Abort
+            return str(value)
+
+        key = re.sub(r"\{([^{}]+)\}", part, template)
+        if not re.fullmatch(KEY_PATTERN, key):
+            self.diagnostics.error("RG047", f"`key: {template}` gives `{key}`, which is not a module path", span,
+                                   notes=frame.notes, help="a module path is names of letters, digits, `_` and "
+                                   "`-`, joined by dots: make each `{expression}` a number or such a name")
+            raise _Abort
+        return key
 
     def minimum_size(self, block: str) -> int:
         """A lower bound of the nodes one instance of `block` adds (repeats given as expressions count once),
@@ -1004,6 +1043,37 @@ def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[st
         f"a dotted path starts at a top-level block call; `{parts[0]}` is not one", fixed
 
 
+def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnostics) -> None:
+    """`_check_keys` for the keys it leaves to expansion (computed, or on conditional nodes): among the nodes
+    and block calls that are there, two module paths of one scope may not clash (RG086)."""
+    deferred = expander.computed_keys | {node.name for node in graph if node.op is not None and node.op.key is not None
+                                         and node.op.when not in (None, True)} | expander.conditional_calls
+    if not deferred:
+        return
+    scopes: dict[str, list[tuple[str, str, Span | None, tuple[Note, ...]]]] = {}   # scope -> (path, owner, ...)
+    for node in graph:
+        if node.op is not None and node.op.key is not None:
+            scopes.setdefault(node.prefix, []).append((node.module_name, node.name, node.attr_span("key"), node.notes))
+    calls: dict[str, Instance] = {}
+    for instance in graph.instances.values():
+        calls.setdefault(instance.call, instance)
+    for call, instance in calls.items():
+        scope, _, local = call.rpartition(".")
+        span, notes = expander.call_spans.get(call, (None, ()))
+        scopes.setdefault(scope + "." if scope else "", []).append((instance.key or local, call, span, notes))
+    for claims in scopes.values():
+        for position, (path, owner, span, notes) in enumerate(claims):
+            for other_path, other, _, _ in claims[:position]:
+                if owner not in deferred and other not in deferred:
+                    continue   # two fixed keys: `_check_keys` has said so
+                if path == other_path or path.startswith(other_path + ".") or other_path.startswith(path + "."):
+                    diagnostics.error("RG086", f"the module path `{path}` of `{owner}` clashes with the module path "
+                                      f"`{other_path}` of `{other}`", span, notes=notes,
+                                      help="give each node its own module path; a path cannot both hold a module "
+                                           "and be another's container")
+                    break
+
+
 def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:
     """Put each output-item node just before the node whose reference made it, and renumber."""
     nodes = list(graph.nodes.values())
@@ -1086,6 +1156,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         return None
     if items:
         _insert_items(graph, items)
+    _check_expanded_keys(graph, expander, diagnostics)
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     known = set(spec.nodes) | set(graph.inputs)

@@ -48,3 +48,7 @@ MODELS += [
           reference_name="torchvision.models.inception_v3(aux_logits=False)",
           params={"aux_logits": False, "size": 75}),
 ]
+# VGG's 100M-parameter classifier sees a 32x32 input: five pools bring it to 1x1, which the adaptive pool
+# spreads to 7x7
+MODELS += [_model(name, "VGG", smallest=name == "vgg11", params={"size": 32})
+           for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")]

@@ -666,7 +666,7 @@ class _Expander:
         self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
         self.computed_keys: set[str] = set()   # op nodes whose `key` had `{expression}` parts
-        self.conditional_calls: set[str] = set()   # block calls with a `key` and a `when` that were expanded
+        self.deferred_calls: set[str] = set()   # expanded block calls whose `key` is computed or conditional
         self.call_spans: dict[str, tuple[Span | None, tuple[Note, ...]]] = {}   # each expanded call: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
@@ -821,7 +821,7 @@ class _Expander:
                 continue
             if isinstance(entry, BlockCall):
                 if _deferred_key(entry):
-                    self.conditional_calls.add(qualified)
+                    self.deferred_calls.add(qualified)
                 self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
             else:
                 self.add_op(qualified, entry, path, frame, inputs)
@@ -855,6 +855,7 @@ class _Expander:
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
         self.call_spans[frame.prefix + name] = (call_span, frame.notes)
+        key = self.evaluate_key(call.key, frame, path) if call.key is not None and "{" in call.key else call.key
         repeat, start = call.repeat, call.start
         if isinstance(repeat, str) or isinstance(start, str):   # expressions over the caller's params
             try:
@@ -898,7 +899,7 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
-                                                      output, call.key)
+                                                      output, key)
             inputs = [output]
         return output
 
@@ -1047,7 +1048,7 @@ def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnos
     """`_check_keys` for the keys it leaves to expansion (computed, or on conditional nodes): among the nodes
     and block calls that are there, two module paths of one scope may not clash (RG086)."""
     deferred = expander.computed_keys | {node.name for node in graph if node.op is not None and node.op.key is not None
-                                         and node.op.when not in (None, True)} | expander.conditional_calls
+                                         and node.op.when not in (None, True)} | expander.deferred_calls
     if not deferred:
         return
     scopes: dict[str, list[tuple[str, str, Span | None, tuple[Note, ...]]]] = {}   # scope -> (path, owner, ...)

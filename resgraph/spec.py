@@ -54,8 +54,9 @@ class BlockCall(_Model):
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
     allow: Allow = Field(default_factory=empty_list, description=ALLOW)
-    key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
-                            "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
+    key: str | None = Field(None, pattern=KEY_TEMPLATE_PATTERN, description="the call's module path in the "
+                            "state_dict, where it differs from its name (`features.1`, `encoder.layers`); "
+                            "`{expression}` parts are evaluated in the caller's scope; default: its name")
     names: str | None = Field(None, pattern=NAMES_PATTERN,
                               description="how repetitions are named, `{i}` standing for the number: "
                                           "`denselayer{i}`, `encoder_layer_{i}`, `block1-{i}`; default `{i}`")

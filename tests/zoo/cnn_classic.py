@@ -52,3 +52,7 @@ MODELS += [
 # spreads to 7x7
 MODELS += [_model(name, "VGG", smallest=name == "vgg11", params={"size": 32})
            for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")]
+MODELS += [
+    _model("squeezenet1_0", "SqueezeNet", params={"size": 64}),
+    _model("squeezenet1_1", "SqueezeNet", smallest=True, params={"size": 64}),
+]

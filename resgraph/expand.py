@@ -855,7 +855,8 @@ class _Expander:
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
         self.call_spans[frame.prefix + name] = (call_span, frame.notes)
-        key = self.evaluate_key(call.key, frame, path) if call.key is not None and "{" in call.key else call.key
+        module_key = self.evaluate_key(call.key, frame, path) if call.key is not None and "{" in call.key \
+            else call.key
         repeat, start = call.repeat, call.start
         if isinstance(repeat, str) or isinstance(start, str):   # expressions over the caller's params
             try:
@@ -899,7 +900,7 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
-                                                      output, key)
+                                                      output, module_key)
             inputs = [output]
         return output
 

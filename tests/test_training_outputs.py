@@ -90,3 +90,16 @@ def test_googlenet_spec_equals_torchvision_in_training_and_in_eval():
         ours, theirs = model.eval()(x), reference.eval()(x)
         assert isinstance(ours, torch.Tensor) and isinstance(theirs, torch.Tensor)
         assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_a_training_output_left_out_by_when_is_not_returned():
+    # torchvision's Inception v3 with aux_logits=False returns the logits alone, in training too
+    text = AUX_SPEC.replace("name: aux_net\n", "name: aux_net\nparams: {aux: true}\n").replace(
+        "aux_fc: {op: linear, out: 10}", "aux_fc: {op: linear, out: 10, when: aux}")
+    x = torch.randn(2, 3, 16, 16)
+    with_head = resgraph.compile(resgraph.load("aux_net.yaml", text=text)).train()
+    assert len(with_head(x)) == 2
+    network = resgraph.load("aux_net.yaml", text=text, params={"aux": False})
+    assert network.graph.training_outputs == []
+    without = resgraph.compile(network).train()
+    assert isinstance(without(x), torch.Tensor) and without(x).shape == (2, 10)

@@ -695,3 +695,20 @@ def test_a_computed_key_that_gives_no_module_path_is_refused(validate_text, key,
           fc: {{op: linear, out: 4, key: {key}}}
     """)
     assert [d.code for d in diagnostics] == [code] and message in diagnostics[0].message
+
+
+def test_a_block_calls_key_that_torch_reserves_is_renamed_as_a_nodes_is(load_text):
+    # found by the mutant fuzz on specs/squeezenet1_0.yaml: `key: lambda` on a block call broke codegen
+    network = load_text("""
+        resgraph: 1
+        input: [4]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 4}
+        nodes:
+          first: {block: unit, key: lambda}
+          second: {block: unit, key: forward}
+    """)
+    model = resgraph.compile(network, device="meta")
+    assert [k.rpartition(".")[0] for k in model.state_dict()][::2] == ["lambda_.fc", "forward_.fc"]

@@ -495,7 +495,8 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
         elif kind == "string_pattern_mismatch" and ctx.get("pattern") in (KEY_PATTERN, KEY_TEMPLATE_PATTERN,
                                                                            NAMES_PATTERN):
             value = error["input"]
-            if ctx.get("pattern") == KEY_PATTERN:
+            braces = "{" in str(value) or "}" in str(value)
+            if ctx.get("pattern") == KEY_PATTERN or ctx.get("pattern") == KEY_TEMPLATE_PATTERN and not braces:
                 diagnostics.error("RG045", f"invalid key `{value}`: a module path is names of letters, digits, `_` "
                                   "and `-`, joined by dots", span, help="e.g. `block.0` or `trunk_output.block1`",
                                   notes=notes)

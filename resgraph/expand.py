@@ -1063,17 +1063,22 @@ def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnos
         scope, _, local = call.rpartition(".")
         span, notes = expander.call_spans.get(call, (None, ()))
         scopes.setdefault(scope + "." if scope else "", []).append((instance.key or local, call, span, notes))
-    for claims in scopes.values():
-        for position, (path, owner, span, notes) in enumerate(claims):
-            for other_path, other, _, _ in claims[:position]:
-                if owner not in deferred and other not in deferred:
-                    continue   # two fixed keys: `_check_keys` has said so
-                if path == other_path or path.startswith(other_path + ".") or other_path.startswith(path + "."):
-                    diagnostics.error("RG086", f"the module path `{path}` of `{owner}` clashes with the module path "
-                                      f"`{other_path}` of `{other}`", span, notes=notes,
-                                      help="give each node its own module path; a path cannot both hold a module "
-                                           "and be another's container")
-                    break
+    for claims in scopes.values():   # in O(paths x depth): a scope may hold thousands of keyed nodes
+        taken: dict[str, tuple[str, str]] = {}    # a module path -> (its path, its owner)
+        inside: dict[str, tuple[str, str]] = {}   # each container of a taken path -> (that path, its owner)
+        for path, owner, span, notes in claims:
+            parts = path.split(".")
+            containers = [".".join(parts[:i]) for i in range(1, len(parts))]
+            clash = taken.get(path) or inside.get(path) or next((taken[c] for c in containers if c in taken), None)
+            if clash is not None and (owner in deferred or clash[1] in deferred):   # two fixed keys: said already
+                diagnostics.error("RG086", f"the module path `{path}` of `{owner}` clashes with the module path "
+                                  f"`{clash[0]}` of `{clash[1]}`", span, notes=notes,
+                                  help="give each node its own module path; a path cannot both hold a module "
+                                       "and be another's container")
+                continue
+            taken.setdefault(path, (path, owner))
+            for container in containers:
+                inside.setdefault(container, (path, owner))
 
 
 def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:

@@ -712,3 +712,16 @@ def test_a_block_calls_key_that_torch_reserves_is_renamed_as_a_nodes_is(load_tex
     """)
     model = resgraph.compile(network, device="meta")
     assert [k.rpartition(".")[0] for k in model.state_dict()][::2] == ["lambda_.fc", "forward_.fc"]
+
+
+def test_a_computed_key_may_not_hold_or_sit_inside_another_modules_path(validate_text):
+    for first, second in (('"{\'block\'}"', "block.0"), ("block", '"block.{0}"')):
+        diagnostics = validate_text(f"""
+            resgraph: 1
+            input: [4]
+            nodes:
+              a: {{op: linear, out: 4, key: {first}}}
+              b: {{op: linear, out: 4, key: {second}}}
+        """)
+        assert [d.code for d in diagnostics] == ["RG086"], diagnostics
+        assert "the module path `block.0` of `b` clashes with the module path `block` of `a`" in diagnostics[0].message

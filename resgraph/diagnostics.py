@@ -67,6 +67,7 @@ CODES: dict[str, str] = {
     "RG044": "wrong number of inputs",
     "RG045": "invalid name",
     "RG046": "size beyond torch's limits",
+    "RG047": "invalid computed key",
     "RG050": "shortcut shape mismatch",
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
 from .expr import ExprError, Names, evaluate, names_in
 from .graph import Graph, Instance, Node
-from .ops.base import Int, Op, ShapeError
+from .ops.base import KEY_PATTERN, Int, Op, ShapeError
 from .source import FileProblem, KeyPath, SourceFile, check_regular_file, load_source, value_at
 from .spec import (BlockCall, BlockDef, Requirement, SpecFile, input_declarations, parse_spec,
                    report_validation_error)
@@ -416,6 +416,12 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
     _check_keys(scope, diagnostics)
 
 
+def _deferred_key(entry: Any) -> bool:
+    """A key known only once the node is expanded: computed (`{expression}` parts) or on a conditional node
+    (two nodes that are never there together may share a path). `_check_expanded_keys` checks those."""
+    return entry.key is not None and ("{" in entry.key or entry.when not in (None, True))
+
+
 def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
     """Two `key`s of one scope may not name the same module path, nor one a path inside the other
     (`block` holds `block.0`), nor pass through the name of a node without a key (RG086): a block call,
@@ -434,7 +440,7 @@ def _report_key_clashes(nodes: list[tuple[str, Any]], source: SourceFile, base: 
     conditional = {name for name, entry in nodes if entry.when not in (None, True)}
     for name, entry in nodes:
         key = entry.key
-        if key is None:
+        if key is None or _deferred_key(entry):
             continue
         for path, owner in claimed.items():
             if not (key == path or key.startswith(path + ".") or path.startswith(key + ".")):
@@ -679,6 +685,9 @@ class _Expander:
         self.shapes: dict[str, tuple[int, ...] | None] = {}   # for `shape(...)`: None where it cannot be known
         self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
+        self.computed_keys: set[str] = set()   # op nodes whose `key` had `{expression}` parts
+        self.deferred_calls: set[str] = set()   # expanded block calls whose `key` is computed or conditional
+        self.call_spans: dict[str, tuple[Span | None, tuple[Note, ...]]] = {}   # each expanded call: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
 
     def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
@@ -831,6 +840,8 @@ class _Expander:
                 previous = qualified
                 continue
             if isinstance(entry, BlockCall):
+                if _deferred_key(entry):
+                    self.deferred_calls.add(qualified)
                 self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
             else:
                 self.add_op(qualified, entry, path, frame, inputs)
@@ -855,6 +866,9 @@ class _Expander:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=type(entry))
                 op, failed = None, True
+        if op is not None and op.key is not None and "{" in op.key:
+            op = op.model_copy(update={"key": self.evaluate_key(op.key, frame, path)})
+            self.computed_keys.add(qualified)
         self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
                             failed=failed, allow=frame.allow | frozenset(entry.allow)))
 
@@ -862,6 +876,9 @@ class _Expander:
         main = self.program.blocks[call.block]
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
+        self.call_spans[frame.prefix + name] = (call_span, frame.notes)
+        module_key = self.evaluate_key(call.key, frame, path) if call.key is not None and "{" in call.key \
+            else call.key
         repeat, start = call.repeat, call.start
         if isinstance(repeat, str) or isinstance(start, str):   # expressions over the caller's params
             try:
@@ -905,9 +922,32 @@ class _Expander:
             output = child.prefix + definition.output if definition.output else last
             self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
                                                       index if repeat is not None else None, values, list(inputs),
-                                                      output, call.key)
+                                                      output, module_key)
             inputs = [output] + inputs[1:]   # the chain, and the inputs every instance shares
         return output
+
+    def evaluate_key(self, template: str, frame: _Frame, path: KeyPath) -> str:
+        """A computed key (`{start + 2}`, `stage{index}.conv`): each `{expression}` evaluated in the node's scope
+        to a whole number >= 0 or a name, the result a module path (RG047)."""
+        span = frame.source.span(path + ("key",))
+
+        def part(match: re.Match) -> str:
+            value = self._evaluate(match.group(1), frame.values, frame.source, path + ("key",), frame.notes,
+                                   what=f"part `{{{match.group(1)}}}` of `key`")
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 0 or isinstance(value, str)):
+                self.diagnostics.error("RG047", f"`{{{match.group(1)}}}` in `key: {template}` is {_shown(value)}, "
+                                       "not a whole number >= 0 or a name", span, notes=frame.notes,
+                                       help="compute a module index, e.g. `key: \"{start + 2 * index}\"`")
+                raise _Abort
+            return str(value)
+
+        key = re.sub(r"\{([^{}]+)\}", part, template)
+        if not re.fullmatch(KEY_PATTERN, key):
+            self.diagnostics.error("RG047", f"`key: {template}` gives `{key}`, which is not a module path", span,
+                                   notes=frame.notes, help="a module path is names of letters, digits, `_` and "
+                                   "`-`, joined by dots: make each `{expression}` a number or such a name")
+            raise _Abort
+        return key
 
     def minimum_size(self, block: str) -> int:
         """A lower bound of the nodes one instance of `block` adds (repeats given as expressions count once),
@@ -1025,6 +1065,42 @@ def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[st
     fixed = ".".join([guess] + parts[1:]) if guess else None
     return (f"did you mean `{fixed}`? " if fixed else "") + \
         f"a dotted path starts at a top-level block call; `{parts[0]}` is not one", fixed
+
+
+def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnostics) -> None:
+    """`_check_keys` for the keys it leaves to expansion (computed, or on conditional nodes): among the nodes
+    and block calls that are there, two module paths of one scope may not clash (RG086)."""
+    deferred = expander.computed_keys | {node.name for node in graph if node.op is not None and node.op.key is not None
+                                         and node.op.when not in (None, True)} | expander.deferred_calls
+    if not deferred:
+        return
+    scopes: dict[str, list[tuple[str, str, Span | None, tuple[Note, ...]]]] = {}   # scope -> (path, owner, ...)
+    for node in graph:
+        if node.op is not None and node.op.key is not None:
+            scopes.setdefault(node.prefix, []).append((node.module_name, node.name, node.attr_span("key"), node.notes))
+    calls: dict[str, Instance] = {}
+    for instance in graph.instances.values():
+        calls.setdefault(instance.call, instance)
+    for call, instance in calls.items():
+        scope, _, local = call.rpartition(".")
+        span, notes = expander.call_spans.get(call, (None, ()))
+        scopes.setdefault(scope + "." if scope else "", []).append((instance.key or local, call, span, notes))
+    for claims in scopes.values():   # in O(paths x depth): a scope may hold thousands of keyed nodes
+        taken: dict[str, tuple[str, str]] = {}    # a module path -> (its path, its owner)
+        inside: dict[str, tuple[str, str]] = {}   # each container of a taken path -> (that path, its owner)
+        for path, owner, span, notes in claims:
+            parts = path.split(".")
+            containers = [".".join(parts[:i]) for i in range(1, len(parts))]
+            clash = taken.get(path) or inside.get(path) or next((taken[c] for c in containers if c in taken), None)
+            if clash is not None and (owner in deferred or clash[1] in deferred):   # two fixed keys: said already
+                diagnostics.error("RG086", f"the module path `{path}` of `{owner}` clashes with the module path "
+                                  f"`{clash[0]}` of `{clash[1]}`", span, notes=notes,
+                                  help="give each node its own module path; a path cannot both hold a module "
+                                       "and be another's container")
+                continue
+            taken.setdefault(path, (path, owner))
+            for container in containers:
+                inside.setdefault(container, (path, owner))
 
 
 def _insert_items(graph: Graph, items: dict[str, list[Node]]) -> None:
@@ -1148,6 +1224,7 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         return None
     if items:
         _insert_items(graph, items)
+    _check_expanded_keys(graph, expander, diagnostics)
     outputs = spec.outputs if spec.outputs is not None else last
     names = [outputs] if isinstance(outputs, str) else list(outputs.values()) if isinstance(outputs, dict) \
         else list(outputs)
@@ -1186,6 +1263,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             diagnostics.error("RG040", f"unknown training output `{name}`", span,
                               help=did_you_mean(name, known) or "training outputs name top-level nodes or block calls")
             continue
+        if name in expander.left_out:   # an auxiliary head switched off (`when`): not returned, as torchvision's
+            continue                    # Inception v3 with aux_logits=False returns the logits alone
         try:
             resolved = expander.resolve(name)
         except _Abort:

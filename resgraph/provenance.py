@@ -100,7 +100,11 @@ class Provenance:
             return ["the op's default"]
         text = raw[attr]
         where = _where(node.source, node.path + (attr,))
-        names = self._expression_names(text, node.prefix)
+        if attr == "key" and isinstance(text, str) and "{" in text:   # a computed key: its `{expression}` parts
+            parts = [self._expression_names(part, node.prefix) for part in re.findall(r"\{([^{}]+)\}", text)]
+            names = None if any(p is None for p in parts) else list(dict.fromkeys(n for p in parts for n in p))
+        else:
+            names = self._expression_names(text, node.prefix)
         if names is None:
             return [f"literal at {where}"]
         lines = [f"`{yaml_value(text) if not isinstance(text, str) else text}` at {where}"]

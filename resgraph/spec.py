@@ -15,7 +15,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from .diagnostics import Diagnostic, Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing, text_at
 from .ops import REGISTRY
-from .ops.base import ALLOW, KEY_PATTERN, OTHERWISE, WHEN, Allow, Int, empty_dict, empty_list, is_builtin
+from .ops.base import (ALLOW, KEY_PATTERN, KEY_TEMPLATE_PATTERN, OTHERWISE, WHEN, Allow, Int, empty_dict, empty_list,
+                       is_builtin)
 from .source import KeyPath, SourceFile, value_at
 
 VERSION = 1
@@ -53,8 +54,9 @@ class BlockCall(_Model):
     when: bool | str | None = Field(None, description=WHEN)
     otherwise: str | None = Field(None, description=OTHERWISE)
     allow: Allow = Field(default_factory=empty_list, description=ALLOW)
-    key: str | None = Field(None, pattern=KEY_PATTERN, description="the call's module path in the state_dict, "
-                            "where it differs from its name (`features.1`, `encoder.layers`); default: its name")
+    key: str | None = Field(None, pattern=KEY_TEMPLATE_PATTERN, description="the call's module path in the "
+                            "state_dict, where it differs from its name (`features.1`, `encoder.layers`); "
+                            "`{expression}` parts are evaluated in the caller's scope; default: its name")
     names: str | None = Field(None, pattern=NAMES_PATTERN,
                               description="how repetitions are named, `{i}` standing for the number: "
                                           "`denselayer{i}`, `encoder_layer_{i}`, `block1-{i}`; default `{i}`")
@@ -491,12 +493,18 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                 diagnostics.error("RG013", f"unknown op `{op}`", op_span,
                                   help=did_you_mean(op, known) or "known ops: " + ", ".join(sorted(known)),
                                   notes=notes, fixes=replacing(source.text, op_span, op, nearest(op, known)))
-        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in (KEY_PATTERN, NAMES_PATTERN):
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in (KEY_PATTERN, KEY_TEMPLATE_PATTERN,
+                                                                           NAMES_PATTERN):
             value = error["input"]
-            if ctx.get("pattern") == KEY_PATTERN:
+            braces = "{" in str(value) or "}" in str(value)
+            if ctx.get("pattern") == KEY_PATTERN or ctx.get("pattern") == KEY_TEMPLATE_PATTERN and not braces:
                 diagnostics.error("RG045", f"invalid key `{value}`: a module path is names of letters, digits, `_` "
                                   "and `-`, joined by dots", span, help="e.g. `block.0` or `trunk_output.block1`",
                                   notes=notes)
+            elif ctx.get("pattern") == KEY_TEMPLATE_PATTERN:
+                diagnostics.error("RG045", f"invalid key `{value}`: a module path is names of letters, digits, `_` "
+                                  "and `-`, and `{expression}` parts, joined by dots", span,
+                                  help="e.g. `block.0`, `trunk_output.block1` or `{start + 2}`", notes=notes)
             else:
                 diagnostics.error("RG045", f"invalid `names: {value}`: a pattern is letters, digits, `_` and `-` "
                                   "with one `{i}` for the number", span, help="e.g. `denselayer{i}` or `block1-{i}`",

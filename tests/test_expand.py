@@ -597,3 +597,131 @@ def test_buffers_are_saved_unless_not_persistent(load_text):
     assert torch.allclose(model.state_dict()["encoder.pos"], expected, atol=1e-6)
     x = torch.randn(2, 5, 8)
     assert torch.allclose(model(x), x + expected, atol=1e-6)
+
+
+# ---- computed keys (issue 11, the classic CNNs: torchvision's flat Sequentials) ---------------------------
+
+COMPUTED_KEYS = """
+    resgraph: 1
+    params: {layers: [1, 2], batch_norm: false}
+    input: [3, 8, 8]
+    blocks:
+      features:
+        params: {layers: null, batch_norm: false}
+        let:
+          k: "3 if batch_norm else 2"
+          s2: k * layers[0] + 1
+        nodes:
+          conv1_1: {op: conv2d, out: 4, kernel: 3, padding: 1, key: "{0}"}
+          bn1_1: {op: batchnorm2d, key: "{1}", when: batch_norm}
+          relu1_1: {op: relu, key: "{k - 1}"}
+          pool1: {op: maxpool2d, kernel: 2, key: "{k * layers[0]}"}
+          conv2_1: {op: conv2d, out: 8, kernel: 3, padding: 1, key: "{s2}"}
+          bn2_1: {op: batchnorm2d, key: "{s2 + 1}", when: batch_norm}
+          relu2_1: {op: relu, key: "{s2 + k - 1}"}
+          conv2_2: {op: conv2d, out: 8, kernel: 3, padding: 1, key: "{s2 + k}", when: "layers[1] >= 2"}
+          bn2_2: {op: batchnorm2d, key: "{s2 + k + 1}", when: "batch_norm and layers[1] >= 2"}
+          relu2_2: {op: relu, key: "{s2 + 2 * k - 1}", when: "layers[1] >= 2"}
+    nodes:
+      features: {block: features, with: {layers: layers, batch_norm: batch_norm}}
+      head: {op: conv2d, out: 2, kernel: 1, key: "classifier.{len}"}
+"""
+
+
+@pytest.mark.parametrize("batch_norm, expected", [
+    (False, ["features.0", "features.3", "features.5", "classifier.7"]),
+    (True, ["features.0", "features.1", "features.4", "features.5", "features.7", "features.8", "classifier.7"]),
+])
+def test_computed_keys_number_a_flat_sequential_as_torch_does(load_text, batch_norm, expected):
+    text = COMPUTED_KEYS.replace("params: {layers: [1, 2], batch_norm: false}",
+                                 "params: {layers: [1, 2], batch_norm: false, len: 7}")
+    network = load_text(text, params={"batch_norm": batch_norm})
+    model = resgraph.compile(network, device="meta")
+    prefixes = list(dict.fromkeys(key.rpartition(".")[0] for key in model.state_dict()))
+    assert prefixes == expected
+    # the layers without state are numbered too, as torch's Sequential numbers them
+    assert network.graph.nodes["features.pool1"].module_name == ("3" if batch_norm else "2")
+    assert network.graph.nodes["features.relu2_2"].module_name == ("9" if batch_norm else "6")
+
+
+def test_a_computed_key_of_a_block_call_is_evaluated_in_the_callers_scope(load_text):
+    network = load_text("""
+        resgraph: 1
+        params: {at: 3}
+        input: [4]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 4}
+        nodes:
+          first: {block: unit, key: "stages.{at}"}
+          second: {block: unit, key: "stages.{at + 1}"}
+    """)
+    assert list(resgraph.compile(network, device="meta").state_dict()) == [
+        "stages.3.fc.weight", "stages.3.fc.bias", "stages.4.fc.weight", "stages.4.fc.bias"]
+
+
+def test_conditional_nodes_may_share_a_key_when_never_there_together(load_text, validate_text):
+    text = """
+        resgraph: 1
+        params: {wide: false}
+        input: [3, 8, 8]
+        nodes:
+          narrow: {op: conv2d, out: 4, kernel: 3, bias: false, key: features.0, when: "not wide"}
+          broad: {op: conv2d, out: 16, kernel: 3, bias: false, key: features.0, when: wide, inputs: input,
+                  otherwise: narrow}
+          norm: {op: batchnorm2d, key: features.1}
+    """
+    assert validate_text(text) == [] and validate_text(text, params={"wide": True}) == []
+    model = resgraph.compile(load_text(text, params={"wide": True}), device="meta")
+    assert model.state_dict()["features.0.weight"].shape == (16, 3, 3, 3)
+    clash = validate_text(text.replace('when: "not wide"', "when: true"), params={"wide": True})
+    assert [d.code for d in clash] == ["RG086"] and "`features.0` of `broad`" in clash[0].message
+
+
+@pytest.mark.parametrize("key, code, message", [
+    ('"{1.5}"', "RG047", "is 1.5, not a whole number >= 0 or a name"),
+    ('"{-1}"', "RG047", "is -1"),
+    ('"{true}"', "RG047", "is true"),
+    ('"{\'a b\'}"', "RG047", "gives `a b`, which is not a module path"),
+    ('"{missing}"', "RG021", "missing"),
+    ('"{}"', "RG045", "invalid key"),
+])
+def test_a_computed_key_that_gives_no_module_path_is_refused(validate_text, key, code, message):
+    diagnostics = validate_text(f"""
+        resgraph: 1
+        input: [4]
+        nodes:
+          fc: {{op: linear, out: 4, key: {key}}}
+    """)
+    assert [d.code for d in diagnostics] == [code] and message in diagnostics[0].message
+
+
+def test_a_block_calls_key_that_torch_reserves_is_renamed_as_a_nodes_is(load_text):
+    # found by the mutant fuzz on specs/squeezenet1_0.yaml: `key: lambda` on a block call broke codegen
+    network = load_text("""
+        resgraph: 1
+        input: [4]
+        blocks:
+          unit:
+            nodes:
+              fc: {op: linear, out: 4}
+        nodes:
+          first: {block: unit, key: lambda}
+          second: {block: unit, key: forward}
+    """)
+    model = resgraph.compile(network, device="meta")
+    assert [k.rpartition(".")[0] for k in model.state_dict()][::2] == ["lambda_.fc", "forward_.fc"]
+
+
+def test_a_computed_key_may_not_hold_or_sit_inside_another_modules_path(validate_text):
+    for first, second in (('"{\'block\'}"', "block.0"), ("block", '"block.{0}"')):
+        diagnostics = validate_text(f"""
+            resgraph: 1
+            input: [4]
+            nodes:
+              a: {{op: linear, out: 4, key: {first}}}
+              b: {{op: linear, out: 4, key: {second}}}
+        """)
+        assert [d.code for d in diagnostics] == ["RG086"], diagnostics
+        assert "the module path `block.0` of `b` clashes with the module path `block` of `a`" in diagnostics[0].message

@@ -113,3 +113,13 @@ def test_expanded_spec_has_the_same_nodes_params_and_macs(name):
                                                                           origins=origins))
         assert (len(again.graph), again.params, again.macs) == (len(network.graph), network.params, network.macs)
         assert again.warnings == [] and not again.program.blocks
+
+
+def test_explain_says_what_a_computed_key_reads():
+    path = SPECS / "vgg16_bn.yaml"
+    result = invoke("explain", str(path), "features.conv3_2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    key = next(i for i, line in enumerate(lines) if line.startswith("  key = "))
+    assert lines[key].startswith('  key = "17": `{s3 + k}` at ') and lines[key].endswith("vgg.yaml:55")
+    assert lines[key + 1].startswith("      k = 3: let `3 if batch_norm else 2` of block `features`")

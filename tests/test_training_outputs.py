@@ -90,3 +90,35 @@ def test_googlenet_spec_equals_torchvision_in_training_and_in_eval():
         ours, theirs = model.eval()(x), reference.eval()(x)
         assert isinstance(ours, torch.Tensor) and isinstance(theirs, torch.Tensor)
         assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_a_training_output_left_out_by_when_is_not_returned():
+    # torchvision's Inception v3 with aux_logits=False returns the logits alone, in training too
+    text = AUX_SPEC.replace("name: aux_net\n", "name: aux_net\nparams: {aux: true}\n").replace(
+        "aux_fc: {op: linear, out: 10}", "aux_fc: {op: linear, out: 10, when: aux}")
+    x = torch.randn(2, 3, 16, 16)
+    with_head = resgraph.compile(resgraph.load("aux_net.yaml", text=text)).train()
+    assert len(with_head(x)) == 2
+    network = resgraph.load("aux_net.yaml", text=text, params={"aux": False})
+    assert network.graph.training_outputs == []
+    without = resgraph.compile(network).train()
+    assert isinstance(without(x), torch.Tensor) and without(x).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_inception_v3_spec_equals_torchvision_in_training_with_its_auxiliary_head():
+    # the zoo compares eval-mode outputs, which the auxiliary head does not reach: here training mode does
+    from torchvision.models import inception_v3
+
+    from .conftest import SPECS, randomize_batch_norm
+
+    params = {"num_classes": 10, "dropout": 0.0}
+    model = randomize_batch_norm(resgraph.compile(SPECS / "inception_v3.yaml", params=params, seed=0))
+    reference = inception_v3(weights=None, num_classes=10, aux_logits=True, init_weights=False, dropout=0.0)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 299, 299, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model.train()(x), reference.train()(x)   # batch statistics, both heads
+        assert type(ours).__name__ == "InceptionV3Outputs" and len(ours) == len(theirs) == 2
+        for got, expected in zip(ours, theirs):   # (logits, aux logits) in both
+            assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()

@@ -281,8 +281,12 @@ Allow = list[Annotated[str, PlainValidator(_allowable), WithJsonSchema({"type": 
 WHEN = "a condition (an expression over the params): where false, the node is left out"
 OTHERWISE = "where `when` is false, the node that stands for this one; default: its first input"
 KEY = ("the node's module path in the state_dict, where it differs from its name, relative to its block instance "
-       "(`block.0`, `encoder.pos_embedding`, `block1-0`); default: the node's name")
+       "(`block.0`, `encoder.pos_embedding`, `block1-0`); `{expression}` parts are evaluated in the node's scope "
+       "(`{start + 2}`); default: the node's name")
 KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+# An op node's key may compute parts of its path: `{expression}` (no braces inside) stands for a number or a name
+_KEY_PART = r"(?:[A-Za-z0-9_-]|\{[^{}]+\})+"
+KEY_TEMPLATE_PATTERN = rf"^{_KEY_PART}(\.{_KEY_PART})*$"
 
 
 def empty_list() -> list:
@@ -312,7 +316,7 @@ class Op(BaseModel):
     when: bool | str | None = Field(default=None, description=WHEN)
     otherwise: str | None = Field(default=None, description=OTHERWISE)
     allow: Allow = Field(default_factory=empty_list, description=ALLOW)
-    key: str | None = Field(default=None, pattern=KEY_PATTERN, description=KEY)
+    key: str | None = Field(default=None, pattern=KEY_TEMPLATE_PATTERN, description=KEY)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1

@@ -425,36 +425,22 @@ def _deferred_key(entry: Any) -> bool:
 def _check_keys(scope: _Scope, diagnostics: Diagnostics) -> None:
     """Two `key`s of one scope may not name the same module path, nor one a path inside the other
     (`block` holds `block.0`), nor pass through the name of a node without a key (RG086): a block call,
-    or an op whose module would sit there (`attention` beside `key: attention.self.query`). Two nodes that
-    both have a `when` may
-    be alternatives (a convolution or a Sequential at `0`): whether they clash is known per instance,
-    where `Expander.expand_nodes` checks the nodes that are there."""
-    _report_key_clashes(list(scope.nodes.items()), scope.source, scope.base, (), diagnostics, alternatives=False)
-
-
-def _report_key_clashes(nodes: list[tuple[str, Any]], source: SourceFile, base: KeyPath, notes: tuple[Note, ...],
-                        diagnostics: Diagnostics, alternatives: bool) -> None:
-    """RG086 for clashing module paths among `nodes`. `alternatives=False` skips pairs of conditional nodes;
-    `alternatives=True` reports those pairs only (the nodes given are then the ones an instance has)."""
-    claimed: dict[str, str] = {name: name for name, entry in nodes if entry.key is None}
-    conditional = {name for name, entry in nodes if entry.when not in (None, True)}
-    for name, entry in nodes:
+    or an op whose module would sit there (`attention` beside `key: attention.self.query`). Computed keys
+    and the keys of nodes with a `when` are known once expanded: `_check_expanded_keys` checks those."""
+    claimed: dict[str, str] = {name: name for name, entry in scope.nodes.items() if entry.key is None}
+    for name, entry in scope.nodes.items():
         key = entry.key
         if key is None or _deferred_key(entry):
             continue
         for path, owner in claimed.items():
-            if not (key == path or key.startswith(path + ".") or path.startswith(key + ".")):
-                continue
-            if alternatives != (name in conditional and owner in conditional):
-                continue
-            diagnostics.error("RG086", f"`key: {key}` of `{name}` clashes with the module path `{path}` of "
-                              f"`{owner}`", source.span(base + ("nodes", name, "key")),
-                              help="give each node its own module path; a path cannot both hold a module "
-                                   "and be another's container" + (" (nodes that are alternatives need "
-                                   "`when` conditions that are never both true)" if alternatives else ""),
-                              notes=notes + (Note(f"`{owner}` is here", source.span(base + ("nodes", owner),
-                                                                                    key=True)),))
-            break
+            if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+                diagnostics.error("RG086", f"`key: {key}` of `{name}` clashes with the module path `{path}` of "
+                                  f"`{owner}`", scope.source.span(scope.base + ("nodes", name, "key")),
+                                  help="give each node its own module path; a path cannot both hold a module "
+                                       "and be another's container",
+                                  notes=[Note(f"`{owner}` is here", scope.source.span(scope.base + ("nodes", owner),
+                                                                                     key=True))])
+                break
         else:
             claimed[key] = name
 
@@ -846,8 +832,6 @@ class _Expander:
             else:
                 self.add_op(qualified, entry, path, frame, inputs)
             previous = qualified
-        present = [(name, entry) for name, entry in nodes.items() if frame.prefix + name not in self.left_out]
-        _report_key_clashes(present, frame.source, frame.base, frame.notes, self.diagnostics, alternatives=True)
         return previous
 
     def add_op(self, qualified: str, entry: Op, path: KeyPath, frame: _Frame, inputs: list[str]) -> None:
@@ -1096,7 +1080,8 @@ def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnos
                 diagnostics.error("RG086", f"the module path `{path}` of `{owner}` clashes with the module path "
                                   f"`{clash[0]}` of `{clash[1]}`", span, notes=notes,
                                   help="give each node its own module path; a path cannot both hold a module "
-                                       "and be another's container")
+                                       "and be another's container (nodes with a `when` may share one only if "
+                                       "they are never there together)")
                 continue
             taken.setdefault(path, (path, owner))
             for container in containers:

@@ -184,12 +184,22 @@ class _ScopeLowering:
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
         self.exposed_cache: dict[str, list[str]] = {}
+        self.first_declared_cache: dict[str, int] = {}
 
     def exposed(self, scope: str) -> list[str]:
         """The network outputs inside block instance `scope` that its module returns after its own output."""
         if scope not in self.exposed_cache:
             self.exposed_cache[scope] = self.graph.exposed_outputs(scope)
         return self.exposed_cache[scope]
+
+    def first_declared(self, scope: str) -> int:
+        """The declaration index of the first node of block instance `scope`, nested calls included."""
+        if scope not in self.first_declared_cache:
+            indices = [node.index for node in self.own.get(scope, [])]
+            indices += [self.first_declared(i.name) for instances in self.calls.get(scope, {}).values()
+                        for i in instances]
+            self.first_declared_cache[scope] = min(indices, default=0)
+        return self.first_declared_cache[scope]
 
     def build(self, scope: str) -> fx.GraphModule:
         graph = self.graph
@@ -214,6 +224,7 @@ class _ScopeLowering:
         called_by_index: list[tuple[str, nn.Module]] = []
         items: list[tuple[int, Any]] = [(self.position[node.name], node) for node in self.own.get(scope, [])]
         items += [(self.first[call], call) for call in self.calls.get(scope, {})]
+        declared: dict[str, int] = {}   # attribute -> where its node (or call) is declared
         for _, item in sorted(items, key=lambda pair: pair[0]):
             if isinstance(item, Node):
                 b.node = item
@@ -221,6 +232,7 @@ class _ScopeLowering:
                 shapes = [graph.nodes[name].shape for name in item.inputs]
                 values[item.name] = item.op.lower(b, args, shapes, item.shape, item.meta)
                 for attribute, module in b.modules.items():
+                    declared.setdefault(attribute, item.index)
                     if isinstance(module, nn.Module):
                         self.modules.setdefault(item.prefix + b.spec_names.get(attribute, attribute), module)
                 continue
@@ -233,6 +245,7 @@ class _ScopeLowering:
                 raise ValueError(f"two modules would be named `{scope + '.' if scope else ''}{local}`")
             b.node = None
             b.modules[local] = child
+            declared[local] = self.first_declared(instances[0].name)
             args = tuple(values[name] for name in instances[0].inputs)
             if not any(self.exposed(i.name) for i in instances):
                 values[instances[-1].output] = b.fx.call_module(local, args)
@@ -258,11 +271,35 @@ class _ScopeLowering:
         built = (CompiledNetwork if scope == "" else CompiledModule)(root, b.fx, class_name=class_name)
         for attribute, module in called_by_index:
             setattr(built, attribute, module)
+        _in_declaration_order(built, declared)
         for attribute, module in b.modules.items():
             if isinstance(module, _Volatile):  # fx copies every tensor attribute as a persistent buffer
                 owner, _, name = attribute.rpartition(".")
                 built.get_submodule(owner)._non_persistent_buffers_set.add(name)
         return built
+
+
+def _in_declaration_order(module: nn.Module, declared: dict[str, int]) -> None:
+    """Order `module`'s submodules as their nodes are declared, as a hand-written `__init__` orders them (fx
+    registers them in the order they are called): torchvision's Swin V2 block declares `norm1` before `attn`
+    but normalises the attention's output, and its state_dict lists `norm1` first."""
+    rank: dict[str, int] = {}
+    for attribute, index in declared.items():
+        top = attribute.split(".")[0]
+        rank[top] = min(index, rank.get(top, index))
+    names = list(module._modules)
+    wanted = sorted(names, key=lambda name: rank.get(name, len(declared)))   # stable
+    if wanted != names:
+        for name in wanted:
+            module._modules[name] = module._modules.pop(name)
+
+
+def _same_order(copy: nn.Module, original: nn.Module) -> None:
+    """A deep copy's submodules in the original's order (fx's __init__ registers them in call order)."""
+    names = [name for name in original._modules if name in copy._modules]
+    if list(copy._modules) != names:
+        for name in names + [name for name in list(copy._modules) if name not in names]:
+            copy._modules[name] = copy._modules.pop(name)
 
 
 class _Volatile:
@@ -386,6 +423,7 @@ class CompiledModule(fx.GraphModule):
         def init(copy, root, graph):
             fx.GraphModule.__init__(copy, root, graph, class_name=name)
             _restore(copy, root.__dict__)
+            _same_order(copy, root)
 
         return init
 

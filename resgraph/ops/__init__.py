@@ -2,7 +2,7 @@
 
 # registration side effects: importing a module registers its ops
 from . import (activation, arithmetic, attention, conv, dense, layout, merge, named_activation, norm,  # noqa: F401
-               pad, pool, reduce, resample, sequence, tensor)
+               pad, pool, reduce, resample, sequence, swin, tensor)
 from .base import REGISTRY, Bool, Choice, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 
 # What a plugin's op class uses (docs/plugins.md): the base class, the attribute types and `register`.

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, RotaryEmbedding, ScaledDotProductAttention,
-                      ZeroPadShortcut)
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, PatchMerging, RotaryEmbedding,
+                      ScaledDotProductAttention, ShiftedWindowAttention, ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
@@ -106,6 +106,13 @@ def constructor(module: nn.Module) -> Call:
     if isinstance(module, RotaryEmbedding):
         return Call("RotaryEmbedding", [(None, module.heads), ("base", module.base),
                                         ("interleaved", module.interleaved)])
+    if isinstance(module, ShiftedWindowAttention):
+        return Call("ShiftedWindowAttention", [
+            (None, module.dim), ("window_size", list(module.window_size)), ("shift_size", list(module.shift_size)),
+            ("num_heads", module.num_heads), ("qkv_bias", module.qkv_bias), ("proj_bias", module.proj_bias),
+            ("attention_dropout", module.attention_dropout), ("dropout", module.dropout), ("version", module.version)])
+    if isinstance(module, PatchMerging):
+        return Call("PatchMerging", [(None, module.dim), ("version", module.version), ("eps", module.eps)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
     if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
@@ -192,6 +199,9 @@ CLASS_DEFAULTS = {
     "nn.init.normal_": {"mean": 0.0, "std": 1.0},
     "nn.init.trunc_normal_": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
     "nn.init.uniform_": {"a": 0.0, "b": 1.0},
+    "ShiftedWindowAttention": {"qkv_bias": True, "proj_bias": True, "attention_dropout": 0.0, "dropout": 0.0,
+                               "version": 1},
+    "PatchMerging": {"version": 1, "eps": 1e-5},
 }
 
 
@@ -335,7 +345,9 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),
-                  "relative_position_index": inspect.getsource(relative_position_index).rstrip()}
+                  "relative_position_index": inspect.getsource(relative_position_index).rstrip(),
+                  "ShiftedWindowAttention": inspect.getsource(ShiftedWindowAttention).rstrip(),
+                  "PatchMerging": inspect.getsource(PatchMerging).rstrip()}
 
 
 # Module constructor arguments that an op attribute sets directly, so the spec's expression for

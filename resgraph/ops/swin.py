@@ -76,8 +76,8 @@ class ShiftedWindowAttention(Op):
                                       f"{size // 2}` (window // 2), the others `shift: 0`")
         if self.version == 2 and 1 in window:
             raise ShapeError("version 2 needs a window of at least 2 along each dimension", attr="window",
-                             help="its relative coordinates are divided by the window size minus 1; "
-                                                "use `version: 1` for windows of size 1")
+                             help="its relative coordinates are divided by the window size minus 1; use "
+                                  "`version: 1` for windows of size 1")
         return window, shift
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
@@ -157,7 +157,7 @@ class PatchMerging(Op):
         return 8 * channels * channels + (8 if self.version == 1 else 4) * channels
 
     def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
-        return prod(output) * 2 * inputs[0][-1]
+        return prod(output) * 4 * inputs[0][-1]   # 4C inputs to each of the 2C outputs
 
     def receptive_field(self, fields, inputs, output, meta):
         return None   # channels-last: the spatial dimensions are not the trailing ones the fields describe

@@ -295,7 +295,8 @@ def _in_declaration_order(module: nn.Module, declared: dict[str, int]) -> None:
 
 
 def _same_order(copy: nn.Module, original: nn.Module) -> None:
-    """A deep copy's submodules in the original's order (fx's __init__ registers them in call order)."""
+    """A copy's submodules (deep copy, unpickled) in the original's order (fx's __init__ registers them in call
+    order)."""
     names = [name for name in original._modules if name in copy._modules]
     if list(copy._modules) != names:
         for name in names + [name for name in list(copy._modules) if name not in names]:
@@ -527,6 +528,7 @@ def _unpickle_compiled(kind: str, class_name: str, state: dict, nodes: list[tupl
     root.__dict__.update(state)
     module = (CompiledNetwork if kind == "network" else CompiledModule)(root, graph, class_name=class_name)
     _restore(module, state)
+    _same_order(module, root)
     return module
 
 

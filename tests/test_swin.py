@@ -8,8 +8,10 @@ published variants."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import pickle
 
 import pytest
 import torch
@@ -67,7 +69,7 @@ def attention_configs(draw):
             "qkv_bias": draw(st.booleans()), "proj_bias": draw(st.booleans())}, shape
 
 
-@settings(derandomize=True, database=None, max_examples=20, deadline=None,
+@settings(derandomize=True, database=None, max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(attention_configs())
 def test_shifted_window_attention_equals_torchvision(config):
@@ -78,7 +80,7 @@ def test_shifted_window_attention_equals_torchvision(config):
     compare(one_node("shifted_window_attention", attrs, shape), reference, shape)
 
 
-@settings(derandomize=True, database=None, max_examples=10, deadline=None)
+@settings(derandomize=True, database=None, max_examples=6, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=3, max_size=3), st.sampled_from([1, 2]))
 def test_patch_merging_equals_torchvision(shape, version):
     reference = (tv.PatchMerging if version == 1 else tv.PatchMergingV2)(shape[2])
@@ -110,7 +112,11 @@ def test_small_swin_and_its_export_equal_torchvision(tmp_path, spec, version, cl
     reference = small_reference(version).eval()
     randomize(reference)
     compiled = resgraph.compile(network).eval()
+    # torchvision's V2 block declares `norm1` before `attn` and runs it after: the compiled block, and copies
+    # of it, order their submodules as the spec declares its nodes
     assert list(compiled.state_dict()) == list(reference.state_dict())
+    assert list(copy.deepcopy(compiled).state_dict()) == list(reference.state_dict())
+    assert list(pickle.loads(pickle.dumps(compiled)).state_dict()) == list(reference.state_dict())
     compiled.load_state_dict(reference.state_dict(), strict=True)
     path = tmp_path / f"{spec}.py"
     path.write_text(eject_network(network))

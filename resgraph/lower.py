@@ -240,7 +240,9 @@ class _ScopeLowering:
             children = [self.build(i.name) for i in instances]
             child = children[0] if instances[0].index is None else \
                 nn.Sequential(OrderedDict((i.name.rpartition(".")[2], c) for i, c in zip(instances, children)))
-            local = instances[0].key or b.attribute(item.rpartition(".")[2])
+            local = instances[0].key or item.rpartition(".")[2]
+            if "." not in local:   # as a node's `key`: a plain name may be one torch reserves (`key: eval`)
+                local = b.attribute(local)
             if local in b.modules:
                 raise ValueError(f"two modules would be named `{scope + '.' if scope else ''}{local}`")
             b.node = None

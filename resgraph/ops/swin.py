@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Bool, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial
+from .base import Bool, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register, spatial, window_field
 
 CPB_HIDDEN = 512   # the width of Swin V2's continuous position bias MLP (torchvision's `cpb_mlp`)
 
@@ -107,7 +107,13 @@ class ShiftedWindowAttention(Op):
         return macs
 
     def receptive_field(self, fields, inputs, output, meta):
-        return None   # windows of a shifted map mix positions from far sides of it
+        # An output sees the positions of its window: a window of the rolled map is a block of neighbours (the
+        # mask keeps apart the regions that the roll brought together), so as a window-sized kernel of stride 1.
+        field = fields[0]
+        if field is None or len(field[0]) != 2:
+            return None
+        window, _ = self._sizes()
+        return window_field(field, window, (1, 1), (1, 1))
 
     def lower(self, b, args, inputs, output, meta):
         from ..modules import ShiftedWindowAttention as Module
@@ -160,7 +166,8 @@ class PatchMerging(Op):
         return prod(output) * 4 * inputs[0][-1]   # 4C inputs to each of the 2C outputs
 
     def receptive_field(self, fields, inputs, output, meta):
-        return None   # channels-last: the spatial dimensions are not the trailing ones the fields describe
+        field = fields[0]   # as a 2x2 kernel of stride 2 over the height and width
+        return window_field(field, (2, 2), (2, 2), (1, 1)) if field is not None and len(field[0]) == 2 else None
 
     def lower(self, b, args, inputs, output, meta):
         from ..modules import PatchMerging as Module

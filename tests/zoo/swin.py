@@ -1,8 +1,9 @@
 """Swin Transformer (Liu et al. 2021) and Swin Transformer V2 (Liu et al. 2022), as torchvision builds them
-(weights=None). The smallest of each family runs in the default pytest at 96x96: the maps of the first two
-stages (24x24 and 12x12) are larger than a window, so shifted windows, their attention masks and (for
-windows of 7, and for V2's 8 in the second stage) the padding to whole windows all run; the last two stages
-fit in one window, where torchvision skips the shift. Every variant runs at 224 under `-m zoo`."""
+(weights=None). The smallest of each family runs in the default pytest at 72x72: the maps of the first two
+stages (18x18 and 9x9) are larger than a window (7, or 8 in V2), so shifted windows, their attention masks
+and the padding to whole windows all run, and patch merging pads the odd maps 9 and 5; the last two stages
+(5 and 3) fit in one window, where torchvision skips the shift. Every variant runs at 224 under `-m zoo`
+(the smallest ones with their spec's default `size` through tests/zoo's `measure_parity`: see docs/zoo.md)."""
 
 from __future__ import annotations
 

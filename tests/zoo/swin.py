@@ -2,8 +2,8 @@
 (weights=None). The smallest of each family runs in the default pytest at 72x72: the maps of the first two
 stages (18x18 and 9x9) are larger than a window (7, or 8 in V2), so shifted windows, their attention masks
 and the padding to whole windows all run, and patch merging pads the odd maps 9 and 5; the last two stages
-(5 and 3) fit in one window, where torchvision skips the shift. Every variant runs at 224 under `-m zoo`
-(the smallest ones with their spec's default `size` through tests/zoo's `measure_parity`: see docs/zoo.md)."""
+(5 and 3) fit in one window, where torchvision skips the shift. The other variants run at 224 under
+`-m zoo`; docs/zoo.md gives all six at 224 (swin_t and swin_v2_t measured with `measure_parity` at `size: 224`)."""
 
 from __future__ import annotations
 

@@ -1126,7 +1126,7 @@ def swin_design_reason(name: str, attrs: dict[str, Any]) -> str | None:
 
 STRATEGIES.update({"shifted_window_attention": shifted_window_attention_case(),
                    "patch_merging": patch_merging_case()})
-EXAMPLES.update({"shifted_window_attention": 25, "patch_merging": 15})
+EXAMPLES.update({"shifted_window_attention": 20, "patch_merging": 12})
 # ---- end of the "swin" block --------------------------------------------------------------------------------
 
 

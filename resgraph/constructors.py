@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, Positions, RelativePositionAttention,
-                      RotaryEmbedding, ScaledDotProductAttention, ZeroPadShortcut)
+from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, PatchMerging, Positions, RelativePositionAttention,
+                      RotaryEmbedding, ScaledDotProductAttention, ShiftedWindowAttention, ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
@@ -111,6 +111,13 @@ def constructor(module: nn.Module) -> Call:
     if isinstance(module, RelativePositionAttention):
         return Call("RelativePositionAttention", [(None, module.to_qkv.in_features), (None, module.head_dim),
                                                   (None, module.max_seq_len)])
+    if isinstance(module, ShiftedWindowAttention):
+        return Call("ShiftedWindowAttention", [
+            (None, module.dim), ("window_size", list(module.window_size)), ("shift_size", list(module.shift_size)),
+            ("num_heads", module.num_heads), ("qkv_bias", module.qkv_bias), ("proj_bias", module.proj_bias),
+            ("attention_dropout", module.attention_dropout), ("dropout", module.dropout), ("version", module.version)])
+    if isinstance(module, PatchMerging):
+        return Call("PatchMerging", [(None, module.dim), ("version", module.version), ("eps", module.eps)])
     if isinstance(module, nn.Sequential):
         return Call("nn.Sequential", [(None, constructor(child)) for child in module])
     if type(module).__module__.split(".")[0] not in ("torch", "resgraph"):
@@ -197,6 +204,9 @@ CLASS_DEFAULTS = {
     "nn.init.normal_": {"mean": 0.0, "std": 1.0},
     "nn.init.trunc_normal_": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
     "nn.init.uniform_": {"a": 0.0, "b": 1.0},
+    "ShiftedWindowAttention": {"qkv_bias": True, "proj_bias": True, "attention_dropout": 0.0, "dropout": 0.0,
+                               "version": 1},
+    "PatchMerging": {"version": 1, "eps": 1e-5},
 }
 
 
@@ -342,7 +352,9 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),
                   "relative_position_index": inspect.getsource(relative_position_index).rstrip(),
-                  "RelativePositionAttention": inspect.getsource(RelativePositionAttention).rstrip()}
+                  "RelativePositionAttention": inspect.getsource(RelativePositionAttention).rstrip(),
+                  "ShiftedWindowAttention": inspect.getsource(ShiftedWindowAttention).rstrip(),
+                  "PatchMerging": inspect.getsource(PatchMerging).rstrip()}
 # What a helper's source uses beyond torch: other helpers, and `math`.
 HELPER_NEEDS = {"RelativePositionAttention": {"relative_position_index"}}
 HELPERS_USING_MATH = frozenset({"sinusoidal_positions", "RelativePositionAttention"})

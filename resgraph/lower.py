@@ -311,6 +311,15 @@ def _in_declaration_order(module: nn.Module, ranks: dict[str, int]) -> None:
     visit(module, "")
 
 
+def _same_order(copy: nn.Module, original: nn.Module) -> None:
+    """A copy's submodules (deep copy, unpickled) in the original's order (fx's __init__ registers them in call
+    order)."""
+    names = [name for name in original._modules if name in copy._modules]
+    if list(copy._modules) != names:
+        for name in names + [name for name in list(copy._modules) if name not in names]:
+            copy._modules[name] = copy._modules.pop(name)
+
+
 class _Volatile:
     """A buffer left out of the state_dict (`persistent: false`)."""
 
@@ -432,6 +441,7 @@ class CompiledModule(fx.GraphModule):
         def init(copy, root, graph):
             fx.GraphModule.__init__(copy, root, graph, class_name=name)
             _restore(copy, root.__dict__)
+            _same_order(copy, root)
 
         return init
 
@@ -535,6 +545,7 @@ def _unpickle_compiled(kind: str, class_name: str, state: dict, nodes: list[tupl
     root.__dict__.update(state)
     module = (CompiledNetwork if kind == "network" else CompiledModule)(root, graph, class_name=class_name)
     _restore(module, state)
+    _same_order(module, root)
     return module
 
 

@@ -215,3 +215,162 @@ class RelativePositionAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, head_dim={self.head_dim}, window={self.size}x{self.size}"
+
+
+class ShiftedWindowAttention(nn.Module):
+    """Swin's window attention with relative position biases (Liu et al. 2021), computed as torchvision's
+    models/swin_transformer.py `shifted_window_attention` computes it, with its attribute names (hence its
+    state_dict keys) over a [batch, height, width, channels] input: the map padded on the bottom and right to
+    whole windows, cyclically shifted by `shift_size` (not along a dimension that one window covers), cut
+    into windows of `window_size`, multi-head self-attention in each window (keys of another region of a
+    shifted map masked by -100), and everything undone in reverse.
+
+    `version=1` (Swin): scaled dot products plus a learnt table of biases per relative position
+    (`relative_position_bias_table`). `version=2` (Swin V2, Liu et al. 2022): cosine attention scaled by
+    the learnt `logit_scale` (at most 100), biases from a small MLP (`cpb_mlp`) of log-spaced relative
+    coordinates (`relative_coords_table`), squashed to 16·sigmoid, and no key bias (the middle third of
+    `qkv.bias` is zeroed on use)."""
+
+    def __init__(self, dim: int, window_size: list[int], shift_size: list[int], num_heads: int,
+                 qkv_bias: bool = True, proj_bias: bool = True, attention_dropout: float = 0.0,
+                 dropout: float = 0.0, version: int = 1) -> None:
+        super().__init__()
+        self.dim, self.window_size, self.shift_size = dim, list(window_size), list(shift_size)
+        self.num_heads, self.qkv_bias, self.proj_bias = num_heads, qkv_bias, proj_bias
+        self.attention_dropout, self.dropout, self.version = attention_dropout, dropout, version
+        height, width = self.window_size
+        if version == 1:
+            self.relative_position_bias_table = nn.Parameter(
+                nn.init.trunc_normal_(torch.zeros((2 * height - 1) * (2 * width - 1), num_heads), std=0.02))
+        else:
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
+            coords_h = torch.arange(-(height - 1), height, dtype=torch.float32)
+            coords_w = torch.arange(-(width - 1), width, dtype=torch.float32)
+            table = torch.stack(torch.meshgrid([coords_h, coords_w], indexing="ij"))
+            table = table.permute(1, 2, 0).contiguous().unsqueeze(0)   # 1, 2*Wh-1, 2*Ww-1, 2
+            table[:, :, :, 0] /= height - 1
+            table[:, :, :, 1] /= width - 1
+            table *= 8   # to -8 .. 8, then log-spaced
+            table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0
+            self.register_buffer("relative_coords_table", table)
+        coords = torch.stack(torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
+        flat = torch.flatten(coords, 1)
+        relative = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()   # Wh*Ww, Wh*Ww, 2
+        relative[:, :, 0] += height - 1
+        relative[:, :, 1] += width - 1
+        relative[:, :, 0] *= 2 * width - 1
+        self.register_buffer("relative_position_index", relative.sum(-1).flatten())
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        if version == 2:
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                                         nn.Linear(512, num_heads, bias=False))
+        for linear in [m for m in self.modules() if isinstance(m, nn.Linear)]:   # as torchvision's SwinTransformer
+            nn.init.trunc_normal_(linear.weight, std=0.02)
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """[1, heads, Wh*Ww, Wh*Ww]: the bias added to the attention logits of every window."""
+        tokens = self.window_size[0] * self.window_size[1]
+        if self.version == 1:
+            table = self.relative_position_bias_table
+        else:
+            table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index].view(tokens, tokens, -1)
+        bias = bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+        return 16 * torch.sigmoid(bias) if self.version == 2 else bias
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = input.shape
+        window_size, num_heads = self.window_size, self.num_heads
+        pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
+        pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
+        x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+        _, pad_H, pad_W, _ = x.shape
+        shift_size = self.shift_size.copy()
+        if window_size[0] >= pad_H:   # one window covers the map: nothing to shift
+            shift_size[0] = 0
+        if window_size[1] >= pad_W:
+            shift_size[1] = 0
+        if sum(shift_size) > 0:
+            x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+        num_windows = (pad_H // window_size[0]) * (pad_W // window_size[1])
+        x = x.view(B, pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1], C)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, window_size[0] * window_size[1], C)
+
+        qkv_bias = self.qkv.bias
+        if self.version == 2 and qkv_bias is not None:   # no key bias
+            qkv_bias = qkv_bias.clone()
+            length = qkv_bias.numel() // 3
+            qkv_bias[length: 2 * length].zero_()
+        qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.version == 2:   # cosine attention
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()   # at most log(100)
+        else:
+            q = q * (C // num_heads) ** -0.5
+            attn = q.matmul(k.transpose(-2, -1))
+        attn = attn + self.relative_position_bias()
+
+        if sum(shift_size) > 0:   # a window of the shifted map may hold parts of up to 4 regions: mask across
+            attn_mask = x.new_zeros((pad_H, pad_W))
+            h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+            w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+            count = 0
+            for h in h_slices:
+                for w in w_slices:
+                    attn_mask[h[0]: h[1], w[0]: w[1]] = count
+                    count += 1
+            attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0], pad_W // window_size[1],
+                                       window_size[1])
+            attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows, window_size[0] * window_size[1])
+            attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
+            attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-100.0)).masked_fill(attn_mask == 0, float(0.0))
+            attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
+            attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, num_heads, x.size(1), x.size(1))
+
+        attn = F.softmax(attn, dim=-1)
+        attn = F.dropout(attn, p=self.attention_dropout, training=self.training)
+        x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), C)
+        x = F.linear(x, self.proj.weight, self.proj.bias)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+
+        x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0], window_size[1], C)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+        if sum(shift_size) > 0:
+            x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, window_size={self.window_size}, shift_size={self.shift_size}, "
+                f"num_heads={self.num_heads}, version={self.version}")
+
+
+class PatchMerging(nn.Module):
+    """Swin's downsampling, as torchvision's `PatchMerging` (`version=1`) and `PatchMergingV2` (`version=2`):
+    a [batch, H, W, C] map padded to even sizes, each 2x2 patch's four C-vectors concatenated (4C, in
+    torchvision's order) and projected to 2C by `reduction` (no bias); `norm` (LayerNorm) comes before the
+    projection in V1 (over 4C), after it in V2 (over 2C)."""
+
+    def __init__(self, dim: int, version: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.dim, self.version, self.eps = dim, version, eps
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim if version == 1 else 2 * dim, eps=eps)
+        nn.init.trunc_normal_(self.reduction.weight, std=0.02)   # as torchvision's SwinTransformer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W, _ = x.shape[-3:]
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]],
+                      -1)
+        if self.version == 1:
+            return self.reduction(self.norm(x))
+        return self.norm(self.reduction(x))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, version={self.version}"

@@ -335,3 +335,20 @@ def test_a_runtime_error_inside_a_block_names_the_node_in_the_block():
     with pytest.raises(RuntimeError) as caught:
         model.enc1(torch.randn(1, 3, 8, 8))
     assert not getattr(caught.value, "__notes__", None)
+
+
+def test_a_block_call_keyed_with_a_name_torch_reserves_is_renamed_as_a_node_is(load_text):
+    # `key: eval` on a call once crashed compile (torch's add_module refuses `eval`); found by the mutant fuzz
+    network = load_text("""
+        resgraph: 1
+        input: [4]
+        blocks:
+          dense: {nodes: {fc: {op: linear, out: 4}}}
+        nodes:
+          layers: {block: dense, repeat: 2, key: eval}
+          head: {op: linear, out: 2, key: train}
+    """)
+    model = resgraph.compile(network)
+    assert list(model.state_dict()) == ["eval_.0.fc.weight", "eval_.0.fc.bias", "eval_.1.fc.weight",
+                                        "eval_.1.fc.bias", "train_.weight", "train_.bias"]
+    assert model(torch.randn(3, 4)).shape == (3, 2)

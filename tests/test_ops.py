@@ -267,6 +267,8 @@ def design_reason(name: str, attrs: dict[str, Any], shapes: list[list[int]], bro
             return "flatten over the batch dimension: a per-sample shape cannot describe it"
     if name in BATCH_DIM_OPS and _touches_batch(name, attrs, len(shapes[0])):
         return "an op along the batch dimension (dim 0): shapes are per sample, so layout ops leave the batch alone"
+    if swin_design_reason(name, attrs):
+        return swin_design_reason(name, attrs)
     if name == "add":
         kinds = add_kinds(attrs, shapes)
         if broadcast:
@@ -1123,6 +1125,55 @@ EXAMPLES.update({"sdpa": 60, "positions": 20})
 # ---- end of the "hf" block ----------------------------------------------------------------------------------
 
 
+# ---- Swin's shifted_window_attention and patch_merging (issue 11, engineer "swin") ---------------------------
+# Channels-last maps [H, W, C] mostly, now and then another rank; windows that cover the map or not, shifts of
+# 0, window // 2 or (a deliberate restriction) not smaller than the window. tests/test_swin.py compares both
+# ops' outputs, counts and MACs with torchvision's modules.
+
+@st.composite
+def shifted_window_attention_case(draw) -> Case:
+    heads = draw(st.integers(1, 3))
+    channels = draw(weighted((6, st.integers(1, 3).map(lambda k: k * heads)), (1, st.integers(1, 7))))
+    size = st.integers(1, 9)
+    shape = draw(weighted((8, st.just([draw(size), draw(size), channels])), (1, any_shape(max_rank=4, max_dim=6))))
+    window = draw(weighted((3, st.integers(1, 5)), (3, st.lists(st.integers(1, 5), min_size=2, max_size=2)),
+                           (1, st.lists(st.integers(1, 4), min_size=3, max_size=3))))
+    sizes = window if isinstance(window, list) else [window] * 2
+    shift = draw(weighted((2, st.just(0)), (3, st.just([w // 2 for w in sizes[:2]])),
+                          (1, st.lists(st.integers(0, 6), min_size=2, max_size=2))))
+    attrs = {"heads": heads, "window": window, "shift": shift, "version": draw(st.sampled_from([1, 2]))}
+    return draw(with_optional(attrs, {"qkv_bias": st.booleans(), "proj_bias": st.booleans(),
+                                      "dropout": st.floats(0, 1), "attention_dropout": st.floats(0, 1)})), [shape]
+
+
+@st.composite
+def patch_merging_case(draw) -> Case:
+    shape = draw(weighted((6, st.lists(st.integers(1, 7), min_size=3, max_size=3)),
+                          (2, any_shape(max_rank=5, max_dim=5))))
+    return draw(with_optional({}, {"version": st.sampled_from([1, 2]), "eps": st.floats(1e-6, 1e-3)})), [shape]
+
+
+def swin_design_reason(name: str, attrs: dict[str, Any]) -> str | None:
+    """The deliberate restrictions of shifted_window_attention (see `design_reason`)."""
+    if name != "shifted_window_attention":
+        return None
+    window, shift = attrs["window"], attrs.get("shift", 0)
+    window = window if isinstance(window, list) else [window] * 2
+    shift = shift if isinstance(shift, list) else [shift] * 2
+    if any(s >= w for s, w in zip(shift, window)):
+        return ("a shift not smaller than the window: torch rolls the map, but the attention mask's regions "
+                "(cut at -window and -shift) overlap and mean nothing")
+    if attrs.get("version", 1) == 2 and 1 in window:
+        return "a window of 1 in version 2: its relative coordinates are divided by 0 and the biases are NaN"
+    return None
+
+
+STRATEGIES.update({"shifted_window_attention": shifted_window_attention_case(),
+                   "patch_merging": patch_merging_case()})
+EXAMPLES.update({"shifted_window_attention": 20, "patch_merging": 12})
+# ---- end of the "swin" block --------------------------------------------------------------------------------
+
+
 def test_every_registered_op_has_a_strategy():
     assert set(STRATEGIES) == set(REGISTRY)
 
@@ -1174,6 +1225,9 @@ RESTRICTIONS = [
     ("pad", {"widths": [-2, 0]}, [[4, 2]]),
     ("softmax", {"dim": 0}, [[5]]),
     ("activation", {"function": "log_softmax"}, [[]]),
+    # issue 11's Swin
+    ("shifted_window_attention", {"heads": 1, "window": 4, "shift": 4}, [[8, 8, 4]]),
+    ("shifted_window_attention", {"heads": 1, "window": [1, 4], "version": 2}, [[8, 8, 4]]),
 ]
 
 

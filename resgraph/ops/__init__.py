@@ -2,7 +2,7 @@
 
 # registration side effects: importing a module registers its ops
 from . import (activation, arithmetic, attention, conv, dense, layout, maxvit, merge, named_activation,  # noqa: F401
-               norm, pad, pool, reduce, resample, sequence, tensor)
+               norm, pad, pool, reduce, resample, sequence, swin, tensor)
 from .base import REGISTRY, Bool, Choice, Float, Int, Ints, Op, Shape, ShapeError, fmt_shape, prod, register
 
 # What a plugin's op class uses (docs/plugins.md): the base class, the attribute types and `register`.

@@ -14,13 +14,13 @@ def _model(name, family, smallest=False, **kwargs) -> Model:
 
 
 MODELS = [
-    # EfficientNet and EfficientNetV2: parity of the smallest at 64x64 in the default run (the specs' `size`;
-    # their default is torchvision's evaluation size, at which MACs and the `-m zoo` parity are measured)
+    # EfficientNet and EfficientNetV2: parity (and MACs) of the smallest at 64x64 in the default run (the
+    # specs' `size`); the others at their default, torchvision's evaluation size (B1 240 ... B7 600, V2 480)
     _model("efficientnet_b0", "EfficientNet", smallest=True, params={"size": 64}),
     *(_model(f"efficientnet_b{b}", "EfficientNet") for b in range(1, 8)),
     _model("efficientnet_v2_s", "EfficientNetV2", smallest=True, params={"size": 64}),
     *(_model(f"efficientnet_v2_{s}", "EfficientNetV2") for s in ("m", "l")),
-    # RegNetX: parity of the smallest at 32x32 in the default run (its block is RegNetY's, whose parity
+    # RegNetX: parity (and MACs) of the smallest at 32x32 in the default run (its block is RegNetY's, whose parity
     # tests/test_parity_layout.py checks too; ending in global pooling, the network takes any size)
     _model("regnet_x_400mf", "RegNetX", smallest=True, params={"size": 32}),
     *(_model(f"regnet_x_{s}", "RegNetX") for s in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")),

@@ -244,7 +244,7 @@ class Ejector:
         else:
             refs = list(self.graph.inputs)
             spec_names = ["x"] if refs == ["input"] else refs
-            outputs = list(self.graph.outputs)
+            outputs = list(self.graph.outputs) + list(self.graph.training_outputs)
         params: list[str] = []
         for spec_name in spec_names:   # IR names and Python names are kept apart: a node may be named `x`
             params.append(_identifier(spec_name, set(params)))
@@ -295,6 +295,15 @@ class Ejector:
                 taken.add(name)
                 sections.append(self._block_class(name, block, group))
         network_class = class_name(self.graph.name, taken)
+        taken.add(network_class)
+        typing_imports = []
+        if self.graph.training_outputs:   # what the network returns in training, as torchvision's GoogLeNetOutputs
+            self.outputs_class = class_name(self.graph.name + "_outputs", taken)
+            fields = [_identifier(name) for name in self.graph.outputs + self.graph.training_outputs]
+            sections.append("\n".join([f"class {self.outputs_class}(NamedTuple):",
+                                       f'    """`outputs`, then `training_outputs`: what the network returns in '
+                                       f'training."""', ""] + [f"    {field}: torch.Tensor" for field in fields]))
+            typing_imports = ["from typing import NamedTuple"]
         sections.append(self._network_class(network_class))
         origin = f"{self.graph.name}, ejected by resgraph" + (f" from {self.source_name}" if self.source_name else "")
         header = ['"""' + escape_text(" ".join(origin.split())) + ".",
@@ -304,7 +313,7 @@ class Ejector:
             header[2:4] = ["A standalone PyTorch module: it imports only torch and the plugins whose modules it uses, "
                            "and its", 'state_dict keys are those of the compiled spec."""']
         imports = (["import math"] if self.uses_math or self.helpers & HELPERS_USING_MATH else []) + \
-            (["from collections import OrderedDict"] if self.uses_ordered_dict else [])
+            (["from collections import OrderedDict"] if self.uses_ordered_dict else []) + typing_imports
         imports = (imports + [""] if imports else []) + \
             ["import torch", "import torch.nn as nn", "import torch.nn.functional as F"]
         if self.plugin_imports:   # the modules of plugin ops: the file needs those plugins installed
@@ -707,10 +716,27 @@ class Ejector:
         def var(value: Any) -> str:
             return names[key_of(value)]
 
+        # `training_outputs`: what only they read runs under `if self.training:`, where it is (the compiled
+        # network's order, so that dropout draws the same numbers), as torchvision's GoogLeNet writes its heads
+        main_count = len(self.graph.outputs)
+        train_only: set[int] = set()
+        if not scope.name and self.graph.training_outputs:
+            needed = {key_of(resolve(o)) for o in scope.outputs[:main_count]}
+            for position in range(len(statements) - 1, -1, -1):
+                statement = statements[position]
+                if key_of(statement.output) in needed:
+                    for arg in statement.args:
+                        if not _is_literal(arg):
+                            needed.update(key_of(value) for value in keys(arg))
+                else:
+                    train_only.add(position)
+        guarded: list[bool] = []   # per body item: does it run in training only
+
         body = []
         attributes_read: set[str] = set()   # `self.pos_embedding`: a value, but no variable to assign
         fused: dict[int, str] = {}   # position of a subscript written onto the module call before it -> its text
         for position, statement in enumerate(statements):
+            guarded += [position - 1 in train_only] * (len(body) - len(guarded))
             if position in fused:
                 names[key_of(statement.output)] = fused[position]
                 continue
@@ -792,9 +818,17 @@ class Ejector:
                 kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
                 body.append(Call(f"{name} = {_function_text(statement.function)}",
                                  [(None, r) for r in rendered] + kwargs))
+        guarded += [len(statements) - 1 in train_only] * (len(body) - len(guarded))
         outputs = [var(resolve(o)) for o in scope.outputs]
         tensor = "torch.Tensor"
+        training_return = None
+        if train_only or (not scope.name and self.graph.training_outputs):
+            # in training, the named tuple of `outputs` then `training_outputs`; in eval, `outputs`
+            training_return = f"{self.outputs_class}({', '.join(outputs)})"
+            outputs = outputs[:main_count]
         returns = tensor if len(outputs) == 1 else f"tuple[{', '.join([tensor] * len(outputs))}]"
+        if training_return is not None:
+            returns = f"{self.outputs_class} | {returns}"
         output_keys = self.graph.output_keys if not scope.name else []
         if output_keys:   # a mapping `outputs`: the network returns a dict, keys in the spec's order
             returns = f"dict[str, {tensor}]"
@@ -802,11 +836,18 @@ class Ejector:
                        + "}"]
         params = [(None, Name("self"))] + [(None, Name(f"{p}: {tensor}")) for p in scope.params]
         lines = format_call(Call("def forward", params), 4, suffix=f" -> {returns}:")
-        for item in body:
+        previous = False
+        for item, training in zip(body, guarded):
+            if training and not previous:
+                lines.append("        if self.training:")
+            previous = training
+            indent = 12 if training else 8
             if isinstance(item, Call):
-                lines += format_call(item, 8)
+                lines += format_call(item, indent)
             else:
-                lines.append(" " * 8 + item)
+                lines.append(" " * indent + item)
+        if training_return is not None:
+            lines += ["        if self.training:", "            return " + training_return]
         lines.append("        return " + ", ".join(outputs))
         return lines
 
@@ -1030,9 +1071,6 @@ def eject_network(network: Any) -> str:
     if inner:
         raise EjectError(f"cannot write Python source for an output inside a block (`{inner[0]}`): its class "
                          "returns only the block's output; export to .pt2 or .onnx, or compile the spec")
-    if network.graph.training_outputs:
-        raise EjectError("cannot write out `training_outputs` as Python yet (the forward would need a branch on "
-                         "`self.training`); export .pt2 or .onnx, which hold the eval-mode network")
     blocks = {name: block.definition for name, block in network.program.blocks.items()}
     spec = network.spec
     texts = _strings(spec.input) + [r if isinstance(r, str) else r.check for r in spec.require]

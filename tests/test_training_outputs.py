@@ -122,3 +122,41 @@ def test_inception_v3_spec_equals_torchvision_in_training_with_its_auxiliary_hea
         assert type(ours).__name__ == "InceptionV3Outputs" and len(ours) == len(theirs) == 2
         for got, expected in zip(ours, theirs):   # (logits, aux logits) in both
             assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_exported_python_branches_on_training_as_the_compiled_network(tmp_path):
+    """`.py` export of GoogLeNet (small, 10 classes, dropout on): the auxiliary heads run under `if
+    self.training:` where the compiled network runs them, so that from one seed training gives the same
+    named tuple (dropout drawing the same numbers) and eval the logits alone, without the heads."""
+    import importlib.util
+
+    from resgraph.eject import eject_network
+
+    from .conftest import SPECS
+
+    network = resgraph.load(SPECS / "googlenet.yaml", {"num_classes": 10})
+    path = tmp_path / "googlenet_export.py"
+    path.write_text(eject_network(network))
+    spec = importlib.util.spec_from_file_location("googlenet_export", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    compiled = resgraph.compile(network)
+    exported = module.Googlenet()
+    assert list(exported.state_dict()) == list(compiled.state_dict())
+    exported.load_state_dict(compiled.state_dict(), strict=True)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    expected = compiled(x)
+    torch.manual_seed(1)
+    got = exported(x)
+    assert type(got).__name__ == type(expected).__name__ == "GooglenetOutputs"
+    assert got._fields == expected._fields and len(got) == 3
+    assert all((g - e).abs().max().item() <= 1e-6 for g, e in zip(got, expected))
+    assert expected.aux1_fc2.abs().max().item() > 1e-2
+    calls = []
+    exported.aux1.register_forward_hook(lambda *args: calls.append(1))
+    compiled.eval(), exported.eval()
+    with torch.no_grad():
+        logits = exported(x)
+        assert isinstance(logits, torch.Tensor) and not calls
+        assert (logits - compiled(x)).abs().max().item() <= 1e-5

@@ -8,7 +8,9 @@ The only part of resgraph that runs user code: it imports a Python module and ca
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import operator
 import os
@@ -147,18 +149,24 @@ class _LeafTracer(fx.Tracer):
 
 
 def _layer_type(module: nn.Module) -> type | None:
-    """The torch.nn layer class in `_MODULES` that `module` is, or is a subclass of with the same forward."""
-    if type(module) in _MODULES:
+    """The layer class in `_MODULES` (or torchvision's, `_torchvision_modules`) that `module` is, or is a
+    subclass of with the same forward."""
+    table = _module_table()
+    if type(module) in table:
         return type(module)
     for base in type(module).__mro__[1:]:
-        if base in _MODULES:
+        if base in table:
             return base if type(module).forward is base.forward else None
     return None
 
 
+def _module_table() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
+    return {**_MODULES, **_torchvision_modules()}
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace; torch.nn's own layers stay leaves (`call_module` nodes)."""
-    tracer = _LeafTracer()
+    tracer = _LeafTracer(autowrap_functions=_autowrapped_functions())
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds for untraceable code
@@ -238,8 +246,8 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
 
 def _shape_from_first_layer(traced: fx.GraphModule, placeholder: fx.Node) -> tuple[int, ...] | None:
     users = [u for u in placeholder.users if u.op == "call_module"]
-    if len(users) != len(placeholder.users) or not users:
-        return None
+    if len(users) + len([u for u in placeholder.users if _is_shape_helper(u)]) != len(placeholder.users) or not users:
+        return None   # the shape helpers: ViT reads the input's size before its first convolution
     module = traced.get_submodule(users[0].target)
     if type(module) is nn.Conv2d:
         return (module.in_channels, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
@@ -259,15 +267,31 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
     examples = [torch.zeros((2, *shape), device=device, dtype=torch.int64) if name in ids else
                 torch.empty((2, *shape), device=device) for name, shape in inputs.items()]
     try:
-        ShapeProp(traced, fake_mode=mode).propagate(*examples)
+        with contextlib.redirect_stderr(io.StringIO()):   # ShapeProp prints the traceback before it raises
+            ShapeProp(traced, fake_mode=mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__ or exc   # ShapeProp's own message is the node's repr; the cause says why
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        node = re.match(r"ShapeProp error for: node=%(\S+)", str(exc))
+        culprit = next((n for n in traced.graph.nodes if node and n.name == node.group(1)), None)
+        if culprit is not None:
+            first_line = f"{_describe_place_of(culprit)}: {first_line}"
         shapes = ", ".join(f"`{n}` {list(s)}" for n, s in inputs.items())
         raise _CannotImport(f"the model fails on an input of shape {shapes}: {first_line}",
                             help="give the input shape the model expects with `--input` (per sample)") from None
 
 
+def _describe_place_of(node: fx.Node) -> str:
+    """`layer1.0.conv1`, or the function and the module whose forward calls it."""
+    if node.op == "call_module":
+        return f"`{node.target}`"
+    stack = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+    return f"`{_function_name(node)}` in `{stack[-1]}`" if stack and stack[-1] else f"`{_function_name(node)}`"
+
+
 def _sample_shape(node: Any) -> tuple[int, ...] | None:
+    if isinstance(node, fx.Node) and "sample_shape" in node.meta:   # a parameter without a batch dimension
+        return node.meta["sample_shape"]
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     shape = getattr(meta, "shape", None)
     return tuple(shape[1:]) if shape is not None else None
@@ -451,13 +475,15 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.Softplus: ("softplus", lambda m, s: {"beta": float(m.beta), "threshold": float(m.threshold)}),
     nn.PReLU: ("prelu", lambda m, s: {"num_parameters": m.num_parameters, "init": float(m.init)}),
     nn.Softmax: ("softmax", _softmax_module),
+    nn.MultiheadAttention: ("multihead_attention", lambda m, s: {}),   # by `_attention`, which sees the call
     nn.LogSoftmax: ("log_softmax", _softmax_module),
     **{getattr(nn, f"{kind}Pad{n}d"): ("pad", _pad_module(mode)) for n in (1, 2, 3) for kind, mode in
        (("Zero", "constant"), ("Constant", "constant"), ("Reflection", "reflect"), ("Replication", "replicate"),
         ("Circular", "circular"))},
 }
-# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
-_TUPLE_MODULES = (nn.LSTM, nn.GRU)
+# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step; attention's
+# output beside its weights).
+_TUPLE_MODULES = (nn.LSTM, nn.GRU, nn.MultiheadAttention)
 _INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.ELU,
                     nn.Mish)
 _SUPPORTED_HELP = ("resgraph imports the torch.nn layers docs/import.md lists (Conv1d, Conv2d, BatchNorm1d, ...), "
@@ -641,9 +667,42 @@ def _stochastic_depth(node: fx.Node) -> _Mapped:
 
 
 def _torchvision_functions() -> dict[Any, Callable[[fx.Node], _Mapped]]:
-    """Functions torchvision registers with fx (they stay calls in a trace); only where it is installed."""
+    """Functions torchvision registers with fx (they stay calls in a trace), and its helpers that the tracer
+    keeps as calls (`_AUTOWRAPPED`); only where it is installed."""
+    found: dict[Any, Callable[[fx.Node], _Mapped]] = {}
     module = sys.modules.get("torchvision.ops.stochastic_depth")
-    return {module.stochastic_depth: _stochastic_depth} if module is not None else {}
+    if module is not None:
+        found[module.stochastic_depth] = _stochastic_depth
+    module = sys.modules.get("torchvision.models.shufflenetv2")
+    if module is not None:
+        found[module.channel_shuffle] = lambda node: _Mapped(
+            "channel_shuffle", {"groups": _bind(node, ("x", "groups"), {})["groups"]}, [node.args[0]])
+    return found
+
+
+def _autowrapped_functions() -> tuple:
+    """torchvision helpers the tracer records as one call rather than tracing through: ShuffleNetV2's
+    `channel_shuffle` reshapes with sizes read from the tensor, which is resgraph's `channel_shuffle`."""
+    module = sys.modules.get("torchvision.models.shufflenetv2")
+    return (module.channel_shuffle,) if module is not None else ()
+
+
+def _channel_layernorm(m, shape):
+    return {"channels_first": True, "eps": float(m.eps), "elementwise_affine": m.elementwise_affine,
+            "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
+
+
+def _torchvision_modules() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
+    """torchvision layers that are one resgraph op (with the same state_dict keys); only where it is imported.
+    ConvNeXt's `LayerNorm2d` reads its own weight in its forward: as a leaf it is `layernorm` over channels."""
+    module = sys.modules.get("torchvision.models.convnext")
+    return {module.LayerNorm2d: ("layernorm", _channel_layernorm)} if module is not None else {}
+
+
+def _lowered_as(layer: type) -> str | None:
+    """The class name resgraph lowers a torchvision layer to, where it is not the layer's own class."""
+    module = sys.modules.get("torchvision.models.convnext")
+    return "ChannelLayerNorm" if module is not None and layer is module.LayerNorm2d else None
 
 
 _GELU = _unary("gelu", lambda a: {"approximate": a["approximate"]})
@@ -712,6 +771,29 @@ _METHODS: dict[str, Callable[[fx.Node], _Mapped]] = {
 }
 
 
+def _attention(node: fx.Node, module: nn.MultiheadAttention) -> _Mapped:
+    """`self.attn(q, k, v, need_weights=False)` of an `nn.MultiheadAttention` with `batch_first=True`: the
+    `multihead_attention` op, self-attention where q, k and v are one tensor, cross-attention otherwise."""
+    what = _describe_module(module)
+    args = _bind(node, ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                        "average_attn_weights", "is_causal"),
+                 {"key_padding_mask": None, "need_weights": True, "attn_mask": None, "is_causal": False})
+    if not module.batch_first:
+        raise _Unsupported(f"{what} with `batch_first=False` (resgraph's sequences are [batch, length, features])")
+    if module.bias_k is not None or module.add_zero_attn:
+        raise _Unsupported(f"{what} with `add_bias_kv` or `add_zero_attn`")
+    if args["key_padding_mask"] is not None or args["attn_mask"] is not None or args["is_causal"]:
+        raise _Unsupported(f"{what} called with a mask")
+    if (module.in_proj_bias is None) != (module.out_proj.bias is None):
+        raise _Unsupported(f"{what} with a bias in one projection only")
+    query, key, value = args["query"], args["key"], args["value"]
+    if not all(isinstance(v, fx.Node) for v in (query, key, value)):
+        raise _Unsupported(f"{what} called with other than tensors")
+    inputs = [query] if query is key is value else [query, key] if key is value else [query, key, value]
+    return _Mapped("multihead_attention", {"heads": module.num_heads, "dropout": float(module.dropout),
+                                           "bias": module.in_proj_bias is not None, "causal": False}, inputs)
+
+
 def _function_name(node: fx.Node) -> str:
     target = node.target
     if node.op == "call_method":
@@ -759,12 +841,76 @@ def _reshape_as_flatten(node: fx.Node) -> _Mapped | None:
     return None
 
 
+_SIZE_ARITHMETIC = (operator.mul, operator.floordiv, operator.add, operator.sub, operator.eq, operator.ne,
+                    operator.lt, operator.le, operator.gt, operator.ge, operator.mod)
+
+
 def _is_shape_helper(node: fx.Node) -> bool:
-    """Nodes that read a tensor's size for a reshape; they disappear with the reshape."""
-    return ((node.op == "call_method" and node.target == "size")
+    """Nodes that read a tensor's size for a reshape, compute with sizes, or assert on them (ViT checks the
+    image size); they disappear with the reshape: the spec's shapes are static."""
+    if node.op == "call_function" and (node.target in _SIZE_ARITHMETIC or node.target is torch._assert):
+        nodes = [a for a in node.args if isinstance(a, fx.Node)]
+        return bool(nodes) and all(_is_shape_helper(a) for a in nodes) and \
+            not any(isinstance(a, torch.Tensor) for a in node.args)
+    return ((node.op == "call_method" and node.target in ("size", "dim"))
             or (node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",))
             or (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node)
                 and _is_shape_helper(node.args[0])))
+
+
+def _batch_source(value: Any) -> fx.Node | None:
+    """The tensor whose batch size `value` is (`x.size(0)`, `x.shape[0]`), if it is one."""
+    if not isinstance(value, fx.Node):
+        return None
+    if value.op == "call_method" and value.target == "size" and _bind(value, ("input", "dim"), {"dim": None})["dim"] == 0:
+        return value.args[0]
+    if value.op == "call_function" and value.target is operator.getitem and value.args[1] == 0:
+        source = value.args[0]
+        if isinstance(source, fx.Node) and source.op == "call_function" and source.target is getattr:
+            return source.args[0]
+    return None
+
+
+def _general_reshape(node: fx.Node) -> _Mapped | None:
+    """`x.reshape(n, c, h * w)` with the batch first: `reshape` to the traced per-sample shape (static)."""
+    tensor = node.args[0] if node.args else None
+    sizes = list(node.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    after = _sample_shape(node)
+    if not isinstance(tensor, fx.Node) or not sizes or after is None or not after:
+        return None
+    if _batch_source(sizes[0]) is None:
+        return None
+    return _Mapped("reshape", {"shape": list(after)}, [tensor])
+
+
+def _expand(node: fx.Node) -> _Mapped:
+    """`class_token.expand(n, -1, -1)` with `n` a tensor's batch size: `expand` to that tensor's batch."""
+    tensor, *sizes = node.args
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    like = _batch_source(sizes[0]) if sizes else None
+    if like is None or not all(isinstance(v, int) for v in sizes[1:]):
+        raise _Unsupported("`Tensor.expand` other than to the batch size of a tensor and constant sizes")
+    shape = list(sizes[1:])
+    return _Mapped("expand", {"shape": None if all(v == -1 for v in shape) else shape}, [tensor, like])
+
+
+def _getitem(node: fx.Node) -> _Mapped:
+    """`x[:, 0]` (ViT's class token): `select` of one position of one dimension after the batch."""
+    tensor, index = node.args
+    index = index if isinstance(index, tuple) else (index,)
+    everything = slice(None, None, None)
+    ints = [i for i, v in enumerate(index) if isinstance(v, int)]
+    if (isinstance(tensor, fx.Node) and len(index) >= 2 and index[0] == everything and len(ints) == 1
+            and all(v == everything for i, v in enumerate(index) if i != ints[0])):
+        return _Mapped("select", {"dim": ints[0], "index": index[ints[0]]}, [tensor])
+    raise _Unsupported("`operator.getitem` other than `x[:, i]`")
+
+
+_FUNCTIONS[operator.getitem] = _getitem
+_METHODS["expand"] = _expand
 
 
 def _describe_module(module: nn.Module) -> str:
@@ -775,13 +921,15 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
         layer = _layer_type(module)
-        entry = _MODULES.get(layer) if layer is not None else None
+        entry = _module_table().get(layer) if layer is not None else None
         plugin = _plugin_imports().get(_qualified(type(module))) if entry is None else None
         if plugin is not None:   # a module of a class a plugin op imports (docs/plugins.md)
             entry = (plugin.op_name(), plugin.import_attributes)
         if entry is None:
             raise _Unsupported(_describe_module(module))
         op, attributes = entry
+        if layer is nn.MultiheadAttention:
+            return _attention(node, module)
         shape = _sample_shape(node.args[0]) if node.args else None
         args = [a for a in node.args]
         if node.kwargs or len(args) != 1 or not isinstance(args[0], fx.Node):
@@ -790,7 +938,7 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
         return _Mapped(op, attributes(module, shape), args, inplace=inplace)
     if (node.op == "call_function" and node.target is torch.reshape) or \
             (node.op == "call_method" and node.target in ("view", "reshape")):
-        mapped = _reshape_as_flatten(node)
+        mapped = _reshape_as_flatten(node) or _general_reshape(node)
         if mapped is None:
             raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features]")
         return mapped
@@ -890,11 +1038,9 @@ class _ScopeBuilder:
             if node.op in ("placeholder", "output"):
                 continue
             if node.op == "get_attr":
-                scope = self._scope_path(node)
-                raise _CannotImport(f"{f'`{scope}`' if scope else 'the model'} reads the tensor `{node.target}` "
-                                    "directly in its forward",
-                                    help="resgraph ops own every parameter and buffer; the model's forward may only "
-                                         "use them through torch.nn layers")
+                self.mapped[node] = self._parameter(node)
+                self._place(node)
+                continue
             if _is_shape_helper(node):
                 helpers.append(node)
                 continue
@@ -908,19 +1054,39 @@ class _ScopeBuilder:
         for node in helpers:
             if not all(user in self.mapped or _is_shape_helper(user) for user in node.users):
                 unsupported.setdefault(f"`{_function_name(node)}`", []).append(self._describe_place(node))
-        if unsupported:
-            diagnostics = []
-            for what, places in unsupported.items():
-                more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
-                diagnostics.append(Diagnostic(CODE, f"cannot import {places[0]}{more}: {what} has no resgraph op",
-                                              help=_SUPPORTED_HELP))
-            raise SpecError(diagnostics)
+        if unsupported:   # one diagnostic: the first kind, with its first place; the others are counted
+            (what, places), *others = unsupported.items()
+            more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
+            also = (f"; also without an op: {', '.join(w for w, _ in others[:3])}"
+                    f"{f' and {len(others) - 3} more' if len(others) > 3 else ''}") if others else ""
+            raise _CannotImport(f"cannot import {places[0]}{more}: {what} has no resgraph op{also}",
+                                help=_SUPPORTED_HELP)
         for node, mapped in self.mapped.items():
-            source = mapped.args[0]
-            if mapped.inplace and len([u for u in source.users if not _is_shape_helper(u)]) > 1:
+            if mapped.inplace and len([u for u in mapped.args[0].users if not _is_shape_helper(u)]) > 1:
                 raise _CannotImport(f"{self._describe_place(node)} works in place on a tensor that other nodes read "
                                     "too, so they see the result: a graph of values cannot say that",
                                     help="set `inplace=False` on that layer")
+
+    def _parameter(self, node: fx.Node) -> _Mapped:
+        """A learnable tensor that a module's forward reads itself (ViT's `class_token`, ConvNeXt's
+        `layer_scale`): a `parameter` node named as the attribute, in the scope of the module that owns it."""
+        scope = self._scope_path(node)
+        owner, _, attribute = node.target.rpartition(".")
+        where = f"`{scope}`" if scope else "the model"
+        try:
+            tensor = self.model.get_parameter(node.target)
+        except AttributeError:
+            raise _CannotImport(f"{where} reads the tensor `{node.target}` directly in its forward, and it is not a "
+                                "learnable parameter", help="resgraph writes a buffer only from its named generators "
+                                                           "(docs/spec.md, `buffer`); compute it in a torch.nn layer"
+                                ) from None
+        if owner != scope:
+            raise _CannotImport(f"{where} reads the tensor `{node.target}` of another module in its forward",
+                                help="a `parameter` node belongs to the block of the module that holds it")
+        stored = tuple(tensor.shape)
+        batch = len(stored) > 1 and stored[0] == 1
+        node.meta["sample_shape"] = stored[1:] if batch else stored
+        return _Mapped("parameter", {"shape": list(node.meta["sample_shape"]), "batch": batch}, [])
 
     def _scope_path(self, node: fx.Node) -> str:
         stack = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
@@ -985,13 +1151,13 @@ class _ScopeBuilder:
 
     def _check_state_is_covered(self) -> None:
         called = {node.target for node in self.mapped if node.op == "call_module"}
-        plugin_classes = _plugin_imports()
-        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in plugin_classes]
+        read = {node.target for node in self.mapped if node.op == "get_attr"}
+        leaves = tuple(target + "." for target in called)
         for path, module in self.model.named_modules():
-            if any(path.startswith(leaf + ".") for leaf in leaves):
-                continue   # inside a plugin op's module, which owns its submodules
+            if path.startswith(leaves):
+                continue   # inside a layer that is one op (a plugin's, attention's out_proj), which owns it
 
-            own = [n for n, _ in module.named_parameters(recurse=False)] + \
+            own = [n for n, _ in module.named_parameters(recurse=False) if f"{path}.{n}".lstrip(".") not in read] + \
                   [n for n, _ in module.named_buffers(recurse=False)]
             if own and path not in called:
                 if type(module) in _MODULES:
@@ -1086,10 +1252,12 @@ class _ScopeBuilder:
                     raise _CannotImport(f"the result of `{item.path}` is never used",
                                         help="a spec has no unused layers: remove the call from the forward")
                 entries.append(_Entry(scope.local(item.path), [], scope=item, node=item.outputs[0]))
-            elif item.op == "call_module" and item in self.first_calls:
+            elif (item.op == "call_module" and item in self.first_calls) or item.op == "get_attr":
                 entries.append(_Entry(scope.local(item.target), [], node=item))
+                taken.add(entries[-1].name)
         for item in scope.items:
-            if isinstance(item, fx.Node) and not (item.op == "call_module" and item in self.first_calls):
+            if isinstance(item, fx.Node) and not (item.op == "call_module" and item in self.first_calls) \
+                    and item.op != "get_attr":
                 base = self.mapped[item].op if item.op != "call_module" else scope.local(item.target)
                 entries.append(_Entry(_unique(base, taken), [], node=item))
                 taken.add(entries[-1].name)
@@ -1583,7 +1751,7 @@ def _write_entry(entry: _Entry, previous: str | None, resolved: dict[tuple, Any]
                     first.append((param.name, value))
             if first:
                 items.append(("first", _flow(first)))
-    if entry.inputs != [previous]:
+    if entry.inputs and entry.inputs != [previous]:   # a `parameter` has no inputs and takes none implicitly
         items.append(("inputs", _scalar(entry.inputs if len(entry.inputs) > 1 else entry.inputs[0])))
     if len(items) == 1 and entry.op is not None:
         return entry.op  # the shorthand `bn1: batchnorm2d`
@@ -1701,7 +1869,12 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
                             or any(True for _ in module.buffers(recurse=False))):
             continue
         original = modules.get(path)
-        same_layer = type(original) is type(module) or (original is not None and _layer_type(original) is type(module))
+        layer = _layer_type(original) if original is not None else None
+        if (original is not None and layer is None and type(original) is not type(module)
+                and _qualified(type(original)) not in _plugin_imports()):
+            continue   # a block that holds `parameter` nodes' tensors: their keys and shapes are checked above
+        same_layer = type(original) is type(module) or (layer is not None and (
+            layer is type(module) or _lowered_as(layer) == type(module).__name__))
         if not same_layer or original.extra_repr() != module.extra_repr():
             raise _fail(f"`{path}` would be `{module!r}` in the imported spec but is `{original!r}` in the model",
                         help="the model uses a setting the importer does not map")

@@ -1,0 +1,138 @@
+"""`resgraph import` over torchvision's classification models (issue 11): every model torch.fx can trace
+round-trips to a spec with blocks that compiles back exactly (strict state_dict, equal outputs with
+randomised norms); each one it cannot take gets exactly one RG060. docs/import_table.py writes the table of
+docs/import.md from the same measurement.
+
+By default: output parity for small instances of the families the importer maps specially (ViT's class
+token, positions and attention; ConvNeXt's LayerNorm2d and layer scale; MobileNetV3), meta-device imports of
+full-size models, and the one-diagnostic rule for models it refuses. `pytest -m slow`: every model of
+`torchvision.models.list_models(module=torchvision.models)`, outputs compared where it imports."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import resgraph  # noqa: E402
+from resgraph import SpecError  # noqa: E402
+from resgraph.importer import import_module  # noqa: E402
+
+from .zoo import randomize  # noqa: E402  (tests/zoo: the project's way to randomise norms)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+import import_table  # noqa: E402
+
+ALL = torchvision.models.list_models(module=torchvision.models)
+
+
+def round_trip(model, input_shape) -> tuple[float, float]:
+    """Import `model`, compile the spec, load the randomised model's state_dict strictly; the max abs
+    difference of the outputs and it relative to the largest output (eval mode, seeded input)."""
+    torch.manual_seed(0)
+    randomize(model)
+    model.eval()
+    text = import_module(model, input_shape)
+    assert "blocks:" in text, "the spec has no blocks"
+    network = resgraph.load(Path("imported.yaml"), text=text)
+    compiled = resgraph.compile(network)
+    theirs, ours = model.state_dict(), compiled.state_dict()
+    assert list(ours) == list(theirs)
+    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
+    compiled.load_state_dict(theirs, strict=True)
+    compiled.eval()
+    x = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = model(x), compiled(x)
+    assert got.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert scale > 1e-2, "the reference's output is near zero: proves nothing"
+    diff = (got.double() - expected.double()).abs().max().item()
+    return diff, diff / scale
+
+
+def small_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32,
+                             num_classes=10)
+
+
+def small_convnext():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    return ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 2)], stochastic_depth_prob=0.1,
+                    num_classes=10)
+
+
+@pytest.mark.parametrize("build, shape", [
+    pytest.param(small_vit, (3, 32, 32), id="vit"),
+    pytest.param(small_convnext, (3, 32, 32), id="convnext"),
+])
+def test_small_torchvision_models_round_trip_with_equal_outputs(build, shape):
+    assert round_trip(build(), shape)[0] <= 1e-5
+
+
+def test_multihead_attention_imports_as_the_op_with_torch_keys():
+    text = import_module(small_vit(), (3, 32, 32))
+    assert "{op: multihead_attention, heads: 2}" in text
+    assert "class_token: {op: parameter, shape: [1, 16]}" in text
+    assert "pos_embedding: {op: parameter, shape: [17, 16]}" in text
+
+
+@functools.cache
+def measured(name: str) -> import_table.Row:
+    return import_table.measure(name)
+
+
+DEFAULT = ["vit_b_16", "convnext_tiny", "shufflenet_v2_x0_5", "regnet_x_400mf"]
+
+
+@pytest.mark.parametrize("name", DEFAULT)
+def test_full_size_models_import_or_give_one_diagnostic(name):
+    """On the meta device: the importer checks keys, shapes and settings itself; a refusal is one RG060."""
+    row = measured(name)
+    assert row.imported or row.reason
+    assert not row.imported or row.blocks > 0
+
+
+def test_a_refused_model_gets_exactly_one_rg060():
+    """ShuffleNetV2 has several kinds of call without an op: one diagnostic names the first and counts the rest."""
+    with torch.device("meta"):
+        model = torchvision.models.shufflenet_v2_x0_5()
+    with pytest.raises(SpecError) as caught:
+        import_module(model)
+    (diagnostic,) = caught.value.errors
+    assert diagnostic.code == "RG060" and "`Tensor.chunk` in `stage2.1`" in diagnostic.message
+    assert "also without an op" in diagnostic.message
+
+
+def test_docs_table_agrees_for_the_default_models():
+    """docs/import.md's table (docs/import_table.py) has a row for every model, and the default models'
+    rows are what the importer does now."""
+    rows = import_table.existing_rows((ROOT / "docs" / "import.md").read_text(encoding="utf-8"))
+    assert sorted(rows) == sorted(ALL), "run docs/import_table.py"
+    for name in DEFAULT:
+        assert rows[name] == measured(name).cells(), f"{name}: run docs/import_table.py {name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_every_torchvision_model_round_trips_or_gives_one_diagnostic(name):
+    """A refusal is one RG060 with its reason (asserted in `measure`; docs/import.md lists it); an import
+    compiles back with equal outputs: max abs diff <= 1e-5, or <= 1e-4 relative to the output (the largest)."""
+    row = import_table.measure(name)
+    if not row.imported:
+        assert row.reason
+        return
+    assert row.blocks > 0
+    model = import_table.build(name, device="cpu")
+    diff, relative = round_trip(model, import_table.INPUTS.get(name, (3, 224, 224)))
+    print(f"{name}: max abs diff {diff:.2e}, relative {relative:.2e}")
+    assert diff <= 1e-5 or relative <= 1e-4

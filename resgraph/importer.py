@@ -72,6 +72,7 @@ def import_module(target: str | nn.Module, input_shape: Sequence[int] | Mapping[
         _fold_tuple_results(traced)
         root = _ScopeBuilder(model, traced, inputs).build()
         definitions = _define_blocks(root)
+        _check_names(root)
         text = _write_spec(name, origin, inputs, root, definitions, ids)
     except _CannotImport as exc:
         raise _fail(exc.message, exc.help) from None
@@ -266,7 +267,11 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
     ids = _index_inputs(traced)
     examples = [torch.zeros((2, *shape), device=device, dtype=torch.int64) if name in ids else
                 torch.empty((2, *shape), device=device) for name, shape in inputs.items()]
+    # In eval mode: the graph is traced already, and the leaves' shapes do not depend on the mode, but a
+    # training-mode batch norm under fake tensors decomposes into its statistics update (3/4 of DenseNet's time).
+    training = [m for m in traced.modules() if m.training]
     try:
+        traced.eval()
         with contextlib.redirect_stderr(io.StringIO()):   # ShapeProp prints the traceback before it raises
             ShapeProp(traced, fake_mode=mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
@@ -279,6 +284,9 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
         shapes = ", ".join(f"`{n}` {list(s)}" for n, s in inputs.items())
         raise _CannotImport(f"the model fails on an input of shape {shapes}: {first_line}",
                             help="give the input shape the model expects with `--input` (per sample)") from None
+    finally:
+        for module in training:   # the model's own modules: leave them as they were
+            module.train()
 
 
 def _describe_place_of(node: fx.Node) -> str:
@@ -307,6 +315,7 @@ class _Mapped:
     attrs: dict[str, Any]
     args: list[fx.Node]
     inplace: bool = False
+    item: int | None = None   # reads output `item` of its input, a node with several outputs (`chunk:1`)
 
 
 def _compact(value: Any) -> Any:
@@ -897,11 +906,25 @@ def _expand(node: fx.Node) -> _Mapped:
     return _Mapped("expand", {"shape": None if all(v == -1 for v in shape) else shape}, [tensor, like])
 
 
+def _is_several(node: fx.Node) -> bool:
+    """A call that returns several tensors resgraph reads as `name:k` (chunk, split)."""
+    return ((node.op == "call_method" and node.target in ("chunk", "split"))
+            or (node.op == "call_function" and node.target in (torch.chunk, torch.split)))
+
+
+def _chunk(node: fx.Node) -> _Mapped:
+    args = _bind(node, ("input", "chunks", "dim"), {"dim": 0})
+    _not_the_batch(node, args["dim"], args["input"])
+    return _Mapped("chunk", {"chunks": args["chunks"], "dim": args["dim"]}, [args["input"]])
+
+
 def _getitem(node: fx.Node) -> _Mapped:
     """`x[:, 0]` (ViT's class token): `select` of one position of one dimension after the batch."""
     tensor, index = node.args
     index = index if isinstance(index, tuple) else (index,)
     everything = slice(None, None, None)
+    if isinstance(tensor, fx.Node) and _is_several(tensor) and len(index) == 1 and isinstance(index[0], int):
+        return _Mapped("identity", {}, [tensor], item=index[0])   # `x1, x2 = x.chunk(2, dim=1)`
     ints = [i for i, v in enumerate(index) if isinstance(v, int)]
     if (isinstance(tensor, fx.Node) and len(index) >= 2 and index[0] == everything and len(ints) == 1
             and all(v == everything for i, v in enumerate(index) if i != ints[0])):
@@ -911,6 +934,7 @@ def _getitem(node: fx.Node) -> _Mapped:
 
 _FUNCTIONS[operator.getitem] = _getitem
 _METHODS["expand"] = _expand
+_METHODS["chunk"] = _FUNCTIONS[torch.chunk] = _chunk
 
 
 def _describe_module(module: nn.Module) -> str:
@@ -940,7 +964,7 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
             (node.op == "call_method" and node.target in ("view", "reshape")):
         mapped = _reshape_as_flatten(node) or _general_reshape(node)
         if mapped is None:
-            raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features]")
+            raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features] or a reshape with the batch size first")
         return mapped
     if node.op == "call_function":
         mapping = _FUNCTIONS.get(node.target) or _torchvision_functions().get(node.target)
@@ -966,6 +990,7 @@ class _Entry:
     scope: "_Scope | None" = None
     chain: "list[_Scope] | None" = None
     node: fx.Node | None = None
+    names: str | None = None   # a chain's instance names where they are not 0..n-1 (`block1-{i}`)
 
 
 @dataclass(eq=False)
@@ -1224,7 +1249,9 @@ class _ScopeBuilder:
         parameter-free layer get free names (`add`, `relu_1`)."""
         children = dict(scope.module.named_children())
         for child in children:
-            if not re.fullmatch(r"[A-Za-z0-9_]+", child) or child == "index":
+            chained = re.fullmatch(r"[A-Za-z0-9_-]*[0-9]", child) and self.scopes.get(
+                ".".join(filter(None, [scope.path, child]))) is not None   # RegNet's `block1-0`: see _is_chain
+            if (not re.fullmatch(r"[A-Za-z0-9_]+", child) and not chained) or child == "index":
                 path = ".".join(filter(None, [scope.path, child]))
                 raise _CannotImport(f"the submodule `{path}` has a name a spec cannot give a node",
                                     help="node names are letters, digits and `_`, and not `index`")
@@ -1351,7 +1378,8 @@ class _ScopeBuilder:
                     raise _CannotImport(f"{scope.where()} reads a value from inside `{owner.path if owner else '?'}` "
                                         "that is not its result",
                                         help="a block's inner layers are private: return what the caller needs")
-                refs.append(names[value])
+                item = self.mapped[entry.node].item if entry.scope is None else None
+                refs.append(names[value] if item is None else f"{names[value]}:{item}")
             entry.inputs = refs
         if not scope.entries:
             raise _CannotImport(f"{scope.where()} computes nothing resgraph can write")
@@ -1443,7 +1471,8 @@ def _signature(scope: _Scope) -> tuple:
         elif entry.scope is not None:
             parts.append(("call", entry.name, entry.scope.shape, tuple(entry.inputs)))
         else:
-            parts.append(("repeat", entry.name, entry.chain[-1].shape, entry.chain[0].shape, tuple(entry.inputs)))
+            parts.append(("repeat", entry.name, entry.names, entry.chain[-1].shape, entry.chain[0].shape,
+                          tuple(entry.inputs)))
     return tuple(parts)
 
 
@@ -1472,15 +1501,30 @@ def _collapse_containers(scope: _Scope) -> None:
             continue
         child.collapsed = True
         entry.scope, entry.chain = None, chain
+        prefix = child.entries[0].name[:-1]
+        entry.names = f"{prefix}{{i}}" if prefix else None
+
+
+def _check_names(root: _Scope) -> None:
+    """Names that only a chain's `names` pattern can give (RegNet's `block1-0`) must have become one."""
+    for scope in _post_order(root):
+        for entry in scope.entries:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", entry.name):
+                path = ".".join(filter(None, [scope.path, entry.name]))
+                raise _CannotImport(f"the submodule `{path}` has a name a spec cannot give a node",
+                                    help="node names are letters, digits and `_`; `-` only in the instance names of "
+                                         "a `repeat` (`names: \"block1-{i}\"`)")
 
 
 def _is_chain(scope: _Scope) -> bool:
+    """Instances `0`..`n-1`, or named `{prefix}0`.. (`names: "block1-{i}"`), each reading the one before."""
     entries = scope.entries
     if not entries or len(scope.input_names) != 1 or scope.output_name != entries[-1].name:
         return False
     previous = scope.input_names[0]
+    prefix = entries[0].name[:-1] if entries[0].name.endswith("0") else None
     for index, entry in enumerate(entries):
-        if entry.scope is None or entry.name != str(index) or entry.inputs != [previous]:
+        if entry.scope is None or entry.name != f"{prefix}{index}" or entry.inputs != [previous]:
             return False
         if len(entry.scope.input_names) != 1:
             return False
@@ -1738,6 +1782,8 @@ def _write_entry(entry: _Entry, previous: str | None, resolved: dict[tuple, Any]
         if opening is not main:
             items.append(("first_block", opening.name))
         items.append(("repeat", _scalar(resolved[(entry.name, "repeat")])))
+        if entry.names is not None:
+            items.append(("names", _scalar(entry.names)))
         with_ = _call_values(main, lambda p: resolved[(entry.name, "with", p)])
         if with_:
             items.append(("with", _flow(with_)))

@@ -1069,6 +1069,13 @@ class _ScopeBuilder:
             if _is_shape_helper(node):
                 helpers.append(node)
                 continue
+            if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
+                scope = self._scope_path(node)
+                raise _CannotImport(f"{f'`{scope}`' if scope else 'the model'} returns a "
+                                    f"`{_qualified(node.target)}`, a named tuple of several results (torchvision's "
+                                    "auxiliary classifiers, in training)",
+                                    help="return a tensor or a plain tuple; torchvision's GoogLeNet and Inception-v3 "
+                                         "import without their auxiliary classifiers: `--arg aux_logits=false`")
             try:
                 mapped = _map_node(node, self.traced)
             except _Unsupported as exc:
@@ -1098,6 +1105,10 @@ class _ScopeBuilder:
         scope = self._scope_path(node)
         owner, _, attribute = node.target.rpartition(".")
         where = f"`{scope}`" if scope else "the model"
+        if attribute.startswith("_tensor_constant"):
+            raise _CannotImport(f"{where} makes a constant tensor in its forward (`torch.tensor(...)` or a tensor "
+                                "computed at trace time)", help="resgraph ops own every tensor; a spec has no "
+                                                                "tensor literals")
         try:
             tensor = self.model.get_parameter(node.target)
         except AttributeError:

@@ -38,7 +38,8 @@ class Row:
 
     def cells(self) -> str:
         if self.imported:
-            result = f"imported: {self.blocks} blocks, {self.repeats} `repeat` calls, {self.nodes} nodes"
+            result = (f"imported: {self.blocks} block{'s' * (self.blocks != 1)}, {self.repeats} `repeat` "
+                      f"call{'s' * (self.repeats != 1)}, {self.nodes} nodes")
         else:
             result = "RG060: " + self.reason.replace("|", "\\|").replace("\n", " ")
         return f"| `{self.name}` | {result} |"
@@ -84,14 +85,6 @@ def measure(name: str) -> Row:
     return Row(name, True, blocks, nodes, repeats, seconds=time.perf_counter() - start)
 
 
-def table(rows: list[Row]) -> str:
-    done = sum(r.imported for r in rows)
-    lines = [START, "", f"{done} of {len(rows)} models import exactly.", "",
-             "| model | `resgraph import` |", "|-------|------------------|"]
-    lines += [row.cells() for row in rows]
-    return "\n".join(lines + ["", END])
-
-
 def existing_rows(text: str) -> dict[str, str]:
     inside = text.split(START, 1)[1].split(END, 1)[0] if START in text else ""
     return {line.split("`")[1]: line for line in inside.splitlines() if line.startswith("| `")}
@@ -102,13 +95,13 @@ def main(argv: list[str]) -> None:
 
     names = torchvision.models.list_models(module=torchvision.models)
     wanted = argv or names
-    text = DOC.read_text(encoding="utf-8")
-    kept = existing_rows(text)
     lines = {}
     for name in wanted:
         row = measure(name)
         print(f"{name}: {row.cells()} ({row.seconds:.1f} s)", flush=True)
         lines[name] = row
+    text = DOC.read_text(encoding="utf-8")   # read now: the page may have been edited while this ran
+    kept = existing_rows(text)
     rows_text = [lines[n].cells() if n in lines else kept.get(n) for n in names]
     missing = [n for n, line in zip(names, rows_text) if line is None]
     if missing:

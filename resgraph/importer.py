@@ -285,8 +285,8 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
         raise _CannotImport(f"the model fails on an input of shape {shapes}: {first_line}",
                             help="give the input shape the model expects with `--input` (per sample)") from None
     finally:
-        for module in training:   # the model's own modules: leave them as they were
-            module.train()
+        for module in training:   # the model's own modules: leave each as it was (`train()` would recurse)
+            module.training = True
 
 
 def _describe_place_of(node: fx.Node) -> str:

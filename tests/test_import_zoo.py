@@ -38,7 +38,9 @@ def round_trip(model, input_shape) -> tuple[float, float]:
     torch.manual_seed(0)
     randomize(model)
     model.eval()
+    modes = [m.training for m in model.modules()]
     text = import_module(model, input_shape)
+    assert [m.training for m in model.modules()] == modes, "the import changed the model's train/eval modes"
     assert "blocks:" in text, "the spec has no blocks"
     network = resgraph.load(Path("imported.yaml"), text=text)
     compiled = resgraph.compile(network)

@@ -270,10 +270,13 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
     # In eval mode: the graph is traced already, and the leaves' shapes do not depend on the mode, but a
     # training-mode batch norm under fake tensors decomposes into its statistics update (3/4 of DenseNet's time).
     training = [m for m in traced.modules() if m.training]
+    # A model on the meta device runs on meta tensors as it is, several times faster than under fake tensors
+    # (DenseNet-121: 2 s against 16 s); one with weights runs under fake tensors, which compute nothing.
+    on_meta = all(t.is_meta for t in [*traced.parameters(), *traced.buffers()])
     try:
         traced.eval()
         with contextlib.redirect_stderr(io.StringIO()):   # ShapeProp prints the traceback before it raises
-            ShapeProp(traced, fake_mode=mode).propagate(*examples)
+            ShapeProp(traced, fake_mode=None if on_meta else mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
         cause = exc.__cause__ or exc   # ShapeProp's own message is the node's repr; the cause says why
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__

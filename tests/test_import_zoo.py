@@ -159,3 +159,28 @@ def test_every_torchvision_model_round_trips_or_gives_one_diagnostic(name):
     diff, relative = round_trip(model, import_table.INPUTS.get(name, (3, 224, 224)))
     print(f"{name}: max abs diff {diff:.2e}, relative {relative:.2e}")
     assert diff <= 1e-5 or relative <= 1e-4
+
+
+class CrossAttention(torch.nn.Module):
+    """A decoder's cross-attention to a memory, without biases: `multihead_attention` with inputs [query, memory]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(8)
+        self.attn = torch.nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+
+    def forward(self, x, memory):
+        out, _ = self.attn(self.norm(x), memory, memory)
+        return out + x
+
+
+def test_cross_attention_round_trips_with_equal_outputs():
+    model = CrossAttention().eval()
+    text = import_module(model, {"x": (5, 8), "memory": (7, 8)})
+    assert "{op: multihead_attention, heads: 2, bias: false, inputs: [norm, memory]}" in text
+    compiled = resgraph.compile(resgraph.load(Path("cross.yaml"), text=text)).eval()
+    compiled.load_state_dict(model.state_dict(), strict=True)
+    generator = torch.Generator().manual_seed(1)
+    x, memory = torch.randn(2, 5, 8, generator=generator), torch.randn(2, 7, 8, generator=generator)
+    with torch.no_grad():
+        assert (compiled(x, memory) - model(x, memory)).abs().max().item() <= 1e-5

@@ -258,7 +258,8 @@ def _shape_from_first_layer(traced: fx.GraphModule, placeholder: fx.Node) -> tup
 
 
 def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]) -> None:
-    """Record every node's output shape in `node.meta["tensor_meta"]`, with fake tensors (no compute)."""
+    """Record every node's output shape in `node.meta["tensor_meta"]`, with fake tensors, or meta tensors for a
+    model on the meta device (nothing is computed)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -680,7 +681,7 @@ def _stochastic_depth(node: fx.Node) -> _Mapped:
 
 def _torchvision_functions() -> dict[Any, Callable[[fx.Node], _Mapped]]:
     """Functions torchvision registers with fx (they stay calls in a trace), and its helpers that the tracer
-    keeps as calls (`_AUTOWRAPPED`); only where it is installed."""
+    keeps as calls (`_autowrapped_functions`); only where it is imported."""
     found: dict[Any, Callable[[fx.Node], _Mapped]] = {}
     module = sys.modules.get("torchvision.ops.stochastic_depth")
     if module is not None:
@@ -862,8 +863,7 @@ def _is_shape_helper(node: fx.Node) -> bool:
     image size); they disappear with the reshape: the spec's shapes are static."""
     if node.op == "call_function" and (node.target in _SIZE_ARITHMETIC or node.target is torch._assert):
         nodes = [a for a in node.args if isinstance(a, fx.Node)]
-        return bool(nodes) and all(_is_shape_helper(a) for a in nodes) and \
-            not any(isinstance(a, torch.Tensor) for a in node.args)
+        return bool(nodes) and all(_is_shape_helper(a) for a in nodes)
     return ((node.op == "call_method" and node.target in ("size", "dim"))
             or (node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",))
             or (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node)

@@ -80,6 +80,7 @@ def measure(name: str) -> Row:
         text = import_module(model, INPUTS.get(name), name=name)
     except SpecError as exc:
         assert len(exc.errors) == 1, f"{name}: {len(exc.errors)} diagnostics"
+        assert exc.errors[0].code == "RG060", f"{name}: {exc.errors[0].code}"
         return Row(name, False, reason=exc.errors[0].message, seconds=time.perf_counter() - start)
     blocks, nodes, repeats = count(text)
     return Row(name, True, blocks, nodes, repeats, seconds=time.perf_counter() - start)

@@ -8,7 +8,9 @@ The only part of resgraph that runs user code: it imports a Python module and ca
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import operator
 import os
@@ -70,6 +72,7 @@ def import_module(target: str | nn.Module, input_shape: Sequence[int] | Mapping[
         _fold_tuple_results(traced)
         root = _ScopeBuilder(model, traced, inputs).build()
         definitions = _define_blocks(root)
+        _check_names(root)
         text = _write_spec(name, origin, inputs, root, definitions, ids)
     except _CannotImport as exc:
         raise _fail(exc.message, exc.help) from None
@@ -147,18 +150,24 @@ class _LeafTracer(fx.Tracer):
 
 
 def _layer_type(module: nn.Module) -> type | None:
-    """The torch.nn layer class in `_MODULES` that `module` is, or is a subclass of with the same forward."""
-    if type(module) in _MODULES:
+    """The layer class in `_MODULES` (or torchvision's, `_torchvision_modules`) that `module` is, or is a
+    subclass of with the same forward."""
+    table = _module_table()
+    if type(module) in table:
         return type(module)
     for base in type(module).__mro__[1:]:
-        if base in _MODULES:
+        if base in table:
             return base if type(module).forward is base.forward else None
     return None
 
 
+def _module_table() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
+    return {**_MODULES, **_torchvision_modules()}
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace; torch.nn's own layers stay leaves (`call_module` nodes)."""
-    tracer = _LeafTracer()
+    tracer = _LeafTracer(autowrap_functions=_autowrapped_functions())
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds for untraceable code
@@ -238,8 +247,8 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
 
 def _shape_from_first_layer(traced: fx.GraphModule, placeholder: fx.Node) -> tuple[int, ...] | None:
     users = [u for u in placeholder.users if u.op == "call_module"]
-    if len(users) != len(placeholder.users) or not users:
-        return None
+    if len(users) + len([u for u in placeholder.users if _is_shape_helper(u)]) != len(placeholder.users) or not users:
+        return None   # the shape helpers: ViT reads the input's size before its first convolution
     module = traced.get_submodule(users[0].target)
     if type(module) is nn.Conv2d:
         return (module.in_channels, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
@@ -249,7 +258,8 @@ def _shape_from_first_layer(traced: fx.GraphModule, placeholder: fx.Node) -> tup
 
 
 def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]) -> None:
-    """Record every node's output shape in `node.meta["tensor_meta"]`, with fake tensors (no compute)."""
+    """Record every node's output shape in `node.meta["tensor_meta"]`, with fake tensors, or meta tensors for a
+    model on the meta device (nothing is computed)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -258,16 +268,42 @@ def _propagate_shapes(traced: fx.GraphModule, inputs: dict[str, tuple[int, ...]]
     ids = _index_inputs(traced)
     examples = [torch.zeros((2, *shape), device=device, dtype=torch.int64) if name in ids else
                 torch.empty((2, *shape), device=device) for name, shape in inputs.items()]
+    # In eval mode: the graph is traced already, and the leaves' shapes do not depend on the mode, but a
+    # training-mode batch norm under fake tensors decomposes into its statistics update (3/4 of DenseNet's time).
+    training = [m for m in traced.modules() if m.training]
+    # A model on the meta device runs on meta tensors as it is, several times faster than under fake tensors
+    # (DenseNet-121: 2 s against 16 s); one with weights runs under fake tensors, which compute nothing.
+    on_meta = all(t.is_meta for t in [*traced.parameters(), *traced.buffers()])
     try:
-        ShapeProp(traced, fake_mode=mode).propagate(*examples)
+        traced.eval()
+        with contextlib.redirect_stderr(io.StringIO()):   # ShapeProp prints the traceback before it raises
+            ShapeProp(traced, fake_mode=None if on_meta else mode).propagate(*examples)
     except Exception as exc:  # noqa: BLE001
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__ or exc   # ShapeProp's own message is the node's repr; the cause says why
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        node = re.match(r"ShapeProp error for: node=%(\S+)", str(exc))
+        culprit = next((n for n in traced.graph.nodes if node and n.name == node.group(1)), None)
+        if culprit is not None:
+            first_line = f"{_describe_place_of(culprit)}: {first_line}"
         shapes = ", ".join(f"`{n}` {list(s)}" for n, s in inputs.items())
         raise _CannotImport(f"the model fails on an input of shape {shapes}: {first_line}",
                             help="give the input shape the model expects with `--input` (per sample)") from None
+    finally:
+        for module in training:   # the model's own modules: leave each as it was (`train()` would recurse)
+            module.training = True
+
+
+def _describe_place_of(node: fx.Node) -> str:
+    """`layer1.0.conv1`, or the function and the module whose forward calls it."""
+    if node.op == "call_module":
+        return f"`{node.target}`"
+    stack = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+    return f"`{_function_name(node)}` in `{stack[-1]}`" if stack and stack[-1] else f"`{_function_name(node)}`"
 
 
 def _sample_shape(node: Any) -> tuple[int, ...] | None:
+    if isinstance(node, fx.Node) and "sample_shape" in node.meta:   # a parameter without a batch dimension
+        return node.meta["sample_shape"]
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     shape = getattr(meta, "shape", None)
     return tuple(shape[1:]) if shape is not None else None
@@ -283,6 +319,7 @@ class _Mapped:
     attrs: dict[str, Any]
     args: list[fx.Node]
     inplace: bool = False
+    item: int | None = None   # reads output `item` of its input, a node with several outputs (`chunk:1`)
 
 
 def _compact(value: Any) -> Any:
@@ -451,13 +488,15 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.Softplus: ("softplus", lambda m, s: {"beta": float(m.beta), "threshold": float(m.threshold)}),
     nn.PReLU: ("prelu", lambda m, s: {"num_parameters": m.num_parameters, "init": float(m.init)}),
     nn.Softmax: ("softmax", _softmax_module),
+    nn.MultiheadAttention: ("multihead_attention", lambda m, s: {}),   # by `_attention`, which sees the call
     nn.LogSoftmax: ("log_softmax", _softmax_module),
     **{getattr(nn, f"{kind}Pad{n}d"): ("pad", _pad_module(mode)) for n in (1, 2, 3) for kind, mode in
        (("Zero", "constant"), ("Constant", "constant"), ("Reflection", "reflect"), ("Replication", "replicate"),
         ("Circular", "circular"))},
 }
-# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step).
-_TUPLE_MODULES = (nn.LSTM, nn.GRU)
+# Layers that return a tuple whose item 0 is the op's output (the hidden states of every step; attention's
+# output beside its weights).
+_TUPLE_MODULES = (nn.LSTM, nn.GRU, nn.MultiheadAttention)
 _INPLACE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Dropout, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.ELU,
                     nn.Mish)
 _SUPPORTED_HELP = ("resgraph imports the torch.nn layers docs/import.md lists (Conv1d, Conv2d, BatchNorm1d, ...), "
@@ -641,9 +680,42 @@ def _stochastic_depth(node: fx.Node) -> _Mapped:
 
 
 def _torchvision_functions() -> dict[Any, Callable[[fx.Node], _Mapped]]:
-    """Functions torchvision registers with fx (they stay calls in a trace); only where it is installed."""
+    """Functions torchvision registers with fx (they stay calls in a trace), and its helpers that the tracer
+    keeps as calls (`_autowrapped_functions`); only where it is imported."""
+    found: dict[Any, Callable[[fx.Node], _Mapped]] = {}
     module = sys.modules.get("torchvision.ops.stochastic_depth")
-    return {module.stochastic_depth: _stochastic_depth} if module is not None else {}
+    if module is not None:
+        found[module.stochastic_depth] = _stochastic_depth
+    module = sys.modules.get("torchvision.models.shufflenetv2")
+    if module is not None:
+        found[module.channel_shuffle] = lambda node: _Mapped(
+            "channel_shuffle", {"groups": _bind(node, ("x", "groups"), {})["groups"]}, [node.args[0]])
+    return found
+
+
+def _autowrapped_functions() -> tuple:
+    """torchvision helpers the tracer records as one call rather than tracing through: ShuffleNetV2's
+    `channel_shuffle` reshapes with sizes read from the tensor, which is resgraph's `channel_shuffle`."""
+    module = sys.modules.get("torchvision.models.shufflenetv2")
+    return (module.channel_shuffle,) if module is not None else ()
+
+
+def _channel_layernorm(m, shape):
+    return {"channels_first": True, "eps": float(m.eps), "elementwise_affine": m.elementwise_affine,
+            "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
+
+
+def _torchvision_modules() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
+    """torchvision layers that are one resgraph op (with the same state_dict keys); only where it is imported.
+    ConvNeXt's `LayerNorm2d` reads its own weight in its forward: as a leaf it is `layernorm` over channels."""
+    module = sys.modules.get("torchvision.models.convnext")
+    return {module.LayerNorm2d: ("layernorm", _channel_layernorm)} if module is not None else {}
+
+
+def _lowered_as(layer: type) -> str | None:
+    """The class name resgraph lowers a torchvision layer to, where it is not the layer's own class."""
+    module = sys.modules.get("torchvision.models.convnext")
+    return "ChannelLayerNorm" if module is not None and layer is module.LayerNorm2d else None
 
 
 _GELU = _unary("gelu", lambda a: {"approximate": a["approximate"]})
@@ -712,6 +784,29 @@ _METHODS: dict[str, Callable[[fx.Node], _Mapped]] = {
 }
 
 
+def _attention(node: fx.Node, module: nn.MultiheadAttention) -> _Mapped:
+    """`self.attn(q, k, v, need_weights=False)` of an `nn.MultiheadAttention` with `batch_first=True`: the
+    `multihead_attention` op, self-attention where q, k and v are one tensor, cross-attention otherwise."""
+    what = _describe_module(module)
+    args = _bind(node, ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                        "average_attn_weights", "is_causal"),
+                 {"key_padding_mask": None, "need_weights": True, "attn_mask": None, "is_causal": False})
+    if not module.batch_first:
+        raise _Unsupported(f"{what} with `batch_first=False` (resgraph's sequences are [batch, length, features])")
+    if module.bias_k is not None or module.add_zero_attn:
+        raise _Unsupported(f"{what} with `add_bias_kv` or `add_zero_attn`")
+    if args["key_padding_mask"] is not None or args["attn_mask"] is not None or args["is_causal"]:
+        raise _Unsupported(f"{what} called with a mask")
+    if (module.in_proj_bias is None) != (module.out_proj.bias is None):
+        raise _Unsupported(f"{what} with a bias in one projection only")
+    query, key, value = args["query"], args["key"], args["value"]
+    if not all(isinstance(v, fx.Node) for v in (query, key, value)):
+        raise _Unsupported(f"{what} called with other than tensors")
+    inputs = [query] if query is key is value else [query, key] if key is value else [query, key, value]
+    return _Mapped("multihead_attention", {"heads": module.num_heads, "dropout": float(module.dropout),
+                                           "bias": module.in_proj_bias is not None, "causal": False}, inputs)
+
+
 def _function_name(node: fx.Node) -> str:
     target = node.target
     if node.op == "call_method":
@@ -759,12 +854,90 @@ def _reshape_as_flatten(node: fx.Node) -> _Mapped | None:
     return None
 
 
+_SIZE_ARITHMETIC = (operator.mul, operator.floordiv, operator.add, operator.sub, operator.eq, operator.ne,
+                    operator.lt, operator.le, operator.gt, operator.ge, operator.mod)
+
+
 def _is_shape_helper(node: fx.Node) -> bool:
-    """Nodes that read a tensor's size for a reshape; they disappear with the reshape."""
-    return ((node.op == "call_method" and node.target == "size")
+    """Nodes that read a tensor's size for a reshape, compute with sizes, or assert on them (ViT checks the
+    image size); they disappear with the reshape: the spec's shapes are static."""
+    if node.op == "call_function" and (node.target in _SIZE_ARITHMETIC or node.target is torch._assert):
+        nodes = [a for a in node.args if isinstance(a, fx.Node)]
+        return bool(nodes) and all(_is_shape_helper(a) for a in nodes)
+    return ((node.op == "call_method" and node.target in ("size", "dim"))
             or (node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",))
             or (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node)
                 and _is_shape_helper(node.args[0])))
+
+
+def _batch_source(value: Any) -> fx.Node | None:
+    """The tensor whose batch size `value` is (`x.size(0)`, `x.shape[0]`), if it is one."""
+    if not isinstance(value, fx.Node):
+        return None
+    if value.op == "call_method" and value.target == "size" and _bind(value, ("input", "dim"), {"dim": None})["dim"] == 0:
+        return value.args[0]
+    if value.op == "call_function" and value.target is operator.getitem and value.args[1] == 0:
+        source = value.args[0]
+        if isinstance(source, fx.Node) and source.op == "call_function" and source.target is getattr:
+            return source.args[0]
+    return None
+
+
+def _general_reshape(node: fx.Node) -> _Mapped | None:
+    """`x.reshape(n, c, h * w)` with the batch first: `reshape` to the traced per-sample shape (static)."""
+    tensor = node.args[0] if node.args else None
+    sizes = list(node.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    after = _sample_shape(node)
+    if not isinstance(tensor, fx.Node) or not sizes or after is None or not after:
+        return None
+    if _batch_source(sizes[0]) is None:
+        return None
+    return _Mapped("reshape", {"shape": list(after)}, [tensor])
+
+
+def _expand(node: fx.Node) -> _Mapped:
+    """`class_token.expand(n, -1, -1)` with `n` a tensor's batch size: `expand` to that tensor's batch."""
+    tensor, *sizes = node.args
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    like = _batch_source(sizes[0]) if sizes else None
+    if like is None or not all(isinstance(v, int) for v in sizes[1:]):
+        raise _Unsupported("`Tensor.expand` other than to the batch size of a tensor and constant sizes")
+    shape = list(sizes[1:])
+    return _Mapped("expand", {"shape": None if all(v == -1 for v in shape) else shape}, [tensor, like])
+
+
+def _is_several(node: fx.Node) -> bool:
+    """A call that returns several tensors resgraph reads as `name:k` (chunk, split)."""
+    return ((node.op == "call_method" and node.target in ("chunk", "split"))
+            or (node.op == "call_function" and node.target in (torch.chunk, torch.split)))
+
+
+def _chunk(node: fx.Node) -> _Mapped:
+    args = _bind(node, ("input", "chunks", "dim"), {"dim": 0})
+    _not_the_batch(node, args["dim"], args["input"])
+    return _Mapped("chunk", {"chunks": args["chunks"], "dim": args["dim"]}, [args["input"]])
+
+
+def _getitem(node: fx.Node) -> _Mapped:
+    """`x[:, 0]` (ViT's class token): `select` of one position of one dimension after the batch."""
+    tensor, index = node.args
+    index = index if isinstance(index, tuple) else (index,)
+    everything = slice(None, None, None)
+    if isinstance(tensor, fx.Node) and _is_several(tensor) and len(index) == 1 and isinstance(index[0], int):
+        return _Mapped("identity", {}, [tensor], item=index[0])   # `x1, x2 = x.chunk(2, dim=1)`
+    ints = [i for i, v in enumerate(index) if isinstance(v, int)]
+    if (isinstance(tensor, fx.Node) and len(index) >= 2 and index[0] == everything and len(ints) == 1
+            and all(v == everything for i, v in enumerate(index) if i != ints[0])):
+        return _Mapped("select", {"dim": ints[0], "index": index[ints[0]]}, [tensor])
+    raise _Unsupported("`operator.getitem` other than `x[:, i]`")
+
+
+_FUNCTIONS[operator.getitem] = _getitem
+_METHODS["expand"] = _expand
+_METHODS["chunk"] = _FUNCTIONS[torch.chunk] = _chunk
 
 
 def _describe_module(module: nn.Module) -> str:
@@ -775,13 +948,15 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
     if node.op == "call_module":
         module = traced.get_submodule(node.target)
         layer = _layer_type(module)
-        entry = _MODULES.get(layer) if layer is not None else None
+        entry = _module_table().get(layer) if layer is not None else None
         plugin = _plugin_imports().get(_qualified(type(module))) if entry is None else None
         if plugin is not None:   # a module of a class a plugin op imports (docs/plugins.md)
             entry = (plugin.op_name(), plugin.import_attributes)
         if entry is None:
             raise _Unsupported(_describe_module(module))
         op, attributes = entry
+        if layer is nn.MultiheadAttention:
+            return _attention(node, module)
         shape = _sample_shape(node.args[0]) if node.args else None
         args = [a for a in node.args]
         if node.kwargs or len(args) != 1 or not isinstance(args[0], fx.Node):
@@ -790,9 +965,9 @@ def _map_node(node: fx.Node, traced: fx.GraphModule) -> _Mapped:
         return _Mapped(op, attributes(module, shape), args, inplace=inplace)
     if (node.op == "call_function" and node.target is torch.reshape) or \
             (node.op == "call_method" and node.target in ("view", "reshape")):
-        mapped = _reshape_as_flatten(node)
+        mapped = _reshape_as_flatten(node) or _general_reshape(node)
         if mapped is None:
-            raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features]")
+            raise _Unsupported(f"`{_function_name(node)}` other than a flatten to [batch, features] or a reshape with the batch size first")
         return mapped
     if node.op == "call_function":
         mapping = _FUNCTIONS.get(node.target) or _torchvision_functions().get(node.target)
@@ -818,6 +993,7 @@ class _Entry:
     scope: "_Scope | None" = None
     chain: "list[_Scope] | None" = None
     node: fx.Node | None = None
+    names: str | None = None   # a chain's instance names where they are not 0..n-1 (`block1-{i}`)
 
 
 @dataclass(eq=False)
@@ -890,14 +1066,19 @@ class _ScopeBuilder:
             if node.op in ("placeholder", "output"):
                 continue
             if node.op == "get_attr":
-                scope = self._scope_path(node)
-                raise _CannotImport(f"{f'`{scope}`' if scope else 'the model'} reads the tensor `{node.target}` "
-                                    "directly in its forward",
-                                    help="resgraph ops own every parameter and buffer; the model's forward may only "
-                                         "use them through torch.nn layers")
+                self.mapped[node] = self._parameter(node)
+                self._place(node)
+                continue
             if _is_shape_helper(node):
                 helpers.append(node)
                 continue
+            if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
+                scope = self._scope_path(node)
+                raise _CannotImport(f"{f'`{scope}`' if scope else 'the model'} returns a "
+                                    f"`{_qualified(node.target)}`, a named tuple of several results (torchvision's "
+                                    "auxiliary classifiers, in training)",
+                                    help="return a tensor or a plain tuple; torchvision's GoogLeNet and Inception-v3 "
+                                         "import without their auxiliary classifiers: `--arg aux_logits=false`")
             try:
                 mapped = _map_node(node, self.traced)
             except _Unsupported as exc:
@@ -908,19 +1089,43 @@ class _ScopeBuilder:
         for node in helpers:
             if not all(user in self.mapped or _is_shape_helper(user) for user in node.users):
                 unsupported.setdefault(f"`{_function_name(node)}`", []).append(self._describe_place(node))
-        if unsupported:
-            diagnostics = []
-            for what, places in unsupported.items():
-                more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
-                diagnostics.append(Diagnostic(CODE, f"cannot import {places[0]}{more}: {what} has no resgraph op",
-                                              help=_SUPPORTED_HELP))
-            raise SpecError(diagnostics)
+        if unsupported:   # one diagnostic: the first kind, with its first place; the others are counted
+            (what, places), *others = unsupported.items()
+            more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
+            also = (f"; also without an op: {', '.join(w for w, _ in others[:3])}"
+                    f"{f' and {len(others) - 3} more' if len(others) > 3 else ''}") if others else ""
+            raise _CannotImport(f"cannot import {places[0]}{more}: {what} has no resgraph op{also}",
+                                help=_SUPPORTED_HELP)
         for node, mapped in self.mapped.items():
-            source = mapped.args[0]
-            if mapped.inplace and len([u for u in source.users if not _is_shape_helper(u)]) > 1:
+            if mapped.inplace and len([u for u in mapped.args[0].users if not _is_shape_helper(u)]) > 1:
                 raise _CannotImport(f"{self._describe_place(node)} works in place on a tensor that other nodes read "
                                     "too, so they see the result: a graph of values cannot say that",
                                     help="set `inplace=False` on that layer")
+
+    def _parameter(self, node: fx.Node) -> _Mapped:
+        """A learnable tensor that a module's forward reads itself (ViT's `class_token`, ConvNeXt's
+        `layer_scale`): a `parameter` node named as the attribute, in the scope of the module that owns it."""
+        scope = self._scope_path(node)
+        owner, _, attribute = node.target.rpartition(".")
+        where = f"`{scope}`" if scope else "the model"
+        if attribute.startswith("_tensor_constant"):
+            raise _CannotImport(f"{where} makes a constant tensor in its forward (`torch.tensor(...)` or a tensor "
+                                "computed at trace time)", help="resgraph ops own every tensor; a spec has no "
+                                                                "tensor literals")
+        try:
+            tensor = self.model.get_parameter(node.target)
+        except AttributeError:
+            raise _CannotImport(f"{where} reads the tensor `{node.target}` directly in its forward, and it is not a "
+                                "learnable parameter", help="resgraph writes a buffer only from its named generators "
+                                                           "(docs/spec.md, `buffer`); compute it in a torch.nn layer"
+                                ) from None
+        if owner != scope:
+            raise _CannotImport(f"{where} reads the tensor `{node.target}` of another module in its forward",
+                                help="a `parameter` node belongs to the block of the module that holds it")
+        stored = tuple(tensor.shape)
+        batch = len(stored) > 1 and stored[0] == 1
+        node.meta["sample_shape"] = stored[1:] if batch else stored
+        return _Mapped("parameter", {"shape": list(node.meta["sample_shape"]), "batch": batch}, [])
 
     def _scope_path(self, node: fx.Node) -> str:
         stack = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
@@ -985,13 +1190,13 @@ class _ScopeBuilder:
 
     def _check_state_is_covered(self) -> None:
         called = {node.target for node in self.mapped if node.op == "call_module"}
-        plugin_classes = _plugin_imports()
-        leaves = [target for target in called if _qualified(type(self.model.get_submodule(target))) in plugin_classes]
+        read = {node.target for node in self.mapped if node.op == "get_attr"}
+        leaves = tuple(target + "." for target in called)
         for path, module in self.model.named_modules():
-            if any(path.startswith(leaf + ".") for leaf in leaves):
-                continue   # inside a plugin op's module, which owns its submodules
+            if path.startswith(leaves):
+                continue   # inside a layer that is one op (a plugin's, attention's out_proj), which owns it
 
-            own = [n for n, _ in module.named_parameters(recurse=False)] + \
+            own = [n for n, _ in module.named_parameters(recurse=False) if f"{path}.{n}".lstrip(".") not in read] + \
                   [n for n, _ in module.named_buffers(recurse=False)]
             if own and path not in called:
                 if type(module) in _MODULES:
@@ -1058,7 +1263,9 @@ class _ScopeBuilder:
         parameter-free layer get free names (`add`, `relu_1`)."""
         children = dict(scope.module.named_children())
         for child in children:
-            if not re.fullmatch(r"[A-Za-z0-9_]+", child) or child == "index":
+            chained = re.fullmatch(r"[A-Za-z0-9_-]*[0-9]", child) and self.scopes.get(
+                ".".join(filter(None, [scope.path, child]))) is not None   # RegNet's `block1-0`: see _is_chain
+            if (not re.fullmatch(r"[A-Za-z0-9_]+", child) and not chained) or child == "index":
                 path = ".".join(filter(None, [scope.path, child]))
                 raise _CannotImport(f"the submodule `{path}` has a name a spec cannot give a node",
                                     help="node names are letters, digits and `_`, and not `index`")
@@ -1086,10 +1293,12 @@ class _ScopeBuilder:
                     raise _CannotImport(f"the result of `{item.path}` is never used",
                                         help="a spec has no unused layers: remove the call from the forward")
                 entries.append(_Entry(scope.local(item.path), [], scope=item, node=item.outputs[0]))
-            elif item.op == "call_module" and item in self.first_calls:
+            elif (item.op == "call_module" and item in self.first_calls) or item.op == "get_attr":
                 entries.append(_Entry(scope.local(item.target), [], node=item))
+                taken.add(entries[-1].name)
         for item in scope.items:
-            if isinstance(item, fx.Node) and not (item.op == "call_module" and item in self.first_calls):
+            if isinstance(item, fx.Node) and not (item.op == "call_module" and item in self.first_calls) \
+                    and item.op != "get_attr":
                 base = self.mapped[item].op if item.op != "call_module" else scope.local(item.target)
                 entries.append(_Entry(_unique(base, taken), [], node=item))
                 taken.add(entries[-1].name)
@@ -1183,7 +1392,8 @@ class _ScopeBuilder:
                     raise _CannotImport(f"{scope.where()} reads a value from inside `{owner.path if owner else '?'}` "
                                         "that is not its result",
                                         help="a block's inner layers are private: return what the caller needs")
-                refs.append(names[value])
+                item = self.mapped[entry.node].item if entry.scope is None else None
+                refs.append(names[value] if item is None else f"{names[value]}:{item}")
             entry.inputs = refs
         if not scope.entries:
             raise _CannotImport(f"{scope.where()} computes nothing resgraph can write")
@@ -1275,7 +1485,8 @@ def _signature(scope: _Scope) -> tuple:
         elif entry.scope is not None:
             parts.append(("call", entry.name, entry.scope.shape, tuple(entry.inputs)))
         else:
-            parts.append(("repeat", entry.name, entry.chain[-1].shape, entry.chain[0].shape, tuple(entry.inputs)))
+            parts.append(("repeat", entry.name, entry.names, entry.chain[-1].shape, entry.chain[0].shape,
+                          tuple(entry.inputs)))
     return tuple(parts)
 
 
@@ -1304,15 +1515,30 @@ def _collapse_containers(scope: _Scope) -> None:
             continue
         child.collapsed = True
         entry.scope, entry.chain = None, chain
+        prefix = child.entries[0].name[:-1]
+        entry.names = f"{prefix}{{i}}" if prefix else None
+
+
+def _check_names(root: _Scope) -> None:
+    """Names that only a chain's `names` pattern can give (RegNet's `block1-0`) must have become one."""
+    for scope in _post_order(root):
+        for entry in scope.entries:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", entry.name):
+                path = ".".join(filter(None, [scope.path, entry.name]))
+                raise _CannotImport(f"the submodule `{path}` has a name a spec cannot give a node",
+                                    help="node names are letters, digits and `_`; `-` only in the instance names of "
+                                         "a `repeat` (`names: \"block1-{i}\"`)")
 
 
 def _is_chain(scope: _Scope) -> bool:
+    """Instances `0`..`n-1`, or named `{prefix}0`.. (`names: "block1-{i}"`), each reading the one before."""
     entries = scope.entries
     if not entries or len(scope.input_names) != 1 or scope.output_name != entries[-1].name:
         return False
     previous = scope.input_names[0]
+    prefix = entries[0].name[:-1] if entries[0].name.endswith("0") else None
     for index, entry in enumerate(entries):
-        if entry.scope is None or entry.name != str(index) or entry.inputs != [previous]:
+        if entry.scope is None or entry.name != f"{prefix}{index}" or entry.inputs != [previous]:
             return False
         if len(entry.scope.input_names) != 1:
             return False
@@ -1570,6 +1796,8 @@ def _write_entry(entry: _Entry, previous: str | None, resolved: dict[tuple, Any]
         if opening is not main:
             items.append(("first_block", opening.name))
         items.append(("repeat", _scalar(resolved[(entry.name, "repeat")])))
+        if entry.names is not None:
+            items.append(("names", _scalar(entry.names)))
         with_ = _call_values(main, lambda p: resolved[(entry.name, "with", p)])
         if with_:
             items.append(("with", _flow(with_)))
@@ -1583,7 +1811,7 @@ def _write_entry(entry: _Entry, previous: str | None, resolved: dict[tuple, Any]
                     first.append((param.name, value))
             if first:
                 items.append(("first", _flow(first)))
-    if entry.inputs != [previous]:
+    if entry.inputs and entry.inputs != [previous]:   # a `parameter` has no inputs and takes none implicitly
         items.append(("inputs", _scalar(entry.inputs if len(entry.inputs) > 1 else entry.inputs[0])))
     if len(items) == 1 and entry.op is not None:
         return entry.op  # the shorthand `bn1: batchnorm2d`
@@ -1701,7 +1929,12 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
                             or any(True for _ in module.buffers(recurse=False))):
             continue
         original = modules.get(path)
-        same_layer = type(original) is type(module) or (original is not None and _layer_type(original) is type(module))
+        layer = _layer_type(original) if original is not None else None
+        if (original is not None and layer is None and type(original) is not type(module)
+                and _qualified(type(original)) not in _plugin_imports()):
+            continue   # a block that holds `parameter` nodes' tensors: their keys and shapes are checked above
+        same_layer = type(original) is type(module) or (layer is not None and (
+            layer is type(module) or _lowered_as(layer) == type(module).__name__))
         if not same_layer or original.extra_repr() != module.extra_repr():
             raise _fail(f"`{path}` would be `{module!r}` in the imported spec but is `{original!r}` in the model",
                         help="the model uses a setting the importer does not map")

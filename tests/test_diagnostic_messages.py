@@ -314,7 +314,7 @@ def test_importer_names_the_model_without_broken_quotes():
     class WithToken(nn.Module):
         def __init__(self):
             super().__init__()
-            self.class_token = nn.Parameter(torch.zeros(1, 4))
+            self.register_buffer("class_token", torch.zeros(1, 4))   # a parameter would import: a buffer cannot
             self.fc = nn.Linear(4, 4)
 
         def forward(self, x):
@@ -323,4 +323,5 @@ def test_importer_names_the_model_without_broken_quotes():
     with pytest.raises(resgraph.SpecError) as info:
         import_module(WithToken(), input_shape=(4,))
     (error,) = info.value.diagnostics
-    assert error.message == "the model reads the tensor `class_token` directly in its forward"
+    assert error.message == ("the model reads the tensor `class_token` directly in its forward, and it is not a "
+                             "learnable parameter")

@@ -146,6 +146,18 @@ class Unflatten(nn.Module):
         return self.fc(x).view(x.size(0), 2, 4)
 
 
+class BatchMerge(Unflatten):
+    def forward(self, x):
+        return self.fc(x).view(-1, 4)   # [2 * batch, 4]: the batch dimension changes
+
+
+def test_a_reshape_with_the_batch_first_is_a_reshape(tmp_path):
+    model = Unflatten()
+    text, compiled = round_trip(model, tmp_path / "unflatten.yaml", (4,))
+    assert "{op: reshape, shape: [2, 4]}" in text
+    assert_same_outputs(model, compiled, 4)
+
+
 class Signal2d(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -368,12 +380,28 @@ class OwnParameter(nn.Module):
         return self.fc(x) * self.scale
 
 
+class OwnBuffer(OwnParameter):
+    def __init__(self) -> None:
+        super().__init__()
+        del self.scale
+        self.register_buffer("scale", torch.ones(4))
+
+
+def test_a_parameter_the_forward_reads_is_a_parameter_node(tmp_path):
+    model = OwnParameter()
+    with torch.no_grad():
+        model.scale.uniform_(0.5, 1.5)
+    text, compiled = round_trip(model, tmp_path / "own.yaml", (4,))
+    assert "scale: {op: parameter, shape: [4], batch: false}" in text
+    assert_same_outputs(model, compiled, 4)
+
+
 @pytest.mark.parametrize("model, expected", [
     (Branchy(), r"torch\.fx cannot trace the model in `inner\.1` \(tests\.test_importer\.Gate\): "),
     (Shared(), r"`fc` is called more than once, sharing its parameters"),
-    (OwnParameter(), r"reads the tensor `scale` directly"),
-    (Unflatten(), r"`Tensor\.view` at the top level: `Tensor\.view` other than a flatten to \[batch, features\]"),
-], ids=["control-flow", "shared-weights", "own-parameter", "view"])
+    (OwnBuffer(), r"reads the tensor `scale` directly in its forward, and it is not a learnable parameter"),
+    (BatchMerge(), r"`Tensor\.view` at the top level: `Tensor\.view` other than a flatten to \[batch, features\] or a reshape"),
+], ids=["control-flow", "shared-weights", "own-buffer", "view"])
 def test_what_a_spec_cannot_say_is_a_diagnostic(model, expected):
     assert re.search(expected, import_error(model, (4,)))
 

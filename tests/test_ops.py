@@ -1201,7 +1201,8 @@ RESTRICTIONS = [
     ("conv2d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 9, 9]]),
     ("maxpool2d", {"kernel": [3]}, [[3, 9, 9]]),
     ("conv_transpose2d", {"out": 4, "kernel": 3, "stride": [2]}, [[3, 5, 5]]),
-    ("conv_transpose2d", {"out": 4, "kernel": 1, "padding": 1}, [[3, 2, 2]]),
+    # (not `conv_transpose2d` to an empty map, kernel 1 and padding 1 on 2x2: torch gives [4, 0, 0] with
+    # several threads and raises "Output size is too small" with one, so "torch would run it" is not a fact)
     ("avgpool2d", {"kernel": 3, "padding": [1]}, [[3, 9, 9]]),
     ("maxpool2d", {"kernel": 2}, [[5, 8]]),
     ("adaptive_avgpool2d", {"size": 2}, [[5, 8]]),

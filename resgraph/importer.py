@@ -705,17 +705,62 @@ def _channel_layernorm(m, shape):
             "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
 
 
+def _window_attention(version: int) -> Callable[[Any, Any], dict]:
+    def attrs(m, shape):
+        return {"heads": int(m.num_heads), "window": [int(w) for w in m.window_size],
+                "shift": [int(s) for s in m.shift_size], "version": version,
+                "qkv_bias": m.qkv.bias is not None, "proj_bias": m.proj.bias is not None,
+                "attention_dropout": float(m.attention_dropout), "dropout": float(m.dropout)}
+    return attrs
+
+
+def _stochastic_depth_module(m, shape):
+    if m.mode != "row":
+        raise _Unsupported(f"`StochasticDepth` with mode={m.mode!r} (drop_path drops per sample, mode 'row')")
+    return {"p": float(m.p)}
+
+
+def _patch_merging(version: int) -> Callable[[Any, Any], dict]:
+    return lambda m, shape: {"version": version, "eps": float(m.norm.eps)}
+
+
 def _torchvision_modules() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
     """torchvision layers that are one resgraph op (with the same state_dict keys); only where it is imported.
-    ConvNeXt's `LayerNorm2d` reads its own weight in its forward: as a leaf it is `layernorm` over channels."""
-    module = sys.modules.get("torchvision.models.convnext")
-    return {module.LayerNorm2d: ("layernorm", _channel_layernorm)} if module is not None else {}
+    ConvNeXt's `LayerNorm2d` reads its own weight in its forward: as a leaf it is `layernorm` over channels.
+    Swin's shifted-window attention and patch merging (V1 and V2) are resgraph's composite ops of those names."""
+    found: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {}
+    convnext = sys.modules.get("torchvision.models.convnext")
+    if convnext is not None:
+        found[convnext.LayerNorm2d] = ("layernorm", _channel_layernorm)
+    ops = sys.modules.get("torchvision.ops.stochastic_depth")
+    if ops is not None:   # Swin calls one StochasticDepth twice: as a leaf, each call is its own drop_path
+        found[ops.StochasticDepth] = ("drop_path", _stochastic_depth_module)
+    swin = sys.modules.get("torchvision.models.swin_transformer")
+    if swin is not None:
+        found[swin.ShiftedWindowAttention] = ("shifted_window_attention", _window_attention(1))
+        found[swin.ShiftedWindowAttentionV2] = ("shifted_window_attention", _window_attention(2))
+        found[swin.PatchMerging] = ("patch_merging", _patch_merging(1))
+        found[swin.PatchMergingV2] = ("patch_merging", _patch_merging(2))
+    return found
 
 
 def _lowered_as(layer: type) -> str | None:
     """The class name resgraph lowers a torchvision layer to, where it is not the layer's own class."""
-    module = sys.modules.get("torchvision.models.convnext")
-    return "ChannelLayerNorm" if module is not None and layer is module.LayerNorm2d else None
+    convnext = sys.modules.get("torchvision.models.convnext")
+    if convnext is not None and layer is convnext.LayerNorm2d:
+        return "ChannelLayerNorm"
+    swin = sys.modules.get("torchvision.models.swin_transformer")
+    if swin is not None and layer in (swin.ShiftedWindowAttention, swin.ShiftedWindowAttentionV2):
+        return "ShiftedWindowAttention"
+    if swin is not None and layer in (swin.PatchMerging, swin.PatchMergingV2):
+        return "PatchMerging"
+    return None
+
+
+def _settings_shown(layer: type | None) -> bool:
+    """Whether a layer's `extra_repr` states its settings (torchvision's Swin layers show none: theirs are read
+    from the layer's attributes into the op, and checked through the keys, shapes and outputs)."""
+    return _lowered_as(layer) not in ("ShiftedWindowAttention", "PatchMerging")
 
 
 _GELU = _unary("gelu", lambda a: {"approximate": a["approximate"]})
@@ -1935,6 +1980,6 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
             continue   # a block that holds `parameter` nodes' tensors: their keys and shapes are checked above
         same_layer = type(original) is type(module) or (layer is not None and (
             layer is type(module) or _lowered_as(layer) == type(module).__name__))
-        if not same_layer or original.extra_repr() != module.extra_repr():
+        if not same_layer or (_settings_shown(layer) and original.extra_repr() != module.extra_repr()):
             raise _fail(f"`{path}` would be `{module!r}` in the imported spec but is `{original!r}` in the model",
                         help="the model uses a setting the importer does not map")

@@ -95,9 +95,9 @@ def measured(name: str) -> import_table.Row:
 
 # name -> whether it imports: one model per mapping the importer does for torchvision (the class token,
 # positions and attention; LayerNorm2d and layer scale; chunk and channel_shuffle; RegNet's `block1-0`
-# names), and one it refuses.
+# names; Swin's window attention, patch merging and a StochasticDepth called twice), and one it refuses.
 DEFAULT = {"vit_b_16": True, "convnext_tiny": True, "shufflenet_v2_x0_5": True, "regnet_x_400mf": True,
-           "swin_t": False}
+           "swin_t": True, "maxvit_t": False}
 
 
 @pytest.mark.parametrize("name", DEFAULT)
@@ -107,14 +107,13 @@ def test_full_size_models_import_or_give_one_diagnostic(name):
     row = measured(name)
     assert row.imported == DEFAULT[name], row.reason
     if row.imported:
-        assert row.blocks > 0 and row.repeats > 0 or name in ("vit_b_16", "convnext_tiny")
+        assert row.blocks > 0 and row.repeats > 0 or name in ("vit_b_16", "convnext_tiny", "swin_t")
 
 
 def test_a_refused_model_gets_exactly_one_rg060():
-    """Swin reads its relative-position index buffer in the forward: one RG060 (asserted in `measure`) names
-    the module."""
-    assert measured("swin_t").reason.startswith("`features.1.0.attn` reads the tensor "
-                                                "`features.1.0.attn.relative_position_index` directly")
+    """MaxViT makes a constant tensor in its forward: one RG060 (asserted in `measure`) names the module."""
+    assert measured("maxvit_t").reason.startswith("`blocks.0.layers.0.layers.window_attention.attn_layer.1` makes a "
+                                                  "constant tensor in its forward")
 
 
 def test_unmapped_calls_of_several_kinds_make_one_diagnostic():

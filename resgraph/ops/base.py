@@ -410,11 +410,13 @@ class Registry(MutableMapping):
         self._modules: dict[str, str] = {}   # built-in op name -> module, until that module is imported
         self._package = ""
         self._all_loaded = True
-        self._order: dict[str, tuple] = {}
+        self._order: dict[str, int] = {}      # op name -> when it registered
+        self._declared: dict[str, int] = {}   # built-in op name -> its place in `BUILTIN_MODULES`
 
     def declare_builtin(self, package: str, modules: dict[str, str]) -> None:
         """The built-in ops and their modules (relative to `package`), imported on first use."""
         self._package, self._modules, self._all_loaded = package, dict(modules), False
+        self._declared = {name: position for position, name in enumerate(modules)}
 
     def load_all(self) -> None:
         """Import every built-in op module (each registers its ops)."""
@@ -452,19 +454,17 @@ class Registry(MutableMapping):
 
     def __setitem__(self, name: str, cls: type[Op]) -> None:
         self._classes[name] = cls
-        module = cls.__module__
-        self._order[name] = (0, module, len(self._order)) if module.startswith(self._package + ".") else \
-            (1, "", len(self._order))
+        self._order.setdefault(name, len(self._order))
 
     def __delitem__(self, name: str) -> None:
         del self._classes[name]
 
     def __iter__(self) -> Iterator[str]:
-        # The same order whichever spec imported which module first: the built-in ops by module, in the
-        # order each module defines them, then plugins' ops in the order they registered.
+        # The same order whichever spec imported which module first: the built-in ops in the order of
+        # `BUILTIN_MODULES`, then any other in the order it registered (plugins' ops).
         self.load_all()
-        order = self._order
-        return iter(sorted(self._classes, key=lambda name: order[name]))
+        declared, order = self._declared, self._order
+        return iter(sorted(self._classes, key=lambda name: (declared.get(name, len(declared)), order[name])))
 
     def __len__(self) -> int:
         self.load_all()

@@ -419,9 +419,14 @@ class Registry(MutableMapping):
         self._declared = {name: position for position, name in enumerate(modules)}
 
     def load_all(self) -> None:
-        """Import every built-in op module (each registers its ops)."""
+        """Import every built-in op module (each registers its ops): every module of the package, so that
+        one `BUILTIN_MODULES` does not list yet still registers its ops."""
         if not self._all_loaded:
-            for module in sorted(set(self._modules.values())):
+            import pkgutil
+
+            package = import_module(self._package)
+            modules = set(self._modules.values()) | {info.name for info in pkgutil.iter_modules(package.__path__)}
+            for module in sorted(modules):
                 import_module(f"{self._package}.{module}")
             self._all_loaded = True
 

@@ -11,7 +11,6 @@ from .expand import Program
 from .graph import Graph, Node
 from .ops.activation import _Activation
 from .ops.merge import Add
-from .ops.named_activation import Activation
 from .ops.norm import _BatchNorm
 
 
@@ -63,11 +62,13 @@ def _activation_before_add(node: Node, graph: Graph, diagnostics: Diagnostics) -
     if type(node.op) is not Add or len(node.inputs) < 2 or "RG101" in node.allow:   # `type`: a cheap test per node
         return
     branch = graph.nodes.get(node.inputs[0])
-    if branch is None or branch.op is None or not isinstance(branch.op, (_Activation, Activation)):
+    # `activation` (ops/named_activation.py, imported only by specs that use it) names an activation op
+    named = branch is not None and branch.op is not None and branch.op.op_name() == "activation"
+    if branch is None or branch.op is None or not (named or isinstance(branch.op, _Activation)):
         return
     if branch.name in node.inputs[1:]:
         return
-    name = branch.op.op_name() if not isinstance(branch.op, Activation) else str(branch.op.function)
+    name = str(branch.op.function) if named else branch.op.op_name()
     sign = (", so the residual it adds is never negative" if name in ("relu", "relu6", "sigmoid") else "")
     diagnostics.warning(
         "RG101", f"the residual branch of `{node.name}` ends with activation `{branch.local_name}` ({name}) right "

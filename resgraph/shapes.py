@@ -7,12 +7,12 @@ rule; nothing here imports torch. A shortcut whose shapes disagree is reported h
 from __future__ import annotations
 
 import math
+import sys
 
 from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
 from .ops.base import ShapeError, fmt_shape
 from .ops.dense import Linear
-from .ops.layout import OutputItem
 from .ops.merge import Shortcut
 from .plugins import plugin_of
 
@@ -25,6 +25,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
     Returns True when every node got a shape.
     """
     complete = True
+    output_item = _output_item_class()
     for node in graph.topological_order():
         if node.is_input:
             try:
@@ -38,7 +39,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
         if node.op is None or any(shape is None for shape in shapes):
             complete = False
             continue
-        if not _read_outputs(graph, node, diagnostics) or not _batch_of_one(graph, node, diagnostics):
+        if not _read_outputs(graph, node, diagnostics, output_item) or not _batch_of_one(graph, node, diagnostics):
             complete = False
             continue
         try:
@@ -84,10 +85,17 @@ def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> No
                            "raising `ShapeError(message, help=...)`", notes=node.notes)
 
 
-def _read_outputs(graph: Graph, node, diagnostics: Diagnostics) -> bool:
+def _output_item_class() -> type | None:
+    """`OutputItem` once ops/layout.py is imported; before, no node is one (expansion imports it to make one),
+    and validating a spec that reads no `name:k` does not import the layout ops."""
+    layout = sys.modules.get("resgraph.ops.layout")
+    return None if layout is None else layout.OutputItem
+
+
+def _read_outputs(graph: Graph, node, diagnostics: Diagnostics, output_item: type | None) -> bool:
     """Check how `node` reads nodes with several outputs: one output at a time, as `name:k` with k in range
     (RG084, RG085). For an output item, leaves the outputs it picks from in its meta."""
-    if type(node.op) is OutputItem:   # `type`: pydantic classes make isinstance slow, and this runs per node
+    if type(node.op) is output_item:   # `type`: pydantic classes make isinstance slow, and this runs per node
         producer = graph.nodes[node.inputs[0]]
         outputs = producer.meta.get("outputs") if producer.op is not None and producer.op.multiple_outputs else None
         shown = node.local_name

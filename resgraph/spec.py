@@ -83,7 +83,9 @@ def _node_union(names: Any = None) -> Any:
     return Annotated[Union[tuple(members)], Discriminator(_node_tag), BeforeValidator(_shorthand)]
 
 
-NodeEntry = _node_union()
+# The node kinds of `SpecFile` and `BlockDef` below are left open (`Any`): each file is validated by models
+# made for the ops it uses (`_models_with`), and the JSON Schema by those made for every op (`_full_models`),
+# so that importing this module creates no op class (ops/__init__.py imports an op's module when it is used).
 
 
 class Requirement(_Model):
@@ -113,7 +115,7 @@ class BlockDef(_Model):
                                              description="derived values: expressions over params, in order")
     require: Requirements = Field(default_factory=empty_list, description=_REQUIRE)
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
-    nodes: dict[NodeName, NodeEntry] = Field(min_length=1)
+    nodes: dict[NodeName, Any] = Field(min_length=1)   # every kind of node: see `_models_with`
     output: NodeName | None = None
     allow: list[WarningCode] = Field(default_factory=empty_list, description=_ALLOW + "; for warnings in this block")
 
@@ -176,7 +178,7 @@ class SpecFile(_Model):
         None, description="per-sample input shape (the batch dimension is implicit), `{shape: [...], dtype: "
                           "int64}` for integer ids, or a mapping of named inputs (each a shape or a `{shape, dtype}`)")
     blocks: dict[ParamName, BlockDef] = Field(default_factory=empty_dict)
-    nodes: dict[NodeName, NodeEntry] = Field(default_factory=empty_dict)
+    nodes: dict[NodeName, Any] = Field(default_factory=empty_dict)   # every kind of node: see `_models_with`
     outputs: OutputPath | list[OutputPath] | dict[str, OutputPath] | None = Field(
         None, description="the nodes the network returns (default: its last node); a node inside a block by its "
                           "dotted path, e.g. `layer1.0.relu2`. A list returns a tuple; a mapping of names to nodes "
@@ -207,6 +209,11 @@ def _models_with(ops: frozenset[tuple[str, type]]) -> type[SpecFile]:
     return create_model("SpecFile", __base__=SpecFile, __doc__=SpecFile.__doc__,
                         blocks=(dict[ParamName, block], Field(default_factory=empty_dict)),
                         nodes=(dict[NodeName, union], Field(default_factory=empty_dict)))
+
+
+def _full_models() -> type[SpecFile]:
+    """SpecFile (and BlockDef) whose nodes are block calls or any built-in op: the language's JSON Schema."""
+    return _models_with(frozenset((name, cls) for name, cls in REGISTRY.items() if is_builtin(cls)))
 
 
 def _used_ops(data: dict, enabled: frozenset[str]) -> frozenset[tuple[str, type]]:
@@ -613,7 +620,7 @@ def _node_unions(value: Any):
 
 def json_schema() -> dict:
     """The JSON Schema of a spec file, from the pydantic models."""
-    schema = SpecFile.model_json_schema()
+    schema = _full_models().model_json_schema()
     # The `relu: relu` shorthand is a plain op name where a node mapping is expected.
     builtin = sorted(name for name, cls in REGISTRY.items() if is_builtin(cls))
     shorthand = {"type": "string", "enum": builtin, "description": "an op with default attributes"}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1176,6 +1177,36 @@ EXAMPLES.update({"shifted_window_attention": 20, "patch_merging": 12})
 
 def test_every_registered_op_has_a_strategy():
     assert set(STRATEGIES) == set(REGISTRY)
+
+
+def test_builtin_modules_names_the_module_of_every_builtin_op():
+    """The registry imports an op's module when a spec first uses the op (`BUILTIN_MODULES`); a new op
+    missing from the table would still work, but make every lookup of it import every op module."""
+    from resgraph.ops import BUILTIN_MODULES
+    from resgraph.ops.base import is_builtin
+
+    actual = {name: cls.__module__.rpartition(".")[2] for name, cls in REGISTRY.items() if is_builtin(cls)}
+    missing = {name: module for name, module in actual.items() if BUILTIN_MODULES.get(name) != module}
+    assert not missing, f"add to BUILTIN_MODULES in resgraph/ops/__init__.py: {missing}"
+    assert set(BUILTIN_MODULES) == set(actual), f"not ops: {sorted(set(BUILTIN_MODULES) - set(actual))}"
+
+
+def test_validation_imports_only_the_op_modules_a_spec_uses():
+    """Issue 13 (start-up): `resgraph validate` of a ResNet imports the op modules of its ops, not the
+    others (nor torch); the registry still lists every op when asked."""
+    import subprocess
+    import sys
+
+    spec = Path(__file__).resolve().parent.parent / "specs" / "resnet152.yaml"
+    code = ("import sys, resgraph\n"
+            f"resgraph.validate({str(spec)!r})\n"
+            "ops = sorted(m.rpartition('.')[2] for m in sys.modules if m.startswith('resgraph.ops.'))\n"
+            "assert ops == ['activation', 'base', 'conv', 'dense', 'merge', 'norm', 'pool'], ops\n"
+            "assert 'torch' not in sys.modules\n"
+            "from resgraph.ops import REGISTRY, BUILTIN_MODULES\n"
+            "assert set(REGISTRY) >= set(BUILTIN_MODULES) and 'lstm' in REGISTRY and 'resgraph.ops.sequence' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

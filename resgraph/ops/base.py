@@ -9,6 +9,8 @@ checked for syntax when a spec is parsed and evaluated when a block is instantia
 
 import math
 import re
+from collections.abc import Iterator, MutableMapping
+from importlib import import_module
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Iterable, Sequence, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema
@@ -399,14 +401,96 @@ class Op(BaseModel):
         return self.label()
 
 
-REGISTRY: dict[str, type[Op]] = {}
+class Registry(MutableMapping):
+    """Op name -> op class. The built-in ops' modules are imported when first asked for: a spec that uses
+    `conv2d` and `relu` imports ops/conv.py and ops/activation.py, not the other fourteen (creating the op
+    classes is most of resgraph's import time, and `resgraph validate` runs once per file in editors' and
+    CI's hooks). `BUILTIN_MODULES` in ops/__init__.py says which module defines each built-in op; a name it
+    does not list, and iterating or counting the registry, import every built-in module first, so the table
+    only saves time: a forgotten entry makes a lookup slower, never wrong (tests/test_ops.py checks it)."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Op]] = {}
+        self._modules: dict[str, str] = {}   # built-in op name -> module, until that module is imported
+        self._package = ""
+        self._all_loaded = True
+        self._order: dict[str, int] = {}      # op name -> when it registered
+        self._declared: dict[str, int] = {}   # built-in op name -> its place in `BUILTIN_MODULES`
+
+    def declare_builtin(self, package: str, modules: dict[str, str]) -> None:
+        """The built-in ops and their modules (relative to `package`), imported on first use."""
+        self._package, self._modules, self._all_loaded = package, dict(modules), False
+        self._declared = {name: position for position, name in enumerate(modules)}
+
+    def load_all(self) -> None:
+        """Import every built-in op module (each registers its ops): every module of the package, so that
+        one `BUILTIN_MODULES` does not list yet still registers its ops."""
+        if not self._all_loaded:
+            import pkgutil
+
+            package = import_module(self._package)
+            modules = set(self._modules.values()) | {info.name for info in pkgutil.iter_modules(package.__path__)}
+            for module in sorted(modules):
+                import_module(f"{self._package}.{module}")
+            self._all_loaded = True
+
+    def registered(self) -> dict[str, type[Op]]:
+        """The ops registered so far, importing nothing."""
+        return self._classes
+
+    def _load(self, name: str) -> bool:
+        module = self._modules.get(name)
+        if module is not None:
+            import_module(f"{self._package}.{module}")
+            if name in self._classes:
+                return True
+        self.load_all()
+        return name in self._classes
+
+    def __getitem__(self, name: str) -> type[Op]:
+        try:
+            return self._classes[name]
+        except KeyError:
+            if self._load(name):
+                return self._classes[name]
+            raise
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes or (isinstance(name, str) and self._load(name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def __setitem__(self, name: str, cls: type[Op]) -> None:
+        self._classes[name] = cls
+        self._order.setdefault(name, len(self._order))
+
+    def __delitem__(self, name: str) -> None:
+        del self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        # The same order whichever spec imported which module first: the built-in ops in the order of
+        # `BUILTIN_MODULES`, then any other in the order it registered (plugins' ops).
+        self.load_all()
+        declared, order = self._declared, self._order
+        return iter(sorted(self._classes, key=lambda name: (declared.get(name, len(declared)), order[name])))
+
+    def __len__(self) -> int:
+        self.load_all()
+        return len(self._classes)
+
+    def __repr__(self) -> str:
+        return f"Registry({sorted(self)})"
+
+
+REGISTRY = Registry()
 
 
 def register(cls: type[Op]) -> type[Op]:
     """Add an op class to the registry (built-in ops, and plugins: see docs/plugins.md)."""
     name = cls.op_name()
-    if name in REGISTRY and REGISTRY[name] is not cls:
-        other = REGISTRY[name]
+    other = REGISTRY.registered().get(name)   # importing nothing: this runs while an op module is imported
+    if other is not None and other is not cls:
         raise RuntimeError(f"op `{name}` registered twice: by `{other.__module__}.{other.__qualname__}` and "
                            f"`{cls.__module__}.{cls.__qualname__}`")
     if not is_builtin(cls):

@@ -10,10 +10,11 @@ from typing import ClassVar, Literal
 from .activation import _Activation
 from .base import REGISTRY, Choice, Op, Shape, register
 
-# Every element-wise activation op registered so far (ops/__init__.py imports this module after them).
-# softmax and log_softmax normalise over a dimension rather than element-wise, and run here with theirs (the last).
-FUNCTIONS = tuple(sorted({name for name, cls in REGISTRY.items() if issubclass(cls, _Activation)}
-                         | {"softmax", "log_softmax"} & set(REGISTRY)))
+# Every element-wise activation op: those of activation.py, registered by the import above (looked up
+# without importing the other op modules). softmax and log_softmax normalise over a dimension rather than
+# element-wise, and run here with theirs (the last).
+FUNCTIONS = tuple(sorted({name for name, cls in REGISTRY.registered().items() if issubclass(cls, _Activation)}
+                         | {"softmax", "log_softmax"} & set(REGISTRY.registered())))
 
 
 @register

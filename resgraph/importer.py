@@ -1883,10 +1883,39 @@ def _call_values(definition: _Definition, value_of: Callable[[str], Any]) -> lis
     return values
 
 
+def _registered_order(scope: _Scope) -> list[_Entry]:
+    """The entries with the ones that own modules with state put in the order the module registers them (its
+    `__init__`'s), where that is not the order its forward calls them: torchvision's Swin V2 block registers
+    `norm1` before `attn` but normalises the attention's output. The other entries keep their places, and the
+    last stays last (it is the block's output); those that move read their inputs by name."""
+    children = list(scope.module._modules)
+
+    def rank(entry: _Entry) -> int | None:
+        if entry.scope is not None:
+            local = entry.scope.path.rpartition(".")[2]
+        elif entry.node is not None and entry.node.op == "call_module":
+            local = str(entry.node.target).rpartition(".")[2]
+            if not _is_stateful(scope.module.get_submodule(scope.local(str(entry.node.target)))):
+                return None
+        else:
+            return None
+        return children.index(local) if local in children else None
+
+    ranks = [rank(entry) for entry in scope.entries]
+    slots = [i for i, r in enumerate(ranks) if r is not None]
+    wanted = sorted(slots, key=lambda i: ranks[i])
+    if wanted == slots or (slots and slots[-1] == len(ranks) - 1 and wanted[-1] != slots[-1]):
+        return list(scope.entries)
+    entries = list(scope.entries)
+    for slot, source in zip(slots, wanted):
+        entries[slot] = scope.entries[source]
+    return entries
+
+
 def _write_nodes(scope: _Scope, indent: str) -> list[str]:
     lines = []
     previous = scope.input_names[0] if len(scope.input_names) == 1 else None  # several: the first node names its
-    for entry in scope.entries:
+    for entry in _registered_order(scope):
         lines.append(f"{indent}{_key(entry.name)}: {_write_entry(entry, previous, scope.definition.resolved)}")
         previous = entry.name
     return lines

@@ -1883,23 +1883,33 @@ def _call_values(definition: _Definition, value_of: Callable[[str], Any]) -> lis
     return values
 
 
+def _root_module(scope: _Scope) -> nn.Module:
+    while scope.parent is not None:
+        scope = scope.parent
+    return scope.module
+
+
 def _registered_order(scope: _Scope) -> list[_Entry]:
     """The entries with the ones that own modules with state put in the order the module registers them (its
     `__init__`'s), where that is not the order its forward calls them: torchvision's Swin V2 block registers
     `norm1` before `attn` but normalises the attention's output. The other entries keep their places, and the
     last stays last (it is the block's output); those that move read their inputs by name."""
     children = list(scope.module._modules)
+    self_module = _root_module(scope)
 
     def rank(entry: _Entry) -> int | None:
+        """The registration index of the child of `scope` that holds the entry's module (a container's
+        instance `features.7.0` is held by `features.7`)."""
         if entry.scope is not None:
-            local = entry.scope.path.rpartition(".")[2]
+            path = entry.scope.path
         elif entry.node is not None and entry.node.op == "call_module":
-            local = str(entry.node.target).rpartition(".")[2]
-            if not _is_stateful(scope.module.get_submodule(scope.local(str(entry.node.target)))):
+            path = str(entry.node.target)
+            if not _is_stateful(self_module.get_submodule(path)):
                 return None
         else:
             return None
-        return children.index(local) if local in children else None
+        child = scope.local(path).split(".")[0]
+        return children.index(child) if child in children else None
 
     ranks = [rank(entry) for entry in scope.entries]
     slots = [i for i, r in enumerate(ranks) if r is not None]

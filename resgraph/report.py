@@ -97,7 +97,9 @@ def summary_data(graph: Graph) -> dict[str, Any]:
         "network": graph.name,
         "inputs": [{"name": name, "shape": list(graph.nodes[name].shape or ()), "dtype": graph.nodes[name].dtype}
                    for name in graph.inputs],
-        "outputs": [{"name": name, "shape": list(graph.nodes[name].shape or ())} for name in graph.outputs],
+        "outputs": [{"name": name, "shape": list(graph.nodes[name].shape or ())}
+                    | ({"key": key} if key is not None else {})   # a mapping `outputs`: the dict's key
+                    for name, key in zip(graph.outputs, graph.output_keys or [None] * len(graph.outputs))],
         "nodes": nodes,
         "blocks": blocks,
         "totals": {"nodes": len(graph), "params": graph.total_params, "macs": graph.total_macs,

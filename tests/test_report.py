@@ -108,3 +108,10 @@ def test_an_input_the_network_cannot_take_is_an_error_located_in_the_spec():
     """ViT-B/16's position embedding has 197 tokens: a 200x200 image gives 145, located at the add."""
     result = CliRunner().invoke(main, ["summary", str(SPECS / "vit_b_16.yaml"), "--input", "3,200,200"])
     assert result.exit_code == 1 and "`positioned`" in result.output and "specs/vit_b_16.yaml:" in result.output
+
+
+def test_summary_json_names_the_keys_of_a_dict_output():
+    data = summary_data(resgraph.load(SPECS / "fcn_resnet50.yaml", {"size": 64}).graph)
+    assert [(o["key"], o["name"], o["shape"]) for o in data["outputs"]] == \
+        [("out", "upsample", [21, 64, 64]), ("aux", "aux_upsample", [21, 64, 64])]
+    assert all("key" not in o for o in summary_data(resgraph.load(SPECS / "resnet18.yaml").graph)["outputs"])

@@ -249,3 +249,15 @@ def test_a_hostile_spec_runs_no_script_in_the_browser(browser, tmp_path):
     assert page.locator("img").count() == 0 and page.locator("script").count() == 3
     assert page.locator("#details .location").first.text_content().startswith(str(spec))
     viewer.close()
+
+
+def test_a_dict_output_shows_its_keys(browser, tmp_path):
+    """FCN returns torchvision's {'out', 'aux'}: the viewer's output markers say which key is which."""
+    network = resgraph.load(ROOT / "specs" / "fcn_resnet50.yaml", {"size": 64})
+    out = resgraph.render(network, tmp_path / "fcn.html")
+    viewer = Offline(browser)
+    viewer.open(out)
+    texts = viewer.page.locator("#drawing g.vertex").all_text_contents()
+    assert any("output out" in t and "21×64×64" in t for t in texts), texts[-3:]
+    assert any("output aux" in t for t in texts), texts[-3:]
+    viewer.close()

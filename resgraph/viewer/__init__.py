@@ -138,6 +138,8 @@ def graph_data(graph: Graph, sources: dict[str, str], doc: str | None = None, de
     return {
         "name": graph.name, "doc": doc or "", "nodes": nodes, "scopes": scopes,
         "outputs": [position[name] for name in graph.outputs if name in position],
+        # a mapping `outputs`: the dict key of each output, in the same order (else empty)
+        "output_keys": [key for name, key in zip(graph.outputs, graph.output_keys or ()) if name in position],
         "params": int(graph.total_params), "macs": int(graph.total_macs), "depth": depth,
         "files": [{"path": path, "text": sources[path]} for path in files],
     }

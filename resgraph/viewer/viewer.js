@@ -170,7 +170,8 @@
     });
     G.outputs.forEach((i, k) => {
       const u = byKey.get(keyOf[i]);
-      const v = vertex("o" + k, () => terminalVertex("output", G.nodes[i].shape, []));
+      const title = G.output_keys && G.output_keys[k] ? "output " + G.output_keys[k] : "output";
+      const v = vertex("o" + k, () => terminalVertex(title, G.nodes[i].shape, []));
       connect(u, v, null, 4);
     });
     return { vertices, byKey, edges };

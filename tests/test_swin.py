@@ -134,3 +134,17 @@ def test_small_swin_and_its_export_equal_torchvision(tmp_path, spec, version, cl
         assert (compiled(x) - expected).abs().max().item() <= 1e-5
         assert (ejected(x) - expected).abs().max().item() <= 1e-5
     assert expected.abs().max().item() > 1e-2
+
+
+def test_a_window_too_large_for_its_index_is_a_diagnostic(validate_text):
+    """Found by the exhaustive extreme-number run: a window of 2**31 - 1 validated, and compile then tried to make
+    its relative-position index. Now the shape rule refuses windows of more than 4,096 tokens."""
+    diagnostics = validate_text("""
+        resgraph: 1
+        input: [8, 8, 4]
+        nodes:
+          attn: {op: shifted_window_attention, heads: 1, window: 2147483647, version: 2}
+        """)
+    (error,) = [d for d in diagnostics if d.is_error]
+    assert "4,096" in error.message and "relative-position index" in error.message
+    assert error.span is not None and error.span.line == 4

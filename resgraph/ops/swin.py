@@ -19,6 +19,11 @@ def _channels_last_map(op: str, shape: Shape) -> tuple[int, int, int]:
     return shape[0], shape[1], shape[2]
 
 
+# The most tokens one window may hold: its `relative_position_index` buffer has one int64 entry per pair of
+# them (4,096 tokens, a 64 x 64 window: 16.8 M entries, 134 MB), which compile allocates whatever the input.
+MAX_WINDOW_TOKENS = 4096
+
+
 @register
 class ShiftedWindowAttention(Op):
     """Swin's (shifted) window multi-head self-attention with relative position biases, as torchvision's
@@ -74,6 +79,12 @@ class ShiftedWindowAttention(Op):
                 raise ShapeError(f"the shift {step} is not smaller than the window's {axis} {size}", attr="shift",
                                  help=f"shift by less than the window: Swin's shifted blocks use `shift: "
                                       f"{size // 2}` (window // 2), the others `shift: 0`")
+        if window[0] * window[1] > MAX_WINDOW_TOKENS:
+            raise ShapeError(f"a window of {window[0]} x {window[1]} holds {window[0] * window[1]:,} tokens, more "
+                             f"than {MAX_WINDOW_TOKENS:,}: its relative-position index would have one entry per "
+                             "pair of them", attr="window",
+                             help="Swin's windows are 7 x 7 (V1) and 8 x 8 to 16 x 16 (V2); a window as large as "
+                                  "the whole map is global attention: use `sdpa` or `multihead_attention` for that")
         if self.version == 2 and 1 in window:
             raise ShapeError("version 2 needs a window of at least 2 along each dimension", attr="window",
                              help="its relative coordinates are divided by the window size minus 1; use "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .graph import Graph, Node
-from .report import block_totals, op_text
+from .report import block_totals, op_text, shape_text
 
 SCHEMA = "resgraph-diff/1"
 
@@ -56,10 +56,6 @@ class NetworkDiff:
             if change.names and change.scope and (change.what == "call" or change.scope != change.names[0]):
                 found.setdefault(change.scope, "changed")
         return found
-
-
-def _shape(shape) -> str:
-    return "x".join(str(d) for d in shape) if shape else "?"
 
 
 def _attributes(node: Node) -> dict[str, Any]:
@@ -123,7 +119,7 @@ def _node_details(a: Node, b: Node, a_graph: Graph, b_graph: Graph) -> list[dict
 
 def _value(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, int) for v in value) and value:
-        return _shape(value)
+        return shape_text(value)
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -232,7 +228,7 @@ def diff_graphs(a: Graph, b: Graph, a_source: str = "a", b_source: str = "b") ->
             if node.name in covered:
                 continue
             text = op_text(node) + (f", {node.meta.get('params', 0):,} params" if node.meta.get("params") else "")
-            _group(grouped, graph, node, change, f"{text}, {_shape(node.shape)}", [])
+            _group(grouped, graph, node, change, f"{text}, {shape_text(node.shape)}", [])
     for (change, call, local, text), names in grouped.items():
         details = json.loads(text)
         summary = details.pop()

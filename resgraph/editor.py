@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from .diagnostics import Span
 from .expand import BlockSource, Program, _identity
 from .graph import Graph, Instance, Node
+from .ops.base import fmt_shape
 from .source import KeyPath, SourceFile, value_at
 from .spec import BlockCall
 
@@ -82,7 +83,7 @@ def scope_base(path: KeyPath) -> KeyPath:
 
 
 def _fmt(shape: Any) -> str:
-    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+    return "?" if shape is None else fmt_shape(shape)
 
 
 def _shown(value: Any) -> str:

@@ -14,7 +14,8 @@ SCHEMA = "resgraph-summary/1"
 ITEMSIZE = {"float": 4, "int64": 8}   # bytes per element of an activation: float32, int64
 
 
-def _shape(shape: tuple[int, ...] | None) -> str:
+def shape_text(shape: tuple[int, ...] | None) -> str:
+    """`64x56x56`, or `?` for a shape not known."""
     return "x".join(str(d) for d in shape) if shape else "?"
 
 
@@ -118,13 +119,13 @@ def summary_table(graph: Graph) -> str:
     rows: list[tuple[str, ...] | None] = [header]
     calls = {entry["last"]: entry for entry in block_totals(graph) if entry["parent"] is None}
     for node in graph.topological_order():
-        rows.append((node.name, op_text(node), _shape(node.shape), f"{node.meta.get('params', 0):,}",
+        rows.append((node.name, op_text(node), shape_text(node.shape), f"{node.meta.get('params', 0):,}",
                      f"{node.meta.get('macs', 0):,}", _bytes(activation_bytes(node))))
         entry = calls.get(node.name)
         if entry is not None:
             count = f" ×{entry['instances']}" if entry["instances"] > 1 else ""
             what = f"{entry['block']}{count}, {entry['nodes']} nodes" if entry["block"] else f"{entry['nodes']} nodes"
-            rows.append((f"= {entry['name']}", what, _shape(tuple(entry["output_shape"])), f"{entry['params']:,}",
+            rows.append((f"= {entry['name']}", what, shape_text(tuple(entry["output_shape"])), f"{entry['params']:,}",
                          f"{entry['macs']:,}", _bytes(entry["activation_bytes"])))
             rows.append(None)   # a blank line after a subtotal
     while rows and rows[-1] is None:
@@ -141,11 +142,11 @@ def summary_table(graph: Graph) -> str:
             lines.append("  ".join("-" * w for w in widths))
     params, macs = graph.total_params, graph.total_macs
     memory = sum(activation_bytes(node) for node in graph)
-    inputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}"
+    inputs = ", ".join(f"{name} {shape_text(graph.nodes[name].shape)}"
                        + (" int64" if graph.nodes[name].dtype == "int64" else "") for name in graph.inputs)
-    outputs = ", ".join(f"{name} {_shape(graph.nodes[name].shape)}" for name in graph.outputs) if not graph.output_keys \
-        else "{" + ", ".join(f"{key}: {name} {_shape(graph.nodes[name].shape)}"
-                             for key, name in zip(graph.output_keys, graph.outputs)) + "}"
+    shown = [f"{name} {shape_text(graph.nodes[name].shape)}" for name in graph.outputs]
+    outputs = ", ".join(shown) if not graph.output_keys else \
+        "{" + ", ".join(f"{key}: {text}" for key, text in zip(graph.output_keys, shown)) + "}"
     lines += [
         "",
         f"network: {graph.name} ({len(graph)} nodes)",
@@ -165,7 +166,7 @@ def summary_html(graph: Graph) -> str:
     rows = []
     for node in graph.topological_order():
         rows.append(f"<tr><td><code>{escape(node.name)}</code></td><td>{escape(op_text(node))}</td>"
-                    f"<td>{_shape(node.shape)}</td><td style='text-align:right'>{node.meta.get('params', 0):,}</td>"
+                    f"<td>{shape_text(node.shape)}</td><td style='text-align:right'>{node.meta.get('params', 0):,}</td>"
                     f"<td style='text-align:right'>{node.meta.get('macs', 0):,}</td></tr>")
     params, macs = graph.total_params, graph.total_macs
     return (f"<p><b>{escape(graph.name)}</b>: {len(graph)} nodes, {params:,} parameters ({_si(params)}), "

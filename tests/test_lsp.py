@@ -61,6 +61,17 @@ class Editor:
             await asyncio.wait_for(self.changed.wait_for(lambda: uri in self.diagnostics), TIMEOUT)
         return uri
 
+    async def change(self, uri: str, changes: list, until=lambda: True) -> None:
+        """Send `changes` as the next version of `uri` and wait until the server has published the diagnostics
+        of that version (and `until()` holds); what was published before is forgotten first."""
+        self.versions[uri] += 1
+        async with self.changed:
+            self.diagnostics.clear()
+            self.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]), changes))
+            await asyncio.wait_for(self.changed.wait_for(
+                lambda: self.published_versions.get(uri) == self.versions[uri] and until()), TIMEOUT)
+
 
 def _session(scenario) -> None:
     async def run() -> None:
@@ -103,14 +114,7 @@ def test_identity_stride2_is_reported_with_its_range_and_fixed_by_the_code_actio
 
         # the user applies the fix: the diagnostic goes, and the add now has a projection
         lines = spec.read_text().splitlines(keepends=True)
-        editor.versions[uri] += 1
-        async with editor.changed:
-            editor.diagnostics.pop(uri, None)
-            editor.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
-                [lsp.TextDocumentContentChangePartial(range=edit.range, text=edit.new_text)]))
-            await asyncio.wait_for(editor.changed.wait_for(
-                lambda: editor.published_versions.get(uri) == editor.versions[uri]), TIMEOUT)
+        await editor.change(uri, [lsp.TextDocumentContentChangePartial(range=edit.range, text=edit.new_text)])
         assert list(editor.diagnostics[uri]) == []
         fixed = "".join(lines).replace("shortcut: identity", "shortcut: auto")
         hover = await editor.client.text_document_hover_async(lsp.HoverParams(
@@ -292,30 +296,15 @@ def test_an_error_in_an_included_file_shows_there_and_at_the_call_and_references
 
         # fixing the width in main.yaml clears the diagnostics of both files
         line = MAIN.splitlines().index("params: {w: 32}")
-        editor.versions[uri] += 1
-        async with editor.changed:
-            editor.diagnostics.clear()
-            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
-                [lsp.TextDocumentContentChangePartial(
-                    range=lsp.Range(lsp.Position(line, 12), lsp.Position(line, 14)), text="16")]))
-            await asyncio.wait_for(editor.changed.wait_for(
-                lambda: editor.published_versions.get(uri) == editor.versions[uri] and lib_uri in editor.diagnostics),
-                TIMEOUT)
+        width = lsp.TextDocumentContentChangePartial(
+            range=lsp.Range(lsp.Position(line, 12), lsp.Position(line, 14)), text="16")
+        await editor.change(uri, [width], until=lambda: lib_uri in editor.diagnostics)
         assert list(editor.diagnostics[uri]) == [] and list(editor.diagnostics[lib_uri]) == []
 
         # the included file changes on disk and no longer parses: the next check of main.yaml reads it again
         # and shows its syntax error there and at the `include` line
         (tmp_path / "lib.yaml").write_text(LIBRARY.replace("params: {width: 16}", "params: {width: 16"))
-        editor.versions[uri] += 1
-        async with editor.changed:
-            editor.diagnostics.clear()
-            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-                lsp.VersionedTextDocumentIdentifier(uri=uri, version=editor.versions[uri]),
-                [lsp.TextDocumentContentChangePartial(
-                    range=lsp.Range(lsp.Position(line, 12), lsp.Position(line, 14)), text="16")]))
-            await asyncio.wait_for(editor.changed.wait_for(
-                lambda: editor.published_versions.get(uri) == editor.versions[uri]), TIMEOUT)
+        await editor.change(uri, [width])
         (syntax,) = editor.diagnostics[lib_uri]
         (at_include,) = editor.diagnostics[uri]
         assert syntax.code == at_include.code == "RG001" and at_include.message.startswith("in `lib.yaml`: ")

@@ -6,6 +6,7 @@ they raise. Nothing here imports torch until a module is compiled.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -107,19 +108,25 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {self.params:,} params>"
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """The passes allocate many small objects that all stay alive until the end; the cyclic garbage
+    collector's repeated full scans of them would make big nets superlinear."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _analyse(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
              include_path: Sequence[PathLike] = (), plugins: bool = True,
              inputs: InputShapes | None = None) -> tuple[Network | None, Diagnostics]:
     """Run every static pass; returns the network (None on errors) and all diagnostics."""
-    # The passes allocate many small objects that all stay alive until the end; the cyclic
-    # garbage collector's repeated full scans of them would make big nets superlinear.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _collector_paused():
         return _run_passes(path, params, text, include_path, plugins=plugins, inputs=inputs)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _run_passes(path: PathLike, params: Mapping[str, Any] | None, text: str | None,
@@ -259,9 +266,10 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
 
     `depth` draws that many levels of block nesting and each deeper block call or instance as one box, with
     its shortcut arcs (0, what the default `"auto"` means here: each top-level call is one box,
-    `layer1: bottleneck ×3`; None: every node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the resolution of a .png; `blocks`: each block
-    definition once, in detail, instead of the network. An invalid spec whose error is at a node is still
-    drawn, up to that node (red, with the message beside it), and then `SpecError` is raised."""
+    `layer1: bottleneck ×3`; None: every node). `rankdir`: `TB` (top to bottom) or `LR`; `dpi`: the
+    resolution of a .png; `blocks`: each block definition once, in detail, instead of the network. An
+    invalid spec whose error is at a node is still drawn, up to that node (red, with the message beside
+    it), and then `SpecError` is raised."""
     from .diagram import FORMATS, RenderError, render_to_file
 
     output = Path(output)
@@ -273,18 +281,13 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
     if isinstance(spec, Network):
         network = spec
     else:
-        enabled = gc.isenabled()
-        gc.disable()   # as in `_analyse`: the passes' many long-lived objects make the collector superlinear
-        try:
+        with _collector_paused():
             state = run_passes(spec, params, include_path=include_path, plugins=plugins, inputs=inputs)
-        finally:
-            if enabled:
-                gc.enable()
         if state.diagnostics.has_errors:
             failing = failing_nodes(state.graph, state.diagnostics.items) if state.graph is not None else {}
             if failing and not blocks and suffix != "html":
                 try:
-                    render_to_file(state.graph, Path(output), depth, state.diagnostics.sources, rankdir=rankdir,
+                    render_to_file(state.graph, output, depth, state.diagnostics.sources, rankdir=rankdir,
                                    dpi=dpi, errors=failing)
                 except RenderError:
                     pass   # the spec's errors are what to report; no file is written
@@ -299,7 +302,7 @@ def render(spec: PathLike | Network, output: PathLike, params: Mapping[str, Any]
                                 inputs=network.input_files)
         except FileNotFoundError as exc:
             raise RenderError(str(exc)) from None
-    return render_to_file(network.graph, Path(output), depth, network.input_files, rankdir=rankdir, dpi=dpi,
+    return render_to_file(network.graph, output, depth, network.input_files, rankdir=rankdir, dpi=dpi,
                           blocks=blocks)
 
 

@@ -822,7 +822,7 @@ class Ejector:
         outputs = [var(resolve(o)) for o in scope.outputs]
         tensor = "torch.Tensor"
         training_return = None
-        if train_only or (not scope.name and self.graph.training_outputs):
+        if not scope.name and self.graph.training_outputs:
             # in training, the named tuple of `outputs` then `training_outputs`; in eval, `outputs`
             training_return = f"{self.outputs_class}({', '.join(outputs)})"
             outputs = outputs[:main_count]

@@ -1883,19 +1883,12 @@ def _call_values(definition: _Definition, value_of: Callable[[str], Any]) -> lis
     return values
 
 
-def _root_module(scope: _Scope) -> nn.Module:
-    while scope.parent is not None:
-        scope = scope.parent
-    return scope.module
-
-
 def _registered_order(scope: _Scope) -> list[_Entry]:
     """The entries with the ones that own modules with state put in the order the module registers them (its
     `__init__`'s), where that is not the order its forward calls them: torchvision's Swin V2 block registers
     `norm1` before `attn` but normalises the attention's output. The other entries keep their places, and the
     last stays last (it is the block's output); those that move read their inputs by name."""
     children = list(scope.module._modules)
-    self_module = _root_module(scope)
 
     def rank(entry: _Entry) -> int | None:
         """The registration index of the child of `scope` that holds the entry's module (a container's
@@ -1904,7 +1897,7 @@ def _registered_order(scope: _Scope) -> list[_Entry]:
             path = entry.scope.path
         elif entry.node is not None and entry.node.op == "call_module":
             path = str(entry.node.target)
-            if not _is_stateful(self_module.get_submodule(path)):
+            if not _is_stateful(scope.module.get_submodule(scope.local(path))):
                 return None
         else:
             return None

@@ -4,7 +4,6 @@ The models check structure and literal values; expressions are checked for synta
 evaluated during expansion. Every pydantic error is translated into a located diagnostic.
 """
 
-from __future__ import annotations
 
 import functools
 import re

@@ -2,7 +2,6 @@
 (element-wise, stateless, so lowered to functions), prelu (a learnable slope: a module), and softmax /
 log_softmax over one dimension."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

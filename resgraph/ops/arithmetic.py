@@ -1,7 +1,6 @@
 """Arithmetic: sub (element-wise difference), scale and shift (by a constant), and matmul. add, mul and concat,
 the merges of residual networks, live in merge.py."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

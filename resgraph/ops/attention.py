@@ -2,7 +2,6 @@
 self-attention, or cross-attention to a memory, optionally causal; lowered to `nn.MultiheadAttention` as
 torch's own Transformer layers call it."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

@@ -1,6 +1,5 @@
 """Convolutions: conv1d, conv2d and conv3d, with torch's output-size rule and torchvision's init."""
 
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 

@@ -1,6 +1,5 @@
 """Dense and tensor-plumbing ops: linear, flatten, dropout, drop_path, identity."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

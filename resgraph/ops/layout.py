@@ -8,7 +8,6 @@ per sample, as `input:` is: the batch is implicit. chunk and split have several 
 output k of node `parts` as `parts:k`.
 """
 
-from __future__ import annotations
 
 import operator
 from typing import Any, ClassVar, Literal

@@ -3,7 +3,6 @@ inside each window of a partitioned map, a composite op as torchvision has a ded
 partitions themselves (window or grid), the norms, the MLP and the residual sums are written with plain ops
 (specs/blocks/maxvit.yaml)."""
 
-from __future__ import annotations
 
 import math
 from typing import ClassVar, Literal

@@ -1,6 +1,5 @@
 """Merge ops: add (the residual sum, with the ResNet paper's shortcut options), concat and mul."""
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass

@@ -3,7 +3,6 @@
 It lowers exactly as the op it names (any element-wise activation op: relu, relu6, gelu, silu, sigmoid, tanh,
 hardswish, ...), with that op's defaults, giving the same code and modules."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

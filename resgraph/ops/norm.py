@@ -1,6 +1,5 @@
 """Normalisation layers: batchnorm1d/2d/3d, instancenorm1d/2d/3d, layernorm, rmsnorm, groupnorm."""
 
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 

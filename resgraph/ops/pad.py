@@ -1,6 +1,5 @@
 """pad: widen (or, in constant mode, crop) the trailing dimensions of a tensor, as torch's `F.pad`."""
 
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 

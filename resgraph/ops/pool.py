@@ -1,7 +1,6 @@
 """Pooling in 1-d, 2-d and 3-d: maxpool, avgpool, adaptive_avgpool and adaptive_maxpool, with torch's
 output-size rules. One class per family, generalised over the spatial dimensions as `_ConvNd` is."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

@@ -1,7 +1,6 @@
 """Reductions over dimensions: mean, sum and amax, with keepdim (global pooling written as torch code writes it:
 `x.mean((2, 3))`)."""
 
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 

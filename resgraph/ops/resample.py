@@ -1,7 +1,6 @@
 """Upsampling: conv_transpose1d/2d/3d (learned, torch's output-size rule), upsample (fixed interpolation), and
 pixel_shuffle / pixel_unshuffle (channels to space and back)."""
 
-from __future__ import annotations
 
 import math
 from fractions import Fraction

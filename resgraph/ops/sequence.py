@@ -2,7 +2,6 @@
 over explicit queries, keys and values, position ids, and rotary position embedding. Sequences are [length, features]
 per sample (torch's `batch_first=True` layout)."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

@@ -1,7 +1,6 @@
 """Swin Transformer's composite ops (Liu et al. 2021, 2022): shifted-window attention with its relative
 position biases, and patch merging; each as torchvision's module of the same name, over channels-last maps."""
 
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

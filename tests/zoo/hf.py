@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")     # nothing here may reach the ne
 
 BERT_SMALL = {"seq_len": 16, "vocab": 512, "hidden": 64, "layers": 2, "heads": 4, "intermediate": 256}
 LLAMA_SMALL = {"seq_len": 16, "vocab": 512, "width": 256, "layers": 4, "heads": 8, "kv_heads": 2, "ffn": 688}
+LLAMA_SMALL_TIED = {**LLAMA_SMALL, "tie_word_embeddings": True}
 
 
 def bert(hidden=768, layers=12, heads=12, intermediate=3072, vocab=30522, **_):
@@ -53,13 +54,13 @@ def hidden_and_pooled(output):
     return output.last_hidden_state, output.pooler_output
 
 
-def llama(width=4096, layers=32, heads=32, kv_heads=32, ffn=11008, vocab=32000, **_):
+def llama(width=4096, layers=32, heads=32, kv_heads=32, ffn=11008, vocab=32000, tie_word_embeddings=False, **_):
     def build():
         from transformers import LlamaConfig, LlamaForCausalLM
 
         config = LlamaConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
                              num_key_value_heads=kv_heads, intermediate_size=ffn, vocab_size=vocab,
-                             rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+                             rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=tie_word_embeddings,
                              attn_implementation="sdpa")
         return LlamaForCausalLM(config)
     return build
@@ -114,6 +115,11 @@ MODELS = [
     Model(name="llama_small", spec="llama.yaml", family="Llama", reference=llama(**LLAMA_SMALL),
           reference_name="transformers.LlamaForCausalLM (width 256, 4 layers, 8 heads, 2 KV heads)",
           params=LLAMA_SMALL, smallest=True, output=logits,
+          example=token_ids(LLAMA_SMALL["seq_len"], LLAMA_SMALL["vocab"]),
+          macs_input=meta_token_ids(LLAMA_SMALL["seq_len"])),
+    Model(name="llama_small_tied", spec="llama.yaml", family="Llama", reference=llama(**LLAMA_SMALL_TIED),
+          reference_name="transformers.LlamaForCausalLM (llama_small's config, tie_word_embeddings=True)",
+          params=LLAMA_SMALL_TIED, smallest=True, output=logits,
           example=token_ids(LLAMA_SMALL["seq_len"], LLAMA_SMALL["vocab"]),
           macs_input=meta_token_ids(LLAMA_SMALL["seq_len"])),
     Model(name="gpt2", spec="gpt2.yaml", family="GPT-2", reference=gpt2(),

@@ -291,3 +291,32 @@ def test_import_refuses_a_parameter_shared_across_blocks():
 
     with pytest.raises(resgraph.SpecError, match="in another block"):
         import_module(Outer(), [8])
+
+
+def test_declared_parameter_shapes_are_the_lowered_modules(load_text):
+    """What a tie checks (`Op.parameter_shapes`) is what the compiled module holds, for every op that declares it."""
+    network = load_text("""
+        resgraph: 1
+        input: {shape: [6], dtype: int64}
+        nodes:
+          embed: {op: embedding, num: 30, dim: 12}
+          fc: {op: linear, out: 10}
+          fc_t: {op: linear, out: 9, bias: false, weight_layout: in_out}
+          wide: {op: unflatten, dim: 2, sizes: [3, 3]}
+          conv: {op: conv2d, out: 4, kernel: [2, 3], padding: 1}
+          grouped: {op: conv2d, out: 8, kernel: 1, groups: 2, bias: false}
+          flat: {op: flatten, start_dim: 1, end_dim: 2}
+          conv1d: {op: conv1d, out: 5, kernel: 3}
+        """)
+    model = resgraph.compile(network, device="meta")
+    declared = 0
+    for node in network.graph:
+        if node.is_input:
+            continue
+        shapes = node.op.parameter_shapes([network.graph.nodes[n].shape for n in node.inputs], node.shape, node.meta)
+        if shapes is None:
+            continue
+        module = model.get_submodule(network.graph.module_path(node))
+        assert shapes == {name: tuple(p.shape) for name, p in module.named_parameters(recurse=False)}, node.name
+        declared += 1
+    assert declared == 6

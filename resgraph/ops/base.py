@@ -431,6 +431,7 @@ class Op(BaseModel):
         return self.label() + self.tie_label()
 
     def tie_label(self) -> str:
+        """`, weight tied to wte.weight` for a node with a `tie`, else nothing: what labels add to the op's."""
         if not self.tie:
             return ""
         return ", " + ", ".join(f"{name} tied to {reference}" for name, reference in self.tie.items())

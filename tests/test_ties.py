@@ -1,6 +1,7 @@
 """Tied parameters (`tie: {weight: wte.weight}`, resgraph/ties.py) through every pass: counted once, one
 `nn.Parameter` in the compiled module (kept through the meta device, `to_empty`, `.to()`, copies and
-`load_state_dict`), written by `export` (.py, .pt2, .onnx), shown by `render`, recovered by `import`; and
+`load_state_dict`), written by `export` (.py, .pt2; .onnx under `-m slow`), shown by `render`, recovered by
+`import`; and
 `linear`'s `weight_layout: in_out` against torch."""
 
 from __future__ import annotations
@@ -106,20 +107,31 @@ def test_export_py_writes_the_tie(load_text, tmp_path):
     assert torch.equal(written(x), compiled(x))
 
 
-def test_pt2_and_onnx_export_a_tied_network(load_text, tmp_path):
+def exported(load_text, tmp_path, suffix):
+    """The tied network exported by the CLI, and its compiled outputs for 3 samples."""
     network = load_text(TIED)
     compiled = resgraph.compile(network, seed=0).eval()
     x = tokens(3)
     with torch.no_grad():
         expected = compiled(x)
-    for suffix in ("pt2", "onnx"):
-        result = CliRunner().invoke(main, ["export", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / f"net.{suffix}")],
-                                    catch_exceptions=False)
-        assert result.exit_code == 0, result.stderr
-    program = torch.export.load(str(tmp_path / "net.pt2")).module()
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / f"net.{suffix}")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return tmp_path / f"net.{suffix}", x, expected
+
+
+def test_pt2_export_of_a_tied_network(load_text, tmp_path):
+    path, x, expected = exported(load_text, tmp_path, "pt2")
+    program = torch.export.load(str(path)).module()
     assert (program(x) - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.slow   # the ONNX exporter takes about 5 s
+def test_onnx_export_of_a_tied_network(load_text, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
-    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnxscript")
+    path, x, expected = exported(load_text, tmp_path, "onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert (torch.from_numpy(out) - expected).abs().max().item() <= 1e-5
 

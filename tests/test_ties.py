@@ -1,8 +1,7 @@
 """Tied parameters (`tie: {weight: wte.weight}`, resgraph/ties.py) through every pass: counted once, one
 `nn.Parameter` in the compiled module (kept through the meta device, `to_empty`, `.to()`, copies and
 `load_state_dict`), written by `export` (.py, .pt2; .onnx under `-m slow`), shown by `render`, recovered by
-`import`; and
-`linear`'s `weight_layout: in_out` against torch."""
+`import`; and `linear`'s `weight_layout: in_out` against torch."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "spec.md"
 START, END = "<!-- op-reference:start -->", "<!-- op-reference:end -->"
 # Fields every op has; the spec language documents them once, not per op.
-COMMON = {"op", "inputs", "when", "otherwise", "allow", "key"}
+COMMON = {"op", "inputs", "when", "otherwise", "allow", "key", "tie"}
 SECTIONS = ("Inputs:", "Output:", "Lowered to:")
 
 

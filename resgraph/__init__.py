@@ -18,6 +18,7 @@ from .expand import FileCache, Program, expand_blocks, load_program
 from .graph import Graph, check_graph
 from .module_names import warn_reserved_names
 from .shapes import infer_shapes
+from .ties import check_ties
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -161,7 +162,8 @@ def run_passes(path: PathLike, params: Mapping[str, Any] | None = None, text: st
     graph = expand_blocks(program, diagnostics, params, _input_shapes(inputs))
     if graph is not None:
         state.graph = graph
-        if check_graph(graph, diagnostics) and infer_shapes(graph, diagnostics) and not diagnostics.has_errors:
+        if check_graph(graph, diagnostics) and infer_shapes(graph, diagnostics) and check_ties(graph, diagnostics) \
+                and not diagnostics.has_errors:
             warn_reserved_names(graph, diagnostics)
             lint_graph(graph, diagnostics)
     diagnostics.items = [d for d in diagnostics.items if not allowed(program, d)]

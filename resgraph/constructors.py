@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import torch.nn as nn
 
 from .modules import (ChannelLayerNorm, ChannelRMSNorm, DropPath, PatchMerging, Positions, RelativePositionAttention,
-                      RotaryEmbedding, ScaledDotProductAttention, ShiftedWindowAttention, ZeroPadShortcut)
+                      RotaryEmbedding, ScaledDotProductAttention, ShiftedWindowAttention, TransposedLinear,
+                      ZeroPadShortcut)
 from .ops.tensor import relative_position_index, sinusoidal_positions
 from .python_text import python_float, python_string
 
@@ -99,6 +100,9 @@ def constructor(module: nn.Module) -> Call:
             (None, module.input_size), (None, module.hidden_size), ("num_layers", module.num_layers),
             ("bias", module.bias), ("batch_first", module.batch_first), ("dropout", module.dropout),
             ("bidirectional", module.bidirectional)])
+    if isinstance(module, TransposedLinear):
+        return Call("TransposedLinear", [(None, module.in_features), (None, module.out_features),
+                                         ("bias", module.bias is not None)])
     if isinstance(module, ScaledDotProductAttention):
         return Call("ScaledDotProductAttention", [(None, module.heads), (None, module.kv_heads),
                                                   ("causal", module.causal), ("dropout", module.dropout),
@@ -348,6 +352,7 @@ HELPER_SOURCES = {"DropPath": inspect.getsource(DropPath).rstrip(), "ZeroPadShor
                   "ScaledDotProductAttention": inspect.getsource(ScaledDotProductAttention).rstrip(),
                   "RotaryEmbedding": inspect.getsource(RotaryEmbedding).rstrip(),
                   "Positions": inspect.getsource(Positions).rstrip(),
+                  "TransposedLinear": inspect.getsource(TransposedLinear).rstrip(),
                   "ChannelLayerNorm": inspect.getsource(ChannelLayerNorm).rstrip(),
                   "ChannelRMSNorm": inspect.getsource(ChannelRMSNorm).rstrip(),
                   "sinusoidal_positions": inspect.getsource(sinusoidal_positions).rstrip(),

@@ -68,6 +68,8 @@ CODES: dict[str, str] = {
     "RG045": "invalid name",
     "RG046": "size beyond torch's limits",
     "RG047": "invalid computed key",
+    "RG048": "invalid tie",
+    "RG049": "tied parameters of different shapes",
     "RG050": "shortcut shape mismatch",
     "RG051": "merge shape mismatch",
     "RG052": "invalid shape for op",

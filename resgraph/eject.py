@@ -643,10 +643,22 @@ class Ejector:
             params.append((None, Name(p + annotation + default)))
         lines += format_call(Call("def __init__", params), 4, suffix=" -> None:")
         lines.append("        super().__init__()")
-        lines += checks + lets + attributes + init
+        lines += checks + lets + attributes + init + (self._ties(containers) if not block else [])
         lines.append("")
         lines += self._forward(scopes[0], shortcuts, kwarg_code, containers)
         return "\n".join(lines)
+
+    def _ties(self, containers: Containers) -> list[str]:
+        """`self.lm_head.weight = self.transformer.wte.weight`: each `tie` of the network, written at the end of
+        the network's `__init__` (once every module is made, the tied ones with weights drawn as the compiler
+        draws them), so the two modules hold one `nn.Parameter`, as in the compiled module."""
+        lines = []
+        for node in self.graph:
+            for name, (source, parameter) in node.meta.get("tied", {}).items():
+                target = _attribute(self.graph.module_path(node), containers)
+                owner = _attribute(self.graph.module_path(self.graph.nodes[source]), containers)
+                lines.append(f"        {target}.{name} = {owner}.{parameter}   # tied")
+        return lines
 
     def _child_call(self, statement: Statement) -> Call:
         instances = statement.instances

@@ -208,6 +208,19 @@ class Graph:
         return [name for name in dict.fromkeys(self.outputs) if self.nodes[name].prefix.startswith(prefix)
                 and not (name == own.output and last)]
 
+    def module_path(self, node: Node) -> str:
+        """The node's module (or tensor) path in the compiled network: the `key`s or names of the calls and the
+        repetitions it sits in, then its own key or name (`transformer.h.0.attn.c_attn`)."""
+        parts = [node.module_name]
+        scope = node.prefix[:-1]
+        while scope:
+            instance = self.instances[scope]
+            if instance.index is not None:
+                parts.append(scope.rpartition(".")[2])
+            parts.append(instance.key or instance.call.rpartition(".")[2])
+            scope = instance.call.rpartition(".")[0]
+        return ".".join(reversed(parts))
+
     def scope_starts(self, order: list[Node]) -> dict[str, int]:
         """Each scope (call or instance) -> the position in `order` of its first node: where a
         call goes among the statements of its parent."""

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .diagnostics import Diagnostic, SpecError, did_you_mean
+from .modules import TransposedLinear
 from .ops import REGISTRY
 
 CODE = "RG060"
@@ -442,6 +443,8 @@ _MODULES: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {
     nn.LayerNorm: ("layernorm", _layernorm),
     nn.GroupNorm: ("groupnorm", lambda m, s: {"groups": m.num_groups, "eps": float(m.eps), "affine": m.affine}),
     nn.Linear: ("linear", lambda m, s: {"out": m.out_features, "bias": m.bias is not None}),
+    TransposedLinear: ("linear", lambda m, s: {"out": m.out_features, "bias": m.bias is not None,
+                                               "weight_layout": "in_out"}),
     nn.Dropout: ("dropout", lambda m, s: {"p": float(m.p)}),
     nn.Identity: ("identity", lambda m, s: {}),
     nn.Flatten: ("flatten", lambda m, s: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
@@ -725,7 +728,8 @@ def _patch_merging(version: int) -> Callable[[Any, Any], dict]:
 
 
 def _torchvision_modules() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]:
-    """torchvision layers that are one resgraph op (with the same state_dict keys); only where it is imported.
+    """torchvision layers (and Hugging Face's `Conv1D`) that are one resgraph op (with the same state_dict keys);
+    only where they are imported.
     ConvNeXt's `LayerNorm2d` reads its own weight in its forward: as a leaf it is `layernorm` over channels.
     Swin's shifted-window attention and patch merging (V1 and V2) are resgraph's composite ops of those names."""
     found: dict[type, tuple[str, Callable[[Any, Any], dict]]] = {}
@@ -735,6 +739,10 @@ def _torchvision_modules() -> dict[type, tuple[str, Callable[[Any, Any], dict]]]
     ops = sys.modules.get("torchvision.ops.stochastic_depth")
     if ops is not None:   # Swin calls one StochasticDepth twice: as a leaf, each call is its own drop_path
         found[ops.StochasticDepth] = ("drop_path", _stochastic_depth_module)
+    hugging_face = sys.modules.get("transformers.pytorch_utils")
+    if hugging_face is not None and hasattr(hugging_face, "Conv1D"):   # GPT-2's linear layers, weights [in, out]
+        found[hugging_face.Conv1D] = ("linear", lambda m, s: {"out": m.nf, "bias": m.bias is not None,
+                                                              "weight_layout": "in_out"})
     swin = sys.modules.get("torchvision.models.swin_transformer")
     if swin is not None:
         found[swin.ShiftedWindowAttention] = ("shifted_window_attention", _window_attention(1))
@@ -754,13 +762,16 @@ def _lowered_as(layer: type) -> str | None:
         return "ShiftedWindowAttention"
     if swin is not None and layer in (swin.PatchMerging, swin.PatchMergingV2):
         return "PatchMerging"
+    hugging_face = sys.modules.get("transformers.pytorch_utils")
+    if hugging_face is not None and layer is getattr(hugging_face, "Conv1D", None):
+        return "TransposedLinear"
     return None
 
 
 def _settings_shown(layer: type | None) -> bool:
     """Whether a layer's `extra_repr` states its settings (torchvision's Swin layers show none: theirs are read
     from the layer's attributes into the op, and checked through the keys, shapes and outputs)."""
-    return _lowered_as(layer) not in ("ShiftedWindowAttention", "PatchMerging")
+    return _lowered_as(layer) not in ("ShiftedWindowAttention", "PatchMerging", "TransposedLinear")
 
 
 _GELU = _unary("gelu", lambda a: {"approximate": a["approximate"]})
@@ -1039,6 +1050,7 @@ class _Entry:
     chain: "list[_Scope] | None" = None
     node: fx.Node | None = None
     names: str | None = None   # a chain's instance names where they are not 0..n-1 (`block1-{i}`)
+    tie: dict[str, str] | None = None   # `{weight: wte.weight}`: parameters the model shares with another layer
 
 
 @dataclass(eq=False)
@@ -1100,7 +1112,33 @@ class _ScopeBuilder:
         self._find_inputs_and_outputs()
         for scope in self._children_first():
             self._name_entries(scope)
+        self._tie_shared_parameters()
         return self.root
+
+    def _tie_shared_parameters(self) -> None:
+        """A parameter that two layers hold (an LM head's weight that is the token embedding's) belongs to the
+        layer that `named_parameters` lists first; the other's entry gets a `tie` to it (same scope only)."""
+        entries: dict[str, tuple[_Scope, _Entry]] = {}
+        for scope in _post_order(self.root):
+            for entry in scope.entries:
+                if entry.op is not None and entry.node is not None and entry.node.op == "call_module":
+                    entries.setdefault(str(entry.node.target), (scope, entry))
+        owners: dict[int, tuple[str, str]] = {}
+        for full, parameter in self.model.named_parameters(remove_duplicate=False):
+            path, _, name = full.rpartition(".")
+            owner = owners.setdefault(id(parameter), (path, name))
+            if owner == (path, name):
+                continue
+            if path not in entries or owner[0] not in entries:
+                raise _CannotImport(f"`{full}` is `{'.'.join(filter(None, owner))}`, a parameter shared by "
+                                    "modules that are not both layers", help="a spec ties parameters of layers "
+                                    "(`tie: {weight: wte.weight}`); share whole layers' weights only")
+            (scope, entry), (owner_scope, owner_entry) = entries[path], entries[owner[0]]
+            if scope is not owner_scope:
+                raise _CannotImport(f"`{full}` is `{'.'.join(owner)}`, in another block",
+                                    help="a spec ties parameters of layers in one scope only (`tie: {weight: "
+                                         "wte.weight}` names a sibling node)")
+            entry.tie = {**(entry.tie or {}), name: f"{owner_entry.name}.{owner[1]}"}
 
     # -- mapping
 
@@ -1526,7 +1564,7 @@ def _signature(scope: _Scope) -> tuple:
     for entry in scope.entries:
         if entry.op is not None:
             parts.append(("op", entry.name, entry.op, tuple(entry.attrs), entry.attrs.get("shortcut_name"),
-                          tuple(entry.inputs)))
+                          tuple(entry.inputs), tuple(sorted((entry.tie or {}).items()))))
         elif entry.scope is not None:
             parts.append(("call", entry.name, entry.scope.shape, tuple(entry.inputs)))
         else:
@@ -1829,6 +1867,8 @@ def _write_entry(entry: _Entry, previous: str | None, resolved: dict[tuple, Any]
         for attr in REGISTRY[entry.op].model_fields:
             if attr in attrs and not _is_default(entry.op, attr, attrs):
                 items.append((attr, _scalar(attrs[attr])))
+        if entry.tie:
+            items.append(("tie", _flow([(name, _scalar(reference)) for name, reference in entry.tie.items()])))
     elif entry.scope is not None:
         definition = entry.scope.definition
         items.append(("block", definition.name))
@@ -2000,6 +2040,10 @@ def _check_round_trip(text: str, name: str, model: nn.Module) -> None:
     for key in expected:
         if expected[key] != got[key]:
             raise _fail(f"`{key}` has shape {list(got[key])} in the imported spec, {list(expected[key])} in the model")
+    ours, theirs = sum(p.numel() for p in compiled.parameters()), sum(p.numel() for p in model.parameters())
+    if ours != theirs:
+        raise _fail(f"the imported spec has {ours:,} parameters, the model {theirs:,}",
+                    help="the model shares parameters in a way the importer does not recognise")
     modules = dict(model.named_modules())
     for path, module in compiled.named_modules():
         if not path or not (any(True for _ in module.parameters(recurse=False))

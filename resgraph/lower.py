@@ -149,9 +149,15 @@ def lower_to_fx(graph: Graph, *, seed: int | None = 0, zero_init_residual: bool 
 
 def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}   # every module by its full path, for zero_init_residual
-    module = _ScopeLowering(graph, modules).build("")
+    lowering = _ScopeLowering(graph, modules)
+    module = lowering.build("")
+    ties = _ties(graph, lowering.node_modules, module)
+    if ties:
+        hold_ties(module, ties)
     if graph.training_outputs:
         module = TrainingOutputsNetwork(module, graph)
+        if ties:
+            hold_ties(module, ties)
     if zero_init_residual:
         _zero_init_residual(graph, modules)
     _NETWORKS[module] = graph
@@ -163,6 +169,48 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
 # The IR each compiled network came from, for its notebook summary; held beside the module rather than
 # in it, so that copying or pickling a model does not copy the IR. A copy shows its text repr.
 _NETWORKS: weakref.WeakKeyDictionary[nn.Module, Graph] = weakref.WeakKeyDictionary()
+
+
+def _ties(graph: Graph, node_modules: dict[str, list[nn.Module]], network: nn.Module
+          ) -> tuple[tuple[str, str, str, str], ...]:
+    """(module path, parameter, module path of the tensor's owner, its parameter) for every `tie` of the graph
+    (`node.meta['tied']`, left by the ties pass), the paths relative to `network`."""
+    tied = [node for node in graph if node.meta.get("tied")]
+    if not tied:
+        return ()
+    paths = {id(module): path for path, module in network.named_modules(remove_duplicate=False)}
+
+    def owner(name: str, parameter: str) -> str:
+        for module in node_modules.get(name, ()):
+            if isinstance(module, nn.Module) and isinstance(module._parameters.get(parameter), nn.Parameter):
+                return paths[id(module)]
+        raise ValueError(f"`{name}` made no module with a parameter `{parameter}` to tie")
+
+    return tuple((owner(node.name, name), name, owner(source, parameter), parameter)
+                 for node in tied for name, (source, parameter) in node.meta["tied"].items())
+
+
+def hold_ties(module: nn.Module, ties: tuple[tuple[str, str, str, str], ...]) -> None:
+    """Make the tied modules of `module` hold their owners' `nn.Parameter`s, now and again after anything that
+    replaces parameters: `to_empty` and `.to()` (`_apply`, which makes a parameter per module) and
+    `load_state_dict` (with `assign=True`, one per key). A state_dict that holds a tied tensor once (under its
+    owner's key, as Hugging Face's safetensors files do) loads strictly too."""
+    module.__dict__["_resgraph_ties"] = ties
+    module.register_load_state_dict_post_hook(_retie_after_load)
+    retie(module)
+
+
+def retie(module: nn.Module) -> None:
+    for target, name, source, parameter in getattr(module, "_resgraph_ties", ()):
+        setattr(module.get_submodule(target), name, module.get_submodule(source).get_parameter(parameter))
+
+
+def _retie_after_load(module: nn.Module, incompatible: Any) -> None:
+    retie(module)
+    for target, name, source, parameter in getattr(module, "_resgraph_ties", ()):
+        key, owner = f"{target}.{name}" if target else name, f"{source}.{parameter}" if source else parameter
+        if key in incompatible.missing_keys and owner not in incompatible.missing_keys:
+            incompatible.missing_keys.remove(key)
 
 
 class _ScopeLowering:
@@ -184,6 +232,7 @@ class _ScopeLowering:
         self.first = graph.scope_starts(order)
         self.calls = graph.block_calls()
         self.exposed_cache: dict[str, list[str]] = {}
+        self.node_modules: dict[str, list[nn.Module]] = {}   # node name -> the modules its lowering made
         # Where nodes run in another order than they are declared (a node reading one declared after it),
         # each scope's modules are put back in declaration order: the state_dict then follows the spec, as
         # an nn.Module's follows its `__init__` whatever order its `forward` calls them in (Hugging Face's
@@ -233,7 +282,10 @@ class _ScopeLowering:
                 b.node = item
                 args = [values[name] for name in item.inputs]
                 shapes = [graph.nodes[name].shape for name in item.inputs]
+                before = len(b.modules)
                 values[item.name] = item.op.lower(b, args, shapes, item.shape, item.meta)
+                if len(b.modules) > before:
+                    self.node_modules[item.name] = list(b.modules.values())[before:]
                 for attribute, module in b.modules.items():
                     if isinstance(module, nn.Module):
                         self.modules.setdefault(item.prefix + b.spec_names.get(attribute, attribute), module)
@@ -460,9 +512,14 @@ class CompiledNetwork(CompiledModule):
 
     _CALL = _call_network
 
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        retie(self)   # `_apply` makes one new parameter per module, untying what a `tie` tied
+        return result
+
 
 # Attributes that fx's GraphModule.__init__ resets or does not know, restored on copies and unpickled modules.
-_KEPT = ("training", "_resgraph_inputs", "meta")
+_KEPT = ("training", "_resgraph_inputs", "meta", "_resgraph_ties")
 
 
 def _restore(module: nn.Module, state: dict) -> None:
@@ -574,6 +631,11 @@ class TrainingOutputsNetwork(nn.Module):
         # Held outside `_modules` (they are views of this module, not children of it).
         self.__dict__["training_forward"] = full
         self.__dict__["eval_forward"] = CompiledNetwork(full, eval_graph, class_name=type(full).__name__)
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        retie(self)
+        return result
 
     def forward(self, *args: Any) -> Any:
         if self.training:

@@ -66,6 +66,34 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+class TransposedLinear(nn.Module):
+    """A linear layer whose weight is stored [in, out] (the transpose of nn.Linear's), applied as
+    `addmm(bias, x, weight)`: Hugging Face's `Conv1D` of GPT-2, with its keys and shapes. Initialised as nn.Linear
+    draws its [out, in] weight and bias, transposed, so the two layouts start from the same function.
+    (resgraph export copies this class's source into the files it writes.)"""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        drawn = nn.Linear(in_features, out_features, bias=bias)
+        self.weight = nn.Parameter(drawn.weight.detach().t().contiguous())
+        if bias:
+            self.bias = nn.Parameter(drawn.bias.detach())
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if self.bias is None:
+            out = torch.mm(flat, self.weight)
+        else:
+            out = torch.addmm(self.bias, flat, self.weight)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 def projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...], stride: tuple[int, ...]) -> nn.Module:
     """Option B/C: a 1x1 convolution with the shortcut's stride, then batch norm (torchvision's downsample)."""
     c_in, c_out = in_shape[0], out_shape[0]

@@ -285,6 +285,29 @@ OTHERWISE = "where `when` is false, the node that stands for this one; default: 
 KEY = ("the node's module path in the state_dict, where it differs from its name, relative to its block instance "
        "(`block.0`, `encoder.pos_embedding`, `block1-0`); `{expression}` parts are evaluated in the node's scope "
        "(`{start + 2}`); default: the node's name")
+TIE = ("parameters this node shares with another node of its scope, as `{weight: wte.weight}`: this node's "
+       "parameter -> `node.parameter`, the two of one shape (an LM head tied to the token embedding); the "
+       "tensor is counted once and the compiled modules hold the same `nn.Parameter`")
+TIE_REFERENCE = r"^[A-Za-z0-9_]+\.[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _tie(value: Any) -> dict[str, str]:
+    """`tie: {weight: wte.weight}`: parameter name -> `node.parameter` (RG048 for any other form)."""
+    example = "e.g. `tie: {weight: wte.weight}` (this node's `weight` is node `wte`'s `weight`)"
+    if not isinstance(value, dict) or not value:
+        raise fail("`tie` maps parameters of this node to parameters of another node", example, "RG048")
+    for name, reference in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise fail(f"`{name}` is not a parameter name", example, "RG048")
+        if not isinstance(reference, str) or not re.fullmatch(TIE_REFERENCE, reference):
+            raise fail(f"`{name}: {reference}` does not name a parameter of a node: write `node.parameter`",
+                       example, "RG048")
+    return dict(value)
+
+
+Tie = Annotated[Any, PlainValidator(_tie), WithJsonSchema({
+    "type": "object", "additionalProperties": {"type": "string", "pattern": TIE_REFERENCE}})]
+
 KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 # An op node's key may compute parts of its path: `{expression}` (no braces inside) stands for a number or a name
 _KEY_PART = r"(?:[A-Za-z0-9_-]|\{[^{}]+\})+"
@@ -319,6 +342,7 @@ class Op(BaseModel):
     otherwise: str | None = Field(default=None, description=OTHERWISE)
     allow: Allow = Field(default_factory=empty_list, description=ALLOW)
     key: str | None = Field(default=None, pattern=KEY_TEMPLATE_PATTERN, description=KEY)
+    tie: Tie | None = Field(default=None, description=TIE)
 
     # How many inputs the op takes (None: any number from min_inputs).
     min_inputs: ClassVar[int] = 1
@@ -369,6 +393,11 @@ class Op(BaseModel):
     def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         return 0
 
+    def parameter_shapes(self, inputs: list[Shape], output: Shape, meta: dict) -> dict[str, Shape] | None:
+        """The shape of each parameter of the lowered module, by its attribute name (`weight`, `bias`), as
+        torch stores it; what a `tie` checks. None: the op does not say (it cannot be tied)."""
+        return None
+
     def lower(self, b: "Builder", args: list, inputs: list[Shape], output: Shape, meta: dict) -> Any:
         raise NotImplementedError
 
@@ -397,8 +426,15 @@ class Op(BaseModel):
         return self.op_name() + (" " + " ".join(parts) if parts else "")
 
     def shaped_label(self, meta: dict) -> str:
-        """The label once shapes are inferred (`meta` holds what inference decided); by default `label()`."""
-        return self.label()
+        """The label once shapes are inferred (`meta` holds what inference decided); by default `label()`, and
+        the parameters it ties (`weight tied to wte.weight`)."""
+        return self.label() + self.tie_label()
+
+    def tie_label(self) -> str:
+        """`, weight tied to wte.weight` for a node with a `tie`, else nothing: what labels add to the op's."""
+        if not self.tie:
+            return ""
+        return ", " + ", ".join(f"{name} tied to {reference}" for name, reference in self.tie.items())
 
 
 class Registry(MutableMapping):

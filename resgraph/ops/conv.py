@@ -105,6 +105,11 @@ class _ConvNd(Op):
         kernel = spatial(self.kernel, self.spatial_dims, "kernel")
         return prod(output) * (inputs[0][0] // self.groups) * prod(kernel)
 
+    def parameter_shapes(self, inputs: list[Shape], output: Shape, meta: dict) -> dict[str, Shape]:
+        kernel = spatial(self.kernel, self.spatial_dims, "kernel")
+        weight = (self.out, inputs[0][0] // self.groups, *kernel)
+        return {"weight": weight, **({"bias": (self.out,)} if self.bias else {})}
+
     def receptive_field(self, fields, inputs, output, meta):
         n = self.spatial_dims
         return window_field(fields[0], spatial(self.kernel, n, "kernel"), spatial(self.stride, n, "stride"),

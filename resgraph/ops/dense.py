@@ -3,7 +3,9 @@
 
 from typing import ClassVar, Literal
 
-from .base import Bool, Float, Int, Op, Shape, ShapeError, fmt_shape, prod, register
+from pydantic import Field
+
+from .base import Bool, Choice, Float, Int, Op, Shape, ShapeError, fmt_shape, prod, register
 
 
 @register
@@ -12,12 +14,16 @@ class Linear(Op):
 
     Inputs: 1: `[…, F]`
     Output: `[…, out]` (last dimension)
-    Lowered to: `nn.Linear`
+    Lowered to: `nn.Linear` (weight `[out, F]`); with `weight_layout: in_out`, resgraph's `TransposedLinear`, whose
+        weight is stored `[F, out]` and applied as `addmm(bias, x, weight)` (Hugging Face's `Conv1D` of GPT-2)
     """
 
     op: Literal["linear"]
     out: Int(1)
     bias: Bool = True
+    weight_layout: Choice("out_in", "in_out") = Field(
+        "out_in", description="how the weight is stored: `out_in` ([out, in], torch's nn.Linear) or `in_out` "
+                              "([in, out], Hugging Face's Conv1D in GPT-2); the same computation")
 
     fresh_output: ClassVar[bool] = True
     weight_layer: ClassVar[bool] = True
@@ -34,13 +40,23 @@ class Linear(Op):
     def count_macs(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         return prod(output) * inputs[0][-1]
 
+    def parameter_shapes(self, inputs: list[Shape], output: Shape, meta: dict) -> dict[str, Shape]:
+        features = inputs[0][-1]
+        weight = (self.out, features) if self.weight_layout == "out_in" else (features, self.out)
+        return {"weight": weight, **({"bias": (self.out,)} if self.bias else {})}
+
     def lower(self, b, args, inputs, output, meta):
+        if self.weight_layout == "in_out":
+            from ..modules import TransposedLinear
+
+            return b.call_module(TransposedLinear(inputs[0][-1], self.out, bias=self.bias), args)
         import torch.nn as nn
 
         return b.call_module(nn.Linear(inputs[0][-1], self.out, bias=self.bias), args)
 
     def label(self) -> str:
-        return f"linear {self.out}" + ("" if self.bias else ", no bias")
+        return f"linear {self.out}" + ("" if self.bias else ", no bias") + \
+            (", [in, out] weight" if self.weight_layout == "in_out" else "")
 
 
 def _sample_dim(dim: int, rank: int, attr: str) -> int:

@@ -54,6 +54,9 @@ class Embedding(Op):
     def count_params(self, inputs: list[Shape], output: Shape, meta: dict) -> int:
         return self.num * self.dim
 
+    def parameter_shapes(self, inputs: list[Shape], output: Shape, meta: dict) -> dict[str, Shape]:
+        return {"weight": (self.num, self.dim)}
+
     def lower(self, b, args, inputs, output, meta):
         import torch.nn as nn
 

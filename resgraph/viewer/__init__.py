@@ -53,7 +53,7 @@ def _skip_kinds(node: Node) -> list[str | None]:
 
 def _label(node: Node) -> str:
     """The op's label without a repeat of the node's name (`relu` named `relu` is shown once)."""
-    label = node.op.label()
+    label = node.op.label() + node.op.tie_label()
     op = node.op.op_name()
     if node.local_name == op and label == op:
         return ""

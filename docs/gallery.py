@@ -2,6 +2,7 @@
 
     .venv/bin/python docs/gallery.py            # everything: about 15 minutes on 2 cores
     .venv/bin/python docs/gallery.py --no-zoo   # the page without re-measuring the zoo (keeps its table)
+    .venv/bin/python docs/gallery.py --zoo gpt2,gpt2_small   # re-measure these zoo rows, keep the others
 
 Every figure in the page is measured here. The zoo table (every model of tests/zoo/, and every
 torchvision model without a spec) comes from the checks the tests run (tests/zoo/__init__.py):
@@ -107,13 +108,21 @@ def _measure(model) -> dict:
     return row
 
 
-def _zoo_table() -> list[str]:
+def _zoo_table(only: set[str] | None = None) -> list[str]:
+    """The zoo table, every model measured; with `only`, just those models (and any the current page
+    lacks), the other rows kept from the current page."""
     from tests.zoo import MODELS
+
+    kept = _kept_rows() if only is not None else {}
 
     rows = ["| family | model | spec | parameters | MACs | MACs / FlopCounterMode | reference | verdict | max diff |",
             "|---|---|---|---|---|---|---|---|---|"]
     covered = set()
     for model in MODELS:
+        if only is not None and model.name not in only and model.name in kept:
+            rows.append(kept[model.name])
+            covered.add(model.name)
+            continue
         began = time.perf_counter()
         network = resgraph.load(model.path, params=model.params)
         row = _measure(model)
@@ -137,6 +146,15 @@ def _zoo_table() -> list[str]:
     return rows
 
 
+def _kept_rows() -> dict[str, str]:
+    """The current page's zoo rows by model name (the second cell, a name or a `[name](#anchor)` link)."""
+    rows = {}
+    for line in _kept_zoo_table()[2:]:
+        name = line.split("|")[2].strip()
+        rows[name[1:name.index("]")] if name.startswith("[") else name] = line
+    return rows
+
+
 def _kept_zoo_table() -> list[str]:
     text = (ROOT / "docs" / "gallery.md").read_text(encoding="utf-8")
     return text[text.index(ZOO_START) + len(ZOO_START):text.index(ZOO_END)].strip("\n").splitlines()
@@ -145,9 +163,14 @@ def _kept_zoo_table() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-zoo", action="store_true", help="keep the zoo table of the current page")
+    parser.add_argument("--zoo", metavar="NAMES", help="comma-separated zoo models to measure again (and any the "
+                        "page lacks); the other rows are kept")
     options = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    zoo = _kept_zoo_table() if options.no_zoo else _zoo_table()
+    if options.no_zoo:
+        zoo = _kept_zoo_table()
+    else:
+        zoo = _zoo_table(set(options.zoo.split(",")) if options.zoo else None)
     from tests.zoo import MODELS
 
     in_zoo = {model.path.stem for model in MODELS}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import graphlib
+import weakref
 from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
@@ -1262,6 +1263,9 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             continue
         graph.training_outputs.append(resolved)
     graph.output_keys = keys
+    # The instances' `shape(name)` lookups keep the expander, which kept the graph: a cycle, so a dropped graph
+    # waited for the cyclic garbage collector (a traversal of all of it). Held weakly, it is freed at once.
+    expander.graph = weakref.proxy(graph)
     return None if diagnostics.has_errors else graph
 
 

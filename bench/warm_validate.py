@@ -4,7 +4,8 @@ counts of docs/performance.md (issue 10's per-node cost), which the load of a sh
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/warm_validate.py CHECKOUT SPEC COUNT
 
 SPEC is a file or `chain` (the 10,000-node residual chain of bench/run.py). The `I refs` of COUNT = 1 and of
-COUNT = 1 + N differ by N warm validations: divide by N and by the nodes.
+COUNT = 1 + N differ by N warm validations: divide by N and by the nodes. bench/warm_ratio.py runs these for two
+checkouts and prints the ratio.
 """
 
 import pathlib

@@ -184,7 +184,8 @@ def validate(path: PathLike, params: Mapping[str, Any] | None = None, *, text: s
     the installed ones (their code runs: docs/plugins.md); `plugins=False` loads none and refuses a spec
     that names one (RG092).
     """
-    return _analyse(path, params, text, include_path, plugins, inputs)[1].items
+    with _collector_paused():   # the network is dropped before the collector resumes: it need not scan it
+        return _run_passes(path, params, text, include_path, plugins=plugins, inputs=inputs)[1].items
 
 
 def load(path: PathLike | Network, params: Mapping[str, Any] | None = None, *, text: str | None = None,

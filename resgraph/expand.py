@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import graphlib
+import weakref
 from pydantic import TypeAdapter, ValidationError
 
 from .diagnostics import Diagnostics, Edit, Note, Span, did_you_mean, nearest, replacing
@@ -586,6 +587,9 @@ def split_item(ref: str) -> tuple[str, int | None]:
 
 def _qualify(ref: str, frame: "_Frame") -> str:
     """A reference as written in a scope -> its qualified name (`parts:1` keeps its output number)."""
+    if ":" not in ref:   # the common case, per node: no output number
+        qualified = frame.refs.get(ref)
+        return qualified if qualified is not None else frame.prefix + ref
     base, item = split_item(ref)
     qualified = frame.refs.get(base, frame.prefix + base)
     return qualified if item is None else f"{qualified}:{item}"
@@ -672,6 +676,10 @@ class _Expander:
         self.several_outputs: dict[str, list] = {}           # the outputs of chunk and split nodes, by name
         self.left_out: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # `when` false: where
         self.computed_keys: set[str] = set()   # op nodes whose `key` had `{expression}` parts
+        self.conditional_keys: set[str] = set()   # op nodes with a `key` and a `when` that may be false
+        # per node entry of a definition (by id): the entry, its source, its raw mapping, and whether that has
+        # expressions; the same for every instance of the definition
+        self.entries: dict[int, tuple[Any, SourceFile, Any, bool]] = {}
         self.deferred_calls: set[str] = set()   # expanded block calls whose `key` is computed or conditional
         self.call_spans: dict[str, tuple[Span | None, tuple[Note, ...]]] = {}   # each expanded call: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
@@ -802,15 +810,16 @@ class _Expander:
     def expand_nodes(self, nodes: Mapping[str, Any], frame: _Frame, first_input: str | None) -> str | None:
         """Instantiate one scope's nodes; returns the qualified reference of its last node."""
         previous = first_input
+        base, prefix = frame.base, frame.prefix
         for name, entry in nodes.items():
-            path = frame.base + ("nodes", name)
-            refs = _references(entry)
+            path = base + ("nodes", name)
+            refs = entry.inputs
             if refs is None:
                 takes_inputs = getattr(type(entry), "max_inputs", 1) != 0   # a `parameter` reads nothing
                 inputs = [previous] if previous is not None and takes_inputs else []
             else:
-                inputs = [_qualify(ref, frame) for ref in refs]
-            qualified = frame.prefix + name
+                inputs = [_qualify(ref, frame) for ref in ((refs,) if isinstance(refs, str) else refs)]
+            qualified = prefix + name
             if entry.when is not None and not self.enabled(entry, path, frame):
                 # Left out: whoever reads it reads what stands for it.
                 self.left_out[qualified] = (frame.source, path + ("when",), frame.notes)
@@ -825,7 +834,7 @@ class _Expander:
                     raise _Abort
                 previous = qualified
                 continue
-            if isinstance(entry, BlockCall):
+            if type(entry) is BlockCall:   # `type`: isinstance of a pydantic class is slower, and this is per node
                 if _deferred_key(entry):
                     self.deferred_calls.add(qualified)
                 self.aliases[qualified] = self.expand_call(name, entry, path, frame, inputs)
@@ -835,26 +844,34 @@ class _Expander:
         return previous
 
     def add_op(self, qualified: str, entry: Op, path: KeyPath, frame: _Frame, inputs: list[str]) -> None:
-        if len(self.graph) >= MAX_NODES:
+        graph = self.graph
+        if len(graph.nodes) >= MAX_NODES:
             self.diagnostics.error("RG035", f"the network expands to more than {MAX_NODES:,} nodes",
                                    frame.source.span(path, key=True), notes=frame.notes,
                                    help="check `repeat` counts; resgraph refuses nets this large")
             raise _Abort
         op = entry
-        raw = value_at(frame.source.data, path)
+        known = self.entries.get(id(entry))
+        if known is None or known[0] is not entry or known[1] is not frame.source:
+            raw = value_at(frame.source.data, path)
+            known = self.entries[id(entry)] = (entry, frame.source, raw, _has_expression(raw))
         failed = False
-        if _has_expression(raw):
+        if known[3]:
+            raw = known[2]
             try:
                 op = type(entry).model_validate(raw, context={"scope": frame.values})
             except ValidationError as exc:
                 report_validation_error(exc, frame.source, path, self.diagnostics, frame.notes,
                                         root_model=type(entry))
                 op, failed = None, True
-        if op is not None and op.key is not None and "{" in op.key:
-            op = op.model_copy(update={"key": self.evaluate_key(op.key, frame, path)})
-            self.computed_keys.add(qualified)
-        self.graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
-                            failed=failed, allow=frame.allow | frozenset(entry.allow)))
+        if op is not None and op.key is not None:
+            if "{" in op.key:
+                op = op.model_copy(update={"key": self.evaluate_key(op.key, frame, path)})
+                self.computed_keys.add(qualified)
+            if op.when not in (None, True):
+                self.conditional_keys.add(qualified)
+        graph.add(Node(qualified, op, inputs, frame.source, path, frame.notes, frame.prefix, frame.scopes,
+                       failed=failed, allow=frame.allow | frozenset(entry.allow) if entry.allow else frame.allow))
 
     def expand_call(self, name: str, call: BlockCall, path: KeyPath, frame: _Frame, inputs: list[str]) -> str:
         main = self.program.blocks[call.block]
@@ -886,27 +903,39 @@ class _Expander:
         first_values = {key: self._evaluate(value, frame.values, frame.source, path + ("first", key), frame.notes)
                         for key, value in call.first.items()}
         output = None
+        # What every instance shares, worked out once per call: the blocks' literal params, the call's path
+        # and scopes, its `allow`
+        literals = {id(block): {key: _literal(value) for key, value in block.definition.params.items()}
+                    for block in (opening, main)}
+        called = frame.prefix + name
+        outer_scopes = frame.scopes + ((called,) if repeat is not None else ())
+        allow = frame.allow | frozenset(call.allow) if call.allow else frame.allow
+        instances = self.graph.instances
         for index in range(count):
             block = opening if index == 0 else main
             definition = block.definition
-            number = (call.names or "{i}").replace("{i}", str(start + index))
-            instance = frame.prefix + name + (f".{number}" if repeat is not None else "")
+            if repeat is None:
+                instance = called
+            else:
+                number = call.names.replace("{i}", str(start + index)) if call.names else str(start + index)
+                instance = f"{called}.{number}"
             notes = frame.notes + (Note(f"in `{instance}`, an instance of block `{block.name}` made here", call_span),)
             refs = dict(zip(definition.inputs, inputs))
-            values = self.names({key: _literal(value) for key, value in definition.params.items()}, instance + ".",
-                                refs, definition.nodes)
-            values |= with_values | (first_values if index == 0 else {}) | {"index": index}
+            values = self.names(literals[id(block)], instance + ".", refs, definition.nodes)
+            values.update(with_values)
+            if index == 0:
+                values.update(first_values)
+            values["index"] = index
             for key, expression in definition.let.items():
                 values[key] = self._evaluate(expression, values, block.source, block.path + ("let", key), notes)
-            self.check_requirements(definition.require, values, block.source, block.path, notes)
-            scopes = frame.scopes + ((frame.prefix + name,) if repeat is not None else ()) + (instance,)
-            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, scopes,
-                           frame.allow | frozenset(call.allow))
+            if definition.require:
+                self.check_requirements(definition.require, values, block.source, block.path, notes)
+            child = _Frame(instance + ".", refs, values, block.source, block.path, notes, outer_scopes + (instance,),
+                           allow)
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
             output = child.prefix + definition.output if definition.output else last
-            self.graph.instances[instance] = Instance(instance, block.name, frame.prefix + name,
-                                                      index if repeat is not None else None, values, list(inputs),
-                                                      output, module_key)
+            instances[instance] = Instance(instance, block.name, called, index if repeat is not None else None,
+                                           values, list(inputs), output, module_key)
             inputs = [output] + inputs[1:]   # the chain, and the inputs every instance shares
         return output
 
@@ -1054,8 +1083,7 @@ def _inner_output_help(path: str, graph: Graph, top_level: set[str]) -> tuple[st
 def _check_expanded_keys(graph: Graph, expander: _Expander, diagnostics: Diagnostics) -> None:
     """`_check_keys` for the keys it leaves to expansion (computed, or on conditional nodes): among the nodes
     and block calls that are there, two module paths of one scope may not clash (RG086)."""
-    deferred = expander.computed_keys | {node.name for node in graph if node.op is not None and node.op.key is not None
-                                         and node.op.when not in (None, True)} | expander.deferred_calls
+    deferred = expander.computed_keys | expander.conditional_keys | expander.deferred_calls
     if not deferred:
         return
     scopes: dict[str, list[tuple[str, str, Span | None, tuple[Note, ...]]]] = {}   # scope -> (path, owner, ...)
@@ -1199,7 +1227,13 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
 
     try:
         items: dict[str, list[Node]] = {}   # consumer -> the output-item nodes made for its references
+        aliases = expander.aliases
         for node in graph:
+            for ref in node.inputs:
+                if ref in aliases or ":" in ref:
+                    break
+            else:
+                continue   # the common case: every input already names a node
             node.inputs = [expander.resolve_reference(ref, node, position, items)
                            for position, ref in enumerate(node.inputs)]
         for instance in graph.instances.values():
@@ -1262,6 +1296,9 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             continue
         graph.training_outputs.append(resolved)
     graph.output_keys = keys
+    # The instances' `shape(name)` lookups keep the expander, which kept the graph: a cycle, so a dropped graph
+    # waited for the cyclic garbage collector (a traversal of all of it). Held weakly, it is freed at once.
+    expander.graph = weakref.proxy(graph)
     return None if diagnostics.has_errors else graph
 
 

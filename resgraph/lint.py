@@ -16,17 +16,46 @@ from .ops.norm import _BatchNorm
 
 def lint_graph(graph: Graph, diagnostics: Diagnostics) -> None:
     """Requires shapes; adds warnings RG100 (a bias right before batch norm) and RG101 (an activation
-    that ends a residual branch right before its `add`), once per definition."""
-    # Readers are counted only where some weight layer has a bias (usually none does).
-    biased = any(node.op is not None and type(node.op).weight_layer and getattr(node.op, "bias", None) is True
-                 for node in graph)
-    users = graph.users() if biased else {}
-    for node in graph:
-        if node.op is None:
+    that ends a residual branch right before its `add`), once per definition, in the order of the nodes."""
+    nodes = graph.nodes
+    adds: list[Node] = []
+    biased: dict[str, Node] = {}   # weight layers with a bias that a batch norm reads (usually none)
+    for node in nodes.values():
+        op = node.op
+        if op is None:
             continue
-        if biased:
-            _bias_before_norm(node, graph, users, diagnostics)
-        _activation_before_add(node, graph, diagnostics)
+        cls = type(op)   # `type`: a cheap test per node; what a class is, is worked out once per class
+        if cls is Add:
+            adds.append(node)
+            continue
+        norm = _BATCH_NORMS.get(cls)
+        if norm is None:
+            norm = _BATCH_NORMS[cls] = issubclass(cls, _BatchNorm) or cls.op_name().startswith("batchnorm")
+        if norm:
+            for name in node.inputs:
+                producer = nodes.get(name)
+                if producer is not None and _has_bias(producer):
+                    biased[name] = producer
+    if biased:
+        readers: dict[str, list[str]] = {name: [] for name in biased}   # one entry per use, as `Graph.users`
+        for node in nodes.values():
+            for producer in node.inputs:
+                if producer in readers:
+                    readers[producer].append(node.name)
+        warned = [node for node in biased.values() if len(readers[node.name]) == 1
+                  and _is_batch_norm(nodes[readers[node.name][0]])]
+        adds = sorted(adds + warned, key=lambda node: node.index)
+    for node in adds:
+        if type(node.op) is Add:
+            _activation_before_add(node, graph, diagnostics)
+        else:
+            _bias_before_norm(node, graph, readers[node.name][0], diagnostics)
+
+
+def _has_bias(node: Node) -> bool:
+    op = node.op
+    return op is not None and type(op).weight_layer and getattr(op, "bias", None) is True \
+        and "RG100" not in node.allow
 
 
 def _is_batch_norm(node: Node) -> bool:
@@ -41,14 +70,10 @@ def _is_batch_norm(node: Node) -> bool:
 _BATCH_NORMS: dict[type, bool] = {}
 
 
-def _bias_before_norm(node: Node, graph: Graph, users: dict[str, list[str]], diagnostics: Diagnostics) -> None:
+def _bias_before_norm(node: Node, graph: Graph, reader: str, diagnostics: Diagnostics) -> None:
+    """`node`, a weight layer with a bias, is read by the batch norm `reader` alone."""
     op = node.op
-    if not type(op).weight_layer or getattr(op, "bias", None) is not True or "RG100" in node.allow:
-        return
-    readers = users.get(node.name, [])
-    if len(readers) != 1 or not _is_batch_norm(graph.nodes[readers[0]]):
-        return
-    norm = graph.nodes[readers[0]]
+    norm = graph.nodes[reader]
     explicit = "bias" in op.model_fields_set
     diagnostics.warning(
         "RG100", f"`{node.name}` has a bias, but batch norm `{norm.local_name}` right after it subtracts the mean "
@@ -59,7 +84,7 @@ def _bias_before_norm(node: Node, graph: Graph, users: dict[str, list[str]], dia
 
 
 def _activation_before_add(node: Node, graph: Graph, diagnostics: Diagnostics) -> None:
-    if type(node.op) is not Add or len(node.inputs) < 2 or "RG101" in node.allow:   # `type`: a cheap test per node
+    if len(node.inputs) < 2 or "RG101" in node.allow:   # `node` is an add
         return
     branch = graph.nodes.get(node.inputs[0])
     # `activation` (ops/named_activation.py, imported only by specs that use it) names an activation op

@@ -72,9 +72,12 @@ def module_attribute(name: str, taken: Collection[str], attributes: Collection[s
 def warn_reserved_names(graph: "Graph", diagnostics: "Diagnostics") -> None:
     """Warn (RG039) once per definition where a node or block call is renamed in the compiled module, so that
     its state_dict keys (`forward_.weight`) differ from the spec's name."""
-    if not any(_reserved(node.local_name) for node in graph if node.op is not None) and \
-            not any(_reserved(instance.call.rpartition(".")[2]) for instance in graph.instances.values()):
-        return   # the common case, checked without building every scope's names
+    # The common case, checked without building every scope's names: each distinct name once (nets repeat
+    # their few local names; the instances of one call share its path)
+    names = {node.name[len(node.prefix):] for node in graph.nodes.values() if node.op is not None}
+    call_paths = {instance.call for instance in graph.instances.values()}
+    if not any(map(_reserved, names)) and not any(_reserved(call.rpartition(".")[2]) for call in call_paths):
+        return
     calls = graph.block_calls()
     scopes: dict[str, list[str]] = {}
     for node in graph:

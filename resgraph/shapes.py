@@ -11,7 +11,7 @@ import sys
 
 from .diagnostics import Diagnostics, Edit, Span
 from .graph import Graph
-from .ops.base import ShapeError, fmt_shape
+from .ops.base import Op, ShapeError, fmt_shape
 from .ops.dense import Linear
 from .ops.merge import Shortcut
 from .plugins import plugin_of
@@ -26,6 +26,10 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
     """
     complete = True
     output_item = _output_item_class()
+    nodes = graph.nodes
+    # What few graphs have, noted as the nodes are reached (producers come first), so that the checks of
+    # several outputs, batches of one, integer dtypes and spatial maps run only where they can apply
+    several = ones = ints = maps = False
     for node in graph.topological_order():
         if node.is_input:
             try:
@@ -34,21 +38,29 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
                 diagnostics.error(exc.code, f"input `{node.name}`: {exc.message}", node.span, notes=node.notes,
                                   help="check the input's dims")
                 node.shape, complete = None, False
+            ints = ints or node.dtype != "float"
             continue
-        shapes = [graph.nodes[name].shape for name in node.inputs]
-        if node.op is None or any(shape is None for shape in shapes):
+        op = node.op
+        shapes = [nodes[name].shape for name in node.inputs]
+        if op is None or None in shapes:   # shapes are tuples or None
             complete = False
             continue
-        if not _read_outputs(graph, node, diagnostics, output_item) or not _batch_of_one(graph, node, diagnostics):
+        several = several or op.multiple_outputs
+        meta = node.meta
+        if ((several or type(op) is output_item) and not _read_outputs(graph, node, diagnostics, output_item)) or \
+                ((ones or op.max_inputs == 0) and not _batch_of_one(graph, node, diagnostics)):
             complete = False
             continue
         try:
-            node.dtype = node.op.infer_dtype([graph.nodes[name].dtype for name in node.inputs])
-            shape = node.op.infer_shape(shapes, node.meta)
+            if ints or type(op).infer_dtype is not _FLOAT_DTYPE:
+                node.dtype = op.infer_dtype([nodes[name].dtype for name in node.inputs])
+            else:
+                node.dtype = "float"   # what Op.infer_dtype gives where no input is `int64`
+            shape = op.infer_shape(shapes, meta)
             node.shape = tuple(shape)
-            node.meta["params"] = node.op.count_params(shapes, node.shape, node.meta)
-            check_tensor_limits(node.shape, node.meta["params"])
-            node.meta["macs"] = node.op.count_macs(shapes, node.shape, node.meta)
+            meta["params"] = op.count_params(shapes, node.shape, meta)
+            check_tensor_limits(node.shape, meta["params"])
+            meta["macs"] = op.count_macs(shapes, node.shape, meta)
         except ShapeError as exc:
             node.shape = None
             if not _reversed_add(node, graph, shapes, diagnostics):
@@ -57,20 +69,28 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics) -> bool:
             complete = False
             continue
         except Exception as exc:
-            if plugin_of(node.op) is None:
+            if plugin_of(op) is None:
                 raise  # a bug in resgraph: the CLI reports it as an internal error
             node.shape = None
             _report_plugin_failure(node, exc, diagnostics)
             complete = False
             continue
-        _warn_needless_projection(node, diagnostics)
-        _follow_map(node, graph, shapes, diagnostics)
-        if node.meta["params"] > OVERSIZED and "RG037" not in node.allow:
-            gib = node.meta["params"] * 4 / 2**30
-            diagnostics.warning("RG037", f"`{node.name}` has {node.meta['params']:,} parameters ({gib:,.0f} GiB in "
+        ints = ints or node.dtype != "float"
+        ones = ones or "batch_of_one" in meta
+        if meta.get("shortcuts"):
+            _warn_needless_projection(node, diagnostics)
+        if maps or op.makes_map:
+            _follow_map(node, graph, shapes, diagnostics)
+            maps = maps or "map_from" in meta
+        if meta["params"] > OVERSIZED and "RG037" not in node.allow:
+            gib = meta["params"] * 4 / 2**30
+            diagnostics.warning("RG037", f"`{node.name}` has {meta['params']:,} parameters ({gib:,.0f} GiB in "
                                 "float32)", node.span, notes=node.notes,
                                 help="check its sizes; `resgraph compile` refuses networks over `--max-memory`")
     return complete
+
+
+_FLOAT_DTYPE = Op.infer_dtype
 
 
 def _report_plugin_failure(node, exc: Exception, diagnostics: Diagnostics) -> None:
@@ -158,13 +178,14 @@ def _batch_of_one(graph: Graph, node, diagnostics: Diagnostics) -> bool:
 # widest dtype `compile` offers) needs 8·n < 2**63. Every output (per sample) and every node's parameters (all its
 # tensors together, so each one) stay below this, so that a spec `validate` accepts always compiles.
 MAX_ELEMENTS = 2**60 - 1
+_INT = frozenset({int})
 
 
 def check_tensor_limits(shape: "tuple[int, ...]", params: int, what: str = "the output") -> None:
     """Raise ShapeError (RG046) where an output shape or a parameter count is beyond what torch can hold."""
-    if params <= MAX_ELEMENTS and all(type(dim) is int and dim >= 0 for dim in shape) and \
+    if params <= MAX_ELEMENTS and _INT.issuperset(map(type, shape)) and min(shape, default=0) >= 0 and \
             math.prod(shape) <= MAX_ELEMENTS:
-        return   # the common case, without the per-dimension checks below
+        return   # the common case (every dim an int, not a bool, and >= 0), without a Python loop
     numel = 1
     for dim in shape:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:

@@ -156,6 +156,8 @@ _INT_DIGITS = {8: 21, 10: 19, 16: 16}   # digits of 2**62 in each base
 
 
 def _integer(text: str, node: yaml.Node) -> int:
+    if len(text) <= 18 and text.isascii() and text.isdigit():
+        return int(text)   # the common case: a plain decimal below 10**18, within the bound
     from .expr import MAX_INT
 
     base, digits = (8, text[2:]) if text.startswith("0o") else (16, text[2:]) if text.startswith("0x") else (10, text)

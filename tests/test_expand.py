@@ -481,6 +481,26 @@ def test_shape_reads_the_shapes_of_earlier_nodes_and_inputs(load_text):
     assert graph.nodes["se.fc2"].shape == (16, 1, 1) and graph.nodes["fc"].shape == (32,)
 
 
+def test_a_dropped_network_leaves_no_cycle_for_the_collector(load_text):
+    """A graph holds no reference cycle (the instances' `shape(name)` lookups hold the expander, which holds the
+    graph only weakly once expansion is done): a network that is dropped is freed at once, and warm validation
+    does not pay for the cyclic collector's scans of it (docs/performance.md). `shape(name)` still works in the
+    instances of a network that is kept."""
+    import gc
+
+    resgraph.validate(SPECS / "resnet152.yaml")   # first use: lazy imports and caches
+    gc.collect()
+    gc.disable()
+    try:
+        network = resgraph.load(SPECS / "resnet152.yaml")
+        assert network.graph.instances["layer2.0"].values.shapes("conv1") == (128, 56, 56)
+        del network
+        resgraph.validate(SPECS / "resnet152.yaml")
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("expression, code, message", [
     ("shape(later)[0]", "RG022", "the shape of `later` is not known here"),
     ("shape(inptu)[0]", "RG021", "`shape(inptu)`: no node or input `inptu` here"),

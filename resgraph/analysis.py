@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import write_atomically
 from .graph import Graph
-from .ops.base import ReceptiveField
+from .ops.base import GLOBAL, ReceptiveField
 from .ops.merge import Shortcut
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,8 +73,15 @@ class Analysis:
             lines += ["", "receptive fields (size in input pixels, jump between outputs):"]
             width = max(len(name) for name in self.receptive_fields)
             for name, (size, jump) in self.receptive_fields.items():
-                lines.append(f"  {name:<{width}}  {'x'.join(map(str, size)):>9}  jump {'x'.join(map(str, jump))}")
+                lines.append(f"  {name:<{width}}  {_size_text(size):>9}  jump {'x'.join(map(str, jump))}")
         return "\n".join(lines)
+
+
+def _size_text(size: tuple[int | None, ...]) -> str:
+    """`19x19`; `global` where every dimension sees the whole input (GLOBAL), else that dimension's entry."""
+    if all(r is GLOBAL for r in size):
+        return "global"
+    return "x".join("global" if r is GLOBAL else str(r) for r in size)
 
 
 def _shifted(histogram: list[int], by: int) -> list[int]:

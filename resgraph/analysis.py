@@ -41,7 +41,7 @@ class PathStats:
 
     @property
     def mean(self) -> float:
-        return self.total_length / self.count
+        return self.total_length / self.count if self.count else 0.0
 
 
 @dataclass
@@ -115,8 +115,11 @@ class _Paths:
 
 
 def _merged(parts: list[_Paths]) -> _Paths:
-    return _Paths(sum(p.count for p in parts), max(p.longest for p in parts), min(p.shortest for p in parts),
-                  sum(p.total for p in parts))
+    reached = [p for p in parts if p.count]
+    if not reached:   # a `parameter` or `buffer` (no inputs), or what only they feed: no path from an input
+        return _Paths(0, 0, 0, 0)
+    return _Paths(sum(p.count for p in reached), max(p.longest for p in reached), min(p.shortest for p in reached),
+                  sum(p.total for p in reached))
 
 
 def analyse_paths(graph: Graph) -> Analysis:

@@ -179,3 +179,18 @@ def test_resnet18_global_pool_is_global():
     fields = resgraph.load(SPECS / "resnet18.yaml").analyze().receptive_fields
     assert fields["avgpool"][0] == (None, None)
     assert fields["layer4.1.add"][0] == (435, 435)
+
+
+def test_parameters_and_buffers_start_no_path():
+    """ViT and ConvNeXt crashed `analyze` (`max() arg is an empty sequence`): a `parameter` node has no inputs,
+    so no path from the input reaches it; adding it (a position embedding, a layer scale) adds no path."""
+    network = resgraph.load("param.yaml", text=(
+        "resgraph: 1\ninput: [4, 8]\nnodes:\n  fc: {op: linear, out: 8}\n"
+        "  pos: {op: parameter, shape: [4, 8]}\n  table: {op: buffer, generator: ones, shape: [4, 8]}\n"
+        "  scaled: {op: mul, inputs: [pos, table]}\n  add: {op: add, inputs: [fc, scaled]}\n"))
+    (paths,) = network.analyze().paths
+    assert (paths.count, paths.longest, paths.shortest, paths.histogram) == (1, 1, 1, {1: 1})
+    (vit,) = resgraph.load(SPECS / "vit_b_16.yaml").analyze().paths
+    # 24 residual units (attention, MLP) in 12 layers; the class token's `expand` reads the patch tokens, so the
+    # sequence is reached two ways. Longest: conv_proj, 12 x (attention + 2 linears), head; shortest: the two ends.
+    assert (vit.count, vit.longest, vit.shortest) == (2 * 2**24, 1 + 12 * 3 + 1, 2)

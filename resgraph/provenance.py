@@ -188,6 +188,24 @@ class Provenance:
 _FLAT = re.compile(r"[^A-Za-z0-9_]")
 
 
+def _is_output_item(node: Node) -> bool:
+    return node.op is not None and node.op.op_name() == "output_item"
+
+
+def _allowed(program: Program, graph: Graph, node: Node) -> list[str]:
+    """The warnings the flat node may raise unreported: its own `allow` and its block calls' (`node.allow`), and
+    the `allow` of the block it is written in (which silences warnings located in that block), less the spec's
+    own `allow`, which the flat spec keeps."""
+    from .diagnostics import ALLOWABLE
+
+    codes = set(node.allow)
+    if node.prefix:
+        block = program.blocks.get(graph.instances[node.prefix[:-1]].block)
+        if block is not None:
+            codes |= set(block.definition.allow) & set(ALLOWABLE)
+    return sorted(codes - set(program.spec.allow))
+
+
 def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None = None,
                   origins: bool = False, source_name: str = "") -> str:
     """The network as one flat spec: node `layer3.0.conv2` becomes `layer3_0_conv2` (its dotted name in
@@ -200,6 +218,9 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
     names: dict[str, str] = {}
     taken: set[str] = set()
     for node in graph:
+        if _is_output_item(node):   # made by a reference `halves:1`: the flat spec writes that reference again
+            names[node.name] = f"{names[node.inputs[0]]}:{node.op.index}"
+            continue
         flat = _FLAT.sub("_", node.name)
         candidate, number = flat, 2
         while candidate in taken:
@@ -226,15 +247,18 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
             lines.append("# param " + "; ".join(line.strip() for line in provenance.name(name, "")))
     lines.append("nodes:")
     for node in graph:
-        if node.is_input:
+        if node.is_input or _is_output_item(node):
             continue
         fields = [("op", node.op.op_name())]
         if paths[node.name] != names[node.name]:   # where its module sits in the compiled network
             fields.append(("key", paths[node.name]))
         for attr in type(node.op).model_fields:
-            if attr in SKIPPED or attr in ("key", "shortcut_name") or attr not in node.op.model_fields_set:
+            if attr in SKIPPED or attr in ("key", "shortcut_name", "allow") or attr not in node.op.model_fields_set:
                 continue
             fields.append((attr, getattr(node.op, attr)))
+        allowed = _allowed(program, graph, node)
+        if allowed:
+            fields.append(("allow", allowed))
         if "shortcut_name" in type(node.op).model_fields and getattr(node.op, "shortcut", "identity") != "identity" \
                 and (node.prefix or "shortcut_name" in node.op.model_fields_set):
             # one flat scope: each shortcut module keeps its path in its block instance
@@ -253,6 +277,8 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
                 comment = "  # its module path" + (
                     "; its own `key`: " + "; ".join(line.strip() for line in provenance.attribute(node, key))
                     if node.op.key is not None else "")
+            elif key == "allow":
+                comment = "  # its own `allow`, its block calls' and its block's"
             elif key not in ("op", "inputs", "shortcut_name"):
                 comment = "  # " + "; ".join(line.strip() for line in provenance.attribute(node, key))
             lines.append(f"    {key}: {shown}{comment}")

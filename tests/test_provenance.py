@@ -174,10 +174,13 @@ def test_expand_keeps_the_instance_path_of_keyed_nodes_in_blocks(tmp_path):
     assert _state_dict_keys(expanded) == keys
 
 
-@pytest.mark.parametrize("name", ["regnet_x_400mf", "resnet18", "lraspp_mobilenet_v3_large", "bert", "googlenet"])
+@pytest.mark.parametrize("name", ["regnet_x_400mf", "resnet18", "lraspp_mobilenet_v3_large", "bert", "googlenet",
+                                  "shufflenet_v2_x1_0", "vgg11_bn"])
 def test_expanded_spec_compiles_to_the_same_state_dict_keys(name):
-    """Also what the flat spec dropped before: the dtype of int64 inputs (BERT's ids), the keys of a mapping
-    `outputs` (LR-ASPP returns {out}) and the `training_outputs` (GoogLeNet's auxiliary heads)."""
+    """Also what the flat spec dropped or broke before: the dtype of int64 inputs (BERT's ids), the keys of a
+    mapping `outputs` (LR-ASPP returns {out}), the `training_outputs` (GoogLeNet's auxiliary heads), a reference to
+    one output of a node (ShuffleNet's `halves:1`, written as the internal op `output_item`) and a block's `allow`
+    (VGG's RG100 warnings came back)."""
     from resgraph.provenance import expanded_spec
 
     network = resgraph.load(SPECS / f"{name}.yaml")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import write_atomically
 from .graph import Graph
-from .ops.base import ReceptiveField
+from .ops.base import GLOBAL, ReceptiveField
 from .ops.merge import Shortcut
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ class PathStats:
 
     @property
     def mean(self) -> float:
-        return self.total_length / self.count
+        return self.total_length / self.count if self.count else 0.0
 
 
 @dataclass
@@ -73,8 +73,15 @@ class Analysis:
             lines += ["", "receptive fields (size in input pixels, jump between outputs):"]
             width = max(len(name) for name in self.receptive_fields)
             for name, (size, jump) in self.receptive_fields.items():
-                lines.append(f"  {name:<{width}}  {'x'.join(map(str, size)):>9}  jump {'x'.join(map(str, jump))}")
+                lines.append(f"  {name:<{width}}  {_size_text(size):>9}  jump {'x'.join(map(str, jump))}")
         return "\n".join(lines)
+
+
+def _size_text(size: tuple[int | None, ...]) -> str:
+    """`19x19`; `global` where every dimension sees the whole input (GLOBAL), else that dimension's entry."""
+    if all(r is GLOBAL for r in size):
+        return "global"
+    return "x".join("global" if r is GLOBAL else str(r) for r in size)
 
 
 def _shifted(histogram: list[int], by: int) -> list[int]:
@@ -108,8 +115,11 @@ class _Paths:
 
 
 def _merged(parts: list[_Paths]) -> _Paths:
-    return _Paths(sum(p.count for p in parts), max(p.longest for p in parts), min(p.shortest for p in parts),
-                  sum(p.total for p in parts))
+    reached = [p for p in parts if p.count]
+    if not reached:   # a `parameter` or `buffer` (no inputs), or what only they feed: no path from an input
+        return _Paths(0, 0, 0, 0)
+    return _Paths(sum(p.count for p in reached), max(p.longest for p in reached), min(p.shortest for p in reached),
+                  sum(p.total for p in reached))
 
 
 def analyse_paths(graph: Graph) -> Analysis:

@@ -117,8 +117,10 @@ class SourceBuilder(Builder):
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
 
-    def get_attr(self, tensor: Any, persistent: bool = True) -> Temp:
-        """A `parameter` or `buffer` node: its tensor becomes an attribute of the class, made as compile makes it."""
+    def get_attr(self, tensor: Any, persistent: bool = True, recompute: Callable[[], Any] | None = None) -> Temp:
+        """A `parameter` or `buffer` node: its tensor becomes an attribute of the class, made as compile makes it
+        (`recompute` is for compiled networks materialised from the meta device; the class's `__init__` is
+        what computes it here)."""
         slot = self.node.module_name
         statement = Statement("tensor", Temp(self.node.local_name), [], slot=slot)
         statement.tensor = tensor_constructor(self.node.op, self.node.shape)  # type: ignore[attr-defined]

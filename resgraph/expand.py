@@ -402,10 +402,13 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
             _check_call(name, entry, path, scope, program, diagnostics)
         elif entry.op_name() == "add" and entry.shortcut != "identity":
             module = entry.shortcut_name
-            if module in scope.nodes or module in shortcut_modules:
+            parts = module.split(".")
+            inside = next((p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in scope.nodes), None)
+            if module in scope.nodes or module in shortcut_modules or inside is not None:
                 clash = f"like a node of {scope.what}" if module in scope.nodes else \
+                    f"inside the module of node `{inside}`" if inside is not None else \
                     f"like the shortcut of `{shortcut_modules[module]}`"
-                other = module if module in scope.nodes else shortcut_modules[module]
+                other = module if module in scope.nodes else inside if inside is not None else shortcut_modules[module]
                 diagnostics.error("RG042", f"the shortcut module of `{name}` would be named `{module}`, {clash}",
                                   scope.source.span(path, key=True),
                                   help="give it another name with `shortcut_name:`",

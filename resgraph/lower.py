@@ -57,13 +57,19 @@ class Builder:
         return self._traced(self.fx.create_node("call_module", target, tuple(args), kwargs or {},
                                                 name=_identifier(self.node.local_name)))
 
-    def get_attr(self, tensor: torch.Tensor, persistent: bool = True) -> fx.Node:
-        """Register `tensor` (an `nn.Parameter`, or a buffer) as the node's own attribute and read it."""
+    def get_attr(self, tensor: torch.Tensor, persistent: bool = True,
+                 recompute: Callable[[], torch.Tensor] | None = None) -> fx.Node:
+        """Register `tensor` (an `nn.Parameter`, or a buffer) as the node's own attribute and read it.
+
+        `recompute` makes a buffer left out of the state_dict (`persistent=False`) again: no checkpoint holds
+        it, so after a network built on the meta device is materialised (`load_state_dict(..., assign=True)`,
+        or `to_empty` and a load) it is computed anew (see `_recompute_buffers`)."""
         assert self.node is not None
         target = self.node.module_name
         if target in self.modules:
             raise ValueError(f"two attributes would be named `{self.node.prefix + target}`")
-        self.modules[target] = tensor if persistent or isinstance(tensor, nn.Parameter) else _Volatile(tensor)
+        self.modules[target] = (tensor if persistent or isinstance(tensor, nn.Parameter)
+                                else _Volatile(tensor, recompute))
         return self._traced(self.fx.create_node("get_attr", target, name=_identifier(self.node.local_name)))
 
     def attribute(self, name: str) -> str:
@@ -160,6 +166,8 @@ def _build(graph: Graph, zero_init_residual: bool) -> fx.GraphModule:
             hold_ties(module, ties)
     if zero_init_residual:
         _zero_init_residual(graph, modules)
+    if any(getattr(owner, "_resgraph_recompute", None) for owner in module.modules()):
+        module.register_load_state_dict_post_hook(_recompute_buffers)
     _NETWORKS[module] = graph
     # What the error notes need of the IR, kept in the module itself so that copies and pickles keep it.
     module._resgraph_inputs = tuple((name, graph.nodes[name].shape) for name in graph.inputs)
@@ -335,6 +343,8 @@ class _ScopeLowering:
             if isinstance(module, _Volatile):  # fx copies every tensor attribute as a persistent buffer
                 owner, _, name = attribute.rpartition(".")
                 built.get_submodule(owner)._non_persistent_buffers_set.add(name)
+                if module.recompute is not None:
+                    built.__dict__.setdefault("_resgraph_recompute", {})[attribute] = module.recompute
         if self.declared is not None:
             ranks.update((attribute, rank) for attribute in b.modules if attribute not in ranks)
             _in_declaration_order(built, ranks)
@@ -373,10 +383,42 @@ def _same_order(copy: nn.Module, original: nn.Module) -> None:
 
 
 class _Volatile:
-    """A buffer left out of the state_dict (`persistent: false`)."""
+    """A buffer left out of the state_dict (`persistent: false`), and how to compute it again (or None)."""
 
-    def __init__(self, tensor: torch.Tensor) -> None:
+    def __init__(self, tensor: torch.Tensor, recompute: Callable[[], torch.Tensor] | None = None) -> None:
         self.tensor = tensor
+        self.recompute = recompute
+
+
+def _recompute_buffers(network: nn.Module, incompatible_keys: Any) -> None:
+    """A load_state_dict post-hook of a network with buffers left out of the state_dict: computes them again.
+
+    Torch's ways of materialising a network built on the meta device leave such a buffer wrong, since no
+    checkpoint holds it: `load_state_dict(sd, assign=True)` leaves it on meta (the forward then computes
+    nothing), and `to_empty(device=...)` before a load leaves it uninitialised memory. This is torch's and
+    Hugging Face's answer for buffers that are a function of the configuration (torchtune's rotary
+    `reset_parameters`, transformers' `_init_weights` of `inv_freq`): compute them again, here after every
+    load, in place on the buffer's own device and dtype; one still on meta goes to the device (and, if it is
+    floating point, the dtype) of the loaded weights, and stays on meta while they are."""
+    owners = [(owner, recipes) for owner in network.modules()
+              if (recipes := owner.__dict__.get("_resgraph_recompute"))]
+    loaded = next((t for t in (*network.parameters(), *network.buffers()) if not t.is_meta), None)
+    floating = next((p.dtype for p in network.parameters() if p.is_floating_point() and not p.is_meta), None)
+    with torch.no_grad():
+        for owner, recipes in owners:
+            for attribute, recompute in recipes.items():
+                path, _, name = attribute.rpartition(".")
+                holder = owner.get_submodule(path)
+                current = holder._buffers.get(name)
+                if current is None:
+                    continue
+                if not current.is_meta:
+                    with torch.device(current.device):
+                        current.copy_(recompute())
+                elif loaded is not None:
+                    dtype = floating if current.is_floating_point() and floating is not None else current.dtype
+                    with torch.device(loaded.device):
+                        holder._buffers[name] = recompute().to(dtype)
 
 
 def _place(root: nn.Module, path: str, value: Any) -> None:
@@ -519,7 +561,7 @@ class CompiledNetwork(CompiledModule):
 
 
 # Attributes that fx's GraphModule.__init__ resets or does not know, restored on copies and unpickled modules.
-_KEPT = ("training", "_resgraph_inputs", "meta", "_resgraph_ties")
+_KEPT = ("training", "_resgraph_inputs", "_resgraph_recompute", "meta", "_resgraph_ties")
 
 
 def _restore(module: nn.Module, state: dict) -> None:

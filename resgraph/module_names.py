@@ -114,3 +114,52 @@ def _where(graph: "Graph", scope: str, name: str, calls: dict) -> "tuple[Span | 
                 note = node.notes[depth - 1]
                 return note.span, node.notes[:depth - 1]
     return None, ()
+
+
+
+def module_paths(graph: "Graph") -> tuple[dict[str, str], dict[str, str]]:
+    """Each op node's module (or tensor) path in the compiled network, as lowering names it (no torch), and the
+    path of the shortcut module of each `add` with a `shortcut_name`. A node's path is that of its block instance,
+    then its `key` or its name; an instance's is its call's `key` or name in the caller's instance, then, where the
+    call repeats, the repetition's name (`layer1.0`, `trunk_output.block1.block1-0`). A single name torch reserves
+    is renamed as lowering renames it (`forward_`). `resgraph expand` keys its flat nodes with these paths, so that
+    the flat spec keeps the state_dict keys."""
+    calls = graph.block_calls()
+    own: dict[str, list[str]] = {}
+    for node in graph:
+        if node.op is not None:
+            own.setdefault(node.prefix[:-1], []).append(node.local_name)
+
+    def attribute(scope: str, name: str) -> str:
+        if "." in name or not _reserved(name):   # a dotted `key` is a path the user chose, as in lowering
+            return name
+        taken = frozenset(own.get(scope, []) + [call.rpartition(".")[2] for call in calls.get(scope, {})])
+        return module_attribute(name, taken)
+
+    instances: dict[str, str] = {"": ""}   # instance -> its module path
+
+    def instance_path(scope: str) -> str:
+        if scope not in instances:
+            instance = graph.instances[scope]
+            caller = instance.call.rpartition(".")[0]
+            path = _joined(instance_path(caller), attribute(caller, instance.key or instance.call.rpartition(".")[2]))
+            if instance.index is not None:   # an nn.Sequential of the repetitions, by their names
+                path += "." + scope.rpartition(".")[2]
+            instances[scope] = path
+        return instances[scope]
+
+    nodes: dict[str, str] = {}
+    shortcuts: dict[str, str] = {}
+    for node in graph:
+        if node.op is None:
+            continue
+        scope = node.prefix[:-1]
+        nodes[node.name] = _joined(instance_path(scope), attribute(scope, node.module_name))
+        shortcut = getattr(node.op, "shortcut_name", None)
+        if shortcut is not None:
+            shortcuts[node.name] = _joined(instance_path(scope), attribute(scope, shortcut))
+    return nodes, shortcuts
+
+
+def _joined(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .expand import Program
 from .expr import ExprError, names_in
 from .graph import Graph, Instance, Node
+from .module_names import module_paths
 from .source import KeyPath, SourceFile, value_at
 
 SKIPPED = ("op", "inputs", "when", "otherwise")
@@ -187,15 +188,39 @@ class Provenance:
 _FLAT = re.compile(r"[^A-Za-z0-9_]")
 
 
+def _is_output_item(node: Node) -> bool:
+    return node.op is not None and node.op.op_name() == "output_item"
+
+
+def _allowed(program: Program, graph: Graph, node: Node) -> list[str]:
+    """The warnings the flat node may raise unreported: its own `allow` and its block calls' (`node.allow`), and
+    the `allow` of the block it is written in (which silences warnings located in that block), less the spec's
+    own `allow`, which the flat spec keeps."""
+    from .diagnostics import ALLOWABLE
+
+    codes = set(node.allow)
+    if node.prefix:
+        block = program.blocks.get(graph.instances[node.prefix[:-1]].block)
+        if block is not None:
+            codes |= set(block.definition.allow) & set(ALLOWABLE)
+    return sorted(codes - set(program.spec.allow))
+
+
 def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None = None,
                   origins: bool = False, source_name: str = "") -> str:
     """The network as one flat spec: node `layer3.0.conv2` becomes `layer3_0_conv2` (its dotted name in
-    a comment), every attribute the spec gave is evaluated, every `inputs` explicit. It validates and
-    compiles to the same parameters (only module names differ: dots become underscores)."""
+    a comment), every attribute the spec gave is evaluated, every `inputs` explicit. Each node whose module
+    path differs from its flat name gets that path as its `key` (`key: layer3.0.conv2`, `key: trunk_output.
+    block1.block1-0.f.a.0` for a keyed node of a keyed call), and each shortcut module its path as its
+    `shortcut_name`: the flat spec validates and compiles to the same state_dict keys."""
     provenance = Provenance(program, graph, sets)
+    paths, shortcut_paths = module_paths(graph)
     names: dict[str, str] = {}
     taken: set[str] = set()
     for node in graph:
+        if _is_output_item(node):   # made by a reference `halves:1`: the flat spec writes that reference again
+            names[node.name] = f"{names[node.inputs[0]]}:{node.op.index}"
+            continue
         flat = _FLAT.sub("_", node.name)
         candidate, number = flat, 2
         while candidate in taken:
@@ -207,27 +232,37 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
              "resgraph: 1", f"name: {yaml_value(graph.name)}"]
     if program.spec.allow:
         lines.append(f"allow: {yaml_value(program.spec.allow)}")
-    if graph.inputs == ["input"] and isinstance(program.spec.input, list):
-        lines.append(f"input: {yaml_value(graph.nodes['input'].shape)}")
+    def declared(name: str) -> str:   # an input's shape, and its dtype where it is not the float default
+        node = graph.nodes[name]
+        shape = yaml_value(node.shape)
+        return shape if node.dtype == "float" else f"{{shape: {shape}, dtype: {node.dtype}}}"
+
+    if graph.inputs == ["input"] and not isinstance(program.spec.input, dict):   # one input: a shape, or {shape, dtype}
+        lines.append(f"input: {declared('input')}")
     else:
         lines.append("input:")
-        lines += [f"  {names[name]}: {yaml_value(graph.nodes[name].shape)}" for name in graph.inputs]
+        lines += [f"  {names[name]}: {declared(name)}" for name in graph.inputs]
     if origins:
         for name in program.spec.params:
             lines.append("# param " + "; ".join(line.strip() for line in provenance.name(name, "")))
     lines.append("nodes:")
     for node in graph:
-        if node.is_input:
+        if node.is_input or _is_output_item(node):
             continue
         fields = [("op", node.op.op_name())]
+        if paths[node.name] != names[node.name]:   # where its module sits in the compiled network
+            fields.append(("key", paths[node.name]))
         for attr in type(node.op).model_fields:
-            if attr in SKIPPED or attr == "shortcut_name" or attr not in node.op.model_fields_set:
+            if attr in SKIPPED or attr in ("key", "shortcut_name", "allow") or attr not in node.op.model_fields_set:
                 continue
             fields.append((attr, getattr(node.op, attr)))
+        allowed = _allowed(program, graph, node)
+        if allowed:
+            fields.append(("allow", allowed))
         if "shortcut_name" in type(node.op).model_fields and getattr(node.op, "shortcut", "identity") != "identity" \
                 and (node.prefix or "shortcut_name" in node.op.model_fields_set):
-            # one flat scope: each shortcut module keeps the distinct name it had in its block instance
-            fields.append(("shortcut_name", _FLAT.sub("_", node.prefix + node.op.shortcut_name)))
+            # one flat scope: each shortcut module keeps its path in its block instance
+            fields.append(("shortcut_name", shortcut_paths[node.name]))
         fields.append(("inputs", [names[i] for i in node.inputs]))
         if not origins:
             body = ", ".join(f"{key}: {yaml_value(value) if key != 'op' else value}" for key, value in fields)
@@ -238,9 +273,21 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
         for key, value in fields:
             shown = value if key == "op" else yaml_value(value)
             comment = ""
-            if key not in ("op", "inputs", "shortcut_name"):
+            if key == "key":
+                comment = "  # its module path" + (
+                    "; its own `key`: " + "; ".join(line.strip() for line in provenance.attribute(node, key))
+                    if node.op.key is not None else "")
+            elif key == "allow":
+                comment = "  # its own `allow`, its block calls' and its block's"
+            elif key not in ("op", "inputs", "shortcut_name"):
                 comment = "  # " + "; ".join(line.strip() for line in provenance.attribute(node, key))
             lines.append(f"    {key}: {shown}{comment}")
     outputs = [names[name] for name in graph.outputs]
-    lines.append(f"outputs: {yaml_value(outputs[0] if len(outputs) == 1 else outputs)}")
+    if graph.output_keys:   # a mapping: the forward returns a dict with these keys
+        pairs = (f"{yaml_value(key)}: {name}" for key, name in zip(graph.output_keys, outputs))
+        lines.append("outputs: {" + ", ".join(pairs) + "}")
+    else:
+        lines.append(f"outputs: {yaml_value(outputs[0] if len(outputs) == 1 else outputs)}")
+    if graph.training_outputs:
+        lines.append(f"training_outputs: {yaml_value([names[name] for name in graph.training_outputs])}")
     return "\n".join(lines) + "\n"

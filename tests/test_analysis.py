@@ -114,3 +114,83 @@ def test_dynamic_programming_agrees_with_the_histogram():
     (paths,) = resgraph.load("chain.yaml", text=_residual_chain(12)).analyze().paths
     assert paths.histogram == {k: comb(12, k) for k in range(13)}
     assert (paths.count, paths.longest, paths.shortest, paths.mean) == (2**12, 12, 0, 6.0)
+
+
+# A squeeze-and-excitation gate (a global pool, broadcast back by `mul`) and an ASPP-style pooled branch
+# (a global pool upsampled back to the map and concatenated with it), between local convolutions.
+_GLOBAL_POOL_SPEC = """resgraph: 1
+input: [3, 32, 32]
+nodes:
+  conv1: {op: conv2d, out: 4, kernel: 3, stride: 2, padding: 1}
+  pool: {op: adaptive_avgpool2d, size: 1}
+  fc: {op: conv2d, out: 4, kernel: 1}
+  gate: sigmoid
+  scaled: {op: mul, inputs: [conv1, gate]}
+  conv2: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  aspp_pool: {op: adaptive_avgpool2d, inputs: conv1, size: 1}
+  aspp_up: {op: upsample, size: [16, 16], mode: bilinear}
+  local: {op: conv2d, inputs: conv1, out: 4, kernel: 3, padding: 1}
+  concat: {op: concat, inputs: [local, aspp_up]}
+outputs: {gated: conv2, aspp: concat}
+"""
+
+
+def test_a_global_pool_fed_back_to_the_map_makes_the_field_global_not_huge():
+    """LR-ASPP printed fields of 10^16 pixels: the global pool's jump (the whole map) was taken by the `mul` that
+    broadcasts it back, and every later window multiplied it. Every output after a global pool sees the whole
+    input (GLOBAL), and neighbouring outputs stay as far apart as those of the map the gate scales."""
+    fields = resgraph.load("se.yaml", text=_GLOBAL_POOL_SPEC).analyze().receptive_fields
+    assert fields["conv1"] == ((3, 3), (2, 2))
+    assert fields["pool"][0] == (None, None)
+    assert fields["scaled"] == ((None, None), (2, 2))
+    assert fields["conv2"] == ((None, None), (2, 2))
+    assert fields["local"] == ((7, 7), (2, 2))                     # untouched by the pooled branch beside it
+    assert fields["aspp_up"] == ((None, None), (0, 0))             # one value copied to every output
+    assert fields["concat"] == ((None, None), (2, 2))
+
+
+def test_global_fields_agree_with_the_gradient_support():
+    """Differential check with autograd: one output of `conv2` (after the gate) depends on every input pixel, and
+    one output of `local` on a 7x7 patch, as the static fields say."""
+    torch.manual_seed(0)
+    model = resgraph.load("se.yaml", text=_GLOBAL_POOL_SPEC).compile().eval()
+    image = torch.randn(1, 3, 32, 32, requires_grad=True)
+    out = model(image)
+    (grad,) = torch.autograd.grad(out["gated"][0, :, 8, 8].sum(), image, retain_graph=True)
+    assert bool((grad.abs().sum(1) > 0).all())
+    (grad,) = torch.autograd.grad(out["aspp"][0, :4, 8, 8].sum(), image)   # the `local` half of the concat
+    rows, cols = (grad.abs().sum(1)[0] > 0).nonzero(as_tuple=True)
+    assert (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1) == (7, 7)
+
+
+def test_lraspp_fields_stay_bounded_and_say_global():
+    analysis = resgraph.load(SPECS / "lraspp_mobilenet_v3_large.yaml").analyze()
+    fields = analysis.receptive_fields
+    assert all(r is None or r <= 520 for size, _ in fields.values() for r in size)
+    assert all(j <= 528 for _, jump in fields.values() for j in jump)
+    assert fields["bneck3.add"] == ((19, 19), (4, 4))              # before the first squeeze-and-excitation
+    assert fields["bneck4.block.2.scaled"] == ((None, None), (8, 8))
+    assert fields["upsample"] == ((None, None), (1, 1))
+    text = analysis.to_text()
+    assert "  upsample  " in text and text.rstrip().endswith("global  jump 1x1")
+
+
+def test_resnet18_global_pool_is_global():
+    fields = resgraph.load(SPECS / "resnet18.yaml").analyze().receptive_fields
+    assert fields["avgpool"][0] == (None, None)
+    assert fields["layer4.1.add"][0] == (435, 435)
+
+
+def test_parameters_and_buffers_start_no_path():
+    """ViT and ConvNeXt crashed `analyze` (`max() arg is an empty sequence`): a `parameter` node has no inputs,
+    so no path from the input reaches it; adding it (a position embedding, a layer scale) adds no path."""
+    network = resgraph.load("param.yaml", text=(
+        "resgraph: 1\ninput: [4, 8]\nnodes:\n  fc: {op: linear, out: 8}\n"
+        "  pos: {op: parameter, shape: [4, 8]}\n  table: {op: buffer, generator: ones, shape: [4, 8]}\n"
+        "  scaled: {op: mul, inputs: [pos, table]}\n  add: {op: add, inputs: [fc, scaled]}\n"))
+    (paths,) = network.analyze().paths
+    assert (paths.count, paths.longest, paths.shortest, paths.histogram) == (1, 1, 1, {1: 1})
+    (vit,) = resgraph.load(SPECS / "vit_b_16.yaml").analyze().paths
+    # 24 residual units (attention, MLP) in 12 layers; the class token's `expand` reads the patch tokens, so the
+    # sequence is reached two ways. Longest: conv_proj, 12 x (attention + 2 linears), head; shortest: the two ends.
+    assert (vit.count, vit.longest, vit.shortest) == (2 * 2**24, 1 + 12 * 3 + 1, 2)

@@ -352,3 +352,74 @@ def test_a_block_call_keyed_with_a_name_torch_reserves_is_renamed_as_a_node_is(l
     assert list(model.state_dict()) == ["eval_.0.fc.weight", "eval_.0.fc.bias", "eval_.1.fc.weight",
                                         "eval_.1.fc.bias", "train_.weight", "train_.bias"]
     assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+# Buffers left out of the state_dict, at the top and in each instance of a repeated block under a `key`, one of
+# them an int64 index: what no checkpoint holds, and what meta-device materialisation must compute again.
+VOLATILE_BUFFERS = """resgraph: 1
+input: [4, 64]
+blocks:
+  stage:
+    nodes:
+      fc: {op: linear, out: 64}
+      table: {op: buffer, generator: sinusoidal, shape: [4, 64], persistent: false, key: consts.1}
+      sum: {op: add, inputs: [fc, table]}
+nodes:
+  table: {op: buffer, generator: sinusoidal, shape: [4, 64], persistent: false}
+  sum: {op: add, inputs: [input, table]}
+  body: {block: stage, repeat: 2}
+  windows: {op: buffer, generator: relative_position_index, window: [2, 2], persistent: false}
+outputs: {out: body, windows: windows}
+"""
+
+
+def _materialised(how: str, network, weights: dict) -> torch.nn.Module:
+    """The network built on meta, then made real as torch documents it."""
+    model = resgraph.compile(network, device="meta")
+    if how == "assign":
+        model.load_state_dict(weights, assign=True)
+    elif how == "to_empty":
+        model.to_empty(device="cpu")
+        model.load_state_dict(weights)
+    elif how == "nested":   # the network inside a user's model, which is what is loaded
+        model = torch.nn.Sequential(model)
+        model.load_state_dict({f"0.{key}": value for key, value in weights.items()}, assign=True)
+    else:   # a copy and a pickle of the meta network keep the recipe
+        import pickle
+
+        model = pickle.loads(pickle.dumps(copy.deepcopy(model)))
+        model.to_empty(device="cpu")
+        model.load_state_dict(weights)
+    return model
+
+
+@pytest.mark.parametrize("how", ["assign", "to_empty", "nested", "copied"])
+def test_non_persistent_buffers_are_computed_again_after_meta_materialisation(load_text, how):
+    """A `persistent: false` buffer of a network built on meta stayed on meta after `load_state_dict(...,
+    assign=True)` (the forward silently computed nothing) and was uninitialised memory after `to_empty`: no
+    state_dict holds it. It is computed again after the load, on the weights' device."""
+    network = load_text(VOLATILE_BUFFERS)
+    reference = resgraph.compile(network).eval()
+    weights = reference.state_dict()
+    assert not any("table" in key or "consts" in key or "windows" in key for key in weights)
+    model = _materialised(how, network, weights).eval()
+    expected = dict(reference.named_buffers())
+    got = {name.removeprefix("0."): buffer for name, buffer in model.named_buffers()}
+    assert list(got) == list(expected) == ["table", "windows", "body.0.consts.1", "body.1.consts.1"]
+    for name, buffer in got.items():
+        assert buffer.device.type == "cpu" and buffer.dtype == expected[name].dtype, name
+        assert torch.equal(buffer, expected[name]), name
+    x = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        got, want = model(x), reference(x)
+    assert list(got) == ["out", "windows"]
+    assert all(torch.equal(got[key], want[key]) for key in want)
+
+
+def test_a_non_persistent_buffer_follows_the_dtype_of_the_weights_assigned():
+    network = resgraph.load("volatile.yaml", text=VOLATILE_BUFFERS)
+    weights = resgraph.compile(network, dtype="float64").state_dict()
+    model = resgraph.compile(network, device="meta")   # float32 on meta
+    model.load_state_dict(weights, assign=True)
+    assert model.table.dtype == torch.float64 and model.windows.dtype == torch.int64
+    assert torch.equal(model.table, resgraph.compile(network, dtype="float64").table)

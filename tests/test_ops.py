@@ -109,7 +109,7 @@ class EagerBuilder:
     def call_method(self, method: str, args: list, kwargs: dict | None = None) -> torch.Tensor:
         return getattr(args[0], method)(*args[1:], **(kwargs or {}))
 
-    def get_attr(self, tensor: torch.Tensor, persistent: bool = True) -> torch.Tensor:
+    def get_attr(self, tensor: torch.Tensor, persistent: bool = True, recompute: Any = None) -> torch.Tensor:
         return tensor
 
     def can_overwrite(self, position: int) -> bool:

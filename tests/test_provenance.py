@@ -63,13 +63,14 @@ def test_expand_with_origins_of_an_extends_spec_with_set(tmp_path):
             f"`with` of `stage` at {base}:14: `width`; width = 16: param at {child}:3 (`child.yaml` extends "
             f"`base.yaml` and sets it)") in lines
     first, second = (lines.index(f"  stage_{i}_conv:  # stage.{i}.conv, at {base}:9") for i in (0, 1))
-    assert lines[first + 4] == (f"    stride: 2  # `stride` at {base}:9; stride = 2: `first` of `stage` at {base}:14")
-    assert lines[second + 4] == (f"    stride: 1  # `stride` at {base}:9; stride = 1: default of param `stride` of "
+    assert lines[first + 5] == (f"    stride: 2  # `stride` at {base}:9; stride = 2: `first` of `stage` at {base}:14")
+    assert lines[second + 5] == (f"    stride: 1  # `stride` at {base}:9; stride = 1: default of param `stride` of "
                                  f"block `unit` at {base}:6")
     assert f"    kernel: 3  # literal at {base}:9" in lines
     assert "    out: 5  # `num_classes` at " + str(base) + ":17; num_classes = 5: `--set num_classes=5`" in lines
-    # each flat shortcut module keeps its own name
-    assert "    shortcut_name: stage_0_downsample" in lines and "    shortcut_name: stage_1_downsample" in lines
+    # each flat node and shortcut module keeps its module path in the compiled network
+    assert '    key: "stage.0.conv"  # its module path' in lines
+    assert '    shortcut_name: "stage.0.downsample"' in lines and '    shortcut_name: "stage.1.downsample"' in lines
 
 
 def test_expand_without_origins_round_trips_resnet34():
@@ -123,3 +124,73 @@ def test_explain_says_what_a_computed_key_reads():
     key = next(i for i, line in enumerate(lines) if line.startswith("  key = "))
     assert lines[key].startswith('  key = "17": `{s3 + k}` at ') and lines[key].endswith("vgg.yaml:55")
     assert lines[key + 1].startswith("      k = 3: let `3 if batch_norm else 2` of block `features`")
+
+
+# Keyed nodes in a block (RegNet's `f.a.0`), under a keyed and repeated call with `names`, beside a node whose name
+# torch reserves (renamed `forward_` in the compiled module) and a projection shortcut.
+KEYED = """\
+resgraph: 1
+input: [3, 8, 8]
+allow: [RG039]
+blocks:
+  unit:
+    params: {out: null}
+    nodes:
+      a_conv: {op: conv2d, out: out, kernel: 3, padding: 1, bias: false, key: f.a.0}
+      a_bn: {op: batchnorm2d, key: f.a.1}
+      forward: {op: conv2d, out: out, kernel: 1}
+      add: {op: add, inputs: [forward, input], shortcut: auto}
+nodes:
+  stem: {op: conv2d, out: 4, kernel: 1, key: stem.0}
+  stage: {block: unit, repeat: 2, names: "block1-{i}", key: trunk_output.block1, with: {out: 8}}
+  pool: {op: adaptive_avgpool2d, size: 1}
+  flat: flatten
+  head: {op: linear, out: 2, key: fc}
+"""
+
+
+def _state_dict_keys(network) -> list[str]:
+    return list(resgraph.compile(network, device="meta").state_dict())
+
+
+def test_expand_keeps_the_instance_path_of_keyed_nodes_in_blocks(tmp_path):
+    """`resgraph expand` wrote a keyed node of a block instance with its own `key` alone (`key: "f.a.0"` for every
+    instance): the flat spec failed to validate (RG086, two nodes at `f.a.0`). Each flat node's key is now its
+    module path, and the flat spec compiles to the original's state_dict keys, in order."""
+    path = tmp_path / "keyed.yaml"
+    path.write_text(KEYED)
+    result = invoke("expand", str(path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert ('  stage_block1_0_a_conv: {op: conv2d, key: "trunk_output.block1.block1-0.f.a.0", out: 8, kernel: 3, '
+            'padding: 1, bias: false, inputs: [stem]}  # stage.block1-0.a_conv') in lines
+    assert any('key: "trunk_output.block1.block1-1.forward_"' in line for line in lines)
+    assert any('shortcut_name: "trunk_output.block1.block1-0.downsample"' in line for line in lines)
+    expanded = resgraph.load(tmp_path / "expanded.yaml", text=result.output)
+    assert expanded.warnings == [] and not expanded.program.blocks
+    original = resgraph.load(path)
+    keys = _state_dict_keys(original)
+    assert {"trunk_output.block1.block1-0.f.a.0.weight", "trunk_output.block1.block1-1.forward_.weight"} <= set(keys)
+    assert _state_dict_keys(expanded) == keys
+
+
+@pytest.mark.parametrize("name", ["regnet_x_400mf", "resnet18", "lraspp_mobilenet_v3_large", "bert", "googlenet",
+                                  "shufflenet_v2_x1_0", "vgg11_bn"])
+def test_expanded_spec_compiles_to_the_same_state_dict_keys(name):
+    """Also what the flat spec dropped or broke before: the dtype of int64 inputs (BERT's ids), the keys of a
+    mapping `outputs` (LR-ASPP returns {out}), the `training_outputs` (GoogLeNet's auxiliary heads), a reference to
+    one output of a node (ShuffleNet's `halves:1`, written as the internal op `output_item`) and a block's `allow`
+    (VGG's RG100 warnings came back)."""
+    from resgraph.provenance import expanded_spec
+
+    network = resgraph.load(SPECS / f"{name}.yaml")
+    for origins in (False, True):
+        again = resgraph.load(f"{name}_expanded.yaml", text=expanded_spec(network.program, network.graph,
+                                                                          origins=origins))
+        assert again.warnings == []
+        assert _state_dict_keys(again) == _state_dict_keys(network)
+        assert again.graph.output_keys == network.graph.output_keys
+        assert len(again.graph.outputs) == len(network.graph.outputs)
+        assert len(again.graph.training_outputs) == len(network.graph.training_outputs)
+        assert [again.graph.nodes[name].dtype for name in again.graph.inputs] == \
+            [network.graph.nodes[name].dtype for name in network.graph.inputs]

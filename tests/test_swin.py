@@ -125,7 +125,7 @@ def test_small_swin_and_its_export_equal_torchvision(tmp_path, spec, version, cl
     ejected_module = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(ejected_module)
     ejected = getattr(ejected_module, class_name)()   # the exported params are its defaults
-    assert sorted(ejected.state_dict()) == sorted(reference.state_dict())
+    assert list(ejected.state_dict()) == list(compiled.state_dict())   # in order: `norm1` before `attn` in V2
     ejected.load_state_dict(reference.state_dict(), strict=True)
     ejected.eval()
     x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
@@ -148,3 +148,24 @@ def test_a_window_too_large_for_its_index_is_a_diagnostic(validate_text):
     (error,) = [d for d in diagnostics if d.is_error]
     assert "4,096" in error.message and "relative-position index" in error.message
     assert error.span is not None and error.span.line == 4
+
+
+@pytest.mark.parametrize("spec, class_name, reference", [("swin_v2_t", "SwinV2T", tv.swin_v2_t)])
+def test_the_exported_swin_v2_lists_its_state_dict_as_torchvision_does(tmp_path, spec, class_name, reference):
+    """The exported class makes its modules in the order the spec declares its nodes, as the compiled module
+    registers them (torchvision's V2 block declares `norm1` before `attn`, and runs it after): its state_dict
+    keys come in the compiled module's order and torchvision's, not in the order the forward runs."""
+    network = resgraph.load(SPECS / f"{spec}.yaml")
+    path = tmp_path / f"{spec}.py"
+    path.write_text(eject_network(network))
+    loader = importlib.util.spec_from_file_location(f"ejected_full_{spec}", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    with torch.device("meta"):
+        ejected = getattr(module, class_name)()
+        expected = list(reference().state_dict())
+    compiled = list(resgraph.compile(network, device="meta").state_dict())
+    assert compiled == expected
+    assert list(ejected.state_dict()) == expected
+    norm1, attn = (expected.index(f"features.1.0.{name}.weight") for name in ("norm1", "attn.qkv"))
+    assert norm1 < attn

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Bool, Float, Int, Op, Shape, ShapeError, fmt_shape, register
+from .base import GLOBAL, Bool, Float, Int, Op, Shape, ShapeError, fmt_shape, register
 
 
 @register
@@ -87,8 +87,7 @@ class MultiheadAttention(Op):
         if field is None:
             return None
         size, jump = field
-        extents = inputs[0][1:]
-        return tuple(r + (n - 1) * j for r, n, j in zip(size, extents, jump)), jump
+        return tuple(GLOBAL if n > 1 else r for r, n in zip(size, inputs[0][1:])), jump
 
     def lower(self, b, args, inputs, output, meta):
         import operator

@@ -241,8 +241,16 @@ def spatial(value: int | tuple[int, ...], ndim: int, attr: str) -> tuple[int, ..
     return tuple(value)
 
 
-# A receptive field per spatial dimension: (size in input pixels, jump between neighbouring outputs).
-ReceptiveField = tuple[tuple[int, ...], tuple[int, ...]]
+# A receptive field per spatial dimension: (size in input pixels, jump between neighbouring outputs). A size of
+# GLOBAL (None) says that every output sees the whole input along that dimension (after a global pool, a reduction
+# or attention); it stays so through every op that reads it, since a window over it cannot see more than all.
+ReceptiveField = tuple[tuple[int | None, ...], tuple[int, ...]]
+GLOBAL = None
+
+
+def grown(size: int | None, by: int) -> int | None:
+    """A field size widened by `by` input pixels; a global one stays global."""
+    return GLOBAL if size is GLOBAL else size + by
 
 
 def window_field(field: "ReceptiveField | None", kernel: Sequence[int], stride: Sequence[int],
@@ -251,7 +259,7 @@ def window_field(field: "ReceptiveField | None", kernel: Sequence[int], stride: 
     if field is None:
         return None
     size, jump = field
-    return (tuple(r + (k - 1) * d * j for r, k, d, j in zip(size, kernel, dilation, jump)),
+    return (tuple(grown(r, (k - 1) * d * j) for r, k, d, j in zip(size, kernel, dilation, jump)),
             tuple(j * s for j, s in zip(jump, stride)))
 
 
@@ -405,14 +413,19 @@ class Op(BaseModel):
                         meta: dict) -> "ReceptiveField | None":
         """The receptive field of the output, from those of the inputs (None: not spatial).
 
-        Element-wise ops and merges keep the widest input field; ops that change the rank end it.
+        Element-wise ops and merges keep the widest input field (global if any input's is); ops that change
+        the rank end it. The jump is that of the inputs the output steps through: an input broadcast along a
+        dimension (extent 1, as a squeeze-and-excitation gate) has one value there, and no say in the jump.
         Windowed ops (convolution, pooling) override this with `window_field`."""
-        known = [f for f in fields if f is not None]
+        known = [(f, shape) for f, shape in zip(fields, inputs) if f is not None]
         if not known or any(len(s) != len(output) for s in inputs):
             return None
-        sizes = tuple(max(values) for values in zip(*(f[0] for f in known)))
-        jumps = tuple(max(values) for values in zip(*(f[1] for f in known)))
-        return sizes, jumps
+        sizes = tuple(GLOBAL if GLOBAL in values else max(values) for values in zip(*(f[0] for f, _ in known)))
+        jumps = []
+        for d, extent in enumerate(output[1:]):
+            stepped = [f[1][d] for f, shape in known if shape[d + 1] == extent]
+            jumps.append(max(stepped or [f[1][d] for f, _ in known]))
+        return sizes, tuple(jumps)
 
     def label(self) -> str:
         parts = []

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Choice, Int, Op, Shape, ShapeError, fmt_shape, prod, register
+from .base import KEY_PATTERN, Choice, Int, Op, Shape, ShapeError, fmt_shape, prod, register
 
 
 class Shortcut(str, Enum):
@@ -84,8 +84,10 @@ class Add(Op):
 
     op: Literal["add"]
     shortcut: Choice(*(s.value for s in Shortcut)) = Shortcut.IDENTITY.value
-    shortcut_name: str = Field("downsample", pattern=r"^[A-Za-z0-9_]+$",
-                               description="module name of a projection or padding shortcut")
+    shortcut_name: str = Field("downsample", pattern=KEY_PATTERN,
+                               description="module name of a projection or padding shortcut (a dotted path, as "
+                                           "a `key`, places it in containers: `resgraph expand` writes "
+                                           "`layer2.0.downsample`)")
 
     min_inputs: ClassVar[int] = 2
     max_inputs: ClassVar[int | None] = None

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
+from .base import GLOBAL, Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
 from .conv import layout_name, stride_text
 
 
@@ -211,7 +211,11 @@ class _AdaptivePoolNd(Op):
         sizes = inputs[0][1:]
         kernel = [-(-s // o) for s, o in zip(sizes, output[1:])]
         stride = [max(1, s // o) for s, o in zip(sizes, output[1:])]
-        return window_field(fields[0], kernel, stride, (1,) * len(sizes))
+        field = window_field(fields[0], kernel, stride, (1,) * len(sizes))
+        if field is None:
+            return None
+        size, jump = field
+        return tuple(GLOBAL if o == 1 < s else r for r, s, o in zip(size, sizes, output[1:])), jump
 
     def lower(self, b, args, inputs, output, meta):
         import torch.nn.functional as F

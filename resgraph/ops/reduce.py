@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Bool, Op, Shape, ShapeError, attribute, fail, fmt_shape, register
+from .base import GLOBAL, Bool, Op, Shape, ShapeError, attribute, fail, fmt_shape, register
 
 
 def _as_dims(value: Any) -> tuple[int, ...]:
@@ -52,14 +52,13 @@ class _Reduction(Op):
         return tuple(d for i, d in enumerate(shape) if i not in reduced)
 
     def receptive_field(self, fields, inputs, output, meta):
-        # Reducing every spatial dimension with keepdim (global pooling) covers the whole input.
+        # A dimension reduced with keepdim (global pooling) covers the whole input.
         field = fields[0]
         if field is None or len(output) != len(inputs[0]):
             return None
         size, jump = field
         extents = inputs[0][1:]
-        return (tuple(r + (n - 1) * j if o == 1 else r for r, n, j, o in zip(size, extents, jump, output[1:])),
-                jump)
+        return tuple(GLOBAL if o == 1 < n else r for r, n, o in zip(size, extents, output[1:])), jump
 
     def lower(self, b, args, inputs, output, meta):
         import torch

@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, prod,
-                   register, spatial)
+from .base import (MAX_DIM, Bool, Choice, Float, Int, Ints, Op, ReceptiveField, Shape, ShapeError, fmt_shape, grown,
+                   prod, register, spatial)
 from .conv import init_conv, layout_name, stride_text
 
 
@@ -28,7 +28,7 @@ def _scaled_field(field: ReceptiveField | None, taps: list[int], steps: list[Fra
     jumps = [j * step for j, step in zip(jump, steps)]
     if any(j.denominator != 1 for j in jumps):
         return None
-    return (tuple(r + (t - 1) * j for r, t, j in zip(size, taps, jump)), tuple(int(j) for j in jumps))
+    return (tuple(grown(r, (t - 1) * j) for r, t, j in zip(size, taps, jump)), tuple(int(j) for j in jumps))
 
 
 class _ConvTransposeNd(Op):
@@ -232,6 +232,8 @@ class Upsample(Op):
             steps = [Fraction(s, o) for s, o in zip(sizes, outs)]
         # nearest reads one input per output, bilinear its two neighbours (one where the size is kept: a copy)
         taps = [2 if self.mode == "bilinear" and step != 1 and s > 1 else 1 for s, step in zip(sizes, steps)]
+        # an input of extent 1 (a pooled map spread back over the image) is copied to every output: jump 0
+        steps = [Fraction(0) if s == 1 else step for s, step in zip(sizes, steps)]
         return _scaled_field(fields[0], taps, steps)
 
     def lower(self, b, args, inputs, output, meta):

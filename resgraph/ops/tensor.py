@@ -7,6 +7,7 @@ Such a tensor has a batch of 1 (or none): it broadcasts against batched tensors 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar, Literal
 
@@ -173,7 +174,9 @@ class Buffer(_Tensor):
         return tensor.reshape(self.stored_shape(shape))
 
     def lower(self, b, args, inputs, output, meta):
-        return b.get_attr(self.make(output), persistent=self.persistent)
+        # a buffer out of the state_dict is computed again after meta-device materialisation (lower.py)
+        return b.get_attr(self.make(output), persistent=self.persistent,
+                          recompute=None if self.persistent else functools.partial(self.make, output))
 
     def label(self) -> str:
         return f"buffer {self.generator}"

@@ -1452,7 +1452,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     return None if diagnostics.has_errors else graph
 
 
-OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# a name, or a number as torchvision's detection backbones key their feature maps ('0' ... '3', 'pool')
+OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
 
 def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
@@ -1471,7 +1472,7 @@ def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
             span = source.span(("outputs", key), key=True)
             diagnostics.error("RG095", f"output key `{key}` is not a name", span,
                               help=f"keys of `outputs` are letters, digits and `_`, not starting with a digit, "
-                                   f"e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
+                                   f"or numbers, e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
             ok = False
     if spec.training_outputs is not None:
         diagnostics.error("RG095", "`training_outputs` cannot be used with a mapping `outputs`",

@@ -154,6 +154,12 @@ def parse_expression(text: str) -> ast.expr:
         if count > MAX_NODES:
             raise ExprError("expression is too complex", "syntax")
         _check_node(node, text)
+        if isinstance(node, ast.Call) and len(node.args) == 2 and isinstance(node.func, ast.Name) and \
+                node.func.id == "shape":   # only as `shape(name:k)`: `shape(name, k)` is not the language
+            first, second = node.args
+            written = text.strip().split("\n")[0] if first.end_lineno == second.lineno == 1 else ""
+            if ":" not in written[first.end_col_offset:second.col_offset]:
+                raise ExprError("`shape(...)` takes one node or input name, e.g. `shape(input)[0]`", "syntax")
     return tree
 
 

@@ -273,11 +273,13 @@ def test_the_fpn_spec_loads_strictly_into_torchvisions_default_frozen_batchnorm_
     network = resgraph.load(ROOT / "specs" / "resnet50_fpn.yaml", params={"size": 40})
     model = resgraph.compile(network, seed=0).eval()
     randomize(model)
-    reference = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=5).eval()
+    with torch.device("meta"):   # no weights drawn: every tensor is the spec's, loaded below
+        reference = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=5).eval()
     assert isinstance(reference.body.bn1, torchvision.ops.FrozenBatchNorm2d)
     theirs = list(reference.state_dict())
     assert theirs == [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-    result = reference.load_state_dict(model.state_dict(), strict=True)
+    result = reference.load_state_dict(model.state_dict(), strict=True, assign=True)
+    assert not any(t.is_meta for t in list(reference.parameters()) + list(reference.buffers()))
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

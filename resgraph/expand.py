@@ -1346,6 +1346,16 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         items: dict[str, list[Node]] = {}   # consumer -> the output-item nodes made for its references
         aliases = expander.aliases
         several = expander.several
+        for name, (source, path, notes) in expander.left_out.items() if several else ():
+            target = aliases[name] if name in aliases else None
+            if target in several:   # what stands for a left-out node is one tensor
+                given = "otherwise" in value_at(source.data, path[:-1])
+                diagnostics.error("RG085", f"`{name}` is left out (`when` is false) and block call `{target}`, "
+                                  f"which has {len(several[target])} outputs, stands for it",
+                                  source.span(path[:-1] + ("otherwise",) if given else path), notes=notes,
+                                  help="let a node with one output stand for it, e.g. one that reads "
+                                       f"`{target.rpartition('.')[2]}:0`")
+                return None
         for instance in graph.instances.values() if several else ():   # checked at the call, not inside it
             for position, ref in enumerate(instance.inputs):
                 if split_item(ref)[0] in several:

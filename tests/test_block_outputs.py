@@ -288,3 +288,23 @@ def test_the_fpn_spec_loads_strictly_into_torchvisions_default_frozen_batchnorm_
     for key in want:
         scale = want[key].abs().max().item()
         assert scale > 1e-2 and (got[key] - want[key]).abs().max().item() <= 1e-5 * scale, key
+
+
+def test_the_json_schema_offers_the_list_form_of_output():
+    from resgraph.spec import json_schema
+
+    schema = json_schema()
+    output = schema["$defs"]["BlockDef"]["properties"]["output"]
+    forms = {form.get("type") for form in output["anyOf"]}
+    assert forms == {"string", "array", "null"}
+    listed = next(form for form in output["anyOf"] if form.get("type") == "array")
+    assert listed["minItems"] == 1 and listed["items"]["pattern"] == "^[A-Za-z0-9_]+(:[0-9]+)?$"
+
+
+def test_diff_reports_a_change_inside_a_block_with_several_outputs(network, tmp_path):
+    from resgraph.diff import diff_graphs, diff_text
+
+    path = tmp_path / "wider.yaml"
+    path.write_text(SPEC.replace("c2: {op: conv2d, out: 16", "c2: {op: conv2d, out: 24"))
+    text = diff_text(diff_graphs(network.graph, resgraph.load(path).graph))
+    assert "~ changed `backbone.inner.c2`: out: 16 -> 24" in text and "~ changed `lat`" in text

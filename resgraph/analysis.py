@@ -237,6 +237,8 @@ def gradient_norms(model: "torch.nn.Module", graph: Graph, seed: int = 0, batch:
     model.zero_grad(set_to_none=True)
     output = model(*inputs)
     output = output[0] if isinstance(output, tuple) else output
+    if isinstance(output, dict):   # a mapping `outputs` (torchvision's {'out', 'aux'}, an FPN's maps): its first
+        output = next(iter(output.values()))
     if output.dim() == 2:
         labels = torch.randint(0, output.shape[1], (batch,), generator=generator)
         loss = F.cross_entropy(output, labels)

@@ -75,6 +75,8 @@ CODES: dict[str, str] = {
     "RG052": "invalid shape for op",
     "RG053": "projection of an unchanged shape",
     "RG054": "linear layer over a spatial map",
+    "RG055": "repeated block with several outputs",
+    "RG056": "block output that is not a node",
     "RG060": "cannot import",
     "RG075": "output would replace an input",
     "RG076": "output is not a regular file",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .diagnostics import Span
-from .expand import BlockSource, Program, _identity
+from .expand import BlockSource, Program, _identity, split_item
 from .graph import Graph, Instance, Node
 from .ops.base import fmt_shape
 from .source import KeyPath, SourceFile, value_at
@@ -238,9 +238,11 @@ class SpecIndex:
                 for instance in instances[:MAX_ROWS]:
                     params = sum(n.meta.get("params", 0) for n in self.graph
                                  if n.name.startswith(instance.name + "."))
-                    out = self.graph.nodes.get(instance.output)
-                    lines.append(f"| `{instance.name}` | `{instance.block}` | {_fmt(out.shape if out else None)} "
-                                 f"| {params:,} |")
+                    shown = [self.graph.nodes.get(o) for o in instance.outputs or [instance.output]]
+                    # a block with several outputs: each, as the caller reads it (`body:1 512x9x9`)
+                    text = _fmt(shown[0].shape if shown[0] else None) if instance.outputs is None else ", ".join(
+                        f"`{name}:{k}` {_fmt(out.shape if out else None)}" for k, out in enumerate(shown))
+                    lines.append(f"| `{instance.name}` | `{instance.block}` | {text} | {params:,} |")
                 if len(instances) > MAX_ROWS:
                     lines.append(f"\n… and {len(instances) - MAX_ROWS} more instances")
             else:
@@ -288,11 +290,12 @@ class SpecIndex:
             return value if node_path(path) is not None else None
         if path == ("outputs",) or (len(path) == 2 and path[0] == "outputs"):
             return value
-        if len(path) == 3 and path[0] == "blocks" and path[2] == "output":
-            return value
+        if len(path) >= 3 and path[0] == "blocks" and path[2] == "output" and len(path) <= 4:
+            return value   # `output: c5`, or an entry of `output: [c3, c4, c5]`
         return None
 
     def definition_of_reference(self, target: Target, ref: str) -> tuple[SourceFile, KeyPath] | None:
+        ref = split_item(ref)[0]   # `body:1`, output 1 of `body`, is defined where `body` is
         base = scope_base(target.path)
         data = target.source.data
         if isinstance(value_at(data, base + ("nodes",)), dict) and ref in value_at(data, base + ("nodes",)):
@@ -344,18 +347,19 @@ class SpecIndex:
             where = self.definition_of_reference(target, ref)
             if where is None:
                 return []
-            base, name = scope_base(where[1]), ref
+            base, name = scope_base(where[1]), split_item(ref)[0]
         elif node_path(path) == path and target.on_key:
             base, name = scope_base(path), path[-1]
         else:
             return []
         source = target.source
         found = []
-        for key, span in source.spans.items():
-            if not key or scope_base(key) != base or value_at(source.data, key) != name:
+        for key, span in source.spans.items():   # `body:1` is a use of `body`
+            value = value_at(source.data, key) if key else None
+            if not key or scope_base(key) != base or not isinstance(value, str) or split_item(value)[0] != name:
                 continue
             probe = Target(source, key, False)
-            if self.reference_at(probe) == name:
+            if split_item(self.reference_at(probe) or "")[0] == name:
                 found.append(span)
         return found
 
@@ -463,7 +467,14 @@ def complete(line_text: str, target: Target | None, index: SpecIndex | None) -> 
         for name in nodes if isinstance(nodes, dict) else ():
             if name == current:
                 break   # a node reads what is declared before it
-            names.append(name)
+            raw = nodes[name]
+            called = program.blocks.get(raw.get("block")) if program is not None and isinstance(raw, dict) and \
+                isinstance(raw.get("block"), str) else None
+            several = called.definition.output if called is not None else None
+            if isinstance(several, list):   # a call of a block with several outputs is read as `call:k`
+                names += [f"{name}:{k}" for k in range(len(several))]
+            else:
+                names.append(name)
         inputs = value_at(data, base + ("inputs",)) if base else (
             list(value_at(data, ("input",))) if isinstance(value_at(data, ("input",)), dict) else ["input"])
         names = [n for n in (inputs if isinstance(inputs, list) else ["input"])] + names

@@ -242,7 +242,7 @@ class Ejector:
             definition_inputs = list(self.definitions[instance.block].inputs)
             spec_names = ["x"] if definition_inputs == ["input"] else definition_inputs
             refs = list(instance.inputs)
-            outputs = [instance.output]
+            outputs = list(instance.outputs or [instance.output])
         else:
             refs = list(self.graph.inputs)
             spec_names = ["x"] if refs == ["input"] else refs
@@ -260,8 +260,17 @@ class Ejector:
             statement = Statement("call", Temp(local), list(instances[0].inputs), slot=instances[0].key or local,
                                   position=self.first_position[call], node=local)
             statement.instances = instances  # type: ignore[attr-defined]
-            aliases[instances[-1].output] = statement.output
             statements.append(statement)
+            if instances[-1].outputs is None:
+                aliases[instances[-1].output] = statement.output
+                continue
+            # a block with several outputs returns a tuple; `call:k` reads `backbone_1 = backbone[1]`
+            for index, output in enumerate(instances[-1].outputs):
+                item = Statement("subscript", Temp(f"{local}_{index}"), [statement.output, index],
+                                 function=operator.getitem, position=statement.position, node=local)
+                item.item_of_call = True  # type: ignore[attr-defined]
+                aliases.setdefault(output, item.output)
+                statements.append(item)
         statements.sort(key=lambda s: s.position)
         for node_name, result in self.results.items():
             if self.graph.nodes[node_name].prefix[:-1] == name:
@@ -769,7 +778,10 @@ class Ejector:
                 continue
             busy = live(position)
             name = None
-            if statement.kind != "shortcut":
+            if getattr(statement, "item_of_call", False) or statement.kind == "call" and \
+                    statement.instances[-1].outputs is not None:   # `backbone = self.backbone(x)`, `backbone[1]`
+                name = _identifier(statement.output.hint, busy | set(scope.params))
+            elif statement.kind != "shortcut":
                 for arg in args:   # `x = f(x)` where nothing reads x (by any of its values) afterwards
                     if not isinstance(arg, list) and not _is_literal(arg) and var(arg) not in busy \
                             and var(arg) not in attributes_read:

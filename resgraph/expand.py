@@ -337,7 +337,7 @@ class _Scope:
     base: KeyPath                      # path of the mapping holding `nodes`
     nodes: Mapping[str, Any]
     input_names: tuple[str, ...]
-    output: str | None
+    output: str | list[str] | None
     what: str                          # "the network" or "block `basic`"
 
 
@@ -415,8 +415,13 @@ def _check_scope(scope: _Scope, program: Program, diagnostics: Diagnostics) -> N
                                   notes=[Note(f"`{other}` is here",
                                               scope.source.span(scope.base + ("nodes", other), key=True))])
             shortcut_modules.setdefault(module, name)
-    if scope.output is not None and scope.output not in known:
-        _unknown_reference(scope.output, known, scope, scope.source.span(scope.base + ("output",)), diagnostics)
+    listed = isinstance(scope.output, list)
+    for position, output in enumerate(scope.output if listed else [scope.output] if scope.output else []):
+        base, _ = split_item(output)   # `call:k` is checked once the call is expanded (its outputs are known then)
+        if base not in known:
+            _unknown_reference(base, known, scope,
+                               scope.source.span(scope.base + (("output", position) if listed else ("output",))),
+                               diagnostics)
     _check_keys(scope, diagnostics)
 
 
@@ -652,11 +657,21 @@ class _ShapeLookup:
 
     def __call__(self, name: str) -> tuple[int, ...]:
         expander, refs = self.expander, self.refs
-        if name not in refs and name not in self.nodes:
+        base = split_item(name)[0] if ":" in name else name   # `shape(parts:1)`, `shape(backbone:1)`
+        if base not in refs and base not in self.nodes:
             known = list(refs) + list(self.nodes)
             raise ExprError(f"`shape({name})`: no node or input `{name}` here", "name", name=name,
                             help=did_you_mean(name, known) or "names here: " + ", ".join(f"`{k}`" for k in known))
-        ref = expander.resolve(refs.get(name, self.prefix + name))
+        qualified = refs.get(base, self.prefix + base)
+        ref = qualified if base is name else f"{qualified}:{name.rpartition(':')[2]}"
+        outputs = expander.several.get(qualified)
+        if outputs is not None and base is name:
+            raise ExprError(f"`shape({name})`: `{name}` is a block call with {len(outputs)} outputs",
+                            help=f"read one of them: `shape({name}:0)` to `shape({name}:{len(outputs) - 1})`")
+        if outputs is not None and int(name.rpartition(':')[2]) >= len(outputs):
+            raise ExprError(f"`shape({name})`: `{base}` has {len(outputs)} outputs",
+                            help=f"outputs are numbered from 0 to {len(outputs) - 1}")
+        ref = expander._resolve_item(ref)
         shape = expander.shape_so_far(ref)
         if shape is not None:
             return shape
@@ -686,6 +701,10 @@ class _Expander:
         self.deferred_calls: set[str] = set()   # expanded block calls whose `key` is computed or conditional
         self.call_spans: dict[str, tuple[Span | None, tuple[Note, ...]]] = {}   # each expanded call: where
         self.shape_causes: dict[str, tuple[str, str]] = {}     # a None shape's cause: the node whose rule failed
+        # the block calls with several outputs (`output: [c3, c4, c5]`): call -> its outputs' references, read as
+        # `call:k` (each also in `aliases`); a reference to the call alone is RG085
+        self.several: dict[str, list[str]] = {}
+        self.call_sites: dict[str, tuple[SourceFile, KeyPath, tuple[Note, ...]]] = {}   # each expanded call
 
     def names(self, values: Mapping[str, Any], prefix: str, refs: Mapping[str, str], nodes: Mapping[str, Any]
               ) -> Names:
@@ -693,6 +712,8 @@ class _Expander:
         return Names(values, _ShapeLookup(self, prefix, refs, nodes))
 
     def _resolve_item(self, ref: str) -> str:
+        if ref in self.aliases:   # a block call's output, `call:k` included
+            return self.resolve(ref)
         base, item = split_item(ref)
         return self.resolve(ref) if item is None else f"{self._resolve_item(base)}:{item}"
 
@@ -881,6 +902,7 @@ class _Expander:
         opening = self.program.blocks[call.first_block] if call.first_block else main
         call_span = frame.source.span(path, key=True)
         self.call_spans[frame.prefix + name] = (call_span, frame.notes)
+        self.call_sites[frame.prefix + name] = (frame.source, path, frame.notes)
         module_key = self.evaluate_key(call.key, frame, path) if call.key is not None and "{" in call.key \
             else call.key
         repeat, start = call.repeat, call.start
@@ -894,6 +916,18 @@ class _Expander:
                 raise _Abort from None
             repeat, start = evaluated.repeat, evaluated.start
         count = repeat or 1
+        several = next((block for block in (opening, main) if isinstance(block.definition.output, list)), None)
+        if count > 1 and several is not None:
+            outputs = len(several.definition.output)
+            self.diagnostics.error("RG055", f"`{frame.prefix + name}` repeats block `{several.name}`, which has "
+                                   f"{outputs} output{'s' * (outputs != 1)}: a chain of repetitions has one",
+                                   frame.source.span(path + ("repeat",)), notes=frame.notes +
+                                   (Note(f"block `{several.name}` lists its outputs here",
+                                         several.source.span(several.path + ("output",))),),
+                                   help="call a block with several outputs once (no `repeat`, or `repeat: 1`); "
+                                        "to chain it, call it several times under other names, each reading "
+                                        "one output of the one before (`inputs: previous:0`)")
+            raise _Abort
         estimate = (len(self.graph) + self.minimum_size(opening.name)
                     + (count - 1) * self.minimum_size(main.name))
         if estimate > MAX_NODES:
@@ -936,11 +970,52 @@ class _Expander:
             child = _Frame(instance + ".", refs, values, block.source, block.path, notes, outer_scopes + (instance,),
                            allow)
             last = self.expand_nodes(definition.nodes, child, refs[definition.inputs[0]])
-            output = child.prefix + definition.output if definition.output else last
+            outputs = None
+            if isinstance(definition.output, list):
+                outputs = [self.block_output(entry, position, block, child) for position, entry
+                           in enumerate(definition.output)]
+                output = outputs[0]
+            elif definition.output:
+                output = self.block_output(definition.output, None, block, child)
+            else:
+                output = last
             instances[instance] = Instance(instance, block.name, called, index if repeat is not None else None,
-                                           values, list(inputs), output, module_key)
+                                           values, list(inputs), output, module_key, outputs)
             inputs = [output] + inputs[1:]   # the chain, and the inputs every instance shares
+        if outputs is not None:   # read as `call:k`; never repeated (RG055), so these are its one instance's
+            self.several[called] = outputs
+            for position, reference in enumerate(outputs):
+                self.aliases[f"{called}:{position}"] = reference
         return output
+
+    def block_output(self, entry: str, position: int | None, block: BlockSource, frame: _Frame) -> str:
+        """The qualified reference of one entry of a block's `output` in an instance: a node or input of the
+        block, or `call:k`, output k of one of its block calls with several outputs (RG056, RG084, RG085)."""
+        base, item = split_item(entry)
+        qualified = _qualify(entry, frame)
+        if item is None and qualified not in self.several:
+            return qualified
+        span = block.source.span(block.path + (("output",) if position is None else ("output", position)))
+        if item is None:
+            count = len(self.several[qualified])
+            self.diagnostics.error("RG085", f"block `{block.name}` returns `{entry}`, which has {count} outputs",
+                                   span, notes=frame.notes, help=f"return one of them: `{entry}:0` to "
+                                   f"`{entry}:{count - 1}`, or list several: `output: [{entry}:0, {entry}:1]`")
+            raise _Abort
+        outputs = self.several.get(_qualify(base, frame))
+        if outputs is None:
+            self.diagnostics.error("RG056", f"block `{block.name}` returns `{entry}`, but `{base}` is not a block "
+                                   "call with several outputs", span, notes=frame.notes,
+                                   help=f"a block returns its nodes, and `call:k` of its calls with several outputs; "
+                                        f"to return an output of another node, list a node that reads it, e.g. "
+                                        f"`{base}_{item}: {{op: identity, inputs: \"{entry}\"}}`")
+            raise _Abort
+        if item >= len(outputs):
+            self.diagnostics.error("RG084", f"block `{block.name}` returns `{entry}`, but `{base}` has "
+                                   f"{len(outputs)} output{'s' * (len(outputs) != 1)}", span, notes=frame.notes,
+                                   help=f"outputs are numbered from 0 to {len(outputs) - 1}")
+            raise _Abort
+        return qualified
 
     def evaluate_key(self, template: str, frame: _Frame, path: KeyPath) -> str:
         """A computed key (`{start + 2}`, `stage{index}.conv`): each `{expression}` evaluated in the node's scope
@@ -986,6 +1061,11 @@ class _Expander:
         """`resolve`, and for a reference `name:k` to output k of a node, the `OutputItem` node that reads it
         (made once per scope and reference, and placed before its first reader)."""
         base, item = split_item(ref)
+        if base in self.several:   # a block call with several outputs: `call:k` is a node of its instance
+            raw = value_at(consumer.source.data, consumer.path) if consumer.source is not None else None
+            self.check_item(ref, consumer.prefix, consumer.input_span(position), consumer.notes,
+                            f"`{consumer.name}`", implicit=not (isinstance(raw, dict) and "inputs" in raw))
+            return self.resolve(ref)
         if item is None:
             return self.resolve(ref)
         producer = self.resolve_reference(base, consumer, position, items)
@@ -1001,6 +1081,24 @@ class _Expander:
                 Node(name, OutputItem(op="output_item", index=item), [producer], consumer.source, path,
                      consumer.notes, consumer.prefix, consumer.scopes))
         return name
+
+    def check_item(self, ref: str, prefix: str, span: Span | None, notes: tuple[Note, ...], reader: str,
+                   implicit: bool = False) -> None:
+        """A reference to a block call with several outputs reads one of them, `call:k` with k in range (RG084,
+        RG085); `reader` is who reads it, for the message."""
+        base, item = split_item(ref)
+        count = len(self.several[base])
+        local = base[len(prefix):] if base.startswith(prefix) else base
+        if item is None:
+            self.diagnostics.error("RG085", f"{reader} reads block call `{base}`, which has {count} outputs", span,
+                                   notes=notes, help=f"read one of them: `{local}:0` to `{local}:{count - 1}`" +
+                                   (", named in `inputs` (a node does not read one implicitly)" if implicit else ""))
+            raise _Abort
+        if item >= count:
+            self.diagnostics.error("RG084", f"`{local}:{item}` reads output {item}, but block call `{base}` has "
+                                   f"{count} output{'s' * (count != 1)}", span, notes=notes,
+                                   help=f"outputs are numbered from 0 to {count - 1}")
+            raise _Abort
 
     def resolve(self, ref: str) -> str:
         """What a reference finally names: through block calls (to their output) and left-out nodes (to what
@@ -1042,6 +1140,22 @@ def _given(key: str, value: Any, default: Any, source: SourceFile, diagnostics: 
                       help=f"give a list: `--set {key}=[{','.join(_shown(v) for v in default)}]` on the command line, "
                            f"`params={{'{key}': [...]}}` in Python")
     return value
+
+
+def _output_item(name: str, span: Span | None, source: SourceFile, path: KeyPath, graph: Graph,
+                 expander: _Expander) -> str:
+    """A network output `name:k`: output k of a block call with several outputs (its node), or of a node with
+    several outputs (an output-item node, made here once, after every other node)."""
+    base, item = split_item(name)
+    if base in expander.several:
+        expander.check_item(name, "", span, (), f"output `{name}`")
+        return expander.resolve(name)
+    if name in graph.nodes:   # already made for another reader at the top level
+        return name
+    from .ops.layout import OutputItem
+
+    graph.add(Node(name, OutputItem(op="output_item", index=item), [expander.resolve(base)], source, path))
+    return name
 
 
 def _inner_output(path: str, graph: Graph, expander: _Expander) -> str | None:
@@ -1231,6 +1345,27 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     try:
         items: dict[str, list[Node]] = {}   # consumer -> the output-item nodes made for its references
         aliases = expander.aliases
+        several = expander.several
+        for name, (source, path, notes) in expander.left_out.items() if several else ():
+            target = aliases[name] if name in aliases else None
+            if target in several:   # what stands for a left-out node is one tensor
+                given = "otherwise" in value_at(source.data, path[:-1])
+                diagnostics.error("RG085", f"`{name}` is left out (`when` is false) and block call `{target}`, "
+                                  f"which has {len(several[target])} outputs, stands for it",
+                                  source.span(path[:-1] + ("otherwise",) if given else path), notes=notes,
+                                  help="let a node with one output stand for it, e.g. one that reads "
+                                       f"`{target.rpartition('.')[2]}:0`")
+                return None
+        for instance in graph.instances.values() if several else ():   # checked at the call, not inside it
+            for position, ref in enumerate(instance.inputs):
+                if split_item(ref)[0] in several:
+                    source, path, notes = expander.call_sites[instance.call]
+                    raw = value_at(source.data, path)
+                    listed = isinstance(raw, dict) and raw.get("inputs")
+                    span = source.span(path + (("inputs", position) if isinstance(listed, list) else ("inputs",))) \
+                        if listed else source.span(path, key=True)
+                    expander.check_item(ref, instance.call.rpartition(".")[0] + "." if "." in instance.call else "",
+                                        span, notes, f"block call `{instance.call}`", implicit=not listed)
         for node in graph:
             for ref in node.inputs:
                 if ref in aliases or ":" in ref:
@@ -1242,6 +1377,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         for instance in graph.instances.values():
             instance.inputs = [expander.resolve(ref) for ref in instance.inputs]
             instance.output = expander.resolve(instance.output)
+            if instance.outputs is not None:
+                instance.outputs = [expander.resolve(ref) for ref in instance.outputs]
     except _Abort:
         return None
     if items:
@@ -1255,8 +1392,22 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
         return None
     known = set(spec.nodes) | set(graph.inputs)
     for position, name in enumerate(names):
-        span = source.span(("outputs", keys[position]) if keys else ("outputs", position)
-                           if isinstance(spec.outputs, list) else ("outputs",))
+        out_path = ("outputs", keys[position]) if keys else ("outputs", position) \
+            if isinstance(spec.outputs, list) else ("outputs",)
+        span = source.span(out_path)
+        base, item = split_item(name)
+        if item is not None and base in known:
+            try:
+                graph.outputs.append(_output_item(name, span, source, out_path, graph, expander))
+            except _Abort:
+                return None
+            graph.output_spans.append(span)
+            continue
+        if name in expander.several or (name in graph.instances and graph.instances[name].outputs is not None):
+            count = len(expander.several[name] if name in expander.several else graph.instances[name].outputs)
+            diagnostics.error("RG085", f"output `{name}` is a block call with {count} outputs", span,
+                              help=f"return one of them: `{name}:0` to `{name}:{count - 1}`, or list several")
+            continue
         if name not in known and "." in name:
             inner = _inner_output(name, graph, expander)
             if inner is None:
@@ -1287,6 +1438,12 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
             continue
         if name in expander.left_out:   # an auxiliary head switched off (`when`): not returned, as torchvision's
             continue                    # Inception v3 with aux_logits=False returns the logits alone
+        if name in expander.several:
+            count = len(expander.several[name])
+            diagnostics.error("RG085", f"training output `{name}` is a block call with {count} outputs", span,
+                              help="return its outputs in `outputs` (`outputs: {name}:0`), or return a node that "
+                                   "reads one of them")
+            continue
         try:
             resolved = expander.resolve(name)
         except _Abort:
@@ -1305,7 +1462,8 @@ def expand_blocks(program: Program, diagnostics: Diagnostics, params: Mapping[st
     return None if diagnostics.has_errors else graph
 
 
-OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# a name, or a number as torchvision's detection backbones key their feature maps ('0' ... '3', 'pool')
+OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
 
 def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
@@ -1324,7 +1482,7 @@ def _output_keys_valid(spec, source, diagnostics: Diagnostics) -> bool:
             span = source.span(("outputs", key), key=True)
             diagnostics.error("RG095", f"output key `{key}` is not a name", span,
                               help=f"keys of `outputs` are letters, digits and `_`, not starting with a digit, "
-                                   f"e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
+                                   f"or numbers, e.g. `{fixed}`", fixes=replacing(source.text, span, key, fixed))
             ok = False
     if spec.training_outputs is not None:
         diagnostics.error("RG095", "`training_outputs` cannot be used with a mapping `outputs`",

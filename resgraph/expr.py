@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
@@ -129,13 +130,19 @@ _COMPARE = {
 _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
 
 
+_SHAPE_ITEM = re.compile(r"(\bshape\s*\(\s*[A-Za-z_][A-Za-z0-9_]*\s*):(\s*[0-9]+\s*\))")
+
+
 @lru_cache(maxsize=4096)
 def parse_expression(text: str) -> ast.expr:
     """Parse and whitelist-check an expression; raises ExprError(kind='syntax')."""
     if len(text) > MAX_LENGTH:
         raise ExprError(f"expression is longer than {MAX_LENGTH} characters", "syntax")
+    # `shape(parts:1)` reads output 1 of a node or block call with several outputs; Python has no such
+    # syntax, so the colon becomes a second argument (same length: columns stay true)
+    source = _SHAPE_ITEM.sub(r"\1,\2", text) if ":" in text else text
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
+        tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
         raise ExprError(f"`{text}` is not a valid expression ({exc.msg})", "syntax",
                         help="expressions use names of params, numbers and + - * / // % ** ( )") from None
@@ -147,6 +154,12 @@ def parse_expression(text: str) -> ast.expr:
         if count > MAX_NODES:
             raise ExprError("expression is too complex", "syntax")
         _check_node(node, text)
+        if isinstance(node, ast.Call) and len(node.args) == 2 and isinstance(node.func, ast.Name) and \
+                node.func.id == "shape":   # only as `shape(name:k)`: `shape(name, k)` is not the language
+            first, second = node.args
+            written = text.strip().split("\n")[0] if first.end_lineno == second.lineno == 1 else ""
+            if ":" not in written[first.end_col_offset:second.col_offset]:
+                raise ExprError("`shape(...)` takes one node or input name, e.g. `shape(input)[0]`", "syntax")
     return tree
 
 
@@ -293,12 +306,14 @@ class _Evaluator:
 
     def shape(self, node: ast.Call) -> Value:
         """`shape(input)`: a node's per-sample shape as a list (`shape(input)[0]` is its channels)."""
-        if len(node.args) != 1 or not isinstance(node.args[0], ast.Name):
+        item = node.args[1] if len(node.args) == 2 else None   # `shape(parts:1)`, see parse_expression
+        if not 1 <= len(node.args) <= 2 or not isinstance(node.args[0], ast.Name) or item is not None and \
+                not (isinstance(item, ast.Constant) and type(item.value) is int and item.value >= 0):
             raise ExprError("`shape(...)` takes one node or input name, e.g. `shape(input)[0]`", "syntax")
         shapes = getattr(self.scope, "shapes", None)
         if shapes is None:
             _shape_unavailable()
-        return list(shapes(node.args[0].id))
+        return list(shapes(node.args[0].id if item is None else f"{node.args[0].id}:{item.value}"))
 
     def visit_List(self, node: ast.List) -> Value:
         if len(node.elts) > 16:

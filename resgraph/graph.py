@@ -98,6 +98,8 @@ class Instance:
     inputs: list[str]                # the nodes it reads
     output: str                      # the node that is its output
     key: str | None = None           # the call's module path in its scope, where it has a `key`
+    outputs: list[str] | None = None  # a block with several outputs (`output: [c3, c4, c5]`): its nodes, in order;
+                                      # `output` is the first. None for a block with one output
 
 
 @dataclass
@@ -205,8 +207,9 @@ class Graph:
         output. The result of a call is the output of its last instance, so that one is not among them."""
         prefix, own = instance + ".", self.instances[instance]
         last = own.index is None or f"{own.call}.{own.index + 1}" not in self.instances
+        returned = own.outputs or [own.output]
         return [name for name in dict.fromkeys(self.outputs) if self.nodes[name].prefix.startswith(prefix)
-                and not (name == own.output and last)]
+                and not (name in returned and last)]
 
     def module_path(self, node: Node) -> str:
         """The node's module (or tensor) path in the compiled network: the `key`s or names of the calls and the

@@ -40,6 +40,9 @@ class Builder:
         self.node: Node | None = None
         self._users = users if users is not None else graph.users()
         self._outputs = set(graph.outputs) | set(graph.training_outputs)   # returned: never overwritten
+        for instance in graph.instances.values():   # nor what a block with several outputs returns
+            if instance.outputs is not None:
+                self._outputs.update(instance.outputs)
 
     def call_module(self, module: nn.Module, args: Sequence[Any], name: str | None = None,
                     kwargs: dict | None = None) -> fx.Node:
@@ -267,7 +270,7 @@ class _ScopeLowering:
             instance = graph.instances[scope]
             names = graph_inputs = list(instance.inputs)
             placeholders = _block_input_names(len(names))
-            outputs = [instance.output] + self.exposed(scope)
+            outputs = (instance.outputs or [instance.output]) + self.exposed(scope)
             class_name = _class_name(instance.block)
         else:
             graph_inputs = list(graph.inputs)
@@ -311,7 +314,9 @@ class _ScopeLowering:
             b.modules[local] = child
             args = tuple(values[name] for name in instances[0].inputs)
             shared = args[1:]   # a repeated call's inputs after the first reach every instance
-            if not any(self.exposed(i.name) for i in instances) and (instances[0].index is None or not shared):
+            several = instances[-1].outputs   # a block with several outputs returns a tuple (never repeated)
+            if not any(self.exposed(i.name) for i in instances) and (instances[0].index is None or not shared) \
+                    and several is None:
                 values[instances[-1].output] = b.fx.call_module(local, args)
                 continue
             # A network output inside these instances (each returns (output, *those nodes)), or inputs they share:
@@ -321,10 +326,18 @@ class _ScopeLowering:
             for position, instance in enumerate(instances):
                 result = b.fx.call_module(local if instance.index is None else f"{local}.{position}", args)
                 inner = self.exposed(instance.name)
-                if inner:
-                    for index, name in enumerate(inner, start=1):
-                        values[name] = b.fx.create_node("call_function", operator.getitem, (result, index),
-                                                        name=_identifier(name))
+                own = instance.outputs or [instance.output]
+                for index, name in enumerate(inner, start=len(own)):
+                    values[name] = b.fx.create_node("call_function", operator.getitem, (result, index),
+                                                    name=_identifier(name))
+                if instance.outputs is not None:   # `backbone_0 = self.backbone(x)[0]`, ... as `call:k` reads them
+                    items = [b.fx.create_node("call_function", operator.getitem, (result, index),
+                                              name=_identifier(f"{item.rpartition('.')[2]}_{index}"))
+                             for index in range(len(own))]
+                    for name, value in zip(own, items):
+                        values.setdefault(name, value)
+                    result = items[0]
+                elif inner:
                     result = b.fx.call_function(operator.getitem, (result, 0))
                 args = (result, *shared)
             values[instances[-1].output] = args[0]

@@ -80,6 +80,8 @@ def block_totals(graph: Graph) -> list[dict[str, Any]]:
             [i for i in graph.instances.values() if i.name == scope]
         output = made[-1].output if made and made[-1].output in graph.nodes else entry["last"]
         entry["output_shape"] = list(graph.nodes[output].shape or ())
+        if made and made[-1].outputs is not None:   # a block with several outputs: the shape of each, in order
+            entry["output_shapes"] = [list(graph.nodes[name].shape or ()) for name in made[-1].outputs]
     return list(by_scope.values())
 
 
@@ -125,7 +127,8 @@ def summary_table(graph: Graph) -> str:
         if entry is not None:
             count = f" ×{entry['instances']}" if entry["instances"] > 1 else ""
             what = f"{entry['block']}{count}, {entry['nodes']} nodes" if entry["block"] else f"{entry['nodes']} nodes"
-            rows.append((f"= {entry['name']}", what, shape_text(tuple(entry["output_shape"])), f"{entry['params']:,}",
+            shapes = entry.get("output_shapes", [entry["output_shape"]])
+            rows.append((f"= {entry['name']}", what, ", ".join(shape_text(tuple(s)) for s in shapes), f"{entry['params']:,}",
                          f"{entry['macs']:,}", _bytes(entry["activation_bytes"])))
             rows.append(None)   # a blank line after a subtotal
     while rows and rows[-1] is None:

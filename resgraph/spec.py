@@ -24,11 +24,15 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_REPEAT = 10_000
 NAMES_PATTERN = r"^[A-Za-z0-9_-]*\{i\}[A-Za-z0-9_-]*$"
 
-OUTPUT_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+OUTPUT_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(:[0-9]+)?$"
+# a block's output: a node of the block, or `call:k`, output k of a block call with several outputs
+BLOCK_OUTPUT = r"^[A-Za-z0-9_]+(:[0-9]+)?$"
 
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
-# `layer1.0.relu2`: a node inside a block instance, by its dotted path (intermediate features)
+# `layer1.0.relu2`: a node inside a block instance, by its dotted path (intermediate features); `backbone:1`:
+# output 1 of a block call with several outputs
 OutputPath = Annotated[str, StringConstraints(pattern=OUTPUT_PATH)]
+BlockOutput = Annotated[str, StringConstraints(pattern=BLOCK_OUTPUT)]
 ParamName = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
 Scalar = Union[bool, int, float, str, None]
 ParamValue = Union[Scalar, list[Scalar]]
@@ -115,7 +119,9 @@ class BlockDef(_Model):
     require: Requirements = Field(default_factory=empty_list, description=_REQUIRE)
     inputs: list[ParamName] = Field(default_factory=lambda: ["input"], min_length=1)
     nodes: dict[NodeName, Any] = Field(min_length=1)   # every kind of node: see `_models_with`
-    output: NodeName | None = None
+    output: BlockOutput | Annotated[list[BlockOutput], Field(min_length=1)] | None = Field(
+        None, description="the node whose result is the call's result (default: the last node); a list of nodes "
+                          "gives the block several outputs, which a caller reads as `call:0`, `call:1`, ...")
     allow: list[WarningCode] = Field(default_factory=empty_list, description=_ALLOW + "; for warnings in this block")
 
 
@@ -517,7 +523,7 @@ def report_validation_error(exc: ValidationError, source: SourceFile, base: KeyP
                                   notes=notes)
         elif kind == "string_pattern_mismatch":
             value = error["input"]
-            rule = "letters, digits and `_`" if ctx.get("pattern") == NODE_NAME else \
+            rule = "letters, digits and `_`" if ctx.get("pattern") in (NODE_NAME, BLOCK_OUTPUT) else \
                 "a letter or `_` followed by letters, digits and `_`"
             if ctx.get("pattern") == OUTPUT_PATH:
                 parts = [re.sub(r"\W", "_", part) for part in value.split(".") if part]

@@ -261,3 +261,15 @@ def test_a_dict_output_shows_its_keys(browser, tmp_path):
     assert any("output out" in t and "21×64×64" in t for t in texts), texts[-3:]
     assert any("output aux" in t for t in texts), texts[-3:]
     viewer.close()
+
+
+def test_a_call_with_several_outputs_shows_each(browser, tmp_path):
+    """The FPN backbone's trunk is one call of a block with four outputs: its box lists them, `:k` as read."""
+    network = resgraph.load(ROOT / "specs" / "resnet50_fpn.yaml", {"size": 64})
+    out = resgraph.render(network, tmp_path / "fpn.html", depth=0)
+    viewer = Offline(browser)
+    viewer.open(out)
+    texts = viewer.page.locator("#drawing g.vertex").all_text_contents()
+    body = next((t for t in texts if "bodyresnet_trunk" in t), texts)   # name, block, then a line per output
+    assert all(f":{k} {shape}" in body for k, shape in enumerate(["256×16×16", "512×8×8", "1024×4×4", "2048×2×2"])), body
+    viewer.close()

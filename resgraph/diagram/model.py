@@ -214,8 +214,15 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
         if box_id in drawing.boxes:
             drawing.boxes[box_id].lines += (remark,)
 
+    # The outputs of collapsed calls of blocks with several outputs: an arrow per output read (`body:1`)
+    items: dict[tuple[str, str], int] = {}
+    for box in collapsed.values():
+        made = _instances_of(graph, box.id)
+        if made and made[-1].outputs is not None:
+            for k, name in enumerate(made[-1].outputs):
+                items.setdefault((box.id, name), k)
     # Arrows, one per pair of boxes, in graph order; a data edge wins over a skip between the same boxes.
-    arrows: dict[tuple[str, str], Arrow] = {}
+    arrows: dict[tuple, Arrow] = {}
     for node in visible:
         head = keys[node.name][0]
         skips = skip_arrows(graph, node) if head == node.name else {}
@@ -229,9 +236,13 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
             if kind == "data" and head in collapsed and node.op is not None and node.op.op_name() == "concat":
                 kind = skip_arrows(graph, node).get(position, "data")
             label = _arrow_label(graph, graph.nodes[producer], kind, node, position)
-            found = arrows.get((tail, head))
+            pair: tuple = (tail, head)
+            item = items.get((tail, producer)) if items else None
+            if item is not None:
+                pair, label = (tail, head, item), (f"{tail.rpartition('.')[2]}:{item}",) + label
+            found = arrows.get(pair)
             if found is None:
-                arrows[(tail, head)] = Arrow(tail, head, label, kind)
+                arrows[pair] = Arrow(tail, head, label, kind)
             elif found.kind != "data" and kind == "data":
                 found.kind, found.label = "data", label
     for arrow in arrows.values():   # an arrow to or from an added or removed box is added or removed too
@@ -319,6 +330,12 @@ def _describe_collapsed(graph: Graph, box: Box, status: dict[str, str]) -> None:
     title = f"{name}: {blocks}{count}" if blocks and blocks != name else f"{name}{count}"
     shapes = dims(box.shape) if box.shape_in == box.shape else f"{dims(box.shape_in)} → {dims(box.shape)}"
     box.lines = (title, shapes) if box.shape_in is not None else (title, dims(box.shape))
+    if made and made[-1].outputs is not None:   # a block with several outputs: a line for each, `:k` as read
+        outputs = made[-1].outputs
+        sources = len(dict.fromkeys(outside))
+        box.lines = (title, (f"{sources} inputs → " if sources > 1 else f"{dims(box.shape_in)} → " if sources else "") +
+                     f"{len(outputs)} outputs") + tuple(f":{k} {dims(graph.nodes[name].shape)}"
+                                                        for k, name in enumerate(outputs))
     box.tooltip = f"{box.id}: {len(box.members)} nodes, {box.params:,} params, {box.macs:,} MACs"
 
 
@@ -326,6 +343,8 @@ def _add_shortcut_arcs(drawing: Drawing, graph: Graph, box: Box, status: dict[st
     """A collapsed box keeps the skip arcs of its instances: its output goes through a sum (`+`), and an arc
     per shortcut kind runs from its input to that sum (`identity ×3`, `projection: 1x1 conv, stride 2`)."""
     made = _instances_of(graph, box.id)
+    if made and made[-1].outputs is not None:   # several outputs: no single output through a sum to draw
+        return
     by_kind: dict[str, list] = {}
     for number, instance in enumerate(made):
         prefix = instance.name + "."
@@ -390,6 +409,10 @@ def block_drawing(graph: Graph) -> Drawing:
             continue
         level = members[0].scopes.index(instance.name) + 1
         inner = build_drawing(graph, level, shown=lambda n, p=prefix: n.name.startswith(p) and n.shape is not None)
+        # the network's outputs are not the block's (a block's own output ovals are added below)
+        returned = {box.id for box in inner.boxes.values() if box.kind == "output"}
+        inner.boxes = {key: box for key, box in inner.boxes.items() if key not in returned}
+        inner.arrows = [arrow for arrow in inner.arrows if arrow.head not in returned]
         group = f"(block) {block}"
         drawing.groups[group] = Group(group, f"block {block} (as drawn in {instance.name})")
         ids = {box_id: f"{block}/{box_id}" for box_id in inner.boxes}
@@ -422,9 +445,12 @@ def block_drawing(graph: Graph) -> Drawing:
                         kind = skips.get(pos, "data")
                         drawing.arrows.append(Arrow(box.id, ids[_box_of(inner, node.name)],
                                                     _arrow_label(graph, graph.nodes[p], kind, node, pos), kind))
-        out = drawing.add_box(Box(f"{block}/(output)", ("output", dims(graph.nodes[instance.output].shape)),
-                                  "output", group=group))
-        drawing.arrows.append(Arrow(ids[_box_of(inner, instance.output)], out.id, (), "output"))
+        outputs = instance.outputs or [instance.output]
+        for k, name in enumerate(outputs):   # a block with several outputs: an oval for each, `output k`
+            title = "output" if instance.outputs is None else f"output {k}"
+            out = drawing.add_box(Box(f"{block}/(output)" + (f" {k}" if instance.outputs is not None else ""),
+                                      (title, dims(graph.nodes[name].shape)), "output", group=group))
+            drawing.arrows.append(Arrow(ids[_box_of(inner, name)], out.id, (), "output"))
     return drawing
 
 

@@ -86,14 +86,17 @@ def graph_data(graph: Graph, sources: dict[str, str], doc: str | None = None, de
             instance = graph.instances.get(name)
             made = calls.get(name, [])
             if instance is not None:   # one instance: a call without `repeat`, or one repetition
-                blocks, count, output = [instance.block], 1, instance.output
+                blocks, count, output, several = [instance.block], 1, instance.output, instance.outputs
             else:
                 blocks = list(dict.fromkeys(i.block for i in made))
                 count, output = len(made), made[-1].output if made else None
+                several = made[-1].outputs if made else None
             scope_index[name] = len(scopes)
             scopes.append({"name": name, "parent": parent, "level": level,
                            "block": " / ".join(blocks), "count": count, "repeat": instance is None,
                            "output": position.get(output, -1) if output else -1})
+            if several is not None:   # a block with several outputs: each, in order (`call:k`)
+                scopes[-1]["outputs"] = [position.get(name, -1) for name in several]
         return scope_index[name]
 
     nodes = []

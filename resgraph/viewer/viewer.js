@@ -386,7 +386,8 @@
     const scope = G.scopes[s];
     const lines = [{ text: scope.name, kind: "name" }, { text: scopeBlock(scope), kind: "label" }];
     const out = scope.output >= 0 ? G.nodes[scope.output].shape : null;
-    lines.push({ text: dims(out), kind: "shape" });
+    if (scope.outputs) scope.outputs.forEach((o, k) => lines.push({ text: ":" + k + " " + dims(o >= 0 ? G.nodes[o].shape : null), kind: "shape" }));
+    else lines.push({ text: dims(out), kind: "shape" });
     const chain = [];
     for (let p = scope.parent; p >= 0; p = G.scopes[p].parent) chain.unshift(p);
     const v = sized({ group: s, chain }, lines);
@@ -638,7 +639,9 @@
       parts.push(el("div", { class: "name" }, scope.name), el("div", { class: "op" }, scopeBlock(scope)));
       const rows = [];
       if (v.skips.length) rows.push(["shortcuts", v.skips.map((k) => SKIP_TEXT[k]).join(", ")]);
-      parts.push(facts([...rows, ["output", dims(scope.output >= 0 ? G.nodes[scope.output].shape : null)],
+      if (scope.outputs) scope.outputs.forEach((o, k) => rows.push(["output " + k, dims(o >= 0 ? G.nodes[o].shape : null)]));
+      else rows.push(["output", dims(scope.output >= 0 ? G.nodes[scope.output].shape : null)]);
+      parts.push(facts([...rows,
         ["params", fmt(stats.params)], ["MACs", si(stats.macs) + (stats.macs >= 1000 ? " (" + fmt(stats.macs) + ")" : "")],
         ["nodes", fmt(stats.nodes)]]));
       parts.push(el("div", { class: "more" }, "click to expand"));

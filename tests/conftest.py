@@ -46,6 +46,25 @@ def validate_text(tmp_path):
     return _through_file(tmp_path, resgraph.validate)
 
 
+def exported_outputs(network, tmp_path, x):
+    """The outputs for `x` of the network compiled (seed 0, eval) and of its `.pt2` and `.onnx` exports: the first
+    as `forward` returns it, the other two as dicts (the ONNX one by output name, in the session's order)."""
+    import onnxruntime
+    import torch
+
+    from resgraph.export import export
+
+    model = resgraph.compile(network, seed=0).eval()
+    with torch.no_grad():
+        want = model(x)
+    program = torch.export.load(str(export(network, tmp_path / "net.pt2", seed=0)))
+    session = onnxruntime.InferenceSession(str(export(network, tmp_path / "net.onnx", seed=0)),
+                                           providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    got = session.run(None, {"input": x.numpy()})
+    return want, dict(program.module()(x)), dict(zip(names, map(torch.from_numpy, got)))
+
+
 def randomize_batch_norm(model):
     """Seeded random batch-norm statistics and affine parameters, so that an eval-mode comparison
     exercises every buffer (fresh ones are 0 and 1, which hide a swapped or missing key)."""

@@ -21,7 +21,7 @@ from resgraph.provenance import expanded_spec
 from resgraph.report import summary_json
 from resgraph.viewer import graph_data
 
-from .conftest import ROOT, spec_text
+from .conftest import ROOT, exported_outputs, spec_text
 from .zoo import randomize
 
 # A trunk of three outputs, wrapped by a block that returns two of them and a head on the third (a nested block
@@ -169,19 +169,11 @@ def test_py_export_writes_the_block_returning_a_tuple_and_the_caller_indexing_it
 
 @pytest.mark.slow   # the two exporters take a few seconds
 def test_pt2_and_onnx_return_every_output(network, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
-    model = resgraph.compile(network, seed=0).eval()
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        want = model(x)
-    program = torch.export.load(str(export(network, tmp_path / "net.pt2", seed=0)))
-    assert_same(dict(program.module()(x)), want)
-    session = onnxruntime.InferenceSession(str(export(network, tmp_path / "net.onnx", seed=0)),
-                                           providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    assert names == ["p", "c1", "top"]
-    got = session.run(None, {"input": x.numpy()})
-    assert_same(dict(zip(names, map(torch.from_numpy, got))), want, tolerance=1e-5)
+    pytest.importorskip("onnxruntime")
+    want, pt2, onnx = exported_outputs(network, tmp_path, torch.randn(3, 3, 32, 32))
+    assert_same(pt2, want)
+    assert list(onnx) == ["p", "c1", "top"]
+    assert_same(onnx, want, tolerance=1e-5)
 
 
 def test_a_list_of_outputs_and_a_chunk_piece_as_network_outputs(tmp_path):

@@ -13,6 +13,8 @@ import resgraph
 from resgraph.export import export
 from resgraph.lower import check_forward
 
+from .conftest import exported_outputs
+
 # Keys in another order than the nodes are declared: the dict follows the mapping, not the graph.
 SPEC = """\
 resgraph: 1
@@ -86,15 +88,8 @@ def test_py_export_returns_the_same_dict(network, tmp_path):
 
 @pytest.mark.slow   # the two exporters take about a minute on 2 loaded cores
 def test_pt2_returns_the_dict_and_onnx_names_its_outputs_by_the_keys(network, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
-    model = resgraph.compile(network, seed=0).eval()
-    x = torch.randn(3, 3, 16, 16)
-    with torch.no_grad():
-        want = model(x)
-    program = torch.export.load(str(export(network, tmp_path / "net.pt2", seed=0)))
-    assert_same(dict(program.module()(x)), want)
-    session = onnxruntime.InferenceSession(str(export(network, tmp_path / "net.onnx", seed=0)),
-                                           providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["aux", "out"]
-    got = session.run(None, {"input": x.numpy()})
-    assert_same(dict(zip(["aux", "out"], map(torch.from_numpy, got))), want)
+    pytest.importorskip("onnxruntime")
+    want, pt2, onnx = exported_outputs(network, tmp_path, torch.randn(3, 3, 16, 16))
+    assert_same(pt2, want)
+    assert list(onnx) == ["aux", "out"]
+    assert_same(onnx, want)

@@ -220,9 +220,12 @@ class Upsample(Op):
         if len(inputs) == 2:
             ref = inputs[1]
             if len(ref) != len(shape):
-                raise ShapeError(f"`upsample` resizes its {fmt_shape(shape)} input to the spatial size of its "
-                                 f"second input, but {fmt_shape(ref)} has {len(ref) - 1} spatial dimensions, "
-                                 f"not {len(shape) - 1}", attr="inputs",
+                def dims(n: int) -> str:
+                    return f"{n} spatial dimension" + ("" if n == 1 else "s")
+
+                raise ShapeError(f"`upsample` cannot resize its {fmt_shape(shape)} input ({dims(len(shape) - 1)}) "
+                                 f"to the spatial size of its second input, {fmt_shape(ref)} "
+                                 f"({dims(len(ref) - 1)})", attr="inputs",
                                  help="the second input gives only the size: it needs as many spatial dimensions "
                                       "as the first (its channels may differ)")
             return (shape[0], *ref[1:])

@@ -117,6 +117,16 @@ class SourceBuilder(Builder):
             return self._emit(Statement("subscript", Temp(hint), list(args), function=function))
         return self._emit(Statement("function", Temp(hint), list(args), function=function, kwargs=dict(kwargs or {})))
 
+    def resize_like(self, x: Any, ref: Any, kwargs: dict) -> Temp:
+        """`F.interpolate(x, size=ref.shape[2:], ...)`: `ref` is the statement's second argument, written as
+        that keyword (see `_forward`)."""
+        import torch.nn.functional as F
+
+        statement = Statement("function", Temp(self.node.local_name), [x, ref], function=F.interpolate,
+                              kwargs=dict(kwargs))
+        statement.size_of = True  # type: ignore[attr-defined]
+        return self._emit(statement)
+
     def get_attr(self, tensor: Any, persistent: bool = True, recompute: Callable[[], Any] | None = None) -> Temp:
         """A `parameter` or `buffer` node: its tensor becomes an attribute of the class, made as compile makes it
         (`recompute` is for compiled networks materialised from the meta device; the class's `__init__` is
@@ -842,6 +852,8 @@ class Ejector:
                                  [(None, r) for r in rendered[1:]] + kwargs))
             else:
                 kwargs = [(key, kwarg_code.get((position, key), value)) for key, value in statement.kwargs.items()]
+                if getattr(statement, "size_of", False):   # `F.interpolate(x, size=ref.shape[2:], ...)`
+                    kwargs.insert(0, ("size", Name(f"{rendered.pop().text}.shape[2:]")))
                 body.append(Call(f"{name} = {_function_text(statement.function)}",
                                  [(None, r) for r in rendered] + kwargs))
         guarded += [len(statements) - 1 in train_only] * (len(body) - len(guarded))

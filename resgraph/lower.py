@@ -99,6 +99,16 @@ class Builder:
         return self._traced(self.fx.create_node("call_method", method, tuple(args), kwargs or {},
                                                 name=_identifier(self.node.local_name)))
 
+    def resize_like(self, x: Any, ref: Any, kwargs: dict) -> fx.Node:
+        """`F.interpolate(x, size=ref.shape[2:], **kwargs)`: resized to `ref`'s spatial size when the network
+        runs, as torchvision's segmentation models resize to the image's."""
+        assert self.node is not None
+        shape = self._traced(self.fx.create_node("call_function", getattr, (ref, "shape")))
+        size = self._traced(self.fx.create_node("call_function", operator.getitem, (shape, slice(2, None))))
+        import torch.nn.functional as F
+
+        return self.call_function(F.interpolate, [x], {"size": size, **kwargs})
+
     def _traced(self, node: fx.Node) -> fx.Node:
         """Remember which spec node the call belongs to, for errors raised while it runs."""
         span = self.node.span

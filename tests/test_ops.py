@@ -112,6 +112,9 @@ class EagerBuilder:
     def get_attr(self, tensor: torch.Tensor, persistent: bool = True, recompute: Any = None) -> torch.Tensor:
         return tensor
 
+    def resize_like(self, x: torch.Tensor, ref: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, size=ref.shape[2:], **kwargs)
+
     def can_overwrite(self, position: int) -> bool:
         return False
 
@@ -621,13 +624,15 @@ def upsample_case(draw) -> Case:
     shape = draw(layout(draw(st.integers(1, 4)), draw(mostly(2, 1, 3)), max_size=10))
     n = min(3, max(1, len(shape) - 1))
     scale = weighted((2, st.sampled_from([0.5, 1, 1.5, 2, 3, 0.25])), (1, st.floats(0.1, 4)))
-    how = draw(st.sampled_from(["scale"] * 4 + ["size"] * 4 + ["both", "neither"]))
+    how = draw(st.sampled_from(["scale"] * 4 + ["size"] * 4 + ["ref"] * 3 + ["both", "neither"]))
     attrs: dict[str, Any] = {"mode": mode} if mode != "nearest" or draw(st.booleans()) else {}
     if how in ("scale", "both"):
         attrs["scale"] = draw(scale)
     if how in ("size", "both"):
         attrs["size"] = draw(ints(1, 12, n))
-    return draw(with_optional(attrs, {"align_corners": st.booleans()})), [shape]
+    # a second input gives the size (`F.interpolate(x, size=ref.shape[2:])`); sometimes of another rank
+    shapes = [shape, draw(layout(draw(st.integers(1, 4)), n, max_size=10))] if how == "ref" else [shape]
+    return draw(with_optional(attrs, {"align_corners": st.booleans()})), shapes
 
 
 # ---- sequences: embedding, lstm, gru, sdpa, rope (multihead_attention is above) ------------------

@@ -42,7 +42,7 @@ class Arrow:
     tail: str
     head: str
     label: tuple[str, ...] = ()
-    kind: str = "data"                    # data | identity | project | pad | concat | output | note
+    kind: str = "data"                    # data | identity | project | pad | concat | size | output | note
     status: str = ""
     around: bool = False                  # an arc around its tail (a collapsed box): from the tail's input side
 
@@ -72,7 +72,7 @@ class Drawing:
         """What the legend explains: the arrow kinds, box kinds and statuses this drawing uses, in a fixed order."""
         used = {a.kind for a in self.arrows} | {"block" for b in self.boxes.values() if b.kind == "block"}
         used |= {b.status for b in self.boxes.values() if b.status} | {a.status for a in self.arrows if a.status}
-        order = ("identity", "project", "pad", "concat", "block", "added", "removed", "changed", "error")
+        order = ("identity", "project", "pad", "concat", "size", "block", "added", "removed", "changed", "error")
         return [kind for kind in order if kind in used]
 
 
@@ -233,6 +233,8 @@ def build_drawing(graph: Graph, depth: int | None = None, *, expanded: Iterable[
             if tail == head:
                 continue
             kind = skips.get(position, "data")
+            if position == 1 and head == node.name and node.op is not None and node.op.op_name() == "upsample":
+                kind = "size"   # an upsample's second input: only its spatial size is read
             if kind == "data" and head in collapsed and node.op is not None and node.op.op_name() == "concat":
                 kind = skip_arrows(graph, node).get(position, "data")
             label = _arrow_label(graph, graph.nodes[producer], kind, node, position)
@@ -382,6 +384,8 @@ def _arrow_label(graph: Graph, producer: Node, kind: str, consumer: Node, positi
         return (shape, shortcut_text(kind, shortcut_stride(graph, consumer, position)))
     if kind == "identity":   # as the paper's figure 2 labels its arc
         return (shape, "identity")
+    if kind == "size":
+        return (shape, "size")
     return (shape,)
 
 

@@ -173,14 +173,17 @@ class ConvTranspose3d(_ConvTransposeNd):
 
 @register
 class Upsample(Op):
-    """Resizes the spatial dimensions by interpolation: `F.interpolate` with `scale` or `size` (one of them).
+    """Resizes the spatial dimensions by interpolation: `F.interpolate` with `scale` or `size` (one of them), or
+    to the spatial size of a second input, read when the network runs (`inputs: [x, ref]`, as torchvision's
+    segmentation heads resize to the image's size).
 
     With `scale`, each output size is floor(size · scale), as in torch. `nearest` works on 1 to 3 spatial
     dimensions, `bilinear` on [channels, height, width]; `align_corners` applies to `bilinear` only.
 
-    Inputs: 1: `[C, …]`, 1–3 spatial dims (`bilinear`: `[C, H, W]`)
-    Output: `[C, …']`: `size`, or ⌊each spatial size · `scale`⌋ (≥ 1)
-    Lowered to: `F.interpolate`
+    Inputs: 1: `[C, …]`, 1–3 spatial dims (`bilinear`: `[C, H, W]`); or 2: that and `ref` `[C', …]` with as
+        many spatial dims, without `scale` or `size`
+    Output: `[C, …']`: `size`, ⌊each spatial size · `scale`⌋ (≥ 1), or `ref`'s spatial size
+    Lowered to: `F.interpolate`; with `ref`, `F.interpolate(x, size=ref.shape[2:], …)`
     """
 
     op: Literal["upsample"]
@@ -191,10 +194,17 @@ class Upsample(Op):
 
     label_attrs: ClassVar[tuple[str, ...]] = ("scale", "size", "mode")
     makes_map: ClassVar[bool] = True
+    max_inputs: ClassVar[int | None] = 2
 
     def infer_shape(self, inputs: list[Shape], meta: dict) -> Shape:
-        (shape,) = inputs
-        if (self.scale is None) == (self.size is None):
+        shape = inputs[0]
+        if len(inputs) == 2:
+            given = "size" if self.size is not None else "scale" if self.scale is not None else None
+            if given is not None:
+                raise ShapeError(f"`upsample` with a second input takes its size from it, not from `{given}`",
+                                 attr=given, help=f"remove `{given}` to resize to the second input's spatial "
+                                                  "size, or remove the second input")
+        elif (self.scale is None) == (self.size is None):
             raise ShapeError("`upsample` takes either `scale` or `size`" + (", not both" if self.size else ""),
                              attr="size" if self.size is not None else None,
                              help="`scale: 2` doubles every spatial size; `size: [h, w]` sets them")
@@ -207,6 +217,18 @@ class Upsample(Op):
         if self.align_corners and self.mode == "nearest":
             raise ShapeError("`align_corners` only applies to `mode: bilinear`", attr="align_corners",
                              help="leave `align_corners` out for `nearest`")
+        if len(inputs) == 2:
+            ref = inputs[1]
+            if len(ref) != len(shape):
+                def dims(n: int) -> str:
+                    return f"{n} spatial dimension" + ("" if n == 1 else "s")
+
+                raise ShapeError(f"`upsample` cannot resize its {fmt_shape(shape)} input ({dims(len(shape) - 1)}) "
+                                 f"to the spatial size of its second input, {fmt_shape(ref)} "
+                                 f"({dims(len(ref) - 1)})", attr="inputs",
+                                 help="the second input gives only the size: it needs as many spatial dimensions "
+                                      "as the first (its channels may differ)")
+            return (shape[0], *ref[1:])
         if self.size is not None:
             return (shape[0], *spatial(self.size, len(shape) - 1, "size"))
         scaled = [s * self.scale for s in shape[1:]]   # in floating point, as torch computes it
@@ -240,6 +262,11 @@ class Upsample(Op):
         import torch.nn.functional as F
 
         kwargs: dict = {}
+        if len(args) == 2:   # `F.interpolate(x, size=ref.shape[2:], ...)`, read when the network runs
+            kwargs["mode"] = self.mode
+            if self.mode != "nearest" or self.align_corners:
+                kwargs["align_corners"] = self.align_corners
+            return b.resize_like(args[0], args[1], kwargs)
         if self.size is not None:
             kwargs["size"] = self.size
         if self.scale is not None:
@@ -248,6 +275,11 @@ class Upsample(Op):
         if self.mode != "nearest" or self.align_corners:
             kwargs["align_corners"] = self.align_corners
         return b.call_function(F.interpolate, args, kwargs)
+
+    def label(self) -> str:
+        if self.size is None and self.scale is None:   # the size of a second input
+            return f"upsample {self.mode}, to input 2's size"
+        return super().label()
 
 
 class _PixelShuffleBase(Op):

@@ -224,7 +224,7 @@ class SpecIndex:
             lines.append(f"set at {_where(origin[0], origin[1])}"
                          + (" (by `extends`)" if origin[0] is not self.program.source else ""))
             if origin[0].path != target.source.path:
-                lines.append(f"this file's value is overridden there")
+                lines.append("this file's value is overridden there")
         return "\n\n".join(lines)
 
     def _hover_node(self, source: SourceFile, entry: KeyPath) -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import keyword
 import operator
 import re
@@ -322,8 +321,8 @@ class Ejector:
             self.outputs_class = class_name(self.graph.name + "_outputs", taken)
             fields = [_identifier(name) for name in self.graph.outputs + self.graph.training_outputs]
             sections.append("\n".join([f"class {self.outputs_class}(NamedTuple):",
-                                       f'    """`outputs`, then `training_outputs`: what the network returns in '
-                                       f'training."""', ""] + [f"    {field}: torch.Tensor" for field in fields]))
+                                       '    """`outputs`, then `training_outputs`: what the network returns in '
+                                       'training."""', ""] + [f"    {field}: torch.Tensor" for field in fields]))
             typing_imports = ["from typing import NamedTuple"]
         sections.append(self._network_class(network_class))
         origin = f"{self.graph.name}, ejected by resgraph" + (f" from {self.source_name}" if self.source_name else "")

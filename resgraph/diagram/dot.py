@@ -7,7 +7,6 @@ boxes added (green), removed (red) or changed (amber); a failing node is red wit
 
 from __future__ import annotations
 
-import math
 import re
 
 from .model import KIND_NAMES, Drawing

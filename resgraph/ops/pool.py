@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import GLOBAL, Bool, Int, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
+from .base import GLOBAL, Bool, Ints, Op, Shape, ShapeError, fmt_shape, register, spatial, window_field
 from .conv import layout_name, stride_text
 
 

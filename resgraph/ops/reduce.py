@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import GLOBAL, Bool, Op, Shape, ShapeError, attribute, fail, fmt_shape, register
+from .base import GLOBAL, Bool, Op, Shape, ShapeError, attribute, fail, register
 
 
 def _as_dims(value: Any) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ knowing its dotted path name, op, producers and source location; passes leave re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .diagnostics import Diagnostics, Note, Span
 
@@ -214,14 +214,21 @@ class Graph:
     def module_path(self, node: Node) -> str:
         """The node's module (or tensor) path in the compiled network: the `key`s or names of the calls and the
         repetitions it sits in, then its own key or name (`transformer.h.0.attn.c_attn`)."""
-        parts = [node.module_name]
-        scope = node.prefix[:-1]
+        scope = self.scope_path(node.prefix[:-1])
+        return f"{scope}.{node.module_name}" if scope else node.module_name
+
+    def scope_path(self, scope: str, rename: Callable[[str, str], str] = lambda caller, name: name) -> str:
+        """The module path of block instance `scope` ('' for the network): each enclosing call's `key` or name,
+        as `rename(caller scope, name)` gives it (lowering renames names torch reserves), then, where the call
+        repeats, the repetition's name (`layer1.0`, `trunk_output.block1.block1-0`)."""
+        parts = []
         while scope:
             instance = self.instances[scope]
             if instance.index is not None:
                 parts.append(scope.rpartition(".")[2])
-            parts.append(instance.key or instance.call.rpartition(".")[2])
-            scope = instance.call.rpartition(".")[0]
+            caller = instance.call.rpartition(".")[0]
+            parts.append(rename(caller, instance.key or instance.call.rpartition(".")[2]))
+            scope = caller
         return ".".join(reversed(parts))
 
     def scope_starts(self, order: list[Node]) -> dict[str, int]:

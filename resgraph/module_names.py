@@ -136,16 +136,11 @@ def module_paths(graph: "Graph") -> tuple[dict[str, str], dict[str, str]]:
         taken = frozenset(own.get(scope, []) + [call.rpartition(".")[2] for call in calls.get(scope, {})])
         return module_attribute(name, taken)
 
-    instances: dict[str, str] = {"": ""}   # instance -> its module path
+    instances: dict[str, str] = {}   # instance -> its module path
 
     def instance_path(scope: str) -> str:
         if scope not in instances:
-            instance = graph.instances[scope]
-            caller = instance.call.rpartition(".")[0]
-            path = _joined(instance_path(caller), attribute(caller, instance.key or instance.call.rpartition(".")[2]))
-            if instance.index is not None:   # an nn.Sequential of the repetitions, by their names
-                path += "." + scope.rpartition(".")[2]
-            instances[scope] = path
+            instances[scope] = graph.scope_path(scope, attribute)
         return instances[scope]
 
     nodes: dict[str, str] = {}

@@ -34,6 +34,8 @@ def yaml_value(value: Any) -> str:
         return "null"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(yaml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{yaml_value(k)}: {yaml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, float):
         if math.isinf(value):
             return ".inf" if value > 0 else "-.inf"
@@ -253,7 +255,8 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
         if paths[node.name] != names[node.name]:   # where its module sits in the compiled network
             fields.append(("key", paths[node.name]))
         for attr in type(node.op).model_fields:
-            if attr in SKIPPED or attr in ("key", "shortcut_name", "allow") or attr not in node.op.model_fields_set:
+            if attr in SKIPPED or attr in ("key", "shortcut_name", "allow", "tie") or \
+                    attr not in node.op.model_fields_set:
                 continue
             fields.append((attr, getattr(node.op, attr)))
         allowed = _allowed(program, graph, node)
@@ -263,6 +266,9 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
                 and (node.prefix or "shortcut_name" in node.op.model_fields_set):
             # one flat scope: each shortcut module keeps its path in its block instance
             fields.append(("shortcut_name", shortcut_paths[node.name]))
+        if node.meta.get("tied"):   # a node reference, as `inputs`: to the flat name of the tensor's owner
+            fields.append(("tie", {name: f"{names[source]}.{parameter}"
+                                   for name, (source, parameter) in node.meta["tied"].items()}))
         fields.append(("inputs", [names[i] for i in node.inputs]))
         if not origins:
             body = ", ".join(f"{key}: {yaml_value(value) if key != 'op' else value}" for key, value in fields)
@@ -279,7 +285,7 @@ def expanded_spec(program: Program, graph: Graph, sets: Mapping[str, Any] | None
                     if node.op.key is not None else "")
             elif key == "allow":
                 comment = "  # its own `allow`, its block calls' and its block's"
-            elif key not in ("op", "inputs", "shortcut_name"):
+            elif key not in ("op", "inputs", "shortcut_name", "tie"):
                 comment = "  # " + "; ".join(line.strip() for line in provenance.attribute(node, key))
             lines.append(f"    {key}: {shown}{comment}")
     outputs = [names[name] for name in graph.outputs]

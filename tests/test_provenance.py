@@ -194,3 +194,36 @@ def test_expanded_spec_compiles_to_the_same_state_dict_keys(name):
         assert len(again.graph.training_outputs) == len(network.graph.training_outputs)
         assert [again.graph.nodes[name].dtype for name in again.graph.inputs] == \
             [network.graph.nodes[name].dtype for name in network.graph.inputs]
+
+
+TIED = """\
+resgraph: 1
+input: {shape: [6], dtype: int64}
+blocks:
+  lm:
+    nodes:
+      embed: {op: embedding, num: 30, dim: 12}
+      head: {op: linear, out: 30, bias: false, tie: {weight: embed.weight}}
+nodes:
+  stem: {op: embedding, num: 30, dim: 12}
+  proj: {op: linear, out: 30, bias: false, tie: {weight: stem.weight}}
+  first: {block: lm, inputs: input}
+  second: {block: lm, inputs: input}
+outputs: [proj, first, second]
+"""
+
+
+def test_expand_writes_ties_to_the_flat_names_of_their_owners(tmp_path):
+    """`resgraph expand` wrote a `tie` as the text of a Python dict (`tie: "{'weight': 'wte.weight'}"`): GPT-2's flat
+    spec failed to validate (RG048). A tie is a node reference, as `inputs`: it names its owner's flat node, in the
+    network and inside block instances, and the flat spec keeps the keys, the count and the shared tensors."""
+    from resgraph.provenance import expanded_spec
+
+    network = resgraph.load(tmp_path / "tied.yaml", text=TIED)
+    text = expanded_spec(network.program, network.graph)
+    assert 'tie: {weight: "stem.weight"}' in text and 'tie: {weight: "second_embed.weight"}' in text
+    again = resgraph.load(tmp_path / "flat.yaml", text=text)
+    assert again.warnings == [] and again.params == network.params
+    assert _state_dict_keys(again) == _state_dict_keys(network)
+    model = resgraph.compile(again, device="meta")
+    assert model.get_submodule("second.head").weight is model.get_submodule("second.embed").weight

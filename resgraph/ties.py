@@ -28,11 +28,8 @@ def check_ties(graph: Graph, diagnostics: Diagnostics) -> bool:
             span = node.source.span(node.path + ("tie", name)) if node.source is not None else node.span
             local, _, parameter = reference.partition(".")
             if own is None or name not in own:
-                listed = ", ".join(f"`{p}`" for p in own or ())
                 diagnostics.error("RG048", f"`{node.name}` (`{node.op.op_name()}`) has no parameter `{name}` to tie",
-                                  span, notes=node.notes,
-                                  help=f"its parameters: {listed}" if listed else
-                                  f"op `{node.op.op_name()}` declares no parameters that can be tied; {TIE_HELP}")
+                                  span, notes=node.notes, help=_parameters_help(node, own))
                 sound = False
                 continue
             source = graph.nodes.get(node.prefix + local)
@@ -45,11 +42,9 @@ def check_ties(graph: Graph, diagnostics: Diagnostics) -> bool:
                 continue   # its own error is reported
             theirs = _parameters(graph, source)
             if theirs is None or parameter not in theirs:
-                listed = ", ".join(f"`{p}`" for p in theirs or ())
                 diagnostics.error("RG048", f"`{source.name}` (`{source.op.op_name()}`) has no parameter "
                                   f"`{parameter}` to tie to", span, notes=node.notes + _defined(source),
-                                  help=f"its parameters: {listed}" if listed else
-                                  f"op `{source.op.op_name()}` declares no parameters that can be tied; {TIE_HELP}")
+                                  help=_parameters_help(source, theirs))
                 sound = False
                 continue
             chained = (getattr(source.op, "tie", None) or {}).get(parameter)
@@ -75,6 +70,13 @@ def check_ties(graph: Graph, diagnostics: Diagnostics) -> bool:
 def _parameters(graph: Graph, node: Node) -> dict | None:
     shapes = [graph.nodes[name].shape for name in node.inputs]
     return node.op.parameter_shapes(shapes, node.shape, node.meta)
+
+
+def _parameters_help(node: Node, parameters: dict | None) -> str:
+    """What a tie may name of `node`: its parameters, or that its op declares none."""
+    listed = ", ".join(f"`{p}`" for p in parameters or ())
+    return f"its parameters: {listed}" if listed else \
+        f"op `{node.op.op_name()}` declares no parameters that can be tied; {TIE_HELP}"
 
 
 def _defined(node: Node) -> tuple[Note, ...]:

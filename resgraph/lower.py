@@ -572,15 +572,19 @@ class CompiledModule(fx.GraphModule):
         return _unpickle_compiled, (kind, type(self).__name__, state, _graph_state(self.graph))
 
 
-class CompiledNetwork(CompiledModule):
-    """The network's own module: as a block's, and errors raised in its forward name the spec node."""
-
-    _CALL = _call_network
+class _KeepsTies:
+    """A network's module that ties parameters again after `.to()` and `to_empty` (`hold_ties`)."""
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
         retie(self)   # `_apply` makes one new parameter per module, untying what a `tie` tied
         return result
+
+
+class CompiledNetwork(_KeepsTies, CompiledModule):
+    """The network's own module: as a block's, and errors raised in its forward name the spec node."""
+
+    _CALL = _call_network
 
 
 # Attributes that fx's GraphModule.__init__ resets or does not know, restored on copies and unpickled modules.
@@ -671,7 +675,7 @@ def _unpickle_compiled(kind: str, class_name: str, state: dict, nodes: list[tupl
     return module
 
 
-class TrainingOutputsNetwork(nn.Module):
+class TrainingOutputsNetwork(_KeepsTies, nn.Module):
     """A network with `training_outputs`, returned as torchvision's GoogLeNet and Inception return their
     auxiliary logits: in training, a named tuple of `outputs` then `training_outputs`; in eval, `outputs`
     alone, and the nodes only the training outputs read do not run.
@@ -696,11 +700,6 @@ class TrainingOutputsNetwork(nn.Module):
         # Held outside `_modules` (they are views of this module, not children of it).
         self.__dict__["training_forward"] = full
         self.__dict__["eval_forward"] = CompiledNetwork(full, eval_graph, class_name=type(full).__name__)
-
-    def _apply(self, fn, recurse=True):
-        result = super()._apply(fn, recurse)
-        retie(self)
-        return result
 
     def forward(self, *args: Any) -> Any:
         if self.training:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+import re
 import statistics
+import subprocess
 import time
 from typing import Callable
 
@@ -33,3 +35,12 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def instructions(command: list[str], **run) -> int | None:
+    """The instructions `command` executes, counted by callgrind (its `I refs`), or None when valgrind gives no
+    count; `run` goes to subprocess.run (`cwd`, `env`). Unlike time, the count does not move with the load."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+                          capture_output=True, text=True, check=False, **run)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    return int(found.group(1).replace(",", "")) if found else None

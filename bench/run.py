@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved, machine  # noqa: E402
+from common import instructions, interleaved, machine  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []
 
@@ -154,7 +153,7 @@ def startup(quick: bool) -> None:
             cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     wall = {name: statistics.median(samples[name]) for name in commands}
     used = {name: statistics.median(cpu[name]) for name in commands}
-    counts = {name: _instructions(command) for name, command in commands.items()} if shutil.which("valgrind") \
+    counts = {name: instructions(command) for name, command in commands.items()} if shutil.which("valgrind") \
         else {}
 
     def cell(name: str) -> str:
@@ -166,14 +165,6 @@ def startup(quick: bool) -> None:
         f"{cell('validate')}. `import resgraph` {cell('import')}. `python -c pass` {cell('pass')}. "
         f"Floor, yaml + click + pydantic with one model: {cell('floor')}; without click: "
         f"{cell('floor without click')}", "≤ 0.15 s", "met" if v <= 0.15 else "missed")
-
-
-def _instructions(command: list[str]) -> int | None:
-    """The instructions a command executes (callgrind's `I refs`), or None when valgrind fails."""
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-                          capture_output=True, text=True, check=False)
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    return int(found.group(1).replace(",", "")) if found else None
 
 
 def lsp_revalidate(quick: bool) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,18 +21,22 @@ PROBE = Path(__file__).resolve().parent / "warm_validate.py"
 NODES = {"chain": 10_000, "resnet152": 508}
 DEFAULT_N = {"chain": 1, "resnet152": 3}
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import instructions  # noqa: E402
 
-def instructions(checkout: Path, spec: str, count: int) -> int:
+
+def probe_instructions(checkout: Path, spec: str, count: int) -> int:
+    """The instructions of bench/warm_validate.py validating `spec` `count` times with `checkout`'s resgraph."""
     target = "chain" if spec == "chain" else str(checkout / "specs" / f"{spec}.yaml")
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, str(PROBE),
-         str(checkout), target, str(count)],
-        capture_output=True, text=True, check=True, cwd="/", env={**os.environ, "PYTHONHASHSEED": "0"})
-    return int(re.search(r"I\s+refs:\s+([\d,]+)", done.stderr).group(1).replace(",", ""))
+    counted = instructions([sys.executable, str(PROBE), str(checkout), target, str(count)], cwd="/",
+                           env={**os.environ, "PYTHONHASHSEED": "0"})
+    if counted is None:
+        raise SystemExit(f"valgrind gave no instruction count for {checkout} {spec}")
+    return counted
 
 
 def per_validation(checkout: Path, spec: str, n: int) -> float:
-    return (instructions(checkout, spec, 1 + n) - instructions(checkout, spec, 1)) / n
+    return (probe_instructions(checkout, spec, 1 + n) - probe_instructions(checkout, spec, 1)) / n
 
 
 def main() -> None:
